@@ -1,0 +1,576 @@
+"""The agent contract: the one definition the client, agent.ps1 and the simulator follow.
+
+A provider call becomes one WinRM command. Its command line is a constant bootstrap; the
+agent script and a JSON request travel on stdin, the JSON result comes back on stdout.
+Values (and so every secret) only ever travel as JSON data, never as script text.
+
+Request:  {"version": 1, "ops": [{"op": "config.get", "args": {...}}, ...]}
+Result:   {"ok": true, "results": [<one result per op>]}
+      or  {"ok": false, "results": [<results of the ops that completed>],
+           "error": {"op": "...", "index": 2, "code": "Locked", "hresult": "0x80070021",
+                     "message": "..."}}
+
+Ops run in order and stop at the first error, so ``results`` tells how far a batch got.
+
+Config elements (``config.get`` / ``config.set``) are JSON trees in the shape of the XML:
+
+    Element = {"attributes": {name: str, ...},       # values exactly as the XML holds them
+               "children": {name: Element, ...},      # child elements (e.g. oneToOneMappings)
+               "items": [Element, ...],               # <add .../> entries of a collection
+               "clear": bool}                          # a <clear/> before the items
+
+Encrypted attributes (``password``) are written as plain text and encrypted by the host
+(Microsoft.Web.Administration on Windows), and read back only in their encrypted
+``[enc:Provider:...:enc]`` form. A value already in that form is stored as it is, which
+lets a resource put back a section it found (restore without ever seeing the password).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+PROTOCOL_VERSION: Final = 1
+
+# Separates the agent script from the JSON request on stdin.
+REQUEST_MARKER: Final = "\n#--iis-clientcert-request--\n"
+
+# The constant program that powershell.exe runs. It reads stdin (agent script, marker,
+# JSON request), turns the script into a script block and hands it the request text.
+# Nothing in it varies between calls, so nothing variable reaches the command line.
+BOOTSTRAP: Final = (
+    "$ErrorActionPreference = 'Stop'\n"
+    "$utf8 = New-Object System.Text.UTF8Encoding($false)\n"
+    "$reader = New-Object System.IO.StreamReader([Console]::OpenStandardInput(), $utf8)\n"
+    "$payload = $reader.ReadToEnd()\n"
+    "$marker = \"`n#--iis-clientcert-request--`n\"\n"
+    "$cut = $payload.IndexOf($marker)\n"
+    "if ($cut -lt 0) {\n"
+    "  [Console]::Out.Write('{\"ok\":false,\"results\":[],\"error\":{\"op\":null,\"index\":null,"
+    '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}\')\n'
+    "  exit 2\n"
+    "}\n"
+    "$agent = [ScriptBlock]::Create($payload.Substring(0, $cut))\n"
+    "& $agent $payload.Substring($cut + $marker.Length)\n"
+)
+
+POWERSHELL: Final = "powershell.exe"
+
+
+def encoded_bootstrap() -> str:
+    """The bootstrap as PowerShell's -EncodedCommand wants it (base64 of UTF-16LE)."""
+    return base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode("ascii")
+
+
+def command_arguments() -> list[str]:
+    """The fixed argument list of every agent command."""
+    return ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
+
+
+def encode_stdin(agent_script: str, request: dict[str, Any]) -> bytes:
+    """What the client writes to the command's stdin."""
+    return (agent_script + REQUEST_MARKER + json.dumps(request, separators=(",", ":"))).encode(
+        "utf-8"
+    )
+
+
+def split_stdin(payload: bytes) -> tuple[str, str]:
+    """The inverse of :func:`encode_stdin` (used by the simulator): (script, request json)."""
+    text = payload.decode("utf-8")
+    cut = text.find(REQUEST_MARKER)
+    if cut < 0:
+        raise ValueError("agent payload marker missing")
+    return text[:cut], text[cut + len(REQUEST_MARKER) :]
+
+
+# --- ops -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of an op. ``kind`` is a JSON type name; ``secret`` args are never logged."""
+
+    kind: str  # "str" | "int" | "bool" | "dict" | "list"
+    required: bool = True
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    summary: str
+    writes: bool
+    args: dict[str, Arg] = field(default_factory=dict)
+    result: str = ""
+    # The argument that names what the op touches, for audit logs and error messages.
+    target: str | None = None
+
+
+STORES: Final = ("Root", "CA", "My")
+CONFIG_TARGETS: Final = ("apphost", "webconfig")
+FOLDER_RIGHTS: Final = ("Read", "ReadAndExecute", "Modify", "FullControl")
+
+_OPS: list[OpSpec] = [
+    OpSpec(
+        "host.facts",
+        "Facts about the host that decide what works.",
+        writes=False,
+        result=(
+            "{computer_name, os_caption, os_build: int, iis_version, web_cert_auth_installed: bool,"
+            " client_auth_trust_mode: int, send_trusted_issuer_list: int, tls13_enabled: bool,"
+            " password_policy: {min_length: int, complexity: bool}}"
+        ),
+    ),
+    OpSpec(
+        "site.list",
+        "Sites with their physical path and bindings.",
+        writes=False,
+        result=(
+            "{sites: [{name, id: int, physical_path, bindings: [{protocol, binding_information,"
+            " ssl_flags: int, certificate_hash, certificate_store, client_cert_negotiation: bool}]}]}"
+        ),
+    ),
+    OpSpec(
+        "config.get",
+        "Read a configuration section at a location of applicationHost.config.",
+        writes=False,
+        args={"section": Arg("str"), "location": Arg("str")},
+        result="{present: bool, element: Element | null, effective: Element}",
+        target="location",
+    ),
+    OpSpec(
+        "config.set",
+        "Replace a configuration section at a location (authoritative, like <clear/>).",
+        writes=True,
+        args={
+            "section": Arg("str"),
+            "location": Arg("str"),
+            "element": Arg("dict", secret=True),
+            "target": Arg("str", required=False, choices=CONFIG_TARGETS),
+        },
+        result="{changed: bool}",
+        target="location",
+    ),
+    OpSpec(
+        "config.clear",
+        "Remove a section from a location so the location inherits it again.",
+        writes=True,
+        args={
+            "section": Arg("str"),
+            "location": Arg("str"),
+            "target": Arg("str", required=False, choices=CONFIG_TARGETS),
+        },
+        result="{changed: bool}",
+        target="location",
+    ),
+    OpSpec(
+        "binding.set",
+        "Create or update a site's https binding and its HTTP.sys certificate binding.",
+        writes=True,
+        args={
+            "site": Arg("str"),
+            "binding_information": Arg("str"),
+            "ssl_flags": Arg("int"),
+            "certificate_hash": Arg("str"),
+            "certificate_store": Arg("str", choices=STORES),
+            "client_cert_negotiation": Arg("bool"),
+        },
+        result="{changed: bool, created: bool}",
+        target="site",
+    ),
+    OpSpec(
+        "binding.remove",
+        "Remove a site's https binding and its HTTP.sys certificate binding.",
+        writes=True,
+        args={"site": Arg("str"), "binding_information": Arg("str")},
+        result="{changed: bool}",
+        target="site",
+    ),
+    OpSpec(
+        "cert.list",
+        "Certificates in a LocalMachine store.",
+        writes=False,
+        args={"store": Arg("str", choices=STORES)},
+        result=(
+            "{certificates: [{thumbprint, subject, issuer, not_before, not_after,"
+            " has_private_key: bool, der_b64}]}"
+        ),
+        target="store",
+    ),
+    OpSpec(
+        "cert.import",
+        "Import a certificate (DER) or a PFX with its key into a LocalMachine store.",
+        writes=True,
+        args={
+            "store": Arg("str", choices=STORES),
+            "der_b64": Arg("str", required=False),
+            "pfx_b64": Arg("str", required=False, secret=True),
+            "pfx_password": Arg("str", required=False, secret=True),
+            "exportable": Arg("bool", required=False),
+        },
+        result="{thumbprint, added: bool}",
+        target="store",
+    ),
+    OpSpec(
+        "cert.remove",
+        "Remove a certificate (and its key) from a LocalMachine store.",
+        writes=True,
+        args={"store": Arg("str", choices=STORES), "thumbprint": Arg("str")},
+        result="{removed: bool}",
+        target="thumbprint",
+    ),
+    OpSpec(
+        "user.get",
+        "A local account.",
+        writes=False,
+        args={"name": Arg("str")},
+        result=(
+            "{exists: bool, name, full_name, description, disabled: bool,"
+            " password_never_expires: bool, user_cannot_change_password: bool, groups: [str]}"
+        ),
+        target="name",
+    ),
+    OpSpec(
+        "user.set",
+        "Create a local account or update its properties; the password only when given.",
+        writes=True,
+        args={
+            "name": Arg("str"),
+            "password": Arg("str", required=False, secret=True),
+            "full_name": Arg("str", required=False),
+            "description": Arg("str", required=False),
+            "disabled": Arg("bool", required=False),
+            "password_never_expires": Arg("bool", required=False),
+            "user_cannot_change_password": Arg("bool", required=False),
+        },
+        result="{created: bool, changed: [str]}",
+        target="name",
+    ),
+    OpSpec(
+        "user.delete",
+        "Delete a local account.",
+        writes=True,
+        args={"name": Arg("str")},
+        result="{removed: bool}",
+        target="name",
+    ),
+    OpSpec(
+        "user.verify_password",
+        "Whether a password logs the account on (LogonUser); the password is never returned.",
+        writes=False,
+        args={"name": Arg("str"), "password": Arg("str", secret=True)},
+        result="{valid: bool, hresult: str | null}",
+        target="name",
+    ),
+    OpSpec(
+        "group.add_member",
+        "Add a local account to a local group.",
+        writes=True,
+        args={"group": Arg("str"), "member": Arg("str")},
+        result="{changed: bool}",
+        target="group",
+    ),
+    OpSpec(
+        "group.remove_member",
+        "Remove a local account from a local group.",
+        writes=True,
+        args={"group": Arg("str"), "member": Arg("str")},
+        result="{changed: bool}",
+        target="group",
+    ),
+    OpSpec(
+        "acl.get",
+        "The explicit access rules of a folder.",
+        writes=False,
+        args={"path": Arg("str")},
+        result="{exists: bool, aces: [{identity, rights, type: Allow|Deny, inherited: bool}]}",
+        target="path",
+    ),
+    OpSpec(
+        "acl.grant",
+        "Add an Allow rule (inherited by files and subfolders) for an identity on a folder.",
+        writes=True,
+        args={"path": Arg("str"), "identity": Arg("str"), "rights": Arg("str", choices=FOLDER_RIGHTS)},
+        result="{changed: bool}",
+        target="path",
+    ),
+    OpSpec(
+        "acl.revoke",
+        "Remove the explicit Allow rules of an identity on a folder.",
+        writes=True,
+        args={"path": Arg("str"), "identity": Arg("str")},
+        result="{changed: bool}",
+        target="path",
+    ),
+    OpSpec(
+        "mapping.verify_logons",
+        "Try the logon of every mapping of a site with its stored (encrypted) password.",
+        writes=False,
+        args={"site": Arg("str")},
+        result="{results: [{kind: one_to_one|many_to_one, key, user_name, valid: bool, hresult}]}",
+        target="site",
+    ),
+]
+
+OPS: Final[dict[str, OpSpec]] = {spec.name: spec for spec in _OPS}
+
+# --- errors --------------------------------------------------------------------------
+
+ERROR_CODES: Final[dict[str, str]] = {
+    "BadRequest": "the request does not follow the contract (version, op name, arguments)",
+    "NotFound": "the named site, user, certificate, folder or section does not exist",
+    "Locked": "the section is locked at this path (overrideModeDefault=Deny)",
+    "InvalidValue": "a value is outside what the IIS schema or Windows accepts",
+    "DuplicateKey": "a collection already holds an entry with the same key",
+    "FeatureMissing": "a Windows feature the operation needs is not installed",
+    "LogonFailure": "the user name or password is incorrect",
+    "PolicyViolation": "the password or account name breaks the host's policy",
+    "BadCertificate": "the certificate or PFX cannot be decoded",
+    "AccessDenied": "the agent's account lacks the right to do this",
+    "Fault": "an injected or unexpected failure on the host",
+}
+
+
+@dataclass(frozen=True)
+class WindowsCode:
+    name: str
+    meaning: str
+    action: str
+
+
+# Windows HRESULTs users meet on this road, with what they mean and what to do.
+WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
+    0x8007052E: WindowsCode(
+        "ERROR_LOGON_FAILURE",
+        "the user name or password is incorrect",
+        "set the password of the mapping to the account's current password "
+        "(for IIS one-to-one mappings a wrong password shows as 401.1)",
+    ),
+    0x80093102: WindowsCode(
+        "CRYPT_E_ASN1_EOD",
+        "the certificate blob ends too early (truncated or not joined into one line)",
+        "give the certificate as PEM, DER or PFX and let the provider produce the blob",
+    ),
+    0x8009310B: WindowsCode(
+        "CRYPT_E_ASN1_BADTAG",
+        "the certificate blob is not DER (bad ASN.1 tag)",
+        "give the certificate as PEM, DER or PFX and let the provider produce the blob",
+    ),
+    0x80070021: WindowsCode(
+        "ERROR_LOCK_VIOLATION",
+        "the configuration section is locked at this path (overrideModeDefault=Deny)",
+        "write the section to applicationHost.config inside <location path=...>, "
+        "never to the site's web.config",
+    ),
+    0x800B0109: WindowsCode(
+        "CERT_E_UNTRUSTEDROOT",
+        "the certificate chain ends in a root that is not trusted",
+        "add the issuing CA to LocalMachine\\Root (self-signed) or LocalMachine\\CA "
+        "(intermediate), and keep non-self-signed certificates out of Root (KB 2802568)",
+    ),
+    0x80070005: WindowsCode(
+        "E_ACCESSDENIED",
+        "access is denied",
+        "connect as a member of the host's Administrators group",
+    ),
+    0x80070002: WindowsCode(
+        "ERROR_FILE_NOT_FOUND",
+        "the file or folder does not exist",
+        "create the site folder first, or correct the path",
+    ),
+    0x800708C5: WindowsCode(
+        "NERR_PasswordTooShort",
+        "the password does not meet the host's password policy",
+        "use a longer password with characters from three of: upper case, lower case, "
+        "digits, symbols",
+    ),
+    0x80070032: WindowsCode(
+        "ERROR_NOT_SUPPORTED",
+        "the request is not supported (on Windows Server 2025: client certificate "
+        "renegotiation under TLS 1.3)",
+        "negotiate client certificates in the handshake (client_cert_negotiation=true)",
+    ),
+    0x800700B7: WindowsCode(
+        "ERROR_ALREADY_EXISTS",
+        "an object with that name or key already exists",
+        "remove the duplicate or let the provider adopt the existing object",
+    ),
+    0x80070490: WindowsCode(
+        "ERROR_NOT_FOUND",
+        "the element was not found",
+        "check the site, user or certificate name",
+    ),
+}
+
+
+def explain_hresult(hresult: str | int | None) -> WindowsCode | None:
+    if hresult is None:
+        return None
+    try:
+        value = int(hresult, 16) if isinstance(hresult, str) else int(hresult)
+    except ValueError:
+        return None
+    return WINDOWS_CODES.get(value & 0xFFFFFFFF)
+
+
+# --- request / result shape ----------------------------------------------------------
+
+
+class ContractError(ValueError):
+    """A request or result that does not follow the contract."""
+
+
+_JSON_KINDS: Final[dict[str, type | tuple[type, ...]]] = {
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "dict": dict,
+    "list": list,
+}
+
+ENCRYPTED_VALUE: Final = re.compile(r"^\[enc:[A-Za-z0-9]+:[^:\]]*:enc\]$")
+
+
+def make_op(op: str, **args: Any) -> dict[str, Any]:
+    """One op of a request, checked against the contract."""
+    entry = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}
+    validate_op(entry)
+    return entry
+
+
+def make_request(ops: list[dict[str, Any]]) -> dict[str, Any]:
+    request = {"version": PROTOCOL_VERSION, "ops": ops}
+    validate_request(request)
+    return request
+
+
+def validate_op(entry: Any) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("op"), str):
+        raise ContractError("each op must be an object with an 'op' name")
+    spec = OPS.get(entry["op"])
+    if spec is None:
+        raise ContractError(f"unknown op {entry['op']!r}")
+    args = entry.get("args", {})
+    if not isinstance(args, dict):
+        raise ContractError(f"{spec.name}: 'args' must be an object")
+    for name in args:
+        if name not in spec.args:
+            raise ContractError(f"{spec.name}: unknown argument {name!r}")
+    for name, arg in spec.args.items():
+        if name not in args:
+            if arg.required:
+                raise ContractError(f"{spec.name}: missing argument {name!r}")
+            continue
+        value = args[name]
+        kind = _JSON_KINDS[arg.kind]
+        # bool is an int in Python; the contract keeps them apart.
+        if not isinstance(value, kind) or (arg.kind == "int" and isinstance(value, bool)):
+            raise ContractError(f"{spec.name}: argument {name!r} must be {arg.kind}")
+        if arg.choices and value not in arg.choices:
+            raise ContractError(
+                f"{spec.name}: argument {name!r} must be one of {', '.join(arg.choices)}"
+            )
+
+
+def validate_request(request: Any) -> None:
+    if not isinstance(request, dict):
+        raise ContractError("the request must be a JSON object")
+    if request.get("version") != PROTOCOL_VERSION:
+        raise ContractError(
+            f"protocol version {request.get('version')!r} is not {PROTOCOL_VERSION}"
+        )
+    ops = request.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise ContractError("the request must carry a non-empty list of ops")
+    for entry in ops:
+        validate_op(entry)
+
+
+def redact_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments fit for a log: secrets replaced, config elements reduced to their shape."""
+    spec = OPS.get(op)
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        arg = spec.args.get(name) if spec else None
+        if arg is not None and arg.secret:
+            out[name] = "REDACTED"
+        else:
+            out[name] = value
+    return out
+
+
+def error_result(
+    op: str | None,
+    index: int | None,
+    code: str,
+    message: str,
+    hresult: int | None = None,
+    results: list[Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "results": results or [],
+        "error": {
+            "op": op,
+            "index": index,
+            "code": code,
+            "hresult": f"0x{hresult & 0xFFFFFFFF:08X}" if hresult is not None else None,
+            "message": message,
+        },
+    }
+
+
+def parse_result(stdout: bytes | str) -> dict[str, Any]:
+    """Decode the agent's stdout; raises ContractError if it is not a contract result."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    text = text.strip().lstrip("\ufeff")
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"the agent's output is not JSON ({exc.msg})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+        raise ContractError("the agent's output has no 'ok' field")
+    if not isinstance(result.get("results", []), list):
+        raise ContractError("the agent's 'results' is not a list")
+    if not result["ok"]:
+        error = result.get("error")
+        if not isinstance(error, dict) or "code" not in error or "message" not in error:
+            raise ContractError("the agent reported a failure without a structured error")
+    return result
+
+
+# --- config elements -----------------------------------------------------------------
+
+
+def element(
+    attributes: dict[str, str] | None = None,
+    children: dict[str, dict[str, Any]] | None = None,
+    items: list[dict[str, Any]] | None = None,
+    clear: bool = False,
+) -> dict[str, Any]:
+    """Build a config Element (see the module docstring)."""
+    return {
+        "attributes": dict(attributes or {}),
+        "children": dict(children or {}),
+        "items": list(items or []),
+        "clear": clear,
+    }
+
+
+def is_encrypted_value(value: str) -> bool:
+    return bool(ENCRYPTED_VALUE.match(value))
+
+
+# Sections the product touches, with their XML path under <configuration>.
+SECTION_SSL: Final = "system.webServer/security/access"
+SECTION_ANONYMOUS: Final = "system.webServer/security/authentication/anonymousAuthentication"
+SECTION_MAPPING: Final = (
+    "system.webServer/security/authentication/iisClientCertificateMappingAuthentication"
+)
+SECTION_AD_MAPPING: Final = (
+    "system.webServer/security/authentication/clientCertificateMappingAuthentication"
+)

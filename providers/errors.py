@@ -1,0 +1,116 @@
+"""One exception hierarchy for everything that talks to a host or validates input.
+
+Messages name the host, the resource and the step, explain Windows codes, and never carry
+a secret value. The classes also subclass builtins so callers can catch what they know.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.contract import explain_hresult
+
+
+class IisClientCertError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ValidationError(IisClientCertError, ValueError):
+    """Bad input, found before any host was touched."""
+
+    def __init__(self, resource: str, prop: str, value: Any, problem: str, fix: str = "") -> None:
+        self.resource = resource
+        self.property = prop
+        self.value = value
+        self.problem = problem
+        self.fix = fix
+        shown = "" if value is None else f" = {_show(value)}"
+        text = f"{resource}: {prop}{shown}: {problem}"
+        if fix:
+            text += f". {fix}"
+        super().__init__(text)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class CertificateError(IisClientCertError, ValueError):
+    """A certificate, key or PFX that cannot be used; ``kind`` says which way it is bad."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class HostError(IisClientCertError, RuntimeError):
+    """Anything that went wrong while talking to a host."""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class TransportError(HostError, ConnectionError):
+    """The host could not be reached, or the connection broke."""
+
+    def __init__(self, host: str, message: str, *, command_may_have_run: bool = False) -> None:
+        self.command_may_have_run = command_may_have_run
+        super().__init__(host, message)
+
+
+class HostUnreachableError(TransportError):
+    pass
+
+
+class HostTimeoutError(TransportError, TimeoutError):
+    pass
+
+
+class AuthenticationError(HostError, PermissionError):
+    """The host rejected the credentials."""
+
+
+class TlsVerificationError(TransportError):
+    """The host's HTTPS certificate could not be verified."""
+
+
+class WSManFaultError(HostError):
+    def __init__(self, host: str, code: int | None, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        shown = f" (WS-Management fault 0x{code:08X})" if code is not None else ""
+        super().__init__(host, f"{reason}{shown}")
+
+
+class AgentError(HostError):
+    """The agent ran and reported a structured error for one op."""
+
+    def __init__(
+        self,
+        host: str,
+        op: str | None,
+        code: str,
+        message: str,
+        hresult: str | None = None,
+        index: int | None = None,
+        results: list[Any] | None = None,
+    ) -> None:
+        self.op = op
+        self.code = code
+        self.hresult = hresult
+        self.index = index
+        self.results = results or []
+        self.agent_message = message
+        text = f"{op or 'agent'} failed: {code}: {message}"
+        explained = explain_hresult(hresult)
+        if explained is not None:
+            text += f" [{hresult} {explained.name}: {explained.meaning}; fix: {explained.action}]"
+        elif hresult:
+            text += f" [{hresult}]"
+        super().__init__(host, text)
+
+
+class AgentProtocolError(HostError):
+    """The command ran but its output was not a contract result."""
