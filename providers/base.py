@@ -1,0 +1,376 @@
+"""What every resource provider shares: validation plumbing, the pure diff, the host call.
+
+A resource module supplies a typed spec of its inputs (``validate``), how to read the
+host (``read_ops`` + ``parse_current``), a pure ``plan(current, desired)`` and how to
+turn live state back into inputs (``live_inputs``). :class:`IisProvider` turns those into
+Pulumi's check / diff / create / read / update / delete with these guarantees:
+
+* ``check`` never touches a host; bad input becomes a CheckFailure naming the property.
+* ``diff`` is pure: it compares stored outputs with the new inputs.
+* ``create`` / ``update`` cost at most two agent calls: one read batch, then one batch
+  with the writes followed by the reads that verify them.
+* ``read`` returns live state and the inputs that would produce it.
+
+Provider classes hold no state: they are pickled by reference into Pulumi's state and
+open their host session inside each method.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from providers.connection import Connection
+from providers.errors import AgentError, ValidationError
+from providers.host import HostClient
+
+log = logging.getLogger("iis_clientcert")
+
+# The value Pulumi hands a provider for an input not known during preview.
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+def is_unknown(value: Any) -> bool:
+    """True when a value, or anything inside it, is not known yet (preview)."""
+    if isinstance(value, str):
+        return value == UNKNOWN
+    if isinstance(value, Mapping):
+        return any(is_unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(is_unknown(v) for v in value)
+    return False
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of a plan: what a person reads, and the ops that do it."""
+
+    summary: str
+    ops: list[dict[str, Any]] = field(default_factory=list)
+
+
+Desired = TypeVar("Desired")
+Current = TypeVar("Current")
+
+
+@dataclass(frozen=True)
+class Applied(Generic[Current]):
+    before: Current  # what the first read found
+    after: Current  # what the verifying read found (same as before when nothing changed)
+    changes: list[Change]
+
+
+class IisProvider(ResourceProvider, Generic[Desired, Current]):  # type: ignore[misc]
+    """Base of every resource provider. Subclasses implement the hooks below."""
+
+    kind: ClassVar[str] = "Resource"
+    # Inputs whose change means a new object on the host (the id changes).
+    replace_on: ClassVar[tuple[str, ...]] = ()
+    # Outputs that are computed, not inputs (kept out of the diff and of read's inputs).
+    computed: ClassVar[tuple[str, ...]] = ()
+
+    # --- hooks -----------------------------------------------------------------------
+
+    def validate(self, inputs: Mapping[str, Any]) -> Desired:
+        raise NotImplementedError
+
+    def normalised_inputs(self, desired: Desired) -> dict[str, Any]:
+        """The inputs as Pulumi should store them (canonical forms, defaults filled)."""
+        raise NotImplementedError
+
+    def resource_id(self, connection: Connection, desired: Desired) -> str:
+        raise NotImplementedError
+
+    def read_ops(self, desired: Desired) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def parse_current(self, desired: Desired, results: list[Any]) -> Current:
+        raise NotImplementedError
+
+    def plan(self, current: Current, desired: Desired) -> list[Change]:
+        raise NotImplementedError
+
+    def preflight(self, current: Current, desired: Desired) -> None:
+        """Host-dependent validation after the first read, before any write."""
+
+    def outputs(
+        self,
+        desired: Desired,
+        before: Current | None,
+        after: Current,
+        previous: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Computed outputs added to the inputs.
+
+        ``before`` is what create found before writing (None for update and read),
+        ``previous`` the stored outputs (None at create): together they carry facts such
+        as "the value found at create" from the first run to the delete.
+        """
+        return {}
+
+    def exists(self, current: Current) -> bool:
+        """Whether the managed object is on the host (for refresh)."""
+        return True
+
+    def live_inputs(
+        self, desired: Desired, current: Current, stored: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The inputs that would produce the live state (refresh)."""
+        raise NotImplementedError
+
+    def delete_changes(
+        self, desired: Desired, current: Current, stored: Mapping[str, Any]
+    ) -> list[Change]:
+        raise NotImplementedError
+
+    # --- Pulumi provider interface ---------------------------------------------------
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if is_unknown({k: v for k, v in news.items() if k != "__provider"}):
+            # Values not known yet are checked again when they are (at update time).
+            return CheckResult(news, [])
+        try:
+            desired = self.validate(news)
+            Connection.from_input(_require(news, "connection", self.kind), self.kind)
+        except ValidationError as exc:
+            return CheckResult(news, [CheckFailure(exc.property, str(exc))])
+        inputs = self.normalised_inputs(desired)
+        inputs["connection"] = Connection.from_input(news["connection"], self.kind).to_input()
+        return CheckResult(inputs, [])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed: list[str] = []
+        replaces: list[str] = []
+        for key in sorted(set(news) | set(olds)):
+            if key == "__provider" or key in self.computed:
+                continue
+            if key == "connection":
+                old_conn, new_conn = olds.get(key) or {}, news.get(key) or {}
+                if _endpoint_host(old_conn) != _endpoint_host(new_conn):
+                    replaces.append(key)  # another host: another object
+                if old_conn != new_conn:
+                    changed.append(key)
+                continue
+            if olds.get(key) != news.get(key) or is_unknown(news.get(key)):
+                changed.append(key)
+                if key in self.replace_on:
+                    replaces.append(key)
+        return DiffResult(
+            changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
+        )
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        connection, desired = self._parse(props)
+        applied = self._converge(connection, desired)
+        outs = self._outs(props, desired, applied.before, applied.after, None)
+        return CreateResult(self.resource_id(connection, desired), outs)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        connection, desired = self._parse(news)
+        applied = self._converge(connection, desired)
+        return UpdateResult(self._outs(news, desired, None, applied.after, olds))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        connection, desired = self._parse(props)
+        client = HostClient(connection)
+        current = self.parse_current(desired, client.call(self.read_ops(desired)))
+        if not self.exists(current):
+            return ReadResult(None, {})
+        inputs = self.live_inputs(desired, current, props)
+        inputs["connection"] = props["connection"]
+        outs = dict(inputs)
+        outs.update(self.outputs(desired, None, current, props))
+        return ReadResult(id_, outs, inputs)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        connection, desired = self._parse(props)
+        client = HostClient(connection)
+        current = self.parse_current(desired, client.call(self.read_ops(desired)))
+        changes = self.delete_changes(desired, current, props)
+        ops = [op for change in changes for op in change.ops]
+        if ops:
+            client.call(ops)
+        for change in changes:
+            log.info("%s: %s", self.kind, change.summary)
+
+    # --- machinery -------------------------------------------------------------------
+
+    def _parse(self, props: Mapping[str, Any]) -> tuple[Connection, Desired]:
+        connection = Connection.from_input(_require(props, "connection", self.kind), self.kind)
+        return connection, self.validate(props)
+
+    def _converge(self, connection: Connection, desired: Desired) -> Applied[Current]:
+        client = HostClient(connection)
+        read_ops = self.read_ops(desired)
+        current = self.parse_current(desired, client.call(read_ops))
+        self.preflight(current, desired)
+        changes = self.plan(current, desired)
+        write_ops = [op for change in changes for op in change.ops]
+        if not write_ops:
+            return Applied(current, current, [])
+        # Writes and the reads that verify them travel as one batch: one agent call.
+        results = client.call(write_ops + read_ops)
+        verified = self.parse_current(desired, results[len(write_ops) :])
+        leftover = self.plan(verified, desired)
+        if leftover:
+            raise AgentError(
+                connection.host,
+                None,
+                "NotConverged",
+                f"{self.kind}: the host does not show the desired state after writing "
+                f"({'; '.join(c.summary for c in leftover)})",
+            )
+        return Applied(current, verified, changes)
+
+    def _outs(
+        self,
+        props: Mapping[str, Any],
+        desired: Desired,
+        before: Current | None,
+        after: Current,
+        previous: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        outs = self.normalised_inputs(desired)
+        outs["connection"] = props["connection"]
+        outs.update(self.outputs(desired, before, after, previous))
+        return outs
+
+
+def _require(props: Mapping[str, Any], key: str, kind: str) -> Any:
+    if props.get(key) is None:
+        raise ValidationError(kind, key, None, "is required")
+    return props[key]
+
+
+def _endpoint_host(conn: Mapping[str, Any]) -> str:
+    endpoint = str(conn.get("endpoint", ""))
+    from urllib.parse import urlsplit
+
+    return (urlsplit(endpoint).hostname or "").lower()
+
+
+# --- small validation helpers shared by resources ------------------------------------
+
+
+def get_str(
+    kind: str,
+    props: Mapping[str, Any],
+    key: str,
+    *,
+    default: str | None = None,
+    required: bool = True,
+    allow_empty: bool = False,
+    max_len: int = 4096,
+) -> str:
+    value = props.get(key, default)
+    if value is None:
+        if required:
+            raise ValidationError(kind, key, None, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(kind, key, value, "must be a string")
+    if not allow_empty and required and not value.strip():
+        raise ValidationError(kind, key, value, "must not be empty")
+    if "\x00" in value:
+        raise ValidationError(kind, key, value, "must not contain a NUL character")
+    if len(value) > max_len:
+        raise ValidationError(kind, key, None, f"is longer than {max_len} characters")
+    return value
+
+
+def get_bool(kind: str, props: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = props.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValidationError(kind, key, value, "must be true or false")
+    return value
+
+
+def get_int(kind: str, props: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = props.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Pulumi numbers arrive as floats
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValidationError(kind, key, value, f"must be a whole number from {lo} to {hi}")
+    return value
+
+
+def get_list(kind: str, props: Mapping[str, Any], key: str) -> list[Any]:
+    value = props.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValidationError(kind, key, value, "must be a list")
+    return list(value)
+
+
+# Site names: IIS refuses these characters in a site name.
+_SITE_FORBIDDEN = set('\\/?;:@&=+$,|"<>*')
+
+
+def validate_site(kind: str, value: str, key: str = "site") -> str:
+    if any(ch in _SITE_FORBIDDEN for ch in value) or any(ord(ch) < 32 for ch in value):
+        raise ValidationError(
+            kind,
+            key,
+            value,
+            "contains a character IIS does not allow in a site name",
+            'Site names cannot contain \\ / ? ; : @ & = + $ , | " < > * or control characters.',
+        )
+    if value != value.strip():
+        raise ValidationError(kind, key, value, "has leading or trailing spaces")
+    return value
+
+
+def validate_app_path(kind: str, value: str, key: str = "path") -> str:
+    """An application or folder path below a site: '' or '/app[/sub]'."""
+    if value in ("", "/"):
+        return ""
+    if not value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValidationError(
+            kind, key, value, "must look like /app or /app/sub (no trailing slash)"
+        )
+    if any(ch in value for ch in '\\?;:@&=+$,|"<>*') or any(ord(ch) < 32 for ch in value):
+        raise ValidationError(kind, key, value, "contains a character IIS does not allow")
+    return value
+
+
+def site_exists(sites: Sequence[Mapping[str, Any]], site: str) -> Mapping[str, Any] | None:
+    for entry in sites:
+        if entry.get("name") == site:
+            return entry
+    return None
+
+
+def require_site(
+    kind: str, connection_host: str, sites: Sequence[Mapping[str, Any]], site: str
+) -> Mapping[str, Any]:
+    found = site_exists(sites, site)
+    if found is None:
+        names = ", ".join(sorted(str(s.get("name")) for s in sites)) or "none"
+        raise ValidationError(
+            kind,
+            "site",
+            site,
+            f"no such site on {connection_host} (sites there: {names})",
+            "Create the site in IIS first or correct the name.",
+        )
+    return found
+
+
+Validator = Callable[[Mapping[str, Any]], Any]

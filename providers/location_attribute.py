@@ -1,0 +1,178 @@
+"""Resources that own one attribute of a locked section at a site's apphost location.
+
+SslSettings (``access@sslFlags``) and AnonymousAuthentication
+(``anonymousAuthentication@enabled``) differ only in the section, the attribute and how
+its text is read; this module holds the rest: read, plan, put-back-on-delete, refresh.
+Other attributes written at the same location (say an anonymous ``userName``) are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from providers import contract
+from providers.base import Change, IisProvider, require_site, site_exists
+from providers.connection import Connection
+
+
+@dataclass(frozen=True)
+class AttributeDesired:
+    site: str
+    path: str
+    value: str  # the attribute text as IIS writes it
+    fields: dict[str, Any]  # the normalised inputs (site, path and the resource's own)
+
+    @property
+    def location(self) -> str:
+        return self.site + self.path
+
+
+@dataclass(frozen=True)
+class AttributeCurrent:
+    sites: list[dict[str, Any]]
+    site_found: bool
+    local: dict[str, str]  # attributes written at the location (empty if none)
+    local_present: bool  # the section element exists at the location
+    effective: str | None  # the value in force (location, server level or default)
+    local_value: str | None  # the attribute as written at the location, if it is
+
+
+def _with_attribute(local: Mapping[str, str], attribute: str, value: str) -> dict[str, Any]:
+    attributes = dict(local)
+    attributes[attribute] = value
+    return contract.element(attributes)
+
+
+class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent]):
+    section: ClassVar[str] = ""
+    attribute: ClassVar[str] = ""
+    replace_on = ("site", "path")
+    computed = ("location", "prior_present", "prior_value")
+
+    def same_value(self, a: str | None, b: str | None) -> bool:
+        """Whether two attribute texts mean the same (flag order, case)."""
+        return a == b
+
+    def inputs_from_value(self, value: str | None) -> dict[str, Any]:
+        """The resource's own inputs that would produce an attribute text (refresh)."""
+        raise NotImplementedError
+
+    # --- hooks of IisProvider --------------------------------------------------------
+
+    def normalised_inputs(self, desired: AttributeDesired) -> dict[str, Any]:
+        return dict(desired.fields)
+
+    def resource_id(self, connection: Connection, desired: AttributeDesired) -> str:
+        return f"{connection.host}/{desired.location}"
+
+    def read_ops(self, desired: AttributeDesired) -> list[dict[str, Any]]:
+        return [
+            contract.make_op("site.list"),
+            contract.make_op("config.get", section=self.section, location=desired.location),
+        ]
+
+    def parse_current(self, desired: AttributeDesired, results: list[Any]) -> AttributeCurrent:
+        sites = list(results[0]["sites"])
+        got = results[1]
+        present = bool(got.get("present"))
+        local = dict((got.get("element") or {}).get("attributes", {})) if present else {}
+        effective = (got.get("effective") or {}).get("attributes", {}).get(self.attribute)
+        return AttributeCurrent(
+            sites=sites,
+            site_found=site_exists(sites, desired.site) is not None,
+            local=local,
+            local_present=present,
+            effective=effective,
+            local_value=local.get(self.attribute),
+        )
+
+    def preflight(self, current: AttributeCurrent, desired: AttributeDesired) -> None:
+        require_site(self.kind, "the host", current.sites, desired.site)
+
+    def plan(self, current: AttributeCurrent, desired: AttributeDesired) -> list[Change]:
+        found = current.local_value
+        if found is not None and self.same_value(found, desired.value):
+            return []
+        before = found if found is not None else f"(inherited: {current.effective})"
+        return [
+            Change(
+                f"{self.attribute} at {desired.location!r}: {before} -> {desired.value}",
+                [
+                    contract.make_op(
+                        "config.set",
+                        section=self.section,
+                        location=desired.location,
+                        element=_with_attribute(current.local, self.attribute, desired.value),
+                    )
+                ],
+            )
+        ]
+
+    def outputs(
+        self,
+        desired: AttributeDesired,
+        before: AttributeCurrent | None,
+        after: AttributeCurrent,
+        previous: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        if before is not None:
+            prior_present = before.local_value is not None
+            prior_value = before.local_value
+        else:
+            prior_present = bool((previous or {}).get("prior_present"))
+            prior_value = (previous or {}).get("prior_value")
+        return {
+            "location": desired.location,
+            "prior_present": prior_present,
+            "prior_value": prior_value,
+        }
+
+    def exists(self, current: AttributeCurrent) -> bool:
+        return current.site_found
+
+    def live_inputs(
+        self, desired: AttributeDesired, current: AttributeCurrent, stored: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        value = current.local_value if current.local_value is not None else current.effective
+        fields = {"site": desired.site, "path": desired.path}
+        fields.update(self.inputs_from_value(value))
+        return fields
+
+    def delete_changes(
+        self, desired: AttributeDesired, current: AttributeCurrent, stored: Mapping[str, Any]
+    ) -> list[Change]:
+        if not current.site_found:
+            return []  # the site is gone, and with it everything at its location
+        prior = stored.get("prior_value") if stored.get("prior_present") else None
+        if prior is not None:
+            if current.local_value == prior:
+                return []
+            return [
+                Change(
+                    f"put back {self.attribute}={prior!r} at {desired.location!r}",
+                    [
+                        contract.make_op(
+                            "config.set",
+                            section=self.section,
+                            location=desired.location,
+                            element=_with_attribute(current.local, self.attribute, str(prior)),
+                        )
+                    ],
+                )
+            ]
+        if current.local_value is None:
+            return []
+        rest = {k: v for k, v in current.local.items() if k != self.attribute}
+        op = (
+            contract.make_op(
+                "config.set",
+                section=self.section,
+                location=desired.location,
+                element=contract.element(rest),
+            )
+            if rest
+            else contract.make_op("config.clear", section=self.section, location=desired.location)
+        )
+        return [Change(f"remove {self.attribute} from {desired.location!r} (inherit again)", [op])]
