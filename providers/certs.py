@@ -697,6 +697,37 @@ def _client_eku_validator(
         raise ValueError("the certificate's EKU does not include Client Authentication")
 
 
+def _has_basic_constraints(info: CertInfo) -> bool:
+    try:
+        info.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
+def _path_problem(path: list[CertInfo], require_client_auth: bool) -> str | None:
+    """Windows' own rules for a signature-checked path: CA flags, path length, client EKU.
+
+    These decide alone when the trust anchor has no basicConstraints (old v1 roots, which
+    Windows accepts but cryptography's verifier refuses); otherwise the verifier confirms.
+    """
+    if require_client_auth and not path[0].usable_for_client_auth:
+        return f"{path[0].describe()}: its EKU does not include Client Authentication"
+    for depth, issuer in enumerate(path[1:]):
+        try:
+            bc = issuer.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            if issuer is path[-1]:
+                continue  # a trust anchor without the extension is still a root to Windows
+            return f"{issuer.describe()} issues certificates but has no basicConstraints"
+        if not bc.value.ca:
+            return f"{issuer.describe()} is not a CA (basicConstraints cA is false)"
+        # depth = number of CA certificates between this issuer and the leaf.
+        if bc.value.path_length is not None and depth > bc.value.path_length:
+            return f"{issuer.describe()} allows a path length of {bc.value.path_length} only"
+    return None
+
+
 def _verifier_check(path: list[CertInfo], at: dt.datetime, require_client_auth: bool) -> str | None:
     """Confirm a found path with cryptography's verifier; the reason it fails, or None.
 
@@ -826,7 +857,9 @@ def verify_chain(
         )
     reason = None
     for path in [p for p in paths if time_problem(p) is None]:
-        reason = _verifier_check(path, when, require_client_auth)
+        reason = _path_problem(path, require_client_auth)
+        if reason is None and _has_basic_constraints(path[-1]):
+            reason = _verifier_check(path, when, require_client_auth)
         if reason is None:
             return ChainResult(
                 True, "trusted", path, f"{leaf.describe()} chains to {path[-1].describe()}"

@@ -423,6 +423,24 @@ def _info(issued: pki.Issued) -> certs.CertInfo:
     return certs.load_certificate(issued.cert_der())
 
 
+def _root_without_basic_constraints() -> pki.Issued:
+    """An old-style root with no extensions at all: Windows still trusts it as a root."""
+    key = pki.new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Legacy v1-style Root")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return pki.Issued(cert, key)
+
+
 @pytest.fixture(scope="module")
 def chain_material(
     root_ca, intermediate_ca, other_root_ca, client_leaf, expired_leaf, future_leaf, server_leaf
@@ -448,6 +466,9 @@ def chain_material(
         not_after=now + dt.timedelta(days=30),
     )
     no_eku = pki.make_leaf(intermediate_ca, "no-eku", include_eku=False)
+    strict_root = pki.make_ca("Strict Root", path_length=0)
+    strict_inter = pki.make_intermediate(strict_root, "Too Deep CA")
+    v1_root = _root_without_basic_constraints()
     self_signed = pki.make_leaf(None, "selfie", self_signed=True)
     return {
         "root": root_ca,
@@ -464,6 +485,11 @@ def chain_material(
         "under_old": under_old,
         "no_eku": no_eku,
         "self_signed": self_signed,
+        "strict_root": strict_root,
+        "strict_inter": strict_inter,
+        "too_deep": pki.make_leaf(strict_inter, "too-deep"),
+        "v1_root": v1_root,
+        "under_v1": pki.make_leaf(v1_root, "under-v1"),
     }
 
 
@@ -493,6 +519,8 @@ CHAIN_CASES = [
     ("no_eku_is_any_purpose", "no_eku", ["root"], ["inter"], 0, {}, "trusted"),
     ("self_signed_trusted", "self_signed", ["self_signed"], [], 0, {}, "trusted"),
     ("self_signed_untrusted", "self_signed", ["root"], [], 0, {}, "untrusted"),
+    ("path_length_exceeded", "too_deep", ["strict_root"], ["strict_inter"], 0, {}, "untrusted"),
+    ("root_without_basic_constraints", "under_v1", ["v1_root"], [], 0, {}, "trusted"),
 ]
 
 
