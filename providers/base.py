@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pulumi.dynamic import (
     CheckFailure,
@@ -102,6 +103,13 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):  # type: ignore[
     def plan(self, current: Current, desired: Desired) -> list[Change]:
         raise NotImplementedError
 
+    def plan_from(
+        self, current: Current, desired: Desired, previous: Mapping[str, Any] | None
+    ) -> list[Change]:
+        """The plan of an update, which may need the stored outputs (say, to know that a
+        password input changed when the host cannot show the password)."""
+        return self.plan(current, desired)
+
     def preflight(self, current: Current, desired: Desired) -> None:
         """Host-dependent validation after the first read, before any write."""
 
@@ -173,13 +181,13 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):  # type: ignore[
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         connection, desired = self._parse(props)
-        applied = self._converge(connection, desired)
+        applied = self._converge(connection, desired, None)
         outs = self._outs(props, desired, applied.before, applied.after, None)
         return CreateResult(self.resource_id(connection, desired), outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         connection, desired = self._parse(news)
-        applied = self._converge(connection, desired)
+        applied = self._converge(connection, desired, olds)
         return UpdateResult(self._outs(news, desired, None, applied.after, olds))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -211,12 +219,14 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):  # type: ignore[
         connection = Connection.from_input(_require(props, "connection", self.kind), self.kind)
         return connection, self.validate(props)
 
-    def _converge(self, connection: Connection, desired: Desired) -> Applied[Current]:
+    def _converge(
+        self, connection: Connection, desired: Desired, previous: Mapping[str, Any] | None
+    ) -> Applied[Current]:
         client = HostClient(connection)
         read_ops = self.read_ops(desired)
         current = self.parse_current(desired, client.call(read_ops))
         self.preflight(current, desired)
-        changes = self.plan(current, desired)
+        changes = self.plan_from(current, desired, previous)
         write_ops = [op for change in changes for op in change.ops]
         if not write_ops:
             return Applied(current, current, [])
@@ -256,8 +266,6 @@ def _require(props: Mapping[str, Any], key: str, kind: str) -> Any:
 
 def _endpoint_host(conn: Mapping[str, Any]) -> str:
     endpoint = str(conn.get("endpoint", ""))
-    from urllib.parse import urlsplit
-
     return (urlsplit(endpoint).hostname or "").lower()
 
 

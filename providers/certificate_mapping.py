@@ -1,0 +1,764 @@
+"""CertificateMapping: a site's whole iisClientCertificateMappingAuthentication section.
+
+Owned authoritatively, like hand-written config that starts each collection with
+``<clear />``: entries found on the host that the program does not declare are drift and
+``up`` removes them. Certificates arrive in any form (PEM, DER, PFX, base64 with line
+breaks) and are written as the single-line base64 DER IIS compares byte for byte; a blob
+that is cut or badly joined is what makes IIS answer 401.1 with 0x80093102.
+
+Passwords come in one secret map ``passwords`` keyed by user name (an account has one
+password), so the mapping lists stay readable in previews: each one-to-one entry shows
+thumbprint, subject and user; the certificates themselves sit in a separate map.
+After writing, every mapping's logon is tried on the host, so a wrong password
+(0x8007052E) fails ``pulumi up`` instead of every request later.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+
+from providers import certs, contract
+from providers.base import (
+    Change,
+    IisProvider,
+    get_bool,
+    get_list,
+    get_str,
+    require_site,
+    site_exists,
+    validate_site,
+)
+from providers.connection import Connection
+from providers.errors import CertificateError, ValidationError
+from providers.resource_args import connection_input
+
+KIND = "CertificateMapping"
+
+SUB_FIELDS = ("CN", "O", "OU", "C", "L", "S", "E")
+FIELDS = ("Subject", "Issuer")
+PERMISSIONS = ("Allow", "Deny")
+LOGON_METHODS = ("Interactive", "Batch", "Network", "ClearText")
+
+
+@dataclass(frozen=True)
+class OneToOne:
+    thumbprint: str
+    subject: str
+    user_name: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Rule:
+    field: str
+    sub_field: str
+    match: str
+    case_sensitive: bool
+
+
+@dataclass(frozen=True)
+class ManyToOne:
+    name: str
+    description: str
+    user_name: str
+    permission: str
+    enabled: bool
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class MappingDesired:
+    site: str
+    enabled: bool
+    one_to_one_enabled: bool
+    many_to_one_enabled: bool
+    logon_method: str
+    default_logon_domain: str
+    one_to_one: tuple[OneToOne, ...]
+    many_to_one: tuple[ManyToOne, ...]
+    certificates: dict[str, str]  # thumbprint -> single-line blob
+    passwords: dict[str, str]  # user name -> password
+
+
+@dataclass(frozen=True)
+class MappingCurrent:
+    sites: list[dict[str, Any]]
+    site_found: bool
+    present: bool
+    element: dict[str, Any] | None  # what is written at the site location (passwords encrypted)
+    logons: list[dict[str, Any]]  # mapping.verify_logons results (stored passwords)
+    # user name -> whether the password we hold logs on (user.verify_password)
+    accounts: dict[str, dict[str, Any]]
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+def _user_name(kind: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(kind, key, value, "must name the account the certificate maps to")
+    if any(ord(ch) < 32 for ch in value) or len(value) > 256:
+        raise ValidationError(kind, key, value, "is not a valid account name")
+    return value
+
+
+def validate(inputs: Mapping[str, Any]) -> MappingDesired:
+    site = validate_site(KIND, get_str(KIND, inputs, "site"))
+    raw_passwords = inputs.get("passwords") or {}
+    if not isinstance(raw_passwords, Mapping):
+        raise ValidationError(KIND, "passwords", None, "must map user names to passwords")
+    passwords = {str(k): v for k, v in raw_passwords.items()}
+    lower_passwords = {k.lower(): k for k in passwords}
+
+    def need_password(key: str, user: str) -> None:
+        found = lower_passwords.get(user.lower())
+        if found is None or not isinstance(passwords[found], str) or not passwords[found]:
+            raise ValidationError(
+                KIND,
+                key,
+                user,
+                "has no password: IIS logs on as the mapped account with a stored password",
+                f"Add passwords[{user!r}] (a secret), or map through ClientCertSite, which "
+                "takes it from the user.",
+            )
+
+    certificates: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    one_to_one: list[OneToOne] = []
+    for i, entry in enumerate(get_list(KIND, inputs, "one_to_one")):
+        key = f"one_to_one[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ValidationError(KIND, key, entry, "must be {certificate, user_name, enabled}")
+        user = _user_name(KIND, f"{key}.user_name", entry.get("user_name"))
+        need_password(f"{key}.user_name", user)
+        if entry.get("password") is not None:
+            raise ValidationError(
+                KIND,
+                f"{key}.password",
+                None,
+                "goes in the passwords map of the resource, keyed by user name",
+            )
+        cert = entry.get("certificate")
+        if cert is None and entry.get("thumbprint") and "certificates" in inputs:
+            # Stored form (after check): thumbprint plus the certificates map.
+            thumb = str(entry["thumbprint"])
+            blob = (inputs.get("certificates") or {}).get(thumb)
+            if not blob:
+                raise ValidationError(KIND, f"{key}.thumbprint", thumb, "has no certificate")
+            cert = blob
+        if cert is None:
+            raise ValidationError(KIND, f"{key}.certificate", None, "is required")
+        try:
+            info = certs.load_certificate(cert)
+        except CertificateError as exc:
+            raise ValidationError(
+                KIND,
+                f"{key}.certificate",
+                None,
+                f"cannot be read ({exc.kind}): {exc}",
+                "Give the client certificate as PEM, DER, PFX or base64.",
+            ) from None
+        if info.thumbprint in seen:
+            raise ValidationError(
+                KIND,
+                f"{key}.certificate",
+                info.thumbprint,
+                f"is the same certificate as {seen[info.thumbprint]} "
+                f"(subject {info.subject!r}); IIS keys one-to-one mappings by certificate",
+                "Map each certificate once.",
+            )
+        seen[info.thumbprint] = key
+        now = datetime.now(UTC)
+        if not info.valid_at(now):
+            print(
+                f"{KIND} {site}: warning: {key} certificate {info.thumbprint} "
+                f"({info.subject}) is not valid now (not after {info.not_after:%Y-%m-%d}); "
+                "IIS will answer 403.17",
+                file=sys.stderr,
+            )
+        if info.eku_present and not info.client_auth_eku:
+            print(
+                f"{KIND} {site}: warning: {key} certificate {info.thumbprint} lacks the "
+                "client-authentication EKU; clients will not offer it",
+                file=sys.stderr,
+            )
+        certificates[info.thumbprint] = info.blob
+        one_to_one.append(
+            OneToOne(info.thumbprint, info.subject, user, get_bool(KIND, entry, "enabled", True))
+        )
+    many: list[ManyToOne] = []
+    names: set[str] = set()
+    for i, entry in enumerate(get_list(KIND, inputs, "many_to_one")):
+        key = f"many_to_one[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ValidationError(KIND, key, entry, "must be {name, user_name, rules, ...}")
+        name = get_str(KIND, entry, "name", max_len=256)
+        if any(ord(ch) < 32 for ch in name):
+            raise ValidationError(KIND, f"{key}.name", name, "contains control characters")
+        if name.lower() in names:
+            raise ValidationError(KIND, f"{key}.name", name, "is used by two many-to-one mappings")
+        names.add(name.lower())
+        permission = get_str(KIND, entry, "permission", default="Allow")
+        canonical = {p.lower(): p for p in PERMISSIONS}.get(permission.lower())
+        if canonical is None:
+            raise ValidationError(KIND, f"{key}.permission", permission, "must be Allow or Deny")
+        user = ""
+        if canonical == "Allow" or entry.get("user_name"):
+            user = _user_name(KIND, f"{key}.user_name", entry.get("user_name"))
+            need_password(f"{key}.user_name", user)
+        rules: list[Rule] = []
+        for j, rule in enumerate(get_list(KIND, entry, "rules")):
+            rkey = f"{key}.rules[{j}]"
+            if not isinstance(rule, Mapping):
+                raise ValidationError(KIND, rkey, rule, "must be {field, sub_field, match}")
+            field = get_str(KIND, rule, "field", default="Subject")
+            field_c = {f.lower(): f for f in FIELDS}.get(field.lower())
+            if field_c is None:
+                raise ValidationError(KIND, f"{rkey}.field", field, "must be Subject or Issuer")
+            sub = get_str(KIND, rule, "sub_field")
+            sub_c = {s.lower(): s for s in SUB_FIELDS}.get(sub.lower())
+            if sub_c is None:
+                raise ValidationError(
+                    KIND,
+                    f"{rkey}.sub_field",
+                    sub,
+                    "is not a certificate sub-field IIS matches",
+                    "Use one of " + ", ".join(SUB_FIELDS),
+                )
+            match = rule.get("match")
+            if not isinstance(match, str) or not match:
+                raise ValidationError(
+                    KIND, f"{rkey}.match", match, "must not be empty", "Use * to match any value."
+                )
+            if any(ord(ch) < 32 for ch in match) or len(match) > 1024:
+                raise ValidationError(KIND, f"{rkey}.match", match, "is not a valid match string")
+            new_rule = Rule(field_c, sub_c, match, get_bool(KIND, rule, "case_sensitive", True))
+            if new_rule in rules:
+                raise ValidationError(KIND, rkey, match, "repeats an earlier rule")
+            rules.append(new_rule)
+        if not rules:
+            print(
+                f"{KIND} {site}: warning: {key} ({name}) has no rules and matches every "
+                "trusted certificate",
+                file=sys.stderr,
+            )
+        many.append(
+            ManyToOne(
+                name=name,
+                description=get_str(KIND, entry, "description", default="", required=False),
+                user_name=user,
+                permission=canonical,
+                enabled=get_bool(KIND, entry, "enabled", True),
+                rules=tuple(rules),
+            )
+        )
+    logon = get_str(KIND, inputs, "logon_method", default="ClearText")
+    logon_c = {m.lower(): m for m in LOGON_METHODS}.get(logon.lower())
+    if logon_c is None:
+        raise ValidationError(
+            KIND, "logon_method", logon, "is not one of " + ", ".join(LOGON_METHODS)
+        )
+    used = {e.user_name.lower() for e in one_to_one} | {
+        e.user_name.lower() for e in many if e.user_name
+    }
+    return MappingDesired(
+        site=site,
+        enabled=get_bool(KIND, inputs, "enabled", True),
+        one_to_one_enabled=get_bool(KIND, inputs, "one_to_one_enabled", True),
+        many_to_one_enabled=get_bool(KIND, inputs, "many_to_one_enabled", True),
+        logon_method=logon_c,
+        default_logon_domain=get_str(
+            KIND, inputs, "default_logon_domain", default="", required=False
+        ),
+        one_to_one=tuple(one_to_one),
+        many_to_one=tuple(many),
+        certificates=certificates,
+        # Only the passwords of accounts in use are kept (and stored, encrypted, in state).
+        passwords={k: v for k, v in passwords.items() if k.lower() in used},
+    )
+
+
+# --- the section as config elements --------------------------------------------------
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _password_of(desired: MappingDesired, user: str) -> str:
+    for name, password in desired.passwords.items():
+        if name.lower() == user.lower():
+            return password
+    return ""
+
+
+def desired_element(desired: MappingDesired, with_passwords: bool) -> dict[str, Any]:
+    """The section as IIS should hold it. Without passwords it is comparable with a read."""
+    attributes = {
+        "enabled": _bool(desired.enabled),
+        "oneToOneCertificateMappingsEnabled": _bool(desired.one_to_one_enabled),
+        "manyToOneCertificateMappingsEnabled": _bool(desired.many_to_one_enabled),
+        "logonMethod": desired.logon_method,
+    }
+    if desired.default_logon_domain:
+        attributes["defaultLogonDomain"] = desired.default_logon_domain
+    one = []
+    for entry in desired.one_to_one:
+        attrs = {
+            "enabled": _bool(entry.enabled),
+            "userName": entry.user_name,
+            "certificate": desired.certificates[entry.thumbprint],
+        }
+        if with_passwords:
+            attrs["password"] = _password_of(desired, entry.user_name)
+        one.append(contract.element(attrs))
+    many = []
+    for mapping in desired.many_to_one:
+        attrs = {
+            "name": mapping.name,
+            "description": mapping.description,
+            "enabled": _bool(mapping.enabled),
+            "permissionMode": mapping.permission,
+            "userName": mapping.user_name,
+        }
+        if with_passwords and mapping.user_name:
+            attrs["password"] = _password_of(desired, mapping.user_name)
+        rules = [
+            contract.element(
+                {
+                    "certificateField": r.field,
+                    "certificateSubField": r.sub_field,
+                    "matchCriteria": r.match,
+                    "compareCaseSensitive": _bool(r.case_sensitive),
+                }
+            )
+            for r in mapping.rules
+        ]
+        many.append(
+            contract.element(attrs, children={"rules": contract.element(items=rules, clear=True)})
+        )
+    return contract.element(
+        attributes,
+        children={
+            "oneToOneMappings": contract.element(items=one, clear=True),
+            "manyToOneMappings": contract.element(items=many, clear=True),
+        },
+    )
+
+
+_DEFAULTS = {
+    "enabled": "false",
+    "oneToOneCertificateMappingsEnabled": "true",
+    "manyToOneCertificateMappingsEnabled": "true",
+    "logonMethod": "ClearText",
+    "defaultLogonDomain": "",
+    "description": "",
+    "permissionMode": "Allow",
+    "userName": "",
+    "compareCaseSensitive": "true",
+}
+
+
+def comparable(element: Mapping[str, Any] | None) -> Any:
+    """An element reduced to what decides equality: no passwords, defaults filled in,
+    booleans lower-cased, so a read and a desired element compare like with like."""
+    if element is None:
+        return None
+
+    def norm_attrs(attrs: Mapping[str, Any]) -> dict[str, str]:
+        out = {k: v for k, v in _DEFAULTS.items() if k in _ATTRS_OF.get(_kind(attrs), ())}
+        for k, v in attrs.items():
+            if k == "password":
+                continue
+            text = str(v)
+            out[k] = text.lower() if text.lower() in ("true", "false") else text
+        return out
+
+    def walk(el: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "attributes": norm_attrs(el.get("attributes") or {}),
+            "children": {k: walk(v) for k, v in sorted((el.get("children") or {}).items())},
+            "items": [walk(i) for i in el.get("items") or []],
+        }
+
+    return walk(element)
+
+
+_ATTRS_OF: dict[str, tuple[str, ...]] = {
+    "section": (
+        "enabled",
+        "oneToOneCertificateMappingsEnabled",
+        "manyToOneCertificateMappingsEnabled",
+        "logonMethod",
+        "defaultLogonDomain",
+    ),
+    "one": ("enabled", "userName"),
+    "many": ("description", "enabled", "permissionMode", "userName"),
+    "rule": ("compareCaseSensitive",),
+}
+
+
+def _kind(attrs: Mapping[str, Any]) -> str:
+    if "certificate" in attrs:
+        return "one"
+    if "certificateSubField" in attrs or "matchCriteria" in attrs:
+        return "rule"
+    if "name" in attrs:
+        return "many"
+    return "section"
+
+
+def _entries(element: Mapping[str, Any] | None, child: str) -> list[dict[str, Any]]:
+    if not element:
+        return []
+    return list(((element.get("children") or {}).get(child) or {}).get("items") or [])
+
+
+def describe_drift(current: Mapping[str, Any] | None, desired: MappingDesired) -> list[str]:
+    """Words for what differs, for the plan's summary."""
+    if current is None:
+        return ["no mapping section at the site yet"]
+    notes = []
+    wanted = {desired.certificates[e.thumbprint] for e in desired.one_to_one}
+    for entry in _entries(current, "oneToOneMappings"):
+        blob = str((entry.get("attributes") or {}).get("certificate", ""))
+        if blob not in wanted:
+            try:
+                who = certs.load_certificate(blob).subject
+            except CertificateError:
+                who = "an unreadable certificate blob"
+            notes.append(f"remove unmanaged one-to-one mapping for {who}")
+    names = {m.name for m in desired.many_to_one}
+    for entry in _entries(current, "manyToOneMappings"):
+        name = str((entry.get("attributes") or {}).get("name", ""))
+        if name not in names:
+            notes.append(f"remove unmanaged many-to-one mapping {name!r}")
+    return notes or ["update mapping settings"]
+
+
+def plan(
+    current: MappingCurrent, desired: MappingDesired, force_passwords: bool = False
+) -> list[Change]:
+    local = current.element if current.present else None
+    same = comparable(local) == comparable(desired_element(desired, with_passwords=False))
+    failing = [r for r in current.logons if not r.get("valid")]
+    if same and not failing and not force_passwords:
+        return []
+    notes = [] if same else describe_drift(local, desired)
+    if failing:
+        notes.append(
+            "rewrite passwords: "
+            + ", ".join(f"{r.get('user_name')} ({r.get('hresult')})" for r in failing)
+        )
+    if force_passwords and same and not failing:
+        notes.append("write the changed passwords")
+    return [
+        Change(
+            f"{contract.SECTION_MAPPING} at {desired.site!r}: " + "; ".join(notes),
+            [
+                contract.make_op(
+                    "config.set",
+                    section=contract.SECTION_MAPPING,
+                    location=desired.site,
+                    element=desired_element(desired, with_passwords=True),
+                )
+            ],
+        )
+    ]
+
+
+def one_to_one_outputs(desired: MappingDesired) -> list[dict[str, Any]]:
+    return [
+        {
+            "thumbprint": e.thumbprint,
+            "subject": e.subject,
+            "user_name": e.user_name,
+            "enabled": e.enabled,
+        }
+        for e in desired.one_to_one
+    ]
+
+
+def many_to_one_outputs(desired: MappingDesired) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": m.name,
+            "description": m.description,
+            "user_name": m.user_name,
+            "permission": m.permission,
+            "enabled": m.enabled,
+            "rules": [
+                {
+                    "field": r.field,
+                    "sub_field": r.sub_field,
+                    "match": r.match,
+                    "case_sensitive": r.case_sensitive,
+                }
+                for r in m.rules
+            ],
+        }
+        for m in desired.many_to_one
+    ]
+
+
+def inputs_from_element(
+    element: Mapping[str, Any] | None, stored: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The inputs that would produce a section found on the host (refresh)."""
+    attrs = (element or {}).get("attributes") or {}
+
+    def flag(value: Any, default: bool) -> bool:
+        return default if value is None else str(value).lower() == "true"
+
+    certificates: dict[str, str] = {}
+    one = []
+    for entry in _entries(element, "oneToOneMappings"):
+        a = entry.get("attributes") or {}
+        blob = str(a.get("certificate", ""))
+        try:
+            info = certs.load_certificate(blob)
+            thumb, subject = info.thumbprint, info.subject
+        except CertificateError as exc:
+            thumb, subject = f"unreadable:{exc.kind}", "(unreadable certificate blob)"
+        certificates[thumb] = blob
+        one.append(
+            {
+                "thumbprint": thumb,
+                "subject": subject,
+                "user_name": str(a.get("userName", "")),
+                "enabled": flag(a.get("enabled"), True),
+            }
+        )
+    many = []
+    for entry in _entries(element, "manyToOneMappings"):
+        a = entry.get("attributes") or {}
+        rules = [
+            {
+                "field": str((r.get("attributes") or {}).get("certificateField", "")),
+                "sub_field": str((r.get("attributes") or {}).get("certificateSubField", "")),
+                "match": str((r.get("attributes") or {}).get("matchCriteria", "")),
+                "case_sensitive": flag(
+                    (r.get("attributes") or {}).get("compareCaseSensitive"), True
+                ),
+            }
+            for r in _entries(entry, "rules")
+        ]
+        many.append(
+            {
+                "name": str(a.get("name", "")),
+                "description": str(a.get("description", "")),
+                "user_name": str(a.get("userName", "")),
+                "permission": str(a.get("permissionMode", "Allow")),
+                "enabled": flag(a.get("enabled"), True),
+                "rules": rules,
+            }
+        )
+    return {
+        "site": stored.get("site"),
+        "enabled": flag(attrs.get("enabled"), False),
+        "one_to_one_enabled": flag(attrs.get("oneToOneCertificateMappingsEnabled"), True),
+        "many_to_one_enabled": flag(attrs.get("manyToOneCertificateMappingsEnabled"), True),
+        "logon_method": str(attrs.get("logonMethod", "ClearText")),
+        "default_logon_domain": str(attrs.get("defaultLogonDomain", "")),
+        "one_to_one": one,
+        "many_to_one": many,
+        "certificates": certificates,
+        "passwords": stored.get("passwords") or {},
+    }
+
+
+class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
+    kind = KIND
+    replace_on = ("site",)
+    computed = ("prior_present", "prior_section", "mapped_users")
+
+    def validate(self, inputs: Mapping[str, Any]) -> MappingDesired:
+        return validate(inputs)
+
+    def normalised_inputs(self, desired: MappingDesired) -> dict[str, Any]:
+        return {
+            "site": desired.site,
+            "enabled": desired.enabled,
+            "one_to_one_enabled": desired.one_to_one_enabled,
+            "many_to_one_enabled": desired.many_to_one_enabled,
+            "logon_method": desired.logon_method,
+            "default_logon_domain": desired.default_logon_domain,
+            "one_to_one": one_to_one_outputs(desired),
+            "many_to_one": many_to_one_outputs(desired),
+            "certificates": dict(desired.certificates),
+            "passwords": dict(desired.passwords),
+        }
+
+    def resource_id(self, connection: Connection, desired: MappingDesired) -> str:
+        return f"{connection.host}/{desired.site}"
+
+    def read_ops(self, desired: MappingDesired) -> list[dict[str, Any]]:
+        return [
+            contract.make_op("site.list"),
+            contract.make_op("config.get", section=contract.SECTION_MAPPING, location=desired.site),
+            contract.make_op("mapping.verify_logons", site=desired.site),
+        ] + [
+            contract.make_op("user.verify_password", name=user, password=password)
+            for user, password in sorted(desired.passwords.items())
+        ]
+
+    def parse_current(self, desired: MappingDesired, results: list[Any]) -> MappingCurrent:
+        sites = list(results[0]["sites"])
+        got = results[1]
+        return MappingCurrent(
+            sites=sites,
+            site_found=site_exists(sites, desired.site) is not None,
+            present=bool(got.get("present")),
+            element=got.get("element") if got.get("present") else None,
+            logons=list((results[2] or {}).get("results") or []),
+            accounts=dict(zip(sorted(desired.passwords), results[3:], strict=True)),
+        )
+
+    def preflight(self, current: MappingCurrent, desired: MappingDesired) -> None:
+        require_site(KIND, "the host", current.sites, desired.site)
+        # IIS would store these and answer 401.1 (0x8007052E) to every such certificate:
+        # better to fail here, before anything is written.
+        for user, verdict in current.accounts.items():
+            if not verdict.get("valid"):
+                raise ValidationError(
+                    KIND,
+                    f"passwords[{user!r}]",
+                    None,
+                    f"does not log on as {user!r} on the host "
+                    f"({verdict.get('hresult') or '0x8007052E'} ERROR_LOGON_FAILURE: the user "
+                    "does not exist or the password is wrong)",
+                    "Create the account first (LocalUser, or ClientCertSite's users) and give "
+                    "the mapping the account's current password.",
+                )
+
+    def plan(self, current: MappingCurrent, desired: MappingDesired) -> list[Change]:
+        return plan(current, desired)
+
+    def plan_from(
+        self, current: MappingCurrent, desired: MappingDesired, previous: Mapping[str, Any] | None
+    ) -> list[Change]:
+        changed = previous is not None and (previous.get("passwords") or {}) != desired.passwords
+        return plan(current, desired, force_passwords=changed)
+
+    def outputs(
+        self,
+        desired: MappingDesired,
+        before: MappingCurrent | None,
+        after: MappingCurrent,
+        previous: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        if before is not None:
+            prior_present, prior = before.present, before.element
+        else:
+            prior_present = bool((previous or {}).get("prior_present"))
+            prior = (previous or {}).get("prior_section")
+        mapped = {e.thumbprint: e.user_name for e in desired.one_to_one}
+        mapped.update({f"rule:{m.name}": m.user_name for m in desired.many_to_one})
+        return {
+            "prior_present": prior_present,
+            # Encrypted passwords only ([enc:...:enc]); kept secret in state all the same.
+            "prior_section": prior,
+            "mapped_users": mapped,
+        }
+
+    def exists(self, current: MappingCurrent) -> bool:
+        return current.site_found
+
+    def live_inputs(
+        self, desired: MappingDesired, current: MappingCurrent, stored: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        found = inputs_from_element(current.element if current.present else None, stored)
+        failing = {
+            str(r.get("user_name", "")).lower() for r in current.logons if not r.get("valid")
+        }
+        if failing:
+            # A stored password that no longer logs on is drift; show it without reading it.
+            found["passwords"] = {
+                k: ("" if k.lower() in failing else v) for k, v in found["passwords"].items()
+            }
+        return found
+
+    def delete_changes(
+        self, desired: MappingDesired, current: MappingCurrent, stored: Mapping[str, Any]
+    ) -> list[Change]:
+        if not current.site_found:
+            return []
+        prior = stored.get("prior_section") if stored.get("prior_present") else None
+        if prior:
+            return [
+                Change(
+                    f"put back the mapping section found at {desired.site!r}",
+                    [
+                        contract.make_op(
+                            "config.set",
+                            section=contract.SECTION_MAPPING,
+                            location=desired.site,
+                            element=prior,
+                        )
+                    ],
+                )
+            ]
+        if not current.present:
+            return []
+        return [
+            Change(
+                f"remove the mapping section from {desired.site!r}",
+                [
+                    contract.make_op(
+                        "config.clear", section=contract.SECTION_MAPPING, location=desired.site
+                    )
+                ],
+            )
+        ]
+
+
+class CertificateMapping(pulumi.dynamic.Resource):
+    """One site's IIS client-certificate mappings, authoritatively (see README)."""
+
+    one_to_one: pulumi.Output[list[dict[str, Any]]]
+    many_to_one: pulumi.Output[list[dict[str, Any]]]
+    mapped_users: pulumi.Output[dict[str, str]]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        connection: Any,
+        site: pulumi.Input[str],
+        one_to_one: pulumi.Input[list[Any]] | None = None,
+        many_to_one: pulumi.Input[list[Any]] | None = None,
+        passwords: pulumi.Input[dict[str, Any]] | None = None,
+        enabled: pulumi.Input[bool] = True,
+        one_to_one_enabled: pulumi.Input[bool] = True,
+        many_to_one_enabled: pulumi.Input[bool] = True,
+        logon_method: pulumi.Input[str] = "ClearText",
+        default_logon_domain: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "connection": connection_input(connection),
+            "site": site,
+            "enabled": enabled,
+            "one_to_one_enabled": one_to_one_enabled,
+            "many_to_one_enabled": many_to_one_enabled,
+            "logon_method": logon_method,
+            "default_logon_domain": default_logon_domain,
+            "one_to_one": one_to_one,
+            "many_to_one": many_to_one,
+            "certificates": None,
+            "passwords": pulumi.Output.secret(passwords or {}),
+            "prior_present": None,
+            "prior_section": None,
+            "mapped_users": None,
+        }
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["prior_section"])
+        )
+        super().__init__(CertificateMappingProvider(), resource_name, props, opts)
