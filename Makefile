@@ -1,0 +1,96 @@
+# iis-clientcert: one-command set-up, tests and demo.
+#   make test    venv + Pulumi CLI + lint + every pytest suite
+#   make demo    venv + Pulumi CLI + `pulumi up` of the dev stack (embedded simulator)
+#   eval "$(make -s env)"   put the CLI on PATH and select the local engine environment
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+REPO   := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV   := $(REPO)/.venv
+PY     := $(VENV)/bin/python
+WORK   := $(REPO)/.work
+# Fixed passphrase for the local file:// stacks under .work/state only. It protects nothing
+# real (demo and test stacks on this machine); never use it for a stack that holds real secrets.
+LOCAL_PASSPHRASE := iis-clientcert-local-only
+
+LINT_PATHS := providers components simulator tests $(wildcard __main__.py)
+PYTEST_ARGS ?=
+
+# Shell prefix that loads the engine environment (CLI on PATH, PULUMI_HOME, backend, ...).
+WITH_ENV = eval "$$($(MAKE) -s --no-print-directory -C $(REPO) env)" &&
+
+.PHONY: help setup setup-pulumi env lint test demo demo-down doctor bench-host reliability
+
+help:
+	@echo "make setup        create/refresh .venv (Python 3.11, project editable + [dev])"
+	@echo "make setup-pulumi find or build the pinned Pulumi CLI (cached outside the checkout)"
+	@echo "make env          print shell exports: eval \"\$$(make -s env)\""
+	@echo "make lint         ruff check, ruff format --check, mypy --strict"
+	@echo "make test         setup + CLI + lint + all pytest suites"
+	@echo "make demo         setup + CLI + pulumi up of the dev stack"
+	@echo "make demo-down    pulumi destroy of the dev stack"
+	@echo "make doctor       show what the machine has and what is missing"
+	@echo "make reliability  the fault, secret and concurrency suite"
+	@echo "make bench-host   host-access benchmark"
+
+setup:
+	@scripts/setup.sh
+
+setup-pulumi:
+	@scripts/ensure-pulumi.sh >/dev/null
+
+# Prints exports only (stdout); nothing here overrides a user's own login unless evaluated.
+env:
+	@mkdir -p "$(WORK)/pulumi-home" "$(WORK)/state"
+	@bindir="$$(scripts/ensure-pulumi.sh --print-dir)"; \
+	echo "export PATH=\"$$bindir:\$$PATH\""; \
+	echo "export PULUMI_HOME=\"$(WORK)/pulumi-home\""; \
+	echo "export PULUMI_BACKEND_URL=\"file://$(WORK)/state\""; \
+	echo "# fixed local-only passphrase for the file:// stacks in .work/state (not a secret)"; \
+	echo "export PULUMI_CONFIG_PASSPHRASE=\"$(LOCAL_PASSPHRASE)\""; \
+	echo "export PULUMI_SKIP_UPDATE_CHECK=true"; \
+	echo "export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true"
+
+lint: setup
+	@echo "[lint] ruff check"
+	@$(VENV)/bin/ruff check .
+	@echo "[lint] ruff format --check"
+	@$(VENV)/bin/ruff format --check .
+	@echo "[lint] mypy --strict $(LINT_PATHS)"
+	@$(VENV)/bin/mypy $(LINT_PATHS)
+
+test: setup setup-pulumi lint
+	@echo "[test] pytest (all suites)"
+	@$(WITH_ENV) cd "$(REPO)" && rc=0 && "$(PY)" -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "[test] ERROR: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$rc
+
+demo: setup setup-pulumi
+	@$(WITH_ENV) scripts/demo.sh
+
+demo-down: setup setup-pulumi
+	@$(WITH_ENV) cd "$(REPO)" && \
+	if [ -f Pulumi.yaml ] && pulumi stack select dev >/dev/null 2>&1; then \
+		pulumi destroy --yes --skip-preview -s dev; \
+	else echo "[demo-down] no dev stack: nothing to do"; fi
+
+reliability: setup setup-pulumi
+	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m pytest -m reliability $(PYTEST_ARGS)
+
+bench-host: setup
+	@cd "$(REPO)" && "$(PY)" -m benchmarks.host
+
+doctor:
+	@echo "repo:        $(REPO)"
+	@printf 'python3.11:  '; (command -v python3.11 >/dev/null && python3.11 --version) || echo "MISSING (needed)"
+	@printf '.venv:       '; ([ -x "$(PY)" ] && "$(PY)" --version) || echo "not created yet (make setup)"
+	@printf 'go:          '; (command -v go >/dev/null && go env GOVERSION) || echo "missing (needed only when no pulumi >= v3.274.1 is on PATH)"
+	@bindir="$$(scripts/ensure-pulumi.sh --print-dir 2>/dev/null)"; \
+	printf 'pulumi dir:  %s\n' "$$bindir"; \
+	printf 'pulumi:      '; ([ -x "$$bindir/pulumi" ] && "$$bindir/pulumi" version) || echo "not built yet (make setup-pulumi)"; \
+	for f in pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do \
+		printf '%-27s %s\n' "$$f:" "$$([ -x "$$bindir/$$f" ] && echo present || { command -v $$f >/dev/null 2>&1 && echo "on PATH" || echo MISSING; })"; \
+	done
+	@printf 'state:       %s\n' "$(WORK)/state"
