@@ -1,0 +1,1 @@
+"""Components composing the resources."""

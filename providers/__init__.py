@@ -1,0 +1,1 @@
+"""Dynamic resource providers for IIS client-certificate authentication."""
