@@ -77,9 +77,13 @@ class TlsVerificationError(TransportError):
 
 
 class WSManFaultError(HostError):
-    def __init__(self, host: str, code: int | None, reason: str) -> None:
+    def __init__(
+        self, host: str, code: int | None, reason: str, *, command_may_have_run: bool = False
+    ) -> None:
         self.code = code
         self.reason = reason
+        # Faults after the request was sent leave the host in an unknown state.
+        self.command_may_have_run = command_may_have_run
         shown = f" (WS-Management fault 0x{code:08X})" if code is not None else ""
         super().__init__(host, f"{reason}{shown}")
 

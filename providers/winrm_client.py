@@ -1,0 +1,553 @@
+"""Run one agent request as one WinRM command, with pywinrm's ``Protocol``.
+
+Create shell -> Command (the constant bootstrap) -> Send (agent script + JSON request on
+stdin) -> Receive until Done -> Signal terminate -> Delete shell. Nothing variable is ever
+on the command line; the request (and so every secret) travels only as stdin data.
+
+Retry policy: a failure while opening the shell or starting the command is retried with
+backoff, because nothing can run before the request arrives on stdin (the bootstrap reads
+stdin to the end first). Once ``Send`` may have delivered the request, a failure is raised
+with ``command_may_have_run=True`` and never repeated blindly; only read-only batches (every
+op ``writes=False`` in the contract) are repeated, since running them twice changes nothing.
+
+Sessions live in a module-level pool keyed by endpoint, user, transport and a digest of
+the secrets, never in a pickled provider. Each concurrent call gets its own ``Protocol``
+(pywinrm's Protocol and its requests Session are not thread-safe); idle ones are reused so
+a provider process keeps its TCP/TLS connection (and NTLM context) per endpoint.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import requests
+import urllib3.exceptions
+import winrm
+import winrm.exceptions
+from winrm.protocol import Protocol
+
+from providers import contract
+from providers.connection import Connection
+from providers.errors import (
+    AgentProtocolError,
+    AuthenticationError,
+    HostError,
+    HostTimeoutError,
+    HostUnreachableError,
+    TlsVerificationError,
+    TransportError,
+    WSManFaultError,
+)
+
+log = logging.getLogger(__name__)
+
+# Raw stdin bytes per Send. Base64 makes 128 KiB of it, which with the SOAP envelope stays
+# under the 150 KiB MaxEnvelopeSize that older hosts (and pywinrm's own header) announce.
+STDIN_CHUNK: Final = 96 * 1024
+# Pauses before the 2nd, 3rd and 4th try of a command that never ran.
+RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0)
+# Idle Protocols kept per endpoint: Pulumi's provider server runs at most 4 calls at once.
+MAX_IDLE: Final = 4
+# WINRS_CODEPAGE: UTF-8, so a console-encoded stdout/stderr keeps non-ASCII text intact.
+CODEPAGE_UTF8: Final = 65001
+# stderr shown in an AgentProtocolError.
+STDERR_EXCERPT: Final = 1500
+
+_sleep: Callable[[float], None] = time.sleep  # replaced by tests
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+Stage = Literal["open_shell", "run_command", "send", "receive"]
+
+
+class _MappedError(Exception):
+    """A mapped error plus whether trying again can help."""
+
+    def __init__(self, error: HostError, retryable: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retryable = retryable
+
+
+# --- the pool ------------------------------------------------------------------------
+
+
+def _write_private(directory: str, name: str, text: str) -> str:
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+class _Endpoint:
+    """pywinrm Protocols and the credential files they read, for one connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._lock = threading.Lock()
+        self._idle: list[Protocol] = []
+        self._dir: str | None = None
+        self._ca_path: str | None = None
+        self._cert_path: str | None = None
+        self._key_path: str | None = None
+
+    def _files(self) -> None:
+        # pywinrm and requests read the CA bundle and client certificate from files: keep
+        # them in a private directory (0700, files 0600) that lives as long as the pool.
+        if self._dir is not None:
+            return
+        conn = self.connection
+        if conn.ca_bundle is None and conn.client_cert_pem is None:
+            return
+        self._dir = tempfile.mkdtemp(prefix="iis-clientcert-")
+        os.chmod(self._dir, 0o700)
+        if conn.ca_bundle is not None:
+            self._ca_path = _write_private(self._dir, "ca.pem", conn.ca_bundle)
+        if conn.transport == "certificate" and conn.client_cert_pem and conn.client_key_pem:
+            self._cert_path = _write_private(self._dir, "client.pem", conn.client_cert_pem)
+            self._key_path = _write_private(self._dir, "client.key", conn.client_key_pem)
+
+    def _new_protocol(self) -> Protocol:
+        conn = self.connection
+        self._files()
+        kwargs: dict[str, Any] = {
+            "endpoint": conn.endpoint,
+            "server_cert_validation": "validate" if conn.verify_tls else "ignore",
+            # None: no REQUESTS_CA_BUNDLE from the environment; the bundle given or the
+            # default trust store, nothing implicit.
+            "ca_trust_path": self._ca_path,
+            # WinRM endpoints are reached directly: an environment proxy would see Basic
+            # credentials and break NTLM's connection-bound handshake.
+            "proxy": None,
+            "read_timeout_sec": max(2, int(conn.read_timeout + 0.999)),
+            "operation_timeout_sec": max(1, int(conn.operation_timeout)),
+            "message_encryption": "auto",
+        }
+        if conn.transport == "certificate":
+            kwargs.update(
+                transport="certificate", cert_pem=self._cert_path, cert_key_pem=self._key_path
+            )
+        elif conn.transport == "basic":
+            kwargs.update(transport="basic", username=conn.username, password=conn.password)
+        else:
+            # ntlm/kerberos/credssp: "auto" encrypts messages over http, relies on TLS on https.
+            kwargs.update(transport=conn.transport, username=conn.username, password=conn.password)
+        protocol = Protocol(**kwargs)
+        # pywinrm passes one number as requests' timeout; a (connect, read) pair lets an
+        # unreachable host fail after connect_timeout rather than read_timeout.
+        protocol.transport.read_timeout_sec = (conn.connect_timeout, conn.read_timeout)  # type: ignore[assignment]
+        return protocol
+
+    def acquire(self) -> Protocol:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            return self._new_protocol()
+
+    def release(self, protocol: Protocol, reusable: bool) -> None:
+        with self._lock:
+            if reusable and len(self._idle) < MAX_IDLE and self._dir_alive():
+                self._idle.append(protocol)
+                return
+        _close_protocol(protocol)
+
+    def _dir_alive(self) -> bool:
+        return self._dir is None or os.path.isdir(self._dir)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+            directory, self._dir = self._dir, None
+            self._ca_path = self._cert_path = self._key_path = None
+        for protocol in idle:
+            _close_protocol(protocol)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _close_protocol(protocol: Protocol) -> None:
+    try:
+        protocol.transport.close_session()
+    except Exception:  # closing a broken session must not mask the real error
+        log.debug("closing a WinRM session failed", exc_info=True)
+
+
+_POOL: dict[tuple[str, str, str, str], _Endpoint] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _endpoint_for(connection: Connection) -> _Endpoint:
+    key = (
+        connection.endpoint,
+        connection.username or "",
+        connection.transport,
+        connection.secrets_fingerprint(),
+    )
+    with _POOL_LOCK:
+        entry = _POOL.get(key)
+        if entry is None:
+            entry = _POOL[key] = _Endpoint(connection)
+        return entry
+
+
+def close_pool() -> None:
+    """Close every pooled session and delete the credential files (also run at exit)."""
+    with _POOL_LOCK:
+        entries = list(_POOL.values())
+        _POOL.clear()
+    for entry in entries:
+        entry.close()
+
+
+atexit.register(close_pool)
+
+
+# --- error mapping -------------------------------------------------------------------
+
+
+def _root_reason(exc: BaseException) -> BaseException:
+    """The urllib3/socket error under a requests exception."""
+    seen: BaseException = exc
+    for _ in range(6):
+        inner: Any = None
+        if seen.args and isinstance(seen.args[0], BaseException):
+            inner = seen.args[0]
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, BaseException):
+            inner = reason
+        if inner is None or inner is seen:
+            break
+        seen = inner
+    return seen
+
+
+def _map_error(
+    exc: BaseException, conn: Connection, stage: Stage, may_have_run: bool
+) -> _MappedError:
+    host = conn.host
+    where = f"during {stage.replace('_', ' ')}"
+    if isinstance(exc, winrm.exceptions.InvalidCredentialsError):
+        if conn.transport == "certificate":
+            text = (
+                "the host rejected the client certificate: map it to a local administrator "
+                "(WSMan:\\localhost\\ClientCertificate) and trust its issuer"
+            )
+        else:
+            text = (
+                f"the host rejected the credentials of {conn.username!r} "
+                f"({conn.transport} transport): check user name and password, and that "
+                f"{conn.transport} authentication is enabled in the WinRM service"
+            )
+        return _MappedError(AuthenticationError(host, text), retryable=False)
+    if isinstance(exc, winrm.exceptions.WSManFaultError):
+        code = exc.wsman_fault_code
+        return _MappedError(
+            WSManFaultError(host, code, f"{exc.reason} {where}", command_may_have_run=may_have_run),
+            retryable=False,
+        )
+    if isinstance(exc, winrm.exceptions.WinRMTransportError):
+        status = exc.code
+        return _MappedError(
+            TransportError(
+                host,
+                f"the WinRM service answered HTTP {status} {where}",
+                command_may_have_run=may_have_run,
+            ),
+            retryable=status >= 500,
+        )
+    if isinstance(exc, winrm.exceptions.WinRMOperationTimeoutError):
+        return _MappedError(
+            HostTimeoutError(
+                host,
+                f"WS-Management operation timeout {where}",
+                command_may_have_run=may_have_run,
+            ),
+            retryable=True,
+        )
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(_root_reason(exc))
+        lowered = text.lower()
+        if "certificate verify failed" in lowered or "certificate_verify_failed" in lowered:
+            if (
+                "hostname mismatch" in lowered
+                or "doesn't match" in lowered
+                or ("ip address mismatch" in lowered)
+            ):
+                problem = (
+                    f"the host's HTTPS certificate is not issued for the name {host!r}: use "
+                    "the name the certificate carries in connection.endpoint"
+                )
+            else:
+                problem = (
+                    "the host's HTTPS certificate could not be verified: give "
+                    "connection.ca_bundle (PEM of the CA that issued the WinRM listener's "
+                    "certificate), or check that the certificate is for this host name"
+                )
+            return _MappedError(
+                TlsVerificationError(host, f"{problem} ({text})", command_may_have_run=False),
+                retryable=False,
+            )
+        hint = ""
+        if conn.transport == "certificate":
+            hint = "; the host may have refused the client certificate"
+        return _MappedError(
+            TransportError(
+                host, f"TLS handshake failed {where}: {text}{hint}", command_may_have_run=False
+            ),
+            retryable=False,
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return _MappedError(
+            HostUnreachableError(
+                host,
+                f"no connection to {conn.endpoint} within {conn.connect_timeout:g} s "
+                "(host down, or a firewall drops WinRM)",
+                command_may_have_run=False,
+            ),
+            retryable=True,
+        )
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return _MappedError(
+            HostTimeoutError(
+                host,
+                f"no answer within read_timeout {conn.read_timeout:g} s {where}",
+                command_may_have_run=may_have_run,
+            ),
+            retryable=True,
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = _root_reason(exc)
+        if isinstance(reason, urllib3.exceptions.NameResolutionError):
+            return _MappedError(
+                HostUnreachableError(host, f"cannot resolve the host name {host!r}"),
+                retryable=True,
+            )
+        if isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+            return _MappedError(
+                HostUnreachableError(
+                    host,
+                    f"cannot connect to {conn.endpoint}: {reason} (is the WinRM listener "
+                    "on this port, and the firewall open?)",
+                ),
+                retryable=True,
+            )
+        return _MappedError(
+            TransportError(
+                host, f"the connection broke {where}: {reason}", command_may_have_run=may_have_run
+            ),
+            retryable=True,
+        )
+    if isinstance(exc, requests.exceptions.RequestException | OSError):
+        return _MappedError(
+            TransportError(
+                host, f"{type(exc).__name__} {where}: {exc}", command_may_have_run=may_have_run
+            ),
+            retryable=True,
+        )
+    if isinstance(exc, winrm.exceptions.WinRMError):
+        return _MappedError(
+            TransportError(host, f"WinRM error {where}: {exc}", command_may_have_run=may_have_run),
+            retryable=False,
+        )
+    # pywinrm parses responses with next()/assert/ElementTree: a malformed answer surfaces
+    # as StopIteration, AssertionError or ParseError.
+    return _MappedError(
+        TransportError(
+            host,
+            f"unreadable WS-Management response {where} ({type(exc).__name__})",
+            command_may_have_run=may_have_run,
+        ),
+        retryable=False,
+    )
+
+
+# --- one command ---------------------------------------------------------------------
+
+
+def _chunks(payload: bytes) -> list[bytes]:
+    if not payload:
+        return [b""]
+    return [payload[i : i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)]
+
+
+def _receive(protocol: Protocol, shell_id: str, command_id: str, deadline: float) -> CommandOutput:
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
+    while True:
+        try:
+            out, err, code, done = protocol.get_command_output_raw(shell_id, command_id)
+        except winrm.exceptions.WinRMOperationTimeoutError:
+            # No output within the operation timeout: normal while a slow op runs.
+            if time.monotonic() > deadline:
+                raise
+            continue
+        stdout.append(out)
+        stderr.append(err)
+        if done:
+            return CommandOutput(b"".join(stdout), b"".join(stderr), code)
+        if time.monotonic() > deadline:
+            raise winrm.exceptions.WinRMOperationTimeoutError()
+
+
+def _tidy(protocol: Protocol, shell_id: str | None, command_id: str | None) -> None:
+    """Best effort: stop the command and delete the shell; errors here change nothing."""
+    try:
+        if shell_id is not None and command_id is not None:
+            protocol.cleanup_command(shell_id, command_id)
+    except Exception:
+        log.debug("signal terminate failed", exc_info=True)
+    try:
+        if shell_id is not None:
+            protocol.close_shell(shell_id, close_session=False)
+    except Exception:
+        log.debug("deleting the shell failed", exc_info=True)
+
+
+def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
+    endpoint = _endpoint_for(conn)
+    protocol = endpoint.acquire()
+    reusable = False
+    shell_id: str | None = None
+    command_id: str | None = None
+    stage: Stage = "open_shell"
+    try:
+        try:
+            shell_id = protocol.open_shell(codepage=CODEPAGE_UTF8, noprofile=True)
+            stage = "run_command"
+            command_id = protocol.run_command(
+                shell_id, contract.POWERSHELL, contract.command_arguments()
+            )
+        except Exception as exc:
+            _tidy(protocol, shell_id, None)
+            raise _map_error(exc, conn, stage, may_have_run=False) from None
+        try:
+            stage = "send"
+            parts = _chunks(payload)
+            for index, part in enumerate(parts):
+                protocol.send_command_input(shell_id, command_id, part, end=index == len(parts) - 1)
+            stage = "receive"
+            deadline = time.monotonic() + max(300.0, 5 * conn.read_timeout)
+            output = _receive(protocol, shell_id, command_id, deadline)
+        except Exception as exc:
+            _tidy(protocol, shell_id, command_id)
+            raise _map_error(exc, conn, stage, may_have_run=True) from None
+        # The result is in hand: failing to tidy up must not turn it into an error.
+        _tidy(protocol, shell_id, command_id)
+        reusable = True
+        return output
+    finally:
+        endpoint.release(protocol, reusable)
+
+
+def run_command(conn: Connection, payload: bytes, *, read_only: bool = False) -> CommandOutput:
+    """Run the agent bootstrap with ``payload`` on stdin; map and retry failures."""
+    attempt = 0
+    while True:
+        try:
+            return _run_once(conn, payload)
+        except _MappedError as failure:
+            error = failure.error
+            may_have_run = bool(getattr(error, "command_may_have_run", False))
+            # Read-only batches are safe to repeat even after they may have run.
+            can_repeat = failure.retryable and (not may_have_run or read_only)
+            if can_repeat and attempt < len(RETRY_DELAYS):
+                delay = RETRY_DELAYS[attempt]
+                attempt += 1
+                log.info("%s: %s; try %d in %.1f s", conn.host, error, attempt + 1, delay)
+                _close_idle(conn)
+                _sleep(delay)
+                continue
+            raise error from None
+
+
+def _close_idle(conn: Connection) -> None:
+    # After a transport failure, pooled connections to that host are suspect.
+    entry = _endpoint_for(conn)
+    with entry._lock:
+        idle, entry._idle = entry._idle, []
+    for protocol in idle:
+        _close_protocol(protocol)
+
+
+# --- agent requests ------------------------------------------------------------------
+
+_CLIXML_CLEANER = object.__new__(winrm.Session)
+
+
+def clean_stderr(stderr: bytes) -> str:
+    """PowerShell's CLIXML error stream as readable text (pywinrm's own cleanup)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cleaned = winrm.Session._clean_error_msg(_CLIXML_CLEANER, stderr)
+    return cleaned.decode("utf-8", "replace").strip()
+
+
+def request_secrets(request: dict[str, Any], conn: Connection | None = None) -> list[str]:
+    """Secret values in a request (and the connection), to scrub from any text shown."""
+    found: list[str] = []
+
+    def collect(value: Any, whole: bool) -> None:
+        if isinstance(value, str):
+            if whole:
+                found.append(value)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                collect(inner, whole or "password" in str(key).lower())
+        elif isinstance(value, list):
+            for inner in value:
+                collect(inner, whole)
+
+    for entry in request.get("ops", []):
+        spec = contract.OPS.get(entry.get("op", ""))
+        for name, value in entry.get("args", {}).items():
+            arg = spec.args.get(name) if spec else None
+            # A config element is secret as a whole but mostly plain: take its passwords.
+            collect(value, arg is not None and arg.secret and arg.kind != "dict")
+    if conn is not None:
+        found.extend(v for v in (conn.password, conn.client_key_pem) if v)
+    return found
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value (4+ characters) in ``text`` by REDACTED."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "REDACTED")
+    return text
+
+
+def run_agent_request(
+    conn: Connection, agent_script: str, request: dict[str, Any]
+) -> dict[str, Any]:
+    """Send one contract request; return the parsed contract result (ok or not)."""
+    payload = contract.encode_stdin(agent_script, request)
+    read_only = all(not contract.OPS[op["op"]].writes for op in request["ops"])
+    output = run_command(conn, payload, read_only=read_only)
+    try:
+        return contract.parse_result(output.stdout)
+    except contract.ContractError as exc:
+        excerpt = scrub(clean_stderr(output.stderr), request_secrets(request, conn))
+        if len(excerpt) > STDERR_EXCERPT:
+            excerpt = excerpt[:STDERR_EXCERPT] + "..."
+        raise AgentProtocolError(
+            conn.host,
+            f"the agent command did not return a contract result: {exc}; exit code "
+            f"{output.exit_code}; stdout {len(output.stdout)} bytes; stderr: "
+            f"{excerpt or '(empty)'}",
+        ) from None
