@@ -1,0 +1,526 @@
+"""HttpsBinding: a site's https binding and its HTTP.sys certificate binding.
+
+``bindingInformation`` is ``ip:port:host_name``; binding ``sslFlags`` bit 1 is SNI. The
+client certificate is negotiated in the TLS handshake by default (netsh
+``clientcertnegotiation=enable``): IIS's SslNegotiateCert otherwise asks for it after the
+handshake, which TLS 1.3 forbids (Windows Server 2022 resets the connection, 2025 answers
+500 with 0x80070032). A binding found at create is adopted: delete puts back its settings
+instead of removing it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pulumi
+import pulumi.dynamic
+from pulumi.dynamic import CheckResult
+
+from providers import contract
+from providers.base import (
+    Change,
+    IisProvider,
+    get_bool,
+    get_int,
+    get_str,
+    is_unknown,
+    require_site,
+    site_exists,
+    validate_site,
+)
+from providers.connection import Connection
+from providers.errors import ValidationError
+from providers.resource_args import connection_input
+from providers.trusted_root import warn
+
+KIND = "HttpsBinding"
+
+SSL_FLAG_SNI = 1
+SSL_FLAG_CENTRAL_STORE = 2
+# The binding sslFlags bits this resource decides; others (DisableTLS13, DisableQUIC, ...
+# on newer Windows) are the host owner's and are kept as found.
+MANAGED_FLAGS = SSL_FLAG_SNI | SSL_FLAG_CENTRAL_STORE
+
+# Windows copy-paste of a thumbprint from the certificate dialog brings invisible marks.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u200b\ufeff\u202a\u202c"), None)
+_THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
+_STORES = {s.lower(): s for s in contract.STORES}
+TLS13_WARNING = (
+    "client_cert_negotiation is false: the client certificate is then requested after "
+    "the handshake (SslNegotiateCert renegotiation), which fails under TLS 1.3 (Windows "
+    "Server 2022 resets the connection, 2025 answers 500 with 0x80070032). Keep it true "
+    "unless clients must connect without a certificate prompt"
+)
+
+
+@dataclass(frozen=True)
+class BindingDesired:
+    site: str
+    ip: str
+    port: int
+    host_name: str
+    sni: bool
+    thumbprint: str
+    store: str
+    negotiation: bool
+    connection_host: str  # for the url output
+
+    @property
+    def binding_information(self) -> str:
+        return f"{self.ip}:{self.port}:{self.host_name}"
+
+    @property
+    def url(self) -> str:
+        host = self.host_name if self.host_name and "*" not in self.host_name else ""
+        host = host or self.connection_host or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{self.port}/"
+
+
+@dataclass(frozen=True)
+class BindingSettings:
+    """What binding.set writes besides the binding's key."""
+
+    ssl_flags: int
+    certificate_hash: str
+    certificate_store: str
+    client_cert_negotiation: bool
+
+    @classmethod
+    def from_host(cls, binding: Mapping[str, Any]) -> BindingSettings:
+        return cls(
+            ssl_flags=int(binding.get("ssl_flags") or 0),
+            certificate_hash=str(binding.get("certificate_hash") or "").upper(),
+            certificate_store=str(binding.get("certificate_store") or "My"),
+            client_cert_negotiation=bool(binding.get("client_cert_negotiation")),
+        )
+
+    @classmethod
+    def from_stored(cls, value: Any) -> BindingSettings | None:
+        if not isinstance(value, Mapping):
+            return None
+        return cls.from_host(value)
+
+    def to_output(self) -> dict[str, Any]:
+        return {
+            "ssl_flags": self.ssl_flags,
+            "certificate_hash": self.certificate_hash,
+            "certificate_store": self.certificate_store,
+            "client_cert_negotiation": self.client_cert_negotiation,
+        }
+
+    def same_as(self, other: BindingSettings) -> bool:
+        return (
+            self.ssl_flags == other.ssl_flags
+            and self.certificate_hash == other.certificate_hash
+            and self.certificate_store.lower() == other.certificate_store.lower()
+            and self.client_cert_negotiation == other.client_cert_negotiation
+        )
+
+
+@dataclass(frozen=True)
+class BindingCurrent:
+    site_found: bool
+    binding: BindingSettings | None  # the https binding with our binding_information
+    used_by_other_site: str | None  # another site holding the same binding information
+    cert_present: bool
+    cert_has_key: bool
+    sites: tuple[Mapping[str, Any], ...] = ()
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def normalise_thumbprint(value: Any, key: str = "certificate_thumbprint") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(KIND, key, value, "must be a string of 40 hex digits")
+    text = value.translate(_INVISIBLE)
+    text = re.sub(r"[\s:]", "", text).upper()
+    if not _THUMBPRINT.match(text):
+        raise ValidationError(
+            KIND,
+            key,
+            value,
+            "is not a certificate thumbprint (40 hex digits, SHA-1)",
+            "Use ServerCertificate's thumbprint output, or copy it from the certificate's "
+            "Details tab",
+        )
+    return text
+
+
+def normalise_ip(value: str) -> str:
+    text = value.strip()
+    if text in ("", "*"):
+        return "*"
+    try:
+        address = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise ValidationError(
+            KIND, "ip", value, "is not an IP address", "Use '*' (all unassigned) or an address"
+        ) from None
+    # IIS writes IPv6 addresses in brackets inside bindingInformation.
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def normalise_host_name(value: str) -> str:
+    text = value.strip().lower().rstrip(".")
+    if text and (len(text) > 253 or not _HOST_NAME.match(text)):
+        raise ValidationError(
+            KIND,
+            "host_name",
+            value,
+            "is not a DNS host name",
+            "Use letters, digits, hyphens and dots (optionally a leading '*.'), no port or scheme",
+        )
+    return text
+
+
+def _connection_host(inputs: Mapping[str, Any]) -> str:
+    connection = inputs.get("connection")
+    if not isinstance(connection, Mapping):
+        return ""
+    endpoint = connection.get("endpoint")
+    return (urlsplit(endpoint).hostname or "") if isinstance(endpoint, str) else ""
+
+
+def validate_inputs(inputs: Mapping[str, Any]) -> BindingDesired:
+    site = validate_site(KIND, get_str(KIND, inputs, "site"))
+    ip = normalise_ip(get_str(KIND, inputs, "ip", default="*", required=False))
+    port = get_int(KIND, inputs, "port", 443, 1, 65535)
+    host_name = normalise_host_name(
+        get_str(KIND, inputs, "host_name", default="", required=False, allow_empty=True)
+    )
+    sni = get_bool(KIND, inputs, "sni", False)
+    if sni and not host_name:
+        raise ValidationError(
+            KIND,
+            "sni",
+            True,
+            "needs a host_name (SNI selects the certificate by the name the client asks for)",
+            "Set host_name, or sni to false",
+        )
+    thumbprint = normalise_thumbprint(inputs.get("certificate_thumbprint"))
+    raw_store = get_str(KIND, inputs, "certificate_store", default="My", required=False) or "My"
+    store = _STORES.get(raw_store.strip().lower())
+    if store is None:
+        raise ValidationError(
+            KIND,
+            "certificate_store",
+            raw_store,
+            "is not a certificate store the agent knows",
+            "Valid stores: " + ", ".join(contract.STORES) + " (server certificates live in My)",
+        )
+    negotiation = get_bool(KIND, inputs, "client_cert_negotiation", True)
+    return BindingDesired(
+        site, ip, port, host_name, sni, thumbprint, store, negotiation, _connection_host(inputs)
+    )
+
+
+def assess(desired: BindingDesired) -> list[str]:
+    return [] if desired.negotiation else [TLS13_WARNING]
+
+
+# --- reading and planning --------------------------------------------------------------
+
+
+def _find_binding(site: Mapping[str, Any], binding_information: str) -> Mapping[str, Any] | None:
+    for binding in site.get("bindings", []):
+        if (
+            str(binding.get("protocol", "")).lower() == "https"
+            # Host names are case-insensitive; IIS keeps what was typed.
+            and str(binding.get("binding_information", "")).lower() == binding_information.lower()
+        ):
+            return dict(binding)
+    return None
+
+
+def parse_current(desired: BindingDesired, results: Sequence[Any]) -> BindingCurrent:
+    sites = tuple(results[0].get("sites", []))
+    own = site_exists(sites, desired.site)
+    found = _find_binding(own, desired.binding_information) if own is not None else None
+    other = next(
+        (
+            str(s.get("name"))
+            for s in sites
+            if s.get("name") != desired.site and _find_binding(s, desired.binding_information)
+        ),
+        None,
+    )
+    cert = next(
+        (
+            c
+            for c in results[1].get("certificates", [])
+            if str(c.get("thumbprint", "")).upper() == desired.thumbprint
+        ),
+        None,
+    )
+    return BindingCurrent(
+        site_found=own is not None,
+        binding=BindingSettings.from_host(found) if found is not None else None,
+        used_by_other_site=other,
+        cert_present=cert is not None,
+        cert_has_key=bool(cert and cert.get("has_private_key")),
+        sites=sites,
+    )
+
+
+def desired_settings(current: BindingCurrent, desired: BindingDesired) -> BindingSettings:
+    kept = current.binding.ssl_flags & ~MANAGED_FLAGS if current.binding is not None else 0
+    return BindingSettings(
+        ssl_flags=kept | (SSL_FLAG_SNI if desired.sni else 0),
+        certificate_hash=desired.thumbprint,
+        certificate_store=desired.store,
+        client_cert_negotiation=desired.negotiation,
+    )
+
+
+def _set_op(desired: BindingDesired, settings: BindingSettings) -> dict[str, Any]:
+    return contract.make_op(
+        "binding.set",
+        site=desired.site,
+        binding_information=desired.binding_information,
+        ssl_flags=settings.ssl_flags,
+        certificate_hash=settings.certificate_hash,
+        certificate_store=settings.certificate_store,
+        client_cert_negotiation=settings.client_cert_negotiation,
+    )
+
+
+def _differences(old: BindingSettings, new: BindingSettings) -> list[str]:
+    out: list[str] = []
+    for name, a, b in (
+        ("ssl_flags", old.ssl_flags, new.ssl_flags),
+        ("certificate", old.certificate_hash or "(none)", new.certificate_hash),
+        ("store", old.certificate_store, new.certificate_store),
+        ("client_cert_negotiation", old.client_cert_negotiation, new.client_cert_negotiation),
+    ):
+        if (a.lower() != b.lower()) if isinstance(a, str) and isinstance(b, str) else a != b:
+            out.append(f"{name} {a} -> {b}")
+    return out
+
+
+def plan(current: BindingCurrent, desired: BindingDesired) -> list[Change]:
+    want = desired_settings(current, desired)
+    where = f"https binding {desired.binding_information!r} of site {desired.site!r}"
+    if current.binding is None:
+        return [
+            Change(
+                f"add {where} with certificate {want.certificate_hash} "
+                f"(sni={desired.sni}, client_cert_negotiation={desired.negotiation})",
+                [_set_op(desired, want)],
+            )
+        ]
+    if current.binding.same_as(want):
+        return []
+    changed = ", ".join(_differences(current.binding, want))
+    return [Change(f"update {where}: {changed}", [_set_op(desired, want)])]
+
+
+def preflight(current: BindingCurrent, desired: BindingDesired) -> None:
+    require_site(KIND, "the host", current.sites, desired.site)
+    if current.used_by_other_site is not None:
+        raise ValidationError(
+            KIND,
+            "port",
+            desired.port,
+            f"the https binding {desired.binding_information!r} already belongs to site "
+            f"{current.used_by_other_site!r}",
+            "Choose another ip, port or host_name, or remove that binding",
+        )
+    if not current.cert_present:
+        raise ValidationError(
+            KIND,
+            "certificate_thumbprint",
+            desired.thumbprint,
+            f"no such certificate in LocalMachine\\{desired.store} on the host",
+            "Create a ServerCertificate first (or import it into LocalMachine\\My)",
+        )
+    if not current.cert_has_key:
+        raise ValidationError(
+            KIND,
+            "certificate_thumbprint",
+            desired.thumbprint,
+            f"the certificate in LocalMachine\\{desired.store} has no private key, so "
+            "HTTP.sys cannot use it",
+            "Import it from a PFX with its private key (ServerCertificate)",
+        )
+
+
+def delete_changes(
+    current: BindingCurrent, desired: BindingDesired, stored: Mapping[str, Any]
+) -> list[Change]:
+    if not current.site_found:
+        return []  # the site and its bindings are gone
+    where = f"https binding {desired.binding_information!r} of site {desired.site!r}"
+    prior = BindingSettings.from_stored(stored.get("prior_binding"))
+    if stored.get("adopted") and prior is not None:
+        if current.binding is not None and current.binding.same_as(prior):
+            return []
+        return [Change(f"put back the settings {where} had before", [_set_op(desired, prior)])]
+    if current.binding is None:
+        return []
+    return [
+        Change(
+            f"remove {where}",
+            [
+                contract.make_op(
+                    "binding.remove",
+                    site=desired.site,
+                    binding_information=desired.binding_information,
+                )
+            ],
+        )
+    ]
+
+
+def live_inputs(desired: BindingDesired, current: BindingCurrent) -> dict[str, Any]:
+    binding = current.binding
+    assert binding is not None  # read() only asks when exists() said so
+    return {
+        "site": desired.site,
+        "ip": desired.ip,
+        "port": desired.port,
+        "host_name": desired.host_name,
+        "sni": bool(binding.ssl_flags & SSL_FLAG_SNI),
+        "certificate_thumbprint": binding.certificate_hash,
+        "certificate_store": binding.certificate_store,
+        "client_cert_negotiation": binding.client_cert_negotiation,
+    }
+
+
+# --- provider and resource -------------------------------------------------------------
+
+
+class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
+    kind = KIND
+    replace_on = ("site", "ip", "port", "host_name")
+    computed = ("binding_information", "url", "adopted", "prior_binding")
+
+    def validate(self, inputs: Mapping[str, Any]) -> BindingDesired:
+        return validate_inputs(inputs)
+
+    def normalised_inputs(self, desired: BindingDesired) -> dict[str, Any]:
+        return {
+            "site": desired.site,
+            "ip": desired.ip,
+            "port": desired.port,
+            "host_name": desired.host_name,
+            "sni": desired.sni,
+            "certificate_thumbprint": desired.thumbprint,
+            "certificate_store": desired.store,
+            "client_cert_negotiation": desired.negotiation,
+        }
+
+    def resource_id(self, connection: Connection, desired: BindingDesired) -> str:
+        return f"{connection.host}/{desired.site}/https/{desired.binding_information}"
+
+    def read_ops(self, desired: BindingDesired) -> list[dict[str, Any]]:
+        return [contract.make_op("site.list"), contract.make_op("cert.list", store=desired.store)]
+
+    def parse_current(self, desired: BindingDesired, results: list[Any]) -> BindingCurrent:
+        return parse_current(desired, results)
+
+    def preflight(self, current: BindingCurrent, desired: BindingDesired) -> None:
+        preflight(current, desired)
+
+    def plan(self, current: BindingCurrent, desired: BindingDesired) -> list[Change]:
+        return plan(current, desired)
+
+    def outputs(
+        self,
+        desired: BindingDesired,
+        before: BindingCurrent | None,
+        after: BindingCurrent,
+        previous: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        if before is not None:
+            adopted = before.binding is not None
+            prior = before.binding.to_output() if before.binding is not None else None
+        else:
+            adopted = bool((previous or {}).get("adopted"))
+            prior = (previous or {}).get("prior_binding")
+        return {
+            "binding_information": desired.binding_information,
+            "url": desired.url,
+            "adopted": adopted,
+            "prior_binding": prior,
+        }
+
+    def exists(self, current: BindingCurrent) -> bool:
+        return current.site_found and current.binding is not None
+
+    def live_inputs(
+        self, desired: BindingDesired, current: BindingCurrent, stored: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return live_inputs(desired, current)
+
+    def delete_changes(
+        self, desired: BindingDesired, current: BindingCurrent, stored: Mapping[str, Any]
+    ) -> list[Change]:
+        return delete_changes(current, desired, stored)
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        result = super().check(_olds, news)
+        if not result.failures and not is_unknown(
+            {k: v for k, v in news.items() if k != "__provider"}
+        ):
+            for note in assess(self.validate(news)):
+                warn(f"{KIND} {news.get('site')}", note)
+        return result
+
+
+class HttpsBinding(pulumi.dynamic.Resource):
+    """A site's https binding with its server certificate."""
+
+    site: pulumi.Output[str]
+    ip: pulumi.Output[str]
+    port: pulumi.Output[int]
+    host_name: pulumi.Output[str]
+    sni: pulumi.Output[bool]
+    certificate_thumbprint: pulumi.Output[str]
+    certificate_store: pulumi.Output[str]
+    client_cert_negotiation: pulumi.Output[bool]
+    binding_information: pulumi.Output[str]
+    url: pulumi.Output[str]
+    adopted: pulumi.Output[bool]
+    prior_binding: pulumi.Output[dict[str, Any] | None]
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        connection: Any,
+        site: pulumi.Input[str],
+        certificate_thumbprint: pulumi.Input[str],
+        ip: pulumi.Input[str] = "*",
+        port: pulumi.Input[int] = 443,
+        host_name: pulumi.Input[str] = "",
+        sni: pulumi.Input[bool] = False,
+        certificate_store: pulumi.Input[str] = "My",
+        client_cert_negotiation: pulumi.Input[bool] = True,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "connection": connection_input(connection),
+            "site": site,
+            "ip": ip,
+            "port": port,
+            "host_name": host_name,
+            "sni": sni,
+            "certificate_thumbprint": certificate_thumbprint,
+            "certificate_store": certificate_store,
+            "client_cert_negotiation": client_cert_negotiation,
+            "binding_information": None,
+            "url": None,
+            "adopted": None,
+            "prior_binding": None,
+        }
+        super().__init__(HttpsBindingProvider(), resource_name, props, opts)
