@@ -1,0 +1,1342 @@
+"""A WS-Management (WinRM) endpoint on loopback that unmodified pywinrm talks to.
+
+What it answers is what pywinrm 0.5 sends and checks (winrm/protocol.py, transport.py,
+encryption.py): the cmd shell resource (Create, Command, Send, Receive, Signal, Delete),
+Basic and client-certificate authentication over HTTPS, and NTLM through SPNEGO
+``Negotiate`` over HTTP with WinRM message encryption. Each command's stdin, executable
+and arguments go to a :data:`CommandHandler`; its stdout, stderr and exit code come back
+through Receive, split to fit the client's MaxEnvelopeSize.
+
+Secrets (Authorization headers, NTLM tokens, passwords, stdin, command output) are never
+logged; the log carries actions, ids, user names and status codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, cast
+from urllib.parse import urlsplit
+
+import spnego
+from lxml import etree
+from spnego._ntlm_raw.crypto import ntowfv1  # private, but the acceptor's own hash
+
+__all__ = [
+    "CommandHandler",
+    "CommandOutcome",
+    "Credentials",
+    "DropWhen",
+    "FaultSource",
+    "FileFaults",
+    "ShellCommand",
+    "WSManServer",
+    "write_faults",
+]
+
+logger = logging.getLogger(__name__)
+
+# --- the interface the executor codes against ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShellCommand:
+    user: str  # authenticated user name, as spelled in Credentials
+    auth: str  # "basic" | "certificate" | "ntlm"
+    executable: str  # the <rsp:Command> text (pywinrm puts the whole command line here)
+    arguments: list[str]  # the <rsp:Arguments> elements, in order
+    stdin: bytes  # all rsp:Send data for stdin, concatenated
+    shell_id: str
+    command_id: str
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+CommandHandler = Callable[[ShellCommand], CommandOutcome]
+
+
+@dataclass
+class Credentials:
+    """Who may log on. Read on every authentication, so changes apply to the next logon."""
+
+    users: dict[str, str] = field(default_factory=dict)  # user -> password (Basic, NTLM)
+    # client-certificate SHA-1 thumbprint (upper hex) -> user name (certificate auth)
+    cert_users: dict[str, str] = field(default_factory=dict)
+
+
+# --- fault injection -------------------------------------------------------------------
+
+DropWhen = Literal["before_run", "after_run"]
+
+
+class FaultSource(Protocol):
+    def latency_ms(self) -> int | None:
+        """Extra delay for every HTTP request; None means "use the server's default"."""
+        ...
+
+    def take_drop(self) -> DropWhen | None:
+        """Called once per command, at its first Receive: drop this command's connection?"""
+        ...
+
+
+def write_faults(path: str | os.PathLike[str], faults: dict[str, Any]) -> None:
+    """Replace faults.json atomically, so a server reading it never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".faults-", suffix=".json", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(faults, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class FileFaults:
+    """Faults read from a JSON file on each request (edit it while the server runs).
+
+    Keys: ``latency_ms`` (int, added to every HTTP request) and ``drop``
+    (``{"command": k, "when": "before_run" | "after_run"}``: the k-th command, counted
+    from when the fault appeared, loses its connection at its first Receive; the key is
+    removed from the file when it fires). A missing or unreadable file means no faults.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._drop_key: str | None = None
+        self._drop_count = 0
+        self._warned: set[str] = set()
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            logger.warning("%s: %s", self.path, message)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            self._warn_once(f"cannot read faults ({exc.strerror})")
+            return {}
+        if not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            self._warn_once("faults file is not JSON; ignoring it")
+            return {}
+        if not isinstance(data, dict):
+            self._warn_once("faults file is not a JSON object; ignoring it")
+            return {}
+        return data
+
+    def set(self, **faults: Any) -> None:
+        """Merge keys into the file (``None`` removes a key)."""
+        with self._lock:
+            data = self._read()
+            for key, value in faults.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            write_faults(self.path, data)
+
+    def latency_ms(self) -> int | None:
+        value = self._read().get("latency_ms")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self._warn_once("latency_ms must be a non-negative integer; ignoring it")
+            return None
+        return value
+
+    def take_drop(self) -> DropWhen | None:
+        # One lock for read, count and one-shot removal, so two commands racing for the
+        # k-th place cannot both fire it.
+        with self._lock:
+            data = self._read()
+            drop = data.get("drop")
+            if drop is None:
+                self._drop_key, self._drop_count = None, 0
+                return None
+            parsed = self._parse_drop(drop)
+            if parsed is None:
+                return None
+            k, when = parsed
+            key = json.dumps(drop, sort_keys=True)
+            if key != self._drop_key:  # a new fault: count from here
+                self._drop_key, self._drop_count = key, 0
+            self._drop_count += 1
+            if self._drop_count < k:
+                return None
+            del data["drop"]
+            write_faults(self.path, data)
+            self._drop_key, self._drop_count = None, 0
+            logger.info("fault: dropping the connection of a command (%s)", when)
+            return when
+
+    def _parse_drop(self, drop: Any) -> tuple[int, DropWhen] | None:
+        if not isinstance(drop, dict):
+            self._warn_once("drop must be an object {command, when}; ignoring it")
+            return None
+        k = drop.get("command", 1)
+        when = drop.get("when", "before_run")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            self._warn_once("drop.command must be an integer >= 1; ignoring the drop")
+            return None
+        if when not in ("before_run", "after_run"):
+            self._warn_once("drop.when must be before_run or after_run; ignoring the drop")
+            return None
+        return k, cast(DropWhen, when)
+
+
+# --- SOAP vocabulary -------------------------------------------------------------------
+
+NS_SOAP: Final = "http://www.w3.org/2003/05/soap-envelope"
+NS_ADDRESSING: Final = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+NS_TRANSFER: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
+NS_WSMAN: Final = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
+NS_MSWSMAN: Final = "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd"
+NS_SHELL: Final = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+NS_FAULT: Final = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+NS_XML: Final = "http://www.w3.org/XML/1998/namespace"
+
+_NSMAP: Final = {
+    "s": NS_SOAP,
+    "a": NS_ADDRESSING,
+    "x": NS_TRANSFER,
+    "w": NS_WSMAN,
+    "rsp": NS_SHELL,
+    "p": NS_MSWSMAN,
+}
+
+RESOURCE_CMD: Final = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
+ACTION_CREATE: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
+ACTION_DELETE: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Delete"
+ACTION_COMMAND: Final = f"{NS_SHELL}/Command"
+ACTION_SEND: Final = f"{NS_SHELL}/Send"
+ACTION_RECEIVE: Final = f"{NS_SHELL}/Receive"
+ACTION_SIGNAL: Final = f"{NS_SHELL}/Signal"
+ACTION_FAULT: Final = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
+ANONYMOUS: Final = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
+STATE_DONE: Final = f"{NS_SHELL}/CommandState/Done"
+STATE_RUNNING: Final = f"{NS_SHELL}/CommandState/Running"
+MUTUAL_AUTH: Final = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
+
+# WSManFault codes (winerror.h); pywinrm retries Receive on the operation timeout.
+FAULT_INVALID_ACTION: Final = 0x80338001  # ERROR_WSMAN_INVALID_ACTIONURI
+FAULT_TIMEOUT: Final = 0x80338029  # ERROR_WSMAN_OPERATION_TIMEDOUT
+FAULT_SHELL_NOT_FOUND: Final = 0x8033805B  # ERROR_WINRS_SHELL_NOT_FOUND (unknown ShellId)
+FAULT_INVALID_RESOURCE: Final = 0x80338000  # ERROR_WSMAN_RESOURCE_NOT_FOUND
+FAULT_PIPE_CLOSING: Final = 0x800700E8  # ERROR_NO_DATA: stdin is closed
+FAULT_BAD_REQUEST: Final = 0x80070057  # E_INVALIDARG
+FAULT_INTERNAL: Final = 0x80004005  # E_FAIL
+
+# Windows' default MaxEnvelopeSizekb is 500; pywinrm asks for 150 KB responses.
+SERVER_MAX_ENVELOPE: Final = 512_000
+DEFAULT_MAX_ENVELOPE: Final = 153_600
+# Room for the envelope around the Receive streams (headers, CommandState, tags).
+_ENVELOPE_OVERHEAD: Final = 4096
+_MAX_BODY: Final = 32 * 1024 * 1024
+_MAX_STDIN: Final = 64 * 1024 * 1024
+_SHELL_IDLE_SECONDS: Final = 7200.0  # Windows' default shell IdleTimeOut
+
+
+def _q(prefix: str, local: str) -> str:
+    return f"{{{_NSMAP[prefix]}}}{local}"
+
+
+def _sub(
+    parent: etree._Element,
+    prefix: str,
+    local: str,
+    text: str | None = None,
+    **attrib: str,
+) -> etree._Element:
+    child = etree.SubElement(parent, _q(prefix, local), attrib)
+    if text is not None:
+        child.text = text
+    return child
+
+
+class _SoapFaultError(Exception):
+    """A WS-Management fault, sent as HTTP 500 with a SOAP Fault body (as Windows does)."""
+
+    def __init__(
+        self,
+        subcode: str,
+        reason: str,
+        wsman_code: int,
+        *,
+        sender: bool = True,
+    ) -> None:
+        super().__init__(reason)
+        self.subcode = subcode
+        self.reason = reason
+        self.wsman_code = wsman_code
+        self.sender = sender
+
+
+class _ConnectionDropError(Exception):
+    """Close the TCP connection without an HTTP response (fault injection)."""
+
+
+def _envelope(action: str, relates_to: str | None) -> tuple[etree._Element, etree._Element]:
+    root = etree.Element(_q("s", "Envelope"), nsmap=_NSMAP)
+    root.set(f"{{{NS_XML}}}lang", "en-US")
+    header = _sub(root, "s", "Header")
+    _sub(header, "a", "Action", action)
+    _sub(header, "a", "MessageID", f"uuid:{str(uuid.uuid4()).upper()}")
+    _sub(header, "a", "To", ANONYMOUS)
+    if relates_to is not None:
+        _sub(header, "a", "RelatesTo", relates_to)
+    body = _sub(root, "s", "Body")
+    return root, body
+
+
+def _serialize(root: etree._Element) -> bytes:
+    return etree.tostring(root, encoding="utf-8")
+
+
+def _fault_envelope(fault: _SoapFaultError, relates_to: str | None, machine: str) -> bytes:
+    root, body = _envelope(ACTION_FAULT, relates_to)
+    f = _sub(body, "s", "Fault")
+    code = _sub(f, "s", "Code")
+    _sub(code, "s", "Value", "s:Sender" if fault.sender else "s:Receiver")
+    subcode = _sub(code, "s", "Subcode")
+    _sub(subcode, "s", "Value", fault.subcode)
+    reason = _sub(f, "s", "Reason")
+    text = _sub(reason, "s", "Text", fault.reason)
+    text.set(f"{{{NS_XML}}}lang", "en-US")
+    detail = _sub(f, "s", "Detail")
+    wsman_fault = etree.SubElement(
+        detail,
+        f"{{{NS_FAULT}}}WSManFault",
+        {"Code": str(fault.wsman_code), "Machine": machine},
+        nsmap={"f": NS_FAULT},
+    )
+    message = etree.SubElement(wsman_fault, f"{{{NS_FAULT}}}Message")
+    message.text = fault.reason
+    return _serialize(root)
+
+
+def _parse_duration(text: str | None, default: float) -> float:
+    """Seconds of an xs:duration like PT20S or PT20.000S (what WS-Management uses)."""
+    if not text:
+        return default
+    m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", text.strip())
+    if not m:
+        return default
+    days, hours, minutes, seconds = m.groups()
+    return (int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60) + float(
+        seconds or 0
+    )
+
+
+# --- shells and commands ---------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Command:
+    command_id: str
+    executable: str
+    arguments: list[str]
+    stdin: bytearray = field(default_factory=bytearray)
+    stdin_closed: bool = False
+    counted: bool = False  # seen by the drop fault (at its first Receive)
+    started: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: CommandOutcome | None = None
+    failed: str | None = None  # handler exception type name
+    stdout_pos: int = 0
+    stderr_pos: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(eq=False)
+class _Shell:
+    shell_id: str
+    owner: str
+    auth: str
+    last_used: float
+    commands: dict[str, _Command] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Principal:
+    user: str
+    auth: str
+
+
+@dataclass(frozen=True)
+class _Request:
+    action: str
+    message_id: str | None
+    resource_uri: str | None
+    shell_id: str | None
+    max_envelope: int
+    operation_timeout: float
+    body: etree._Element
+
+
+def _parse_request(data: bytes) -> _Request:
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise _SoapFaultError(
+            "w:SchemaValidationError", f"The request is not XML ({exc.msg}).", FAULT_BAD_REQUEST
+        ) from None
+    if root.tag != _q("s", "Envelope"):
+        raise _SoapFaultError(
+            "w:SchemaValidationError", "The request is not a SOAP 1.2 envelope.", FAULT_BAD_REQUEST
+        )
+    header = root.find(_q("s", "Header"))
+    body = root.find(_q("s", "Body"))
+    if header is None or body is None:
+        raise _SoapFaultError(
+            "w:SchemaValidationError", "The envelope needs a Header and a Body.", FAULT_BAD_REQUEST
+        )
+
+    def text(prefix: str, local: str) -> str | None:
+        node = header.find(_q(prefix, local))
+        return node.text.strip() if node is not None and node.text else None
+
+    shell_id = None
+    for selector in header.iterfind(f"{_q('w', 'SelectorSet')}/{_q('w', 'Selector')}"):
+        if selector.get("Name") == "ShellId" and selector.text:
+            shell_id = selector.text.strip()
+    try:
+        max_envelope = int(text("w", "MaxEnvelopeSize") or DEFAULT_MAX_ENVELOPE)
+    except ValueError:
+        max_envelope = DEFAULT_MAX_ENVELOPE
+    return _Request(
+        action=text("a", "Action") or "",
+        message_id=text("a", "MessageID"),
+        resource_uri=text("w", "ResourceURI"),
+        shell_id=shell_id,
+        max_envelope=max(8192, min(max_envelope, SERVER_MAX_ENVELOPE)),
+        operation_timeout=max(0.05, _parse_duration(text("w", "OperationTimeout"), 20.0)),
+        body=body,
+    )
+
+
+class _ShellService:
+    """The WinRS shell resource: shells and their commands, independent of HTTP."""
+
+    def __init__(
+        self,
+        handler: CommandHandler,
+        faults: Callable[[], FaultSource | None],
+        machine: str,
+    ) -> None:
+        self._handler = handler
+        self._faults = faults
+        self.machine = machine
+        self._lock = threading.Lock()
+        self._shells: dict[str, _Shell] = {}
+
+    def handle(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        if req.message_id is None:
+            raise _SoapFaultError(
+                "a:InvalidMessageInformationHeader",
+                "The request has no a:MessageID.",
+                FAULT_BAD_REQUEST,
+            )
+        actions: dict[str, Callable[[_Request, _Principal, str], bytes]] = {
+            ACTION_CREATE: self._create,
+            ACTION_DELETE: self._delete,
+            ACTION_COMMAND: self._command,
+            ACTION_SEND: self._send,
+            ACTION_RECEIVE: self._receive,
+            ACTION_SIGNAL: self._signal,
+        }
+        action = actions.get(req.action)
+        if action is None:
+            raise _SoapFaultError(
+                "a:ActionNotSupported",
+                "The WS-Management service cannot process the request because the action "
+                "is not supported for this resource.",
+                FAULT_INVALID_ACTION,
+            )
+        if req.resource_uri != RESOURCE_CMD:
+            raise _SoapFaultError(
+                "w:DestinationUnreachable",
+                "The WS-Management service cannot process the request because the resource "
+                f"URI is not supported here (only {RESOURCE_CMD}).",
+                FAULT_INVALID_RESOURCE,
+            )
+        return action(req, who, endpoint)
+
+    # -- helpers
+
+    def _shell(self, req: _Request, who: _Principal) -> _Shell:
+        with self._lock:
+            shell = self._shells.get(req.shell_id or "")
+            # Shells belong to the user who made them, as on Windows.
+            if shell is None or shell.owner.lower() != who.user.lower():
+                raise _SoapFaultError(
+                    "w:InvalidSelectors",
+                    f"The request for the Windows Remote Shell with ShellId {req.shell_id} "
+                    "failed because the shell was not found on the server. Possible causes "
+                    "are: the specified ShellId is incorrect or the shell no longer exists "
+                    "on the server. Provide the correct ShellId or create a new shell and "
+                    "retry the operation.",
+                    FAULT_SHELL_NOT_FOUND,
+                )
+            shell.last_used = time.monotonic()
+            return shell
+
+    def _command_of(self, shell: _Shell, command_id: str | None) -> _Command:
+        with self._lock:
+            command = shell.commands.get(command_id or "")
+        if command is None:
+            raise _SoapFaultError(
+                "w:InvalidSelectors",
+                f"The request for the Windows Remote Shell with ShellId {shell.shell_id} "
+                f"failed because the command {command_id} was not found.",
+                FAULT_SHELL_NOT_FOUND,
+            )
+        return command
+
+    def _expire_idle(self) -> None:
+        cutoff = time.monotonic() - _SHELL_IDLE_SECONDS
+        for shell_id in [s.shell_id for s in self._shells.values() if s.last_used < cutoff]:
+            del self._shells[shell_id]
+            logger.info("shell %s expired after being idle", shell_id)
+
+    # -- actions
+
+    def _create(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        shell_id = str(uuid.uuid4()).upper()
+        with self._lock:
+            self._expire_idle()
+            self._shells[shell_id] = _Shell(shell_id, who.user, who.auth, time.monotonic())
+        spec = req.body.find(_q("rsp", "Shell"))
+
+        def spec_text(local: str, default: str) -> str:
+            node = spec.find(_q("rsp", local)) if spec is not None else None
+            return (node.text or default) if node is not None else default
+
+        root, body = _envelope(f"{ACTION_CREATE}Response", req.message_id)
+        created = _sub(body, "x", "ResourceCreated")
+        _sub(created, "a", "Address", endpoint)
+        refs = _sub(created, "a", "ReferenceParameters")
+        _sub(refs, "w", "ResourceURI", RESOURCE_CMD)
+        selectors = _sub(refs, "w", "SelectorSet")
+        _sub(selectors, "w", "Selector", shell_id, Name="ShellId")
+        shell = _sub(body, "rsp", "Shell")
+        _sub(shell, "rsp", "ShellId", shell_id)
+        _sub(shell, "rsp", "ResourceUri", RESOURCE_CMD)
+        _sub(shell, "rsp", "Owner", who.user)
+        _sub(shell, "rsp", "ClientIP", "127.0.0.1")
+        _sub(shell, "rsp", "IdleTimeOut", f"PT{_SHELL_IDLE_SECONDS:.3f}S")
+        _sub(shell, "rsp", "InputStreams", spec_text("InputStreams", "stdin"))
+        _sub(shell, "rsp", "OutputStreams", spec_text("OutputStreams", "stdout stderr"))
+        _sub(shell, "rsp", "ShellRunTime", "P0DT0H0M0S")
+        _sub(shell, "rsp", "ShellInactivity", "P0DT0H0M0S")
+        logger.debug("shell %s created for %s (%s)", shell_id, who.user, who.auth)
+        return _serialize(root)
+
+    def _delete(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        shell = self._shell(req, who)
+        with self._lock:
+            self._shells.pop(shell.shell_id, None)
+        logger.debug("shell %s deleted", shell.shell_id)
+        root, _ = _envelope(f"{ACTION_DELETE}Response", req.message_id)
+        return _serialize(root)
+
+    def _command(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        shell = self._shell(req, who)
+        line = req.body.find(_q("rsp", "CommandLine"))
+        cmd = line.find(_q("rsp", "Command")) if line is not None else None
+        if line is None or cmd is None:
+            raise _SoapFaultError(
+                "w:SchemaValidationError",
+                "The Command request has no rsp:CommandLine/rsp:Command.",
+                FAULT_BAD_REQUEST,
+            )
+        arguments = [a.text or "" for a in line.iterfind(_q("rsp", "Arguments"))]
+        command_id = str(uuid.uuid4()).upper()
+        command = _Command(command_id, (cmd.text or "").strip(), arguments)
+        with self._lock:
+            shell.commands[command_id] = command
+        logger.debug("shell %s: command %s created", shell.shell_id, command_id)
+        root, body = _envelope(f"{ACTION_COMMAND}Response", req.message_id)
+        response = _sub(body, "rsp", "CommandResponse")
+        _sub(response, "rsp", "CommandId", command_id)
+        return _serialize(root)
+
+    def _send(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        shell = self._shell(req, who)
+        send = req.body.find(_q("rsp", "Send"))
+        streams = list(send.iterfind(_q("rsp", "Stream"))) if send is not None else []
+        if not streams:
+            raise _SoapFaultError(
+                "w:SchemaValidationError", "The Send request has no rsp:Stream.", FAULT_BAD_REQUEST
+            )
+        for stream in streams:
+            if stream.get("Name", "stdin") != "stdin":
+                raise _SoapFaultError(
+                    "w:InvalidParameter", "Only the stdin stream can be sent.", FAULT_BAD_REQUEST
+                )
+            command = self._command_of(shell, stream.get("CommandId"))
+            try:
+                data = base64.b64decode((stream.text or "").strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise _SoapFaultError(
+                    "w:InvalidParameter", "The stdin data is not base64.", FAULT_BAD_REQUEST
+                ) from None
+            with command.lock:
+                if command.stdin_closed or command.started:
+                    raise _SoapFaultError(
+                        "w:InternalError",
+                        "The pipe is being closed: the command's stdin is closed.",
+                        FAULT_PIPE_CLOSING,
+                        sender=False,
+                    )
+                if len(command.stdin) + len(data) > _MAX_STDIN:
+                    raise _SoapFaultError(
+                        "w:QuotaLimit", "The stdin data is too large.", FAULT_BAD_REQUEST
+                    )
+                command.stdin += data
+                if stream.get("End", "false").lower() == "true":
+                    command.stdin_closed = True
+        root, body = _envelope(f"{ACTION_SEND}Response", req.message_id)
+        _sub(body, "rsp", "SendResponse")
+        return _serialize(root)
+
+    def _run(self, command: _Command, shell: _Shell) -> None:
+        request = ShellCommand(
+            user=shell.owner,
+            auth=shell.auth,
+            executable=command.executable,
+            arguments=list(command.arguments),
+            stdin=bytes(command.stdin),
+            shell_id=shell.shell_id,
+            command_id=command.command_id,
+        )
+        started = time.monotonic()
+        try:
+            outcome = self._handler(request)
+            if not isinstance(outcome, CommandOutcome):
+                raise TypeError("the command handler must return a CommandOutcome")
+            command.outcome = outcome
+            logger.debug(
+                "command %s: exit %d after %.3f s",
+                command.command_id,
+                outcome.exit_code,
+                time.monotonic() - started,
+            )
+        except Exception as exc:
+            # The message may quote stdin (secrets): log the type and where, not the text.
+            command.failed = type(exc).__name__
+            frames = traceback.extract_tb(exc.__traceback__)
+            logger.error(
+                "command %s: the handler raised %s at %s",
+                command.command_id,
+                command.failed,
+                " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames)),
+            )
+        finally:
+            command.done.set()
+
+    def _receive(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        shell = self._shell(req, who)
+        receive = req.body.find(_q("rsp", "Receive"))
+        desired = receive.find(_q("rsp", "DesiredStream")) if receive is not None else None
+        command_id = desired.get("CommandId") if desired is not None else None
+        command = self._command_of(shell, command_id)
+
+        drop: DropWhen | None = None
+        with command.lock:
+            if not command.counted:
+                command.counted = True
+                source = self._faults()
+                drop = source.take_drop() if source is not None else None
+                if drop == "before_run":
+                    raise _ConnectionDropError
+            if not command.started:
+                command.started = True
+                command.stdin_closed = True
+                threading.Thread(
+                    target=self._run,
+                    args=(command, shell),
+                    name=f"wsman-command-{command.command_id[:8]}",
+                    daemon=True,
+                ).start()
+        if drop == "after_run":
+            command.done.wait()
+            raise _ConnectionDropError
+        if not command.done.wait(req.operation_timeout):
+            # pywinrm retries Receive on this code, like a long-running command on Windows.
+            raise _SoapFaultError(
+                "w:TimedOut",
+                "The WS-Management service cannot complete the operation within the time "
+                "specified in OperationTimeout.",
+                FAULT_TIMEOUT,
+                sender=False,
+            )
+        if command.failed is not None:
+            raise _SoapFaultError(
+                "w:InternalError",
+                f"The simulator's command handler failed ({command.failed}).",
+                FAULT_INTERNAL,
+                sender=False,
+            )
+        outcome = cast(CommandOutcome, command.outcome)
+
+        root, body = _envelope(f"{ACTION_RECEIVE}Response", req.message_id)
+        response = _sub(body, "rsp", "ReceiveResponse")
+        budget = max(1024, (req.max_envelope - _ENVELOPE_OVERHEAD) // 4 * 3)
+        with command.lock:
+            for name, data, attr in (
+                ("stdout", outcome.stdout, "stdout_pos"),
+                ("stderr", outcome.stderr, "stderr_pos"),
+            ):
+                pos = cast(int, getattr(command, attr))
+                if pos >= len(data) or budget <= 0:
+                    continue
+                chunk = data[pos : pos + budget]
+                budget -= len(chunk)
+                setattr(command, attr, pos + len(chunk))
+                _sub(
+                    response,
+                    "rsp",
+                    "Stream",
+                    base64.b64encode(chunk).decode("ascii"),
+                    Name=name,
+                    CommandId=command.command_id,
+                )
+            finished = command.stdout_pos >= len(outcome.stdout) and command.stderr_pos >= len(
+                outcome.stderr
+            )
+        if finished:
+            for name in ("stdout", "stderr"):
+                _sub(response, "rsp", "Stream", Name=name, CommandId=command.command_id, End="true")
+            state = _sub(
+                response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_DONE
+            )
+            _sub(state, "rsp", "ExitCode", str(outcome.exit_code))
+        else:
+            _sub(response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_RUNNING)
+        return _serialize(root)
+
+    def _signal(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
+        shell = self._shell(req, who)
+        signal = req.body.find(_q("rsp", "Signal"))
+        command_id = signal.get("CommandId") if signal is not None else None
+        code_node = signal.find(_q("rsp", "Code")) if signal is not None else None
+        code = (code_node.text or "").strip() if code_node is not None else ""
+        if code.endswith("/terminate"):
+            with self._lock:
+                shell.commands.pop(command_id or "", None)
+        logger.debug(
+            "shell %s: signal %s to %s", shell.shell_id, code.rsplit("/", 1)[-1], command_id
+        )
+        root, body = _envelope(f"{ACTION_SIGNAL}Response", req.message_id)
+        _sub(body, "rsp", "SignalResponse")
+        return _serialize(root)
+
+
+# --- NTLM (SPNEGO Negotiate) and WinRM message encryption -------------------------------
+
+# pyspnego's NTLM acceptor finds its users through the process-wide NTLM_USER_FILE variable,
+# read while a context is created and while it checks the Authenticate message. Several
+# servers in one process each have their own file, so those steps run under this lock
+# with the variable pointing at the right file.
+_NTLM_ENV_LOCK = threading.Lock()
+
+_ENC_PROTOCOL: Final = "application/HTTP-SPNEGO-session-encrypted"
+_BOUNDARY: Final = b"--Encrypted Boundary"
+_OCTET_HEADER: Final = b"\tContent-Type: application/octet-stream\r\n"
+
+
+def _nt_hash(password: str) -> str:
+    # MD4 is missing from OpenSSL 3's default provider; pyspnego carries its own.
+    return ntowfv1(password).hex().upper()
+
+
+class _NtlmUsers:
+    """The smbpasswd-format file pyspnego's acceptor reads, kept in a private directory.
+
+    NT hashes rather than the Heimdal ``domain:user:password`` form, because a password
+    may contain a colon. Each user gets lines for no domain and for ``.`` (the local
+    machine, as Windows clients write it).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "ntlm_users"
+        self._written: dict[str, str] | None = None
+
+    def sync(self, users: dict[str, str]) -> None:
+        if users == self._written:
+            return
+        lines = []
+        for name, password in users.items():
+            nt = _nt_hash(password)
+            for principal in (name, f".\\{name}"):
+                lines.append(f"{principal}:0:{'0' * 32}:{nt}:[U]:LCT-00000000\n")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+        self._written = dict(users)
+
+    @contextlib.contextmanager
+    def active(self, users: dict[str, str]) -> Iterator[None]:
+        with _NTLM_ENV_LOCK:
+            self.sync(users)
+            previous = os.environ.get("NTLM_USER_FILE")
+            os.environ["NTLM_USER_FILE"] = str(self.path)
+            try:
+                yield
+            finally:
+                if previous is None:
+                    os.environ.pop("NTLM_USER_FILE", None)
+                else:
+                    os.environ["NTLM_USER_FILE"] = previous
+
+
+def _decrypt_body(context: Any, body: bytes) -> bytes:
+    """Undo pywinrm's Encryption._encrypt_message (MS-WSMV 2.2.9.1.1)."""
+    out = bytearray()
+    pos = 0
+    while not body.startswith(_BOUNDARY + b"--", pos):
+        if not body.startswith(_BOUNDARY + b"\r\n", pos):
+            raise ValueError("the encrypted body does not start with the MIME boundary")
+        pos += len(_BOUNDARY) + 2
+        header_end = body.find(_BOUNDARY + b"\r\n", pos)
+        if header_end < 0:
+            raise ValueError("the encrypted body has no payload part")
+        length_match = re.search(rb"Length=(\d+)", body[pos:header_end])
+        if length_match is None:
+            raise ValueError("the encrypted body does not state the original length")
+        length = int(length_match.group(1))
+        pos = header_end + len(_BOUNDARY) + 2
+        if not body.startswith(_OCTET_HEADER, pos):
+            raise ValueError("the encrypted payload is not application/octet-stream")
+        pos += len(_OCTET_HEADER)
+        if pos + 4 > len(body):
+            raise ValueError("the encrypted payload is truncated")
+        (sig_len,) = struct.unpack("<I", body[pos : pos + 4])
+        pos += 4
+        # NTLM sealing (RC4) keeps the length, so the payload ends right after it.
+        end = pos + sig_len + length
+        if end > len(body):
+            raise ValueError("the encrypted payload is truncated")
+        header, sealed = body[pos : pos + sig_len], body[pos + sig_len : end]
+        plain = cast(bytes, context.unwrap_winrm(header, sealed))
+        if len(plain) != length:
+            raise ValueError("the decrypted length does not match the stated length")
+        out += plain
+        pos = end
+    return bytes(out)
+
+
+def _encrypt_body(context: Any, message: bytes) -> bytes:
+    """What pywinrm's Encryption._decrypt_response parses."""
+    wrapped = context.wrap_winrm(message)
+    header = cast(bytes, wrapped.header)
+    return b"".join(
+        [
+            _BOUNDARY,
+            b"\r\n\tContent-Type: ",
+            _ENC_PROTOCOL.encode(),
+            b"\r\n\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=",
+            str(len(message)).encode(),
+            b"\r\n",
+            _BOUNDARY,
+            b"\r\n",
+            _OCTET_HEADER,
+            struct.pack("<I", len(header)),
+            header,
+            cast(bytes, wrapped.data),
+            _BOUNDARY,
+            b"--\r\n",
+        ]
+    )
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False  # a fixed port in use must fail loudly, not be shared
+    block_on_close = False
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        owner: WSManServer,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self.owner = owner
+        self.tls = tls
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        conn = cast(socket.socket, request)
+        if self.tls is not None:
+            # Handshake in the worker thread, so a slow client cannot stall accept().
+            conn.settimeout(30)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                logger.info("TLS handshake from %s failed: %s", client_address[0], exc)
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+        with self._open_lock:
+            self._open.add(conn)
+        try:
+            _Handler(conn, client_address, self)
+        finally:
+            with self._open_lock:
+                self._open.discard(conn)
+            if conn is not request:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: NTLM authenticates the connection
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    timeout = 600  # idle keep-alive connections end eventually
+
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self._ntlm: Any = None  # a complete spnego context for this connection
+        self._ntlm_user: str | None = None
+        self._ntlm_pending: Any = None  # a context waiting for the Authenticate message
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line and status only; headers are never logged.
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    @property
+    def _https(self) -> bool:
+        return self.server.tls is not None
+
+    # -- responses
+
+    def _respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.send_response(status)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        for name, value in headers or []:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _unauthorized(self, negotiate_token: bytes | None = None) -> None:
+        if negotiate_token is not None:
+            challenges = [
+                ("WWW-Authenticate", f"Negotiate {base64.b64encode(negotiate_token).decode()}")
+            ]
+        else:
+            challenges = [("WWW-Authenticate", "Negotiate")]
+            if self._https:
+                challenges.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
+        self._respond(401, headers=challenges)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    # -- methods
+
+    def do_GET(self) -> None:
+        self._read_body()
+        self._respond(405, headers=[("Allow", "POST")])
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        owner = self.server.owner
+        latency = owner.current_latency_ms()
+        if latency > 0:
+            time.sleep(latency / 1000)
+        if urlsplit(self.path).path.rstrip("/").lower() != "/wsman":
+            self._respond(404)
+            return
+        who = self._authenticate()
+        if who is None:
+            return
+
+        content_type = self.headers.get("Content-Type", "")
+        encrypted = content_type.lower().startswith("multipart/encrypted")
+        if encrypted:
+            if self._ntlm is None or _ENC_PROTOCOL.lower() not in content_type.lower():
+                self._respond(400, b"unsupported message encryption", "text/plain")
+                return
+            try:
+                body = _decrypt_body(self._ntlm, body)
+            except Exception as exc:  # spnego raises its own errors for bad seals
+                logger.info("cannot decrypt a request from %s: %s", who.user, type(exc).__name__)
+                self.close_connection = True
+                self._respond(400, b"the encrypted message cannot be decrypted", "text/plain")
+                return
+        elif self._ntlm is not None and not self._https and body:
+            # Windows refuses unencrypted traffic on HTTP (AllowUnencrypted=false).
+            self._respond(400, b"unencrypted messages are refused on HTTP", "text/plain")
+            return
+        if not body:
+            # pywinrm's empty POST that finishes the NTLM handshake before encrypting.
+            self._respond(200)
+            return
+
+        status, reply = self._soap(body, who)
+        if reply is None:
+            self._drop()
+            return
+        if encrypted:
+            reply = _encrypt_body(self._ntlm, reply)
+            self._respond(
+                status,
+                reply,
+                f'multipart/encrypted;protocol="{_ENC_PROTOCOL}";boundary="Encrypted Boundary"',
+            )
+        else:
+            self._respond(status, reply, "application/soap+xml;charset=UTF-8")
+
+    def _read_body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            self._respond(411)
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0 or length > _MAX_BODY:
+            self.close_connection = True
+            self._respond(413 if length > 0 else 400)
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _soap(self, body: bytes, who: _Principal) -> tuple[int, bytes | None]:
+        owner = self.server.owner
+        scheme = "https" if self._https else "http"
+        endpoint = f"{scheme}://{owner.host}:{self.server.server_address[1]}/wsman"
+        relates_to: str | None = None
+        try:
+            req = _parse_request(body)
+            relates_to = req.message_id
+            reply = owner.service.handle(req, who, endpoint)
+            logger.debug("%s %s -> 200", who.user, req.action.rsplit("/", 1)[-1])
+            return 200, reply
+        except _ConnectionDropError:
+            return 0, None
+        except _SoapFaultError as fault:
+            logger.info("fault for %s: %s (%d)", who.user, fault.subcode, fault.wsman_code)
+            return 500, _fault_envelope(fault, relates_to, owner.service.machine)
+
+    # -- authentication
+
+    def _authenticate(self) -> _Principal | None:
+        owner = self.server.owner
+        header = self.headers.get("Authorization")
+        if header is None:
+            if self._ntlm_user is not None:
+                return _Principal(self._ntlm_user, "ntlm")
+            self._unauthorized()
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        lowered = scheme.lower()
+        if lowered in ("negotiate", "ntlm"):
+            return self._negotiate(value.strip())
+        # Any other scheme ends an NTLM logon on this connection.
+        self._ntlm = self._ntlm_user = self._ntlm_pending = None
+        if lowered == "basic":
+            if not self._https:
+                # Basic on HTTP would carry the password in clear: refused, as Windows does.
+                logger.info("refused Basic authentication on HTTP")
+                self._unauthorized()
+                return None
+            user = owner.check_basic(value.strip())
+            if user is None:
+                self._unauthorized()
+                return None
+            return _Principal(user, "basic")
+        if header.strip() == MUTUAL_AUTH:
+            user = self._certificate_user() if self._https else None
+            if user is None:
+                self._unauthorized()
+                return None
+            return _Principal(user, "certificate")
+        self._unauthorized()
+        return None
+
+    def _certificate_user(self) -> str | None:
+        conn = self.connection
+        if not isinstance(conn, ssl.SSLSocket):
+            return None
+        der = conn.getpeercert(binary_form=True)
+        if not der:
+            logger.info("certificate authentication without a client certificate")
+            return None
+        thumbprint = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
+        user = self.server.owner.credentials.cert_users.get(thumbprint)
+        if user is None:
+            logger.info("client certificate %s is not mapped to a user", thumbprint)
+        return user
+
+    def _negotiate(self, value: str) -> _Principal | None:
+        owner = self.server.owner
+        try:
+            token = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            self._unauthorized()
+            return None
+        # A Negotiate (type 1) or SPNEGO init token starts a new logon on this connection.
+        if self._ntlm_pending is None or not token.startswith(b"NTLMSSP\x00\x03"):
+            self._ntlm = self._ntlm_user = None
+            protocol = "ntlm" if token.startswith(b"NTLMSSP\x00") else "negotiate"
+            try:
+                with owner.ntlm_users.active(owner.credentials.users):
+                    self._ntlm_pending = spnego.server(protocol=protocol)
+            except Exception as exc:
+                logger.error("cannot start an NTLM acceptor: %s", type(exc).__name__)
+                self._ntlm_pending = None
+                self._respond(500)
+                return None
+        context = self._ntlm_pending
+        try:
+            with owner.ntlm_users.active(owner.credentials.users):
+                out = context.step(token)
+        except Exception as exc:  # spnego's errors: wrong password, bad token
+            logger.info("NTLM logon failed: %s", type(exc).__name__)
+            self._ntlm_pending = None
+            self._unauthorized()
+            return None
+        if not context.complete:
+            self._unauthorized(out or b"")
+            return None
+        self._ntlm_pending = None
+        principal = str(context.client_principal or "")
+        user = owner.canonical_user(principal.rsplit("\\", 1)[-1])
+        if user is None:
+            self._unauthorized()
+            return None
+        self._ntlm, self._ntlm_user = context, user
+        logger.debug("NTLM logon of %s", user)
+        return _Principal(user, "ntlm")
+
+
+# --- the server ------------------------------------------------------------------------
+
+
+class WSManServer:
+    """WinRM on loopback: HTTPS (Basic, client certificate) and HTTP (NTLM, encrypted)."""
+
+    def __init__(
+        self,
+        handler: CommandHandler,
+        credentials: Credentials,
+        *,
+        tls_cert_pem: bytes,
+        tls_key_pem: bytes,
+        client_ca_pem: bytes,
+        faults: FaultSource | None = None,
+        host: str = "127.0.0.1",
+        https_port: int = 0,
+        http_port: int = 0,
+        latency_ms: int = 0,
+        machine: str = "SIMULATOR",
+    ) -> None:
+        self.credentials = credentials
+        self.faults = faults
+        self.latency_ms = latency_ms
+        self.host = host
+        self._ports = (https_port, http_port)
+        self.service = _ShellService(handler, lambda: self.faults, machine)
+        self._tls = self._tls_context(tls_cert_pem, tls_key_pem, client_ca_pem)
+        self._private = Path(tempfile.mkdtemp(prefix="wsman-"))  # mode 0700
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._private, True)
+        self.ntlm_users = _NtlmUsers(self._private)
+        self._servers: list[_HTTPServer] = []
+        self._threads: list[threading.Thread] = []
+        self._https_url: str | None = None
+        self._http_url: str | None = None
+
+    @staticmethod
+    def _tls_context(cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        # load_cert_chain wants files: write them in a private directory for a moment.
+        tmp = tempfile.mkdtemp(prefix="wsman-tls-")
+        try:
+            cert_file = os.path.join(tmp, "cert.pem")
+            key_file = os.path.join(tmp, "key.pem")
+            for path, data in ((cert_file, cert_pem), (key_file, key_pem)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            ctx.load_cert_chain(cert_file, key_file)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if client_ca_pem.strip():
+            # Ask for a client certificate without requiring one: Basic clients have none.
+            ctx.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+        return ctx
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        if self._servers:
+            raise RuntimeError("the WS-Management server is already running")
+        https_port, http_port = self._ports
+        try:
+            https = _HTTPServer((self.host, https_port), self, self._tls)
+            self._servers.append(https)
+            http = _HTTPServer((self.host, http_port), self, None)
+            self._servers.append(http)
+        except BaseException:
+            for server in self._servers:
+                server.server_close()
+            self._servers.clear()
+            raise
+        self._https_url = f"https://{self.host}:{https.server_address[1]}/wsman"
+        self._http_url = f"http://{self.host}:{http.server_address[1]}/wsman"
+        for server, name in ((https, "https"), (http, "http")):
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name=f"wsman-{name}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        logger.info("WS-Management listening on %s and %s", self._https_url, self._http_url)
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        for server in self._servers:
+            server.server_close()
+            server.close_connections()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers.clear()
+        self._threads.clear()
+        self._cleanup()
+
+    def __enter__(self) -> WSManServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def https_url(self) -> str:
+        if self._https_url is None:
+            raise RuntimeError("start() the server first")
+        return self._https_url
+
+    @property
+    def http_url(self) -> str:
+        if self._http_url is None:
+            raise RuntimeError("start() the server first")
+        return self._http_url
+
+    # -- used by the request handlers
+
+    def current_latency_ms(self) -> int:
+        if self.faults is not None:
+            value = self.faults.latency_ms()
+            if value is not None:
+                return value
+        return self.latency_ms
+
+    def canonical_user(self, name: str) -> str | None:
+        """The Credentials spelling of a user name (Windows names are case-insensitive)."""
+        for user in self.credentials.users:
+            if user.lower() == name.lower():
+                return user
+        return None
+
+    def check_basic(self, value: str) -> str | None:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = raw.decode("latin-1")  # what requests sends for non-ASCII str
+        name, sep, password = decoded.partition(":")
+        if not sep:
+            return None
+        if name.startswith(".\\"):
+            name = name[2:]
+        user = self.canonical_user(name)
+        expected = self.credentials.users.get(user) if user is not None else None
+        # Compare even when the user is unknown, so timing does not tell which it was.
+        ok = hmac.compare_digest(
+            (expected or "\x00unknown").encode("utf-8"), password.encode("utf-8")
+        )
+        if not ok or user is None:
+            logger.info("Basic logon failed for %r", name)
+            return None
+        return user
