@@ -1,0 +1,33 @@
+"""The error an op raises inside the simulator; the executor turns it into a contract error."""
+
+from __future__ import annotations
+
+from providers.contract import ERROR_CODES
+
+
+class OpError(Exception):
+    """An op failed the way the host would fail it: a contract code and a Windows HRESULT."""
+
+    def __init__(self, code: str, message: str, hresult: int | None = None) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown contract error code {code!r}")
+        self.code = code
+        self.message = message
+        self.hresult = hresult
+        super().__init__(message)
+
+
+# HRESULTs the model reports.
+HR_NOT_FOUND = 0x80070490
+HR_FILE_NOT_FOUND = 0x80070002
+HR_LOCK_VIOLATION = 0x80070021
+HR_ALREADY_EXISTS = 0x800700B7
+HR_INVALID_DATA = 0x8007000D
+HR_LOGON_FAILURE = 0x8007052E
+HR_ACCOUNT_DISABLED = 0x80070533
+HR_INVALID_ACCOUNT_NAME = 0x80070523
+HR_PASSWORD_POLICY = 0x800708C5
+HR_INVALID_PASSWORD = 0x80070056
+HR_ASN1_EOD = 0x80093102
+HR_ASN1_BADTAG = 0x8009310B
+HR_FAIL = 0x80004005

@@ -1,0 +1,300 @@
+"""Runs the commands the WS-Management server receives: agent requests only.
+
+A command is an agent request when it is ``powershell.exe`` with exactly the contract's
+bootstrap arguments (or a script that is the bootstrap) and stdin carries the genuine
+providers/agent.ps1, the marker and a JSON request. Anything else fails the way
+powershell.exe or cmd.exe would. Requests run under the state lock, op by op, stopping at
+the first error; every command leaves one line in audit.log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shlex
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from providers.contract import (
+    BOOTSTRAP,
+    ContractError,
+    command_arguments,
+    error_result,
+    split_stdin,
+    validate_request,
+)
+from simulator import audit
+from simulator.errors import HR_FAIL, OpError
+from simulator.files import read_json, write_json
+from simulator.ops import HANDLERS
+from simulator.powershell_errors import (
+    decode_encoded_command,
+    not_recognized_cmd,
+    not_recognized_powershell,
+)
+from simulator.state import HostState, Session
+from simulator.wsman import CommandOutcome, ShellCommand
+
+logger = logging.getLogger(__name__)
+
+# What the bootstrap prints (and its exit code) when stdin has no request marker.
+_MARKER_MISSING = (
+    '{"ok":false,"results":[],"error":{"op":null,"index":null,'
+    '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}'
+)
+_PAYLOAD_EXIT = 2
+_POWERSHELL_NAMES = ("powershell.exe", "powershell")
+# powershell.exe parameters that take a value (so the value is not the command).
+_VALUE_PARAMS = ("-executionpolicy", "-inputformat", "-outputformat", "-windowstyle",
+                 "-configurationname", "-psconsolefile", "-version", "-file")
+
+
+def _normalize_script(text: str) -> bytes:
+    # A client may read agent.ps1 with or without a BOM and with CRLF or LF line ends.
+    return text.lstrip("\ufeff").replace("\r\n", "\n").encode("utf-8")
+
+
+def agent_script_digest() -> str | None:
+    """sha256 of the agent.ps1 shipped in the providers package (None if it is absent)."""
+    try:
+        text = resources.files("providers").joinpath("agent.ps1").read_text("utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+    return hashlib.sha256(_normalize_script(text)).hexdigest()
+
+
+def _argv(command: ShellCommand) -> list[str]:
+    try:
+        head = shlex.split(command.executable, posix=False)
+    except ValueError:
+        head = command.executable.split()
+    return [t[1:-1] if len(t) > 1 and t[0] == t[-1] == '"' else t for t in head] + list(
+        command.arguments
+    )
+
+
+def _basename(token: str) -> str:
+    return re.split(r"[\\/]", token)[-1]
+
+
+def _powershell_script(args: list[str]) -> str | None:
+    """The script a powershell.exe command line runs (None if -EncodedCommand is garbage)."""
+    i = 0
+    while i < len(args):
+        token = args[i]
+        low = token.lower()
+        if low.startswith("-") and len(low) >= 2 and "-encodedcommand".startswith(low) and low != "-":
+            if i + 1 >= len(args):
+                return ""
+            try:
+                return decode_encoded_command(args[i + 1])
+            except ValueError:
+                return None
+        if low.startswith("-") and len(low) >= 2 and "-command".startswith(low):
+            return " ".join(args[i + 1 :])
+        if low in _VALUE_PARAMS:
+            i += 2
+            continue
+        if low.startswith("-"):
+            i += 1
+            continue
+        return " ".join(args[i:])
+    return ""
+
+
+def _first_word(script: str) -> str:
+    match = re.match(r"\s*([^\s;|(){}]+)", script)
+    return match.group(1) if match else ""
+
+
+class Executor:
+    """The WS-Management server's command handler for one simulated host."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state = HostState(Path(state_dir))
+        self.state.ensure()
+        self._warned = False
+
+    # --- entry point ------------------------------------------------------------------
+
+    def __call__(self, command: ShellCommand) -> CommandOutcome:
+        started = time.monotonic()
+        argv = _argv(command)
+        base: dict[str, Any] = {
+            "user": command.user,
+            "auth": command.auth,
+            "shell_id": command.shell_id,
+            "command_id": command.command_id,
+        }
+        if not self._is_agent_command(argv):
+            outcome = self._reject(argv)
+            # Only the program name: a foreign command line may carry anything.
+            self._audit(base, "rejected", [], f"exit {outcome.exit_code}", None, started,
+                        command=_basename(argv[0]) if argv else "")
+            return outcome
+        result, exit_code = self._run_agent(command.stdin, base, started)
+        return CommandOutcome(
+            stdout=json.dumps(result, separators=(",", ":")).encode("utf-8") if result else b"",
+            stderr=b"",
+            exit_code=exit_code,
+        )
+
+    # --- what is an agent command -----------------------------------------------------
+
+    @staticmethod
+    def _is_agent_command(argv: list[str]) -> bool:
+        if not argv or _basename(argv[0]).lower() not in _POWERSHELL_NAMES:
+            return False
+        if argv[1:] == command_arguments():
+            return True
+        return _powershell_script(argv[1:]) == BOOTSTRAP
+
+    @staticmethod
+    def _reject(argv: list[str]) -> CommandOutcome:
+        if not argv:
+            return not_recognized_cmd("")
+        if _basename(argv[0]).lower() not in _POWERSHELL_NAMES:
+            return not_recognized_cmd(argv[0])
+        script = _powershell_script(argv[1:])
+        if script is None:
+            message = (
+                "Cannot process the command because the value specified with -EncodedCommand "
+                "is not properly encoded. The value must be Base64 encoded.\r\n"
+            )
+            return CommandOutcome(stdout=b"", stderr=message.encode(), exit_code=1)
+        term = _first_word(script)
+        if not term:
+            return CommandOutcome(stdout=b"", stderr=b"", exit_code=0)
+        first_line = script.strip().splitlines()[0] if script.strip() else term
+        return not_recognized_powershell(term, script_line=first_line)
+
+    # --- agent requests ---------------------------------------------------------------
+
+    def _check_script(self, script: str) -> str | None:
+        expected = agent_script_digest()
+        if expected is None:
+            if not self._warned:
+                logger.warning(
+                    "providers/agent.ps1 is not installed: accepting any agent script"
+                )
+                self._warned = True
+            return None
+        got = hashlib.sha256(_normalize_script(script)).hexdigest()
+        if got != expected:
+            return (
+                "the agent script on stdin is not the providers/agent.ps1 this host expects "
+                f"(sha256 {got[:12]}..., expected {expected[:12]}...): client and host versions differ"
+            )
+        return None
+
+    def _run_agent(
+        self, stdin: bytes, base: dict[str, Any], started: float
+    ) -> tuple[dict[str, Any], int]:
+        try:
+            script, request_text = split_stdin(stdin)
+        except (ValueError, UnicodeDecodeError):
+            self._audit(base, "agent", [], "BadRequest", None, started)
+            return json.loads(_MARKER_MISSING), _PAYLOAD_EXIT
+        problem = self._check_script(script)
+        if problem is not None:
+            self._audit(base, "agent", [], "BadRequest", None, started)
+            return error_result(None, None, "BadRequest", problem), _PAYLOAD_EXIT
+        try:
+            request = json.loads(request_text)
+            validate_request(request)
+        except json.JSONDecodeError as exc:
+            self._audit(base, "agent", [], "BadRequest", None, started)
+            return error_result(None, None, "BadRequest", f"the request is not JSON ({exc.msg})"), 0
+        except ContractError as exc:
+            self._audit(base, "agent", [], "BadRequest", None, started)
+            return error_result(None, None, "BadRequest", str(exc)), 0
+        return self.run_ops(request["ops"], base, started), 0
+
+    def run_ops(
+        self, ops: list[dict[str, Any]], base: dict[str, Any] | None = None, started: float | None = None
+    ) -> dict[str, Any]:
+        """Run validated ops in order under the state lock; stop at the first error."""
+        started = time.monotonic() if started is None else started
+        entries = [audit.op_entry(o["op"], o.get("args", {})) for o in ops]
+        results: list[Any] = []
+        with self.state.locked():
+            session = Session(self.state)
+            for index, entry in enumerate(ops):
+                name, args = entry["op"], entry.get("args", {})
+                try:
+                    injected = self._take_fail_op()
+                    if injected is not None:
+                        raise injected
+                    results.append(HANDLERS[name](session, args))
+                    session.save()
+                except OpError as exc:
+                    session.discard()
+                    self._audit(base or {}, "agent", entries, exc.code, index, started)
+                    return error_result(name, index, exc.code, exc.message, exc.hresult, results)
+                except Exception as exc:
+                    # Unexpected: report the type only, a message could quote a value.
+                    logger.exception("op %s failed unexpectedly", name)
+                    session.discard()
+                    self._audit(base or {}, "agent", entries, "Fault", index, started)
+                    return error_result(
+                        name, index, "Fault",
+                        f"the simulator failed unexpectedly ({type(exc).__name__})", HR_FAIL, results,
+                    )
+            self._audit(base or {}, "agent", entries, "ok", None, started)
+        return {"ok": True, "results": results}
+
+    # --- faults and audit -------------------------------------------------------------
+
+    def _take_fail_op(self) -> OpError | None:
+        """faults.json ``fail_op``: the nth op since the fault was set fails, once."""
+        try:
+            faults = read_json(self.state.faults, {}) or {}
+        except (ValueError, OSError):
+            return None
+        spec = faults.get("fail_op") if isinstance(faults, dict) else None
+        if not isinstance(spec, dict):
+            return None
+        seen = int(spec.get("seen", 0)) + 1
+        if seen < int(spec.get("nth", 1)):
+            faults["fail_op"] = {**spec, "seen": seen}
+            write_json(self.state.faults, faults)
+            return None
+        del faults["fail_op"]
+        write_json(self.state.faults, faults)
+        code = str(spec.get("code", "Fault"))
+        message = str(spec.get("message", "injected fault"))
+        hresult_raw = spec.get("hresult", "0x80004005")
+        try:
+            hresult = int(hresult_raw, 16) if isinstance(hresult_raw, str) else int(hresult_raw)
+        except (TypeError, ValueError):
+            hresult = HR_FAIL
+        try:
+            return OpError(code, message, hresult)
+        except ValueError:
+            return OpError("Fault", message, hresult)
+
+    def _audit(
+        self,
+        base: dict[str, Any],
+        kind: str,
+        ops: list[dict[str, Any]],
+        result: str,
+        error_index: int | None,
+        started: float,
+        **extra: Any,
+    ) -> None:
+        record = {
+            **base,
+            "kind": kind,
+            **extra,
+            "ops": ops,
+            "result": result,
+            "error_index": error_index,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        }
+        with self.state.locked():
+            audit.append(self.state.audit, record)

@@ -1,0 +1,390 @@
+"""The contract's ops, run against the simulated host (one function per op).
+
+Each op validates before it changes anything, so a failed op leaves the state as it was;
+each is idempotent (a repeat reports ``changed: false``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lxml import etree
+
+from providers.contract import OPS, SECTION_MAPPING
+from simulator.accounts import bare_name
+from simulator.apphost import Apphost, elements, merge, norm_location, to_json
+from simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
+from simulator.schema import SectionSchema, section
+from simulator.state import Session
+from simulator.stores import sslcert_key
+
+Handler = Callable[[Session, dict[str, Any]], dict[str, Any]]
+
+# netsh's answer when the certificate has no private key (ERROR_NO_SUCH_LOGON_SESSION).
+HR_NO_SUCH_LOGON_SESSION = 0x80070520
+
+
+def _site_of(session: Session, location: str) -> None:
+    site = norm_location(location).split("/")[0]
+    if site:
+        session.apphost.require_site(site)
+
+
+def _schema_for_write(session: Session, name: str, location: str) -> SectionSchema:
+    schema = section(name)
+    if schema.path.lower().startswith("system.applicationhost/"):
+        raise OpError(
+            "InvalidValue",
+            f"{schema.path} is managed with site.list and binding.set/remove",
+            HR_INVALID_DATA,
+        )
+    if schema.path.lower() == SECTION_MAPPING.lower() and not session.state.feature("Web-Cert-Auth"):
+        raise OpError(
+            "FeatureMissing",
+            f"The configuration section '{schema.path}' is not registered: the Windows feature "
+            "Web-Cert-Auth (IIS Client Certificate Mapping Authentication) is not installed. "
+            "Install it with Install-WindowsFeature Web-Cert-Auth",
+        )
+    session.apphost.override_mode_default(schema.path)  # the section must be declared
+    _site_of(session, location)
+    return schema
+
+
+def _web_levels(session: Session, schema: SectionSchema, location: str) -> list[etree._Element | None]:
+    parts = [p for p in norm_location(location).split("/") if p]
+    out: list[etree._Element | None] = []
+    for depth in range(1, len(parts) + 1):
+        config = session.webconfig("/".join(parts[:depth]), create=False)
+        if config is not None:
+            out.append(config.section_in(config.root, schema))
+    return out
+
+
+# --- config ----------------------------------------------------------------------------
+
+
+def config_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    schema = section(args["section"])
+    location = args["location"]
+    _site_of(s, location)
+    found = s.apphost.find_section(schema, location)
+    levels = s.apphost.levels(schema, location) + _web_levels(s, schema, location)
+    return {
+        "present": found is not None,
+        "element": to_json(found, schema) if found is not None else None,
+        "effective": merge(schema, levels),
+    }
+
+
+def _webconfig_target(s: Session, schema: SectionSchema, location: str) -> None:
+    if norm_location(location) == "":
+        raise OpError(
+            "InvalidValue",
+            "target 'webconfig' needs a site path; the server level is applicationHost.config",
+            HR_INVALID_DATA,
+        )
+    s.apphost.check_unlocked(schema, location)
+
+
+def config_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    location = args["location"]
+    schema = _schema_for_write(s, args["section"], location)
+    if args.get("target", "apphost") == "webconfig":
+        _webconfig_target(s, schema, location)
+        config = s.webconfig(norm_location(location), create=True)
+        assert config is not None
+        return {"changed": _set_in_file(s, config.root, schema, args["element"], location)}
+    return {"changed": s.apphost.set_section(schema, location, args["element"], s.key)}
+
+
+def _set_in_file(
+    s: Session, root: etree._Element, schema: SectionSchema, data: Any, location: str
+) -> bool:
+    from simulator.apphost import ConfigFile, build
+    from simulator.xmldoc import replace_child
+
+    existing = ConfigFile.section_in(root, schema)
+    new = build(data, schema, schema.xml_path[-1], existing, s.key, f"{schema.path} in web.config of '{location}'")
+    if existing is not None:
+        if to_json(existing, schema) == to_json(new, schema):
+            return False
+        replace_child(existing, new)
+    else:
+        ConfigFile.put_section(root, new, schema)
+    return True
+
+
+def config_clear(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    location = args["location"]
+    schema = _schema_for_write(s, args["section"], location)
+    if args.get("target", "apphost") == "webconfig":
+        _webconfig_target(s, schema, location)
+        config = s.webconfig(norm_location(location), create=False)
+        found = config.section_in(config.root, schema) if config is not None else None
+        if config is None or found is None:
+            return {"changed": False}
+        config.drop_section(found, config.root, prune=True)
+        return {"changed": True}
+    return {"changed": s.apphost.clear_section(schema, location)}
+
+
+# --- sites and bindings ----------------------------------------------------------------
+
+
+def site_list(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    sites = []
+    httpsys = s.httpsys
+    for site in s.apphost.site_elements():
+        bindings = []
+        for b in Apphost.bindings(site):
+            protocol = b.get("protocol", "")
+            info = b.get("bindingInformation", "")
+            flags = int(b.get("sslFlags", "0") or 0)
+            entry = None
+            if protocol.lower() == "https":
+                try:
+                    entry = httpsys.get(sslcert_key(info, flags))
+                except OpError:
+                    entry = None
+            bindings.append(
+                {
+                    "protocol": protocol,
+                    "binding_information": info,
+                    "ssl_flags": flags,
+                    "certificate_hash": entry["certificate_hash"] if entry else None,
+                    "certificate_store": entry["certificate_store"] if entry else None,
+                    "client_cert_negotiation": bool(entry and entry["client_cert_negotiation"]),
+                }
+            )
+        sites.append(
+            {
+                "name": site.get("name", ""),
+                "id": int(site.get("id", "0") or 0),
+                "physical_path": Apphost.physical_path(site),
+                "bindings": bindings,
+            }
+        )
+    return {"sites": sites}
+
+
+def _https_bindings_using(s: Session, key: str) -> int:
+    count = 0
+    for site in s.apphost.site_elements():
+        for b in Apphost.bindings(site):
+            if b.get("protocol", "").lower() != "https":
+                continue
+            try:
+                if sslcert_key(b.get("bindingInformation", ""), int(b.get("sslFlags", "0") or 0)) == key:
+                    count += 1
+            except OpError:
+                continue
+    return count
+
+
+def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    site_name = args["site"]
+    info = args["binding_information"]
+    flags = args["ssl_flags"]
+    store = args["certificate_store"]
+    thumb = args["certificate_hash"].replace(" ", "").upper()
+    site = s.apphost.require_site(site_name)
+    key = sslcert_key(info, flags)  # validates ip:port:host and SNI
+    if not s.stores.exists(store, thumb):
+        raise OpError(
+            "NotFound",
+            f"The certificate {thumb} is not in LocalMachine\\{store}",
+            HR_NOT_FOUND,
+        )
+    if s.stores.key_pem(store, thumb) is None:
+        raise OpError(
+            "BadCertificate",
+            f"SSL Certificate add failed: the certificate {thumb} has no private key "
+            "(A specified logon session does not exist)",
+            HR_NO_SUCH_LOGON_SESSION,
+        )
+    old_key = None
+    for b in Apphost.bindings(site):
+        if b.get("protocol", "").lower() == "https" and b.get("bindingInformation", "").lower() == info.lower():
+            old_key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+    changed, created = s.apphost.set_binding(site_name, "https", info, flags)
+    httpsys = s.httpsys
+    if old_key is not None and old_key != key and _https_bindings_using(s, old_key) == 0:
+        changed = httpsys.remove(old_key) or changed
+    changed = httpsys.set(key, thumb, store, args["client_cert_negotiation"]) or changed
+    return {"changed": changed, "created": created}
+
+
+def binding_remove(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    site = s.apphost.require_site(args["site"])
+    info = args["binding_information"]
+    key = None
+    for b in Apphost.bindings(site):
+        if b.get("protocol", "").lower() == "https" and b.get("bindingInformation", "").lower() == info.lower():
+            key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+    if key is None:
+        return {"changed": False}
+    s.apphost.remove_binding(args["site"], "https", info)
+    if _https_bindings_using(s, key) == 0:
+        s.httpsys.remove(key)
+    return {"changed": True}
+
+
+# --- certificates ----------------------------------------------------------------------
+
+
+def cert_list(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return {"certificates": s.stores.list(args["store"])}
+
+
+def cert_import(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    der, pfx = args.get("der_b64"), args.get("pfx_b64")
+    if (der is None) == (pfx is None):
+        raise OpError("BadRequest", "cert.import takes exactly one of der_b64 and pfx_b64")
+    if der is not None:
+        thumb, added = s.stores.import_der(args["store"], der)
+    else:
+        assert pfx is not None
+        thumb, added = s.stores.import_pfx(args["store"], pfx, args.get("pfx_password"))
+    return {"thumbprint": thumb, "added": added}
+
+
+def cert_remove(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return {"removed": s.stores.remove(args["store"], args["thumbprint"])}
+
+
+# --- users, groups, folders ------------------------------------------------------------
+
+
+def user_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return s.accounts.public(args["name"])
+
+
+def user_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    props = {k: v for k, v in args.items() if k not in ("name", "password")}
+    return s.accounts.set_user(args["name"], args.get("password"), props)
+
+
+def user_delete(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return {"removed": s.accounts.delete_user(args["name"])}
+
+
+def user_verify_password(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return s.accounts.verify(args["name"], args["password"])
+
+
+def group_add_member(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return {"changed": s.accounts.add_member(args["group"], args["member"])}
+
+
+def group_remove_member(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return {"changed": s.accounts.remove_member(args["group"], args["member"])}
+
+
+def acl_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    return s.folders.get(args["path"])
+
+
+def acl_grant(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    folders = s.folders
+    folders.get(args["path"])  # NotFound before the identity is looked up, as Get-Acl fails
+    identity = s.accounts.resolve_identity(args["identity"])
+    return {"changed": folders.grant(args["path"], identity, args["rights"])}
+
+
+def acl_revoke(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    folders = s.folders
+    folders.get(args["path"])
+    try:
+        identity = s.accounts.resolve_identity(args["identity"])
+    except OpError:
+        identity = args["identity"]  # a deleted account: match the name as stored
+    return {"changed": folders.revoke(args["path"], identity)}
+
+
+# --- mappings and facts ----------------------------------------------------------------
+
+
+def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    site = args["site"]
+    s.apphost.require_site(site)
+    schema = section(SECTION_MAPPING)
+    levels = s.apphost.levels(schema, site)
+    # Work on the stored XML (not JSON) for the passwords, which stay encrypted until here.
+    results: list[dict[str, Any]] = []
+    accounts = s.accounts
+    for kind, tag, key_attr in (
+        ("one_to_one", "oneToOneMappings", "certificate"),
+        ("many_to_one", "manyToOneMappings", "name"),
+    ):
+        effective_items = merge(schema, levels)["children"][tag]["items"]
+        for item in effective_items:
+            attrs = item["attributes"]
+            user_name = attrs.get("userName", "")
+            if not user_name:
+                continue
+            plain = s.key.decrypt(attrs.get("password", ""))
+            if plain is None:
+                verdict = {"valid": False, "hresult": "0x8007052E"}
+            else:
+                verdict = accounts.verify(bare_name(user_name, s.computer), plain)
+            results.append(
+                {
+                    "kind": kind,
+                    "key": attrs.get(key_attr, ""),
+                    "user_name": user_name,
+                    "valid": verdict["valid"],
+                    "hresult": verdict["hresult"],
+                }
+            )
+    return {"results": results}
+
+
+def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    facts = s.facts
+    policy = facts.get("password_policy") or {}
+    return {
+        "computer_name": facts.get("computer_name"),
+        "os_caption": facts.get("os_caption"),
+        "os_build": int(facts.get("os_build", 0)),
+        "iis_version": facts.get("iis_version"),
+        "web_cert_auth_installed": s.state.feature("Web-Cert-Auth"),
+        "client_auth_trust_mode": int(facts.get("client_auth_trust_mode", 0)),
+        "send_trusted_issuer_list": int(facts.get("send_trusted_issuer_list", 0)),
+        "tls13_enabled": bool(facts.get("tls13_enabled", False)),
+        "password_policy": {
+            "min_length": int(policy.get("min_length", 8)),
+            "complexity": bool(policy.get("complexity", True)),
+        },
+    }
+
+
+HANDLERS: dict[str, Handler] = {
+    "host.facts": host_facts,
+    "site.list": site_list,
+    "config.get": config_get,
+    "config.set": config_set,
+    "config.clear": config_clear,
+    "binding.set": binding_set,
+    "binding.remove": binding_remove,
+    "cert.list": cert_list,
+    "cert.import": cert_import,
+    "cert.remove": cert_remove,
+    "user.get": user_get,
+    "user.set": user_set,
+    "user.delete": user_delete,
+    "user.verify_password": user_verify_password,
+    "group.add_member": group_add_member,
+    "group.remove_member": group_remove_member,
+    "acl.get": acl_get,
+    "acl.grant": acl_grant,
+    "acl.revoke": acl_revoke,
+    "mapping.verify_logons": mapping_verify_logons,
+}
+
+# Every op of the contract has a handler (checked at import, so a new op cannot be missed).
+_missing = set(OPS) - set(HANDLERS)
+if _missing:
+    raise RuntimeError(f"simulator ops without a handler: {sorted(_missing)}")
+
+__all__ = ["HANDLERS", "elements"]

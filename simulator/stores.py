@@ -1,0 +1,226 @@
+"""LocalMachine certificate stores (certstore/LocalMachine/<Store>/<THUMBPRINT>.cer) and
+HTTP.sys SSL bindings (httpsys.json)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from providers.contract import STORES
+from simulator.errors import (
+    HR_ASN1_BADTAG,
+    HR_ASN1_EOD,
+    HR_INVALID_PASSWORD,
+    HR_NOT_FOUND,
+    OpError,
+)
+from simulator.files import atomic_write
+
+# Windows spells these RDNs its own way (certutil / .NET X500DistinguishedName).
+_WINDOWS_NAMES = {NameOID.STATE_OR_PROVINCE_NAME: "S", NameOID.EMAIL_ADDRESS: "E"}
+IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
+
+
+def windows_name(name: x509.Name) -> str:
+    """A distinguished name as Windows shows it: most specific first, ", " between RDNs."""
+    return ", ".join(
+        rdn.rfc4514_string(_WINDOWS_NAMES) for rdn in reversed(name.rdns)
+    )
+
+
+def thumbprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - Windows thumbprints are SHA-1
+
+
+def load_der(data: bytes) -> x509.Certificate:
+    """A DER certificate, or BadCertificate with the CryptoAPI code Windows would give."""
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        # A blob that starts like a SEQUENCE but is cut short is ASN1_EOD, else BADTAG.
+        code = HR_ASN1_EOD if data[:1] == b"\x30" else HR_ASN1_BADTAG
+        raise OpError(
+            "BadCertificate", "Cannot find the requested object: the data is not a DER certificate", code
+        ) from None
+
+
+def b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise OpError("BadCertificate", f"{what} is not base64", HR_ASN1_BADTAG) from None
+
+
+class CertStores:
+    def __init__(self, root: Path) -> None:
+        self.root = root  # DIR/certstore/LocalMachine
+
+    def _dir(self, store: str) -> Path:
+        if store not in STORES:
+            raise OpError("NotFound", f"The certificate store '{store}' is not modelled", HR_NOT_FOUND)
+        return self.root / store
+
+    def ensure(self) -> None:
+        for store in STORES:
+            self._dir(store).mkdir(parents=True, exist_ok=True)
+
+    def _find(self, store: str, thumb: str) -> Path | None:
+        wanted = thumb.replace(" ", "").upper()
+        for path in self._dir(store).glob("*.cer"):
+            if path.stem.upper() == wanted:
+                return path
+        return None
+
+    def exists(self, store: str, thumb: str) -> bool:
+        return self._find(store, thumb) is not None
+
+    def key_pem(self, store: str, thumb: str) -> bytes | None:
+        path = self._find(store, thumb)
+        key = path.with_suffix(".key") if path is not None else None
+        return key.read_bytes() if key is not None and key.exists() else None
+
+    def certificate(self, store: str, thumb: str) -> x509.Certificate | None:
+        path = self._find(store, thumb)
+        return x509.load_der_x509_certificate(path.read_bytes()) if path is not None else None
+
+    def list(self, store: str) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self._dir(store).glob("*.cer")):
+            der = path.read_bytes()
+            cert = x509.load_der_x509_certificate(der)
+            out.append(
+                {
+                    "thumbprint": path.stem.upper(),
+                    "subject": windows_name(cert.subject),
+                    "issuer": windows_name(cert.issuer),
+                    "not_before": cert.not_valid_before_utc.isoformat(),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "has_private_key": path.with_suffix(".key").exists(),
+                    "der_b64": base64.b64encode(der).decode("ascii"),
+                }
+            )
+        return out
+
+    def add(self, store: str, cert: x509.Certificate, key_pem: bytes | None) -> tuple[str, bool]:
+        thumb = thumbprint(cert)
+        directory = self._dir(store)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{thumb}.cer"
+        added = not path.exists()
+        if added:
+            atomic_write(path, cert.public_bytes(serialization.Encoding.DER))
+        key_path = path.with_suffix(".key")
+        if key_pem is not None and not key_path.exists():
+            # Private keys: readable by the owner only, like the machine key store's ACL.
+            atomic_write(key_path, key_pem, 0o600)
+        return thumb, added
+
+    def import_der(self, store: str, der_b64: str) -> tuple[str, bool]:
+        return self.add(store, load_der(b64(der_b64, "der_b64")), None)
+
+    def import_pfx(self, store: str, pfx_b64: str, password: str | None) -> tuple[str, bool]:
+        data = b64(pfx_b64, "pfx_b64")
+        try:
+            key, cert, _extra = pkcs12.load_key_and_certificates(
+                data, password.encode("utf-8") if password else None
+            )
+        except ValueError:
+            # cryptography cannot tell a wrong password from a damaged file; Windows says
+            # "The specified network password is not correct" for both.
+            raise OpError(
+                "BadCertificate",
+                "The PFX could not be imported: the password is wrong or the file is damaged "
+                "(The specified network password is not correct)",
+                HR_INVALID_PASSWORD,
+            ) from None
+        if cert is None:
+            raise OpError("BadCertificate", "The PFX holds no certificate", HR_ASN1_EOD)
+        key_pem = (
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            if key is not None
+            else None
+        )
+        return self.add(store, cert, key_pem)
+
+    def remove(self, store: str, thumb: str) -> bool:
+        path = self._find(store, thumb)
+        if path is None:
+            return False
+        path.with_suffix(".key").unlink(missing_ok=True)
+        path.unlink()
+        return True
+
+
+# --- HTTP.sys --------------------------------------------------------------------------
+
+
+def parse_binding_information(info: str, ssl_flags: int) -> tuple[str, int, str]:
+    """'ip:port:host' -> (ip, port, host), checked like IIS Manager checks a binding."""
+    parts = info.split(":")
+    if len(parts) < 3:
+        raise OpError(
+            "InvalidValue",
+            f"The binding information '{info}' is not of the form ip:port:hostname",
+            0x8007000D,
+        )
+    host = parts[-1]
+    port_text = parts[-2]
+    ip = ":".join(parts[:-2])
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise OpError("InvalidValue", f"The port in '{info}' must be 1-65535", 0x8007000D)
+    if ssl_flags & 1 and not host:
+        raise OpError(
+            "InvalidValue",
+            f"The binding '{info}' requires Server Name Indication (sslFlags bit 1) "
+            "but has no host name",
+            0x8007000D,
+        )
+    return ip or "*", int(port_text), host
+
+
+def sslcert_key(info: str, ssl_flags: int) -> str:
+    """The HTTP.sys key of an https binding: hostnameport for SNI, else ipport."""
+    ip, port, host = parse_binding_information(info, ssl_flags)
+    if ssl_flags & 1:
+        return f"hostnameport={host.lower()}:{port}"
+    address = "0.0.0.0" if ip in ("*", "") else ip
+    return f"ipport={address}:{port}"
+
+
+class HttpSys:
+    """httpsys.json: {"sslcert": {key: {certificate_hash, certificate_store, app_id,
+    client_cert_negotiation}}}."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        data.setdefault("sslcert", {})
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        found = self.data["sslcert"].get(key)
+        return dict(found) if found is not None else None
+
+    def set(self, key: str, cert_hash: str, store: str, negotiation: bool) -> bool:
+        entry = {
+            "certificate_hash": cert_hash.upper(),
+            "certificate_store": store,
+            "app_id": IIS_APP_ID,
+            "client_cert_negotiation": negotiation,
+        }
+        if self.data["sslcert"].get(key) == entry:
+            return False
+        self.data["sslcert"][key] = entry
+        return True
+
+    def remove(self, key: str) -> bool:
+        return self.data["sslcert"].pop(key, None) is not None
