@@ -1,0 +1,1079 @@
+"""Doctor: check an IIS host for the client-certificate failures users actually hit.
+
+    python -m providers.doctor --simulator .work/sim
+    IIS_PASSWORD=... python -m providers.doctor --endpoint https://web01:5986/wsman \\
+        --transport ntlm --username 'WEB01\\admin' --ca-bundle ca.pem [--site shop] [--json]
+
+The host is read with read-only contract ops in one batch (a second one for per-site
+details when the sites have to be found first). Every check is a pure function from those
+results to findings, so each is unit-testable with fake results. A finding says what is
+wrong, what the user sees (the IIS status) and the fix. Nothing secret is ever printed:
+the ops return no passwords, and mapping blobs are shown by subject and thumbprint.
+
+Exit code: 0 clean (warnings allowed), 1 at least one error, 2 the host could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import datetime as dt
+import json
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
+
+from cryptography import x509
+
+from providers import contract
+from providers.certs import CertInfo, load_certificate, verify_chain
+from providers.connection import Connection
+from providers.errors import AgentError, CertificateError, IisClientCertError
+from providers.host import HostClient
+
+Level = Literal["error", "warning", "ok"]
+
+LEVELS: Final[tuple[Level, ...]] = ("error", "warning", "ok")
+PASSWORD_ENV: Final = "IIS_PASSWORD"  # noqa: S105 - the variable's name, not a password
+DEFAULT_SIMULATOR_DIR: Final = ".work/sim"
+
+# Check names, in the order the report lists them.
+CHECK_ROOT_STORE: Final = "root-store"
+CHECK_FEATURE: Final = "web-cert-auth"
+CHECK_TRUST_MODE: Final = "schannel-trust"
+CHECK_SITES: Final = "sites"
+CHECK_READ: Final = "read"
+CHECK_LOCKED: Final = "locked-section"
+CHECK_SSL_FLAGS: Final = "ssl-flags"
+CHECK_NEGOTIATE: Final = "negotiate-cert"
+CHECK_MAPPING_ENABLED: Final = "mapping-enabled"
+CHECK_ANONYMOUS: Final = "anonymous"
+CHECK_AD_MAPPING: Final = "ad-mapping"
+CHECK_BLOB: Final = "mapping-blob"
+CHECK_TRUST: Final = "mapping-trust"
+CHECK_EXPIRY: Final = "mapping-expiry"
+CHECK_LOGON: Final = "mapping-logon"
+CHECK_TLS13: Final = "tls13"
+
+HR_LOCKED: Final = "0x80070021"
+
+
+# --- what the checks read and what they say --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    check: str
+    site: str | None
+    problem: str  # what is wrong (for "ok": what was found right)
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class OpFailure:
+    """An op the agent refused; kept in place of its result so the other checks still run."""
+
+    op: str
+    code: str
+    hresult: str | None
+    message: str
+
+
+# A contract result (a JSON object), the failure that replaced it, or None (not read).
+Read = dict[str, Any] | OpFailure | None
+
+
+@dataclass(frozen=True)
+class SiteReads:
+    name: str
+    site: dict[str, Any] | None  # the site.list entry; None when the site does not exist
+    ssl: Read = None
+    anonymous: Read = None
+    mapping: Read = None
+    ad_mapping: Read = None
+    logons: Read = None
+
+
+@dataclass(frozen=True)
+class HostReads:
+    facts: Read
+    root: Read
+    ca: Read
+    sites: tuple[SiteReads, ...]
+    # Site names chosen by default (https binding) rather than by --site.
+    sites_defaulted: bool = True
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+# --- small readers of contract results -----------------------------------------------
+
+
+def _ok(value: Read) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _attr(el: Mapping[str, Any] | None, name: str, default: str = "") -> str:
+    if el is None:
+        return default
+    return str(el.get("attributes", {}).get(name, default))
+
+
+def _bool_attr(el: Mapping[str, Any] | None, name: str, default: bool) -> bool:
+    raw = _attr(el, name, "")
+    return default if raw == "" else raw.strip().lower() == "true"
+
+
+def _effective(value: Read) -> dict[str, Any] | None:
+    got = _ok(value)
+    if got is None:
+        return None
+    eff = got.get("effective")
+    return eff if isinstance(eff, dict) else None
+
+
+def _items(el: Mapping[str, Any] | None, child: str) -> list[dict[str, Any]]:
+    if el is None:
+        return []
+    sub = el.get("children", {}).get(child)
+    if not isinstance(sub, dict):
+        return []
+    return [item for item in sub.get("items", []) if isinstance(item, dict)]
+
+
+def ssl_flag_names(value: str) -> set[str]:
+    """sslFlags as the set of its names ("Ssl, SslNegotiateCert" -> {...}); numbers too."""
+    text = value.strip()
+    if text.isdigit():
+        bits = {8: "Ssl", 32: "SslNegotiateCert", 64: "SslRequireCert", 256: "Ssl128"}
+        return {name for bit, name in bits.items() if int(text) & bit}
+    return {part.strip() for part in text.split(",") if part.strip() and part.strip() != "None"}
+
+
+def _https_bindings(site: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    if site is None:
+        return []
+    return [
+        b
+        for b in site.get("bindings", [])
+        if isinstance(b, dict) and str(b.get("protocol", "")).lower() == "https"
+    ]
+
+
+def _certs(value: Read) -> list[dict[str, Any]]:
+    got = _ok(value)
+    return [c for c in (got or {}).get("certificates", []) if isinstance(c, dict)]
+
+
+def _load_store(value: Read) -> list[CertInfo]:
+    loaded = []
+    for entry in _certs(value):
+        try:
+            loaded.append(load_certificate(str(entry.get("der_b64", ""))))
+        except CertificateError:
+            continue  # the host could not give it to us intact; nothing to check it with
+    return loaded
+
+
+def _short_blob(blob: str) -> str:
+    # A blob is public data, but 1-2 KB of base64 helps nobody: show its start.
+    flat = re.sub(r"\s+", "", blob)
+    return flat[:16] + "..." if len(flat) > 16 else flat
+
+
+@dataclass(frozen=True)
+class MappedCert:
+    """One enabled one-to-one mapping, with its certificate when the blob parses."""
+
+    user_name: str
+    blob: str
+    cert: CertInfo | None
+    blob_problem: str | None  # None when the blob is what IIS expects
+    hresult: str | None
+
+    @property
+    def label(self) -> str:
+        if self.cert is not None:
+            return f"the mapping of {self.cert.describe()} to {self.user_name!r}"
+        return f"the mapping of blob {_short_blob(self.blob)!r} to {self.user_name!r}"
+
+
+def inspect_blob(blob: str) -> tuple[CertInfo | None, str | None, str | None]:
+    """(certificate, problem, hresult) of a one-to-one mapping's ``certificate`` value.
+
+    IIS compares the attribute with the single-line base64 DER of what the client presents,
+    so anything else never matches (or fails to decode: 0x80093102 / 0x8009310B).
+    """
+    problem: str | None = None
+    hresult: str | None = None
+    if "-----BEGIN" in blob or "-----END" in blob:
+        problem, hresult = "it carries PEM header/footer lines", "0x8009310B"
+    elif re.search(r"\s", blob):
+        problem, hresult = "it contains whitespace or line breaks", "0x80093102"
+    cert: CertInfo | None = None
+    try:
+        if problem is None:
+            der = base64.b64decode(blob, validate=True)
+            cert = CertInfo.from_certificate(x509.load_der_x509_certificate(der))
+        else:
+            cert = load_certificate(blob)  # still worth knowing which certificate it meant
+    except (binascii.Error, ValueError, CertificateError) as exc:
+        if problem is None:
+            kind = getattr(exc, "kind", "")
+            truncated = kind == "truncated" or "short" in str(exc).lower()
+            if not truncated and blob[:2] == "MI":
+                try:
+                    load_certificate(blob)
+                except CertificateError as again:
+                    truncated = again.kind == "truncated"
+            problem = "it is not the base64 of a DER certificate"
+            problem += " (truncated)" if truncated else ""
+            hresult = "0x80093102" if truncated else "0x8009310B"
+    return cert, problem, hresult
+
+
+def mapped_certs(site: SiteReads) -> list[MappedCert]:
+    out = []
+    for item in _items(_effective(site.mapping), "oneToOneMappings"):
+        if not _bool_attr(item, "enabled", True):
+            continue
+        blob = _attr(item, "certificate")
+        cert, problem, hresult = inspect_blob(blob)
+        out.append(MappedCert(_attr(item, "userName"), blob, cert, problem, hresult))
+    return out
+
+
+def _mapping_counts(site: SiteReads) -> tuple[int, int]:
+    mapping = _effective(site.mapping)
+    one = [i for i in _items(mapping, "oneToOneMappings") if _bool_attr(i, "enabled", True)]
+    many = [i for i in _items(mapping, "manyToOneMappings") if _bool_attr(i, "enabled", True)]
+    return len(one), len(many)
+
+
+def _explain(hresult: str | None) -> str:
+    known = contract.explain_hresult(hresult)
+    return f"{hresult} {known.name}: {known.meaning}" if known else (hresult or "")
+
+
+# --- host checks -------------------------------------------------------------------------
+
+CheckFn = Callable[[HostReads], list[Finding]]
+
+
+def check_root_store(reads: HostReads) -> list[Finding]:
+    """KB 2802568: one non-self-signed certificate in Root breaks every client certificate."""
+    if _ok(reads.root) is None:
+        return []
+    bad: list[str] = []
+    for entry in _certs(reads.root):
+        try:
+            self_signed = load_certificate(str(entry.get("der_b64", ""))).self_signed
+        except CertificateError:
+            # The seed's own test: Issuer -ne Subject.
+            self_signed = entry.get("issuer") == entry.get("subject")
+        if not self_signed:
+            bad.append(f"{entry.get('subject', '?')} [{entry.get('thumbprint', '?')}]")
+    if not bad:
+        return [
+            Finding("ok", CHECK_ROOT_STORE, None, "LocalMachine\\Root holds only self-signed roots")
+        ]
+    facts = _ok(reads.facts) or {}
+    status = "403.7" if int(facts.get("send_trusted_issuer_list", 0) or 0) == 1 else "403.16"
+    return [
+        Finding(
+            "error",
+            CHECK_ROOT_STORE,
+            None,
+            f"{len(bad)} non-self-signed certificate(s) in LocalMachine\\Root: {'; '.join(bad)}. "
+            f"IIS then rejects every client certificate with {status} "
+            "(0x800B0109, KB 2802568)",
+            "move them to Intermediate Certification Authorities (LocalMachine\\CA); keep only "
+            "self-signed roots in Root (TrustedRoot with store=CA for intermediates)",
+        )
+    ]
+
+
+def check_feature(reads: HostReads) -> list[Finding]:
+    facts = _ok(reads.facts)
+    if facts is None:
+        return []
+    if facts.get("web_cert_auth_installed") is False:
+        return [
+            Finding(
+                "error",
+                CHECK_FEATURE,
+                None,
+                "the Windows feature Web-Cert-Auth (IIS Client Certificate Mapping "
+                "Authentication) is not installed: one-to-one and many-to-one mappings do nothing",
+                "Install-WindowsFeature Web-Cert-Auth",
+            )
+        ]
+    return [Finding("ok", CHECK_FEATURE, None, "Web-Cert-Auth is installed")]
+
+
+def check_trust_mode(reads: HostReads) -> list[Finding]:
+    facts = _ok(reads.facts)
+    if facts is None:
+        return []
+    mode = int(facts.get("client_auth_trust_mode", 0) or 0)
+    key = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL"
+    if mode == 2:
+        return [
+            Finding(
+                "warning",
+                CHECK_TRUST_MODE,
+                None,
+                "Schannel ClientAuthTrustMode=2 (exclusive CA trust): a client certificate is "
+                "accepted only if its issuer is in the binding's Client Authentication Issuers "
+                "store (CtlStoreName), not merely chained to Root; the Root checks here do not "
+                "cover that",
+                f"put the issuing CAs in the Client Authentication Issuers store, or set "
+                f"{key}\\ClientAuthTrustMode to 0 (machine trust)",
+            )
+        ]
+    if mode == 1:
+        return [
+            Finding(
+                "warning",
+                CHECK_TRUST_MODE,
+                None,
+                "Schannel ClientAuthTrustMode=1 (exclusive root trust): only roots in the "
+                "binding's Client Authentication Issuers store (CtlStoreName) are trusted",
+                f"put the roots in that store, or set {key}\\ClientAuthTrustMode to 0",
+            )
+        ]
+    return [
+        Finding("ok", CHECK_TRUST_MODE, None, "Schannel uses machine trust (ClientAuthTrustMode 0)")
+    ]
+
+
+def check_sites(reads: HostReads) -> list[Finding]:
+    out = []
+    if not reads.sites and reads.sites_defaulted:
+        out.append(
+            Finding(
+                "warning",
+                CHECK_SITES,
+                None,
+                "no site has an https binding, so no site can ask for client certificates",
+                "add an https binding (HttpsBinding), or name the site with --site",
+            )
+        )
+    for site in reads.sites:
+        if site.site is None:
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_SITES,
+                    site.name,
+                    f"there is no site named {site.name!r}",
+                    "check the name (site names are listed by Get-Website / site.list)",
+                )
+            )
+        elif not _https_bindings(site.site):
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_SITES,
+                    site.name,
+                    "the site has no https binding: client certificates need TLS",
+                    "add an https binding with a server certificate (HttpsBinding)",
+                )
+            )
+    return out
+
+
+def check_reads(reads: HostReads) -> list[Finding]:
+    """Ops the host refused. A lock violation is the 500.19 case and has its own check."""
+    facts = _ok(reads.facts) or {}
+    feature_missing = facts.get("web_cert_auth_installed") is False
+    out = []
+    host_reads: list[tuple[str | None, str, Read]] = [
+        (None, "host facts", reads.facts),
+        (None, "LocalMachine\\Root", reads.root),
+        (None, "LocalMachine\\CA", reads.ca),
+    ]
+    for site in reads.sites:
+        host_reads += [
+            (site.name, contract.SECTION_SSL, site.ssl),
+            (site.name, contract.SECTION_ANONYMOUS, site.anonymous),
+            (site.name, contract.SECTION_MAPPING, site.mapping),
+            (site.name, contract.SECTION_AD_MAPPING, site.ad_mapping),
+            (site.name, "mapping logons", site.logons),
+        ]
+    for site_name, what, value in host_reads:
+        if not isinstance(value, OpFailure):
+            continue
+        if value.code == "Locked" or (value.hresult or "").upper() == HR_LOCKED.upper():
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_LOCKED,
+                    site_name,
+                    f"{what} cannot be read at this site: it is locked "
+                    f"(overrideModeDefault=Deny) and set below applicationHost.config, e.g. in "
+                    f"the site's web.config. Every request fails with HTTP 500.19 "
+                    f"({HR_LOCKED} ERROR_LOCK_VIOLATION). Host says: {value.message}",
+                    "remove the section from the site's web.config and write it to "
+                    'applicationHost.config inside <location path="SITE"> '
+                    "(-PSPath MACHINE/WEBROOT/APPHOST -Location 'SITE', appcmd /commit:apphost, "
+                    "or the providers of this project)",
+                )
+            )
+        elif value.code == "FeatureMissing" and feature_missing:
+            continue  # said once by the web-cert-auth check
+        else:
+            explained = f" [{_explain(value.hresult)}]" if value.hresult else ""
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_READ,
+                    site_name,
+                    f"could not read {what} ({value.op}): {value.code}: {value.message}{explained}",
+                    "fix the cause above and run the doctor again; checks that need this "
+                    "data were skipped",
+                )
+            )
+    return out
+
+
+# --- site checks -----------------------------------------------------------------------
+
+SiteCheckFn = Callable[[HostReads, SiteReads], list[Finding]]
+
+
+def _site_flags(site: SiteReads) -> set[str] | None:
+    eff = _effective(site.ssl)
+    return None if eff is None else ssl_flag_names(_attr(eff, "sslFlags", "None"))
+
+
+def _mapping_enabled(site: SiteReads) -> bool | None:
+    eff = _effective(site.mapping)
+    return None if eff is None else _bool_attr(eff, "enabled", False)
+
+
+def check_ssl_flags(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    flags = _site_flags(site)
+    if flags is None:
+        return []
+    shown = ", ".join(sorted(flags)) or "None"
+    fix = 'set sslFlags to "Ssl, SslNegotiateCert, SslRequireCert" (SslSettings)'
+    if "SslRequireCert" in flags:
+        return [
+            Finding(
+                "ok", CHECK_SSL_FLAGS, site.name, f"sslFlags require client certificates ({shown})"
+            )
+        ]
+    if "SslNegotiateCert" in flags:
+        return [
+            Finding(
+                "error",
+                CHECK_SSL_FLAGS,
+                site.name,
+                f"sslFlags={shown} has no SslRequireCert: client certificates are optional, "
+                "a request without one is not refused with 403.7",
+                fix,
+            )
+        ]
+    return [
+        Finding(
+            "error",
+            CHECK_SSL_FLAGS,
+            site.name,
+            f"sslFlags={shown}: the site never asks for a client certificate",
+            fix,
+        )
+    ]
+
+
+def check_negotiate(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    flags = _site_flags(site)
+    enabled = _mapping_enabled(site)
+    if flags is None or not enabled:
+        return []
+    if "SslNegotiateCert" not in flags:
+        return [
+            Finding(
+                "error",
+                CHECK_NEGOTIATE,
+                site.name,
+                "certificate mapping is enabled but sslFlags lacks SslNegotiateCert: IIS never "
+                "asks for the client certificate, so no mapping can apply",
+                "add SslNegotiateCert (with SslRequireCert): "
+                '"Ssl, SslNegotiateCert, SslRequireCert" (SslSettings)',
+            )
+        ]
+    return []
+
+
+def check_mapping_enabled(reads: HostReads, site: SiteReads) -> list[Finding]:
+    enabled = _mapping_enabled(site)
+    if enabled is None:
+        return []
+    eff = _effective(site.mapping)
+    one, many = _mapping_counts(site)
+    if not enabled:
+        return [
+            Finding(
+                "error",
+                CHECK_MAPPING_ENABLED,
+                site.name,
+                "iisClientCertificateMappingAuthentication is not enabled for the site: "
+                "client certificates are not mapped to users",
+                'enable the section at <location path="SITE"> in applicationHost.config '
+                "(CertificateMapping)",
+            )
+        ]
+    out = []
+    if one and not _bool_attr(eff, "oneToOneCertificateMappingsEnabled", True):
+        out.append(
+            Finding(
+                "error",
+                CHECK_MAPPING_ENABLED,
+                site.name,
+                f"{one} one-to-one mapping(s) but oneToOneCertificateMappingsEnabled=false: "
+                "they are ignored",
+                "set oneToOneCertificateMappingsEnabled=true",
+            )
+        )
+    if many and not _bool_attr(eff, "manyToOneCertificateMappingsEnabled", True):
+        out.append(
+            Finding(
+                "error",
+                CHECK_MAPPING_ENABLED,
+                site.name,
+                f"{many} many-to-one mapping(s) but manyToOneCertificateMappingsEnabled=false: "
+                "they are ignored",
+                "set manyToOneCertificateMappingsEnabled=true",
+            )
+        )
+    if not one and not many:
+        out.append(
+            Finding(
+                "warning",
+                CHECK_MAPPING_ENABLED,
+                site.name,
+                "mapping is enabled but the site has no enabled mappings: every client "
+                "certificate gets 401.2 (or anonymous access, if that is on)",
+                "add one-to-one or many-to-one mappings (CertificateMapping)",
+            )
+        )
+    if not out:
+        out.append(
+            Finding(
+                "ok",
+                CHECK_MAPPING_ENABLED,
+                site.name,
+                f"certificate mapping enabled ({one} one-to-one, {many} many-to-one)",
+            )
+        )
+    return out
+
+
+def check_anonymous(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    eff = _effective(site.anonymous)
+    if eff is None:
+        return []
+    flags = _site_flags(site) or set()
+    wants_certs = bool(_mapping_enabled(site)) or bool(
+        flags & {"SslNegotiateCert", "SslRequireCert"}
+    )
+    if not wants_certs:
+        return []
+    if _bool_attr(eff, "enabled", True):
+        user = _attr(eff, "userName", "IUSR") or "the application pool identity"
+        return [
+            Finding(
+                "error",
+                CHECK_ANONYMOUS,
+                site.name,
+                f"anonymous authentication is still enabled: requests without a (mapped) client "
+                f"certificate are served as {user}",
+                "disable anonymousAuthentication for the site (AnonymousAuthentication)",
+            )
+        ]
+    return [Finding("ok", CHECK_ANONYMOUS, site.name, "anonymous authentication is off")]
+
+
+def check_ad_mapping(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    eff = _effective(site.ad_mapping)
+    if eff is None or not _bool_attr(eff, "enabled", False):
+        return []
+    one, _ = _mapping_counts(site)
+    if one and _mapping_enabled(site):
+        return [
+            Finding(
+                "error",
+                CHECK_AD_MAPPING,
+                site.name,
+                "Active Directory clientCertificateMappingAuthentication is enabled together "
+                "with IIS one-to-one mappings: the two must not be combined",
+                "disable clientCertificateMappingAuthentication for the site (keep the IIS "
+                "mappings), or drop the IIS mappings and use AD mapping alone",
+            )
+        ]
+    return []
+
+
+def check_blobs(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    out = []
+    for mapped in mapped_certs(site):
+        if mapped.blob_problem is None:
+            continue
+        out.append(
+            Finding(
+                "error",
+                CHECK_BLOB,
+                site.name,
+                f"{mapped.label}: the certificate value is not single-line base64 DER: "
+                f"{mapped.blob_problem}. No client certificate matches it; IIS reports 401.1 "
+                f"with {_explain(mapped.hresult)}",
+                "give the certificate as PEM, DER or PFX to CertificateMapping, which writes the "
+                "single-line base64 of its DER (by hand: strip the BEGIN/END lines and join "
+                "the lines)",
+            )
+        )
+    return out
+
+
+def check_chains(reads: HostReads, site: SiteReads) -> list[Finding]:
+    """Would IIS accept each mapped certificate: a path to Root (403.16), valid now (403.17)."""
+    mapped = [m for m in mapped_certs(site) if m.cert is not None]
+    if not mapped or _ok(reads.root) is None:
+        return []
+    roots = _load_store(reads.root)
+    intermediates = _load_store(reads.ca)
+    out = []
+    for m in mapped:
+        assert m.cert is not None
+        result = verify_chain(m.cert, roots, intermediates, at=reads.now)
+        if result.ok:
+            continue
+        if result.status in ("expired", "not_yet_valid"):
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_EXPIRY,
+                    site.name,
+                    f"{m.label}: {result.message}. Clients get 403.17",
+                    "issue a new client certificate and map it (CertificateMapping), or renew "
+                    "the expired CA certificate",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_TRUST,
+                    site.name,
+                    f"{m.label}: {result.message}. Clients get 403.16 (0x800B0109)",
+                    "add the issuing root to LocalMachine\\Root and its intermediates to "
+                    "LocalMachine\\CA (TrustedRoot)",
+                )
+            )
+    if not out:
+        out.append(
+            Finding(
+                "ok",
+                CHECK_TRUST,
+                site.name,
+                f"{len(mapped)} mapped certificate(s) chain to Root and are valid",
+            )
+        )
+    return out
+
+
+def check_logons(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    got = _ok(site.logons)
+    if got is None:
+        return []
+    blobs = {m.blob: m for m in mapped_certs(site)}
+    results = [r for r in got.get("results", []) if isinstance(r, dict)]
+    out = []
+    for entry in results:
+        if entry.get("valid"):
+            continue
+        kind = str(entry.get("kind", ""))
+        key = str(entry.get("key", ""))
+        user = str(entry.get("user_name", ""))
+        if kind == "one_to_one":
+            known = blobs.get(key)
+            what = known.label if known else f"the one-to-one mapping to {user!r}"
+        else:
+            what = f"the many-to-one mapping {key!r} to {user!r}"
+        hresult = entry.get("hresult")
+        out.append(
+            Finding(
+                "error",
+                CHECK_LOGON,
+                site.name,
+                f"{what}: the stored password does not log {user!r} on "
+                f"({_explain(str(hresult)) if hresult else 'logon refused'}). Clients get 401.1",
+                "set the mapping's password to the account's current password "
+                "(CertificateMapping takes it from LocalUser, so a `pulumi up` fixes both)",
+            )
+        )
+    if not out and results:
+        out.append(
+            Finding("ok", CHECK_LOGON, site.name, f"{len(results)} mapping logon(s) succeed")
+        )
+    return out
+
+
+def _os_name(facts: Mapping[str, Any]) -> str:
+    build = int(facts.get("os_build", 0) or 0)
+    if build >= 26100:
+        return "Windows Server 2025"
+    if build >= 20348:
+        return "Windows Server 2022"
+    return str(facts.get("os_caption", "this Windows"))
+
+
+def check_tls13(reads: HostReads, site: SiteReads) -> list[Finding]:
+    facts = _ok(reads.facts)
+    flags = _site_flags(site)
+    if facts is None or flags is None or site.site is None:
+        return []
+    if not facts.get("tls13_enabled") or "SslNegotiateCert" not in flags:
+        return []
+    out = []
+    for binding in _https_bindings(site.site):
+        # Binding sslFlags bit 32 turns TLS 1.3 off for this binding (Server 2022+).
+        tls13_off = int(binding.get("ssl_flags", 0) or 0) & 32
+        if binding.get("client_cert_negotiation") or tls13_off:
+            continue
+        os_name = _os_name(facts)
+        symptom = (
+            "the request fails with HTTP 500 and 0x80070032"
+            if os_name == "Windows Server 2025"
+            else "the connection is reset (on Server 2025: HTTP 500 with 0x80070032)"
+        )
+        out.append(
+            Finding(
+                "error",
+                CHECK_TLS13,
+                site.name,
+                f"binding {binding.get('binding_information', '?')}: TLS 1.3 is on and the "
+                f"binding does not negotiate client certificates in the handshake, so IIS asks "
+                f"after it (SslNegotiateCert), which TLS 1.3 forbids; on {os_name} {symptom}",
+                "negotiate in the handshake: HttpsBinding client_cert_negotiation=true "
+                "(netsh http update sslcert ... clientcertnegotiation=enable)",
+            )
+        )
+    return out
+
+
+HOST_CHECKS: Final[tuple[CheckFn, ...]] = (
+    check_root_store,
+    check_feature,
+    check_trust_mode,
+    check_sites,
+    check_reads,
+)
+SITE_CHECKS: Final[tuple[SiteCheckFn, ...]] = (
+    check_ssl_flags,
+    check_negotiate,
+    check_mapping_enabled,
+    check_anonymous,
+    check_ad_mapping,
+    check_blobs,
+    check_chains,
+    check_logons,
+    check_tls13,
+)
+
+
+def run_checks(reads: HostReads) -> list[Finding]:
+    """Every check over the read results: errors first, then warnings, then ok."""
+    findings = [f for check in HOST_CHECKS for f in check(reads)]
+    for site in reads.sites:
+        if site.site is None:
+            continue
+        findings += [f for check in SITE_CHECKS for f in check(reads, site)]
+    return sorted(findings, key=lambda f: LEVELS.index(f.level))
+
+
+def problems(findings: Sequence[Finding]) -> list[Finding]:
+    return [f for f in findings if f.level != "ok"]
+
+
+def exit_code(findings: Sequence[Finding]) -> int:
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+# --- reading the host ------------------------------------------------------------------
+
+
+class Caller(Protocol):
+    """What the reader needs from HostClient (a fake in tests)."""
+
+    @property
+    def host(self) -> str: ...
+
+    def call(self, ops: list[dict[str, Any]]) -> list[Any]: ...
+
+
+def call_tolerant(
+    client: Caller, keyed: Sequence[tuple[Hashable, dict[str, Any]]]
+) -> dict[Hashable, Read]:
+    """Run read-only ops as one batch; an op the agent refuses becomes an OpFailure.
+
+    The agent stops at the first failing op: keep what completed, record the failure,
+    and send the rest again (read-only, so repeating nothing is harmful).
+    """
+    out: dict[Hashable, Read] = {}
+    pending = list(keyed)
+    while pending:
+        try:
+            results = client.call([op for _, op in pending])
+        except AgentError as exc:
+            index = exc.index
+            if index is None or not 0 <= index < len(pending):
+                raise
+            for (key, _), result in zip(pending[:index], exc.results, strict=False):
+                out[key] = result
+            key, op = pending[index]
+            out[key] = OpFailure(str(op["op"]), exc.code, exc.hresult, exc.agent_message)
+            pending = pending[index + 1 :]
+            continue
+        out.update({key: result for (key, _), result in zip(pending, results, strict=True)})
+        break
+    return out
+
+
+def _site_ops(name: str) -> list[tuple[Hashable, dict[str, Any]]]:
+    get = contract.make_op
+    return [
+        ((name, "ssl"), get("config.get", section=contract.SECTION_SSL, location=name)),
+        ((name, "anonymous"), get("config.get", section=contract.SECTION_ANONYMOUS, location=name)),
+        ((name, "mapping"), get("config.get", section=contract.SECTION_MAPPING, location=name)),
+        (
+            (name, "ad_mapping"),
+            get("config.get", section=contract.SECTION_AD_MAPPING, location=name),
+        ),
+        ((name, "logons"), get("mapping.verify_logons", site=name)),
+    ]
+
+
+def gather(client: Caller, site_names: Sequence[str] = ()) -> HostReads:
+    """Read the host: one batch when the sites are named, else one more for the sites."""
+    get = contract.make_op
+    keyed: list[tuple[Hashable, dict[str, Any]]] = [
+        ("facts", get("host.facts")),
+        ("sites", get("site.list")),
+        ("root", get("cert.list", store="Root")),
+        ("ca", get("cert.list", store="CA")),
+    ]
+    for name in site_names:
+        keyed += _site_ops(name)
+    got = call_tolerant(client, keyed)
+    listed = _ok(got.get("sites"))
+    if listed is None:
+        failure = got.get("sites")
+        raise AgentError(
+            client.host,
+            "site.list",
+            failure.code if isinstance(failure, OpFailure) else "Fault",
+            failure.message if isinstance(failure, OpFailure) else "site.list returned nothing",
+            failure.hresult if isinstance(failure, OpFailure) else None,
+        )
+    by_name = {str(s.get("name")): s for s in listed.get("sites", []) if isinstance(s, dict)}
+    defaulted = not site_names
+    if defaulted:
+        site_names = [n for n, s in by_name.items() if _https_bindings(s)]
+        if site_names:
+            got.update(call_tolerant(client, [kv for n in site_names for kv in _site_ops(n)]))
+    sites = []
+    for name in site_names:
+        site = by_name.get(name)
+        if site is None:
+            sites.append(SiteReads(name, None))
+            continue
+        sites.append(
+            SiteReads(
+                name,
+                site,
+                ssl=got.get((name, "ssl")),
+                anonymous=got.get((name, "anonymous")),
+                mapping=got.get((name, "mapping")),
+                ad_mapping=got.get((name, "ad_mapping")),
+                logons=got.get((name, "logons")),
+            )
+        )
+    return HostReads(
+        facts=got.get("facts"),
+        root=got.get("root"),
+        ca=got.get("ca"),
+        sites=tuple(sites),
+        sites_defaulted=defaulted,
+    )
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """Bad command-line settings (exit 2, like a connection that cannot be made)."""
+
+
+def _read_text(path: str, what: str, base: Path | None = None) -> str:
+    file = Path(path)
+    if base is not None and not file.is_absolute():
+        file = base / file
+    try:
+        return file.read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot read {file}: {exc.strerror}") from None
+
+
+def _pem_or_path(value: str, what: str, base: Path) -> str:
+    return value if "-----BEGIN" in value else _read_text(value, what, base)
+
+
+def simulator_connection(directory: str) -> dict[str, Any]:
+    """The connection input for the embedded simulator in DIR (its endpoint.json)."""
+    base = Path(directory)
+    path = base / "endpoint.json"
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except OSError:
+        raise UsageError(
+            f"{path} does not exist: start the simulator (python -m simulator serve "
+            f"--state-dir {directory})"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not JSON ({exc.msg})") from None
+    url = info.get("winrm_https_url") or info.get("endpoint")
+    if not isinstance(url, str):
+        raise UsageError(f"{path} has no winrm_https_url")
+    conn: dict[str, Any] = {
+        "endpoint": url,
+        "transport": "basic",
+        "username": info.get("username"),
+        "password": info.get("password"),
+    }
+    if isinstance(info.get("ca_bundle"), str):
+        conn["ca_bundle"] = _pem_or_path(info["ca_bundle"], "ca_bundle", base)
+    return conn
+
+
+def connection_input(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    if args.simulator and args.endpoint:
+        raise UsageError("give either --simulator DIR or --endpoint, not both")
+    if args.endpoint is None:
+        return simulator_connection(args.simulator or DEFAULT_SIMULATOR_DIR)
+    cwd = Path.cwd()
+    conn: dict[str, Any] = {
+        "endpoint": args.endpoint,
+        "transport": args.transport,
+        "username": args.username,
+        # From the environment only: a flag would show in the process list.
+        "password": environ.get(PASSWORD_ENV) or None,
+    }
+    if args.ca_bundle:
+        conn["ca_bundle"] = _read_text(args.ca_bundle, "--ca-bundle", cwd)
+    if args.client_cert:
+        conn["client_cert_pem"] = _read_text(args.client_cert, "--client-cert", cwd)
+    if args.client_key:
+        conn["client_key_pem"] = _read_text(args.client_key, "--client-key", cwd)
+    return conn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m providers.doctor",
+        description="Check an IIS host for the client-certificate failures users hit, each "
+        "with its fix. Exit 0 clean, 1 errors found, 2 the host could not be read.",
+        epilog=f"The password comes from the environment variable {PASSWORD_ENV} (never a "
+        "flag: flags show in the process list). Without --endpoint the doctor talks to the "
+        f"embedded simulator in --simulator DIR (default {DEFAULT_SIMULATOR_DIR}).",
+    )
+    where = parser.add_argument_group("host")
+    where.add_argument("--simulator", metavar="DIR", help="simulator state dir (endpoint.json)")
+    where.add_argument("--endpoint", help="WinRM endpoint, e.g. https://web01:5986/wsman")
+    where.add_argument(
+        "--transport", default="ntlm", help="ntlm, kerberos, credssp, certificate, basic"
+    )
+    where.add_argument("--username")
+    where.add_argument(
+        "--ca-bundle", metavar="PEM_FILE", help="CA certificates for the host's HTTPS"
+    )
+    where.add_argument("--client-cert", metavar="PEM_FILE", help="for --transport certificate")
+    where.add_argument("--client-key", metavar="PEM_FILE", help="unencrypted key of --client-cert")
+    parser.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="site to check (repeatable; default: every site with an https binding)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def render_text(host: str, findings: Sequence[Finding], width: int = 100) -> str:
+    level_w, check_w = 7, max([len("CHECK"), *(len(f.check) for f in findings)])
+    site_w = min(24, max([len("SITE"), *(len(f.site or "-") for f in findings)]))
+    indent = level_w + check_w + site_w + 3
+    text_w = max(40, width - indent)
+    lines = [f"iis-clientcert doctor: {host}", ""]
+    lines.append(f"{'LEVEL':<{level_w}} {'CHECK':<{check_w}} {'SITE':<{site_w}} FINDING")
+    for f in findings:
+        body = textwrap.wrap(f.problem, text_w) or [""]
+        if f.fix:
+            body += textwrap.wrap("fix: " + f.fix, text_w, subsequent_indent="     ")
+        head = f"{f.level.upper() if f.level != 'ok' else 'ok':<{level_w}} {f.check:<{check_w}} "
+        head += f"{(f.site or '-'):<{site_w}} "
+        lines.append(head + body[0])
+        lines += [" " * indent + line for line in body[1:]]
+    errors = sum(f.level == "error" for f in findings)
+    warnings = sum(f.level == "warning" for f in findings)
+    oks = sum(f.level == "ok" for f in findings)
+    lines += ["", f"{errors} error(s), {warnings} warning(s), {oks} ok"]
+    return "\n".join(lines)
+
+
+def render_json(host: str, findings: Sequence[Finding]) -> str:
+    return json.dumps(
+        {
+            "host": host,
+            "clean": exit_code(findings) == 0,
+            "findings": [asdict(f) for f in findings],
+        },
+        indent=2,
+    )
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        connection = Connection.from_input(connection_input(args, env), "doctor")
+        client = HostClient(connection)
+        reads = gather(client, list(dict.fromkeys(args.site)))
+    except (UsageError, IisClientCertError) as exc:
+        # Typed errors carry no secret (see providers.errors); say which kind it was.
+        kind = "settings" if isinstance(exc, UsageError) else type(exc).__name__
+        if args.json:
+            print(json.dumps({"error": {"kind": kind, "message": str(exc)}}))
+        else:
+            print(f"doctor: cannot check the host ({kind}): {exc}", file=sys.stderr)
+        return 2
+    findings = run_checks(reads)
+    facts = _ok(reads.facts) or {}
+    host = connection.host
+    if facts.get("computer_name"):
+        os_caption, iis = facts.get("os_caption", "?"), facts.get("iis_version", "?")
+        host += f" ({facts['computer_name']}, {os_caption}, IIS {iis})"
+    print(render_json(host, findings) if args.json else render_text(host, findings))
+    return exit_code(findings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
