@@ -352,6 +352,13 @@ def _fault_envelope(fault: _SoapFaultError, relates_to: str | None, machine: str
     return _serialize(root)
 
 
+def _where(exc: BaseException) -> str:
+    """An exception's type and frames, without its message (which may quote secrets)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
+    return f"{type(exc).__name__} at {where}"
+
+
 def _parse_duration(text: str | None, default: float) -> float:
     """Seconds of an xs:duration like PT20S or PT20.000S (what WS-Management uses)."""
     if not text:
@@ -663,15 +670,8 @@ class _ShellService:
                 time.monotonic() - started,
             )
         except Exception as exc:
-            # The message may quote stdin (secrets): log the type and where, not the text.
             command.failed = type(exc).__name__
-            frames = traceback.extract_tb(exc.__traceback__)
-            logger.error(
-                "command %s: the handler raised %s at %s",
-                command.command_id,
-                command.failed,
-                " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames)),
-            )
+            logger.error("command %s: the handler raised %s", command.command_id, _where(exc))
         finally:
             command.done.set()
 
@@ -800,12 +800,19 @@ class _NtlmUsers:
     """
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.path = directory / "ntlm_users"
         self._written: dict[str, str] | None = None
 
+    def remove(self) -> None:
+        with _NTLM_ENV_LOCK:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._written = None
+
     def sync(self, users: dict[str, str]) -> None:
-        if users == self._written:
+        if users == self._written and self.path.exists():
             return
+        self.directory.mkdir(mode=0o700, exist_ok=True)
         lines = []
         for name, password in users.items():
             nt = _nt_hash(password)
@@ -957,6 +964,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._ntlm: Any = None  # a complete spnego context for this connection
         self._ntlm_user: str | None = None
         self._ntlm_pending: Any = None  # a context waiting for the Authenticate message
+        self._final_token: bytes | None = None  # SPNEGO's last token, sent with the reply
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only; headers are never logged.
@@ -976,6 +984,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self.send_response(status)
+        if self._final_token:
+            token = base64.b64encode(self._final_token).decode()
+            self.send_header("WWW-Authenticate", f"Negotiate {token}")
+        self._final_token = None
         if content_type is not None:
             self.send_header("Content-Type", content_type)
         for name, value in headers or []:
@@ -1089,6 +1101,16 @@ class _Handler(BaseHTTPRequestHandler):
         except _SoapFaultError as fault:
             logger.info("fault for %s: %s (%d)", who.user, fault.subcode, fault.wsman_code)
             return 500, _fault_envelope(fault, relates_to, owner.service.machine)
+        except Exception as exc:
+            # A bug here (or in a FaultSource) still answers like WinRM, not with a reset.
+            logger.error("internal error answering %s: %s", who.user, _where(exc))
+            internal = _SoapFaultError(
+                "w:InternalError",
+                f"The simulator failed to process the request ({type(exc).__name__}).",
+                FAULT_INTERNAL,
+                sender=False,
+            )
+            return 500, _fault_envelope(internal, relates_to, owner.service.machine)
 
     # -- authentication
 
@@ -1147,8 +1169,13 @@ class _Handler(BaseHTTPRequestHandler):
         except (binascii.Error, ValueError):
             self._unauthorized()
             return None
-        # A Negotiate (type 1) or SPNEGO init token starts a new logon on this connection.
-        if self._ntlm_pending is None or not token.startswith(b"NTLMSSP\x00\x03"):
+        # An NTLM Negotiate (type 1) or a SPNEGO NegTokenInit (an ASN.1 application tag)
+        # starts a new logon on this connection; anything else continues the pending one.
+        initial = token.startswith((b"NTLMSSP\x00\x01\x00\x00\x00", b"\x60"))
+        if not initial and self._ntlm_pending is None:
+            self._unauthorized()
+            return None
+        if initial:
             self._ntlm = self._ntlm_user = None
             protocol = "ntlm" if token.startswith(b"NTLMSSP\x00") else "negotiate"
             try:
@@ -1172,6 +1199,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._unauthorized(out or b"")
             return None
         self._ntlm_pending = None
+        self._final_token = out
         principal = str(context.client_principal or "")
         user = owner.canonical_user(principal.rsplit("\\", 1)[-1])
         if user is None:
@@ -1279,7 +1307,7 @@ class WSManServer:
             thread.join(timeout=5)
         self._servers.clear()
         self._threads.clear()
-        self._cleanup()
+        self.ntlm_users.remove()
 
     def __enter__(self) -> WSManServer:
         self.start()

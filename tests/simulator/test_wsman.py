@@ -346,6 +346,90 @@ def test_two_servers_keep_their_own_ntlm_users(make_wsman, handler, server):
         ntlm_protocol(second.http_url).open_shell()
 
 
+def test_ntlm_with_domain_dot_prefix(server):
+    protocol = Protocol(server.http_url, transport="ntlm", username=f".\\{USER}", password=PASSWORD)
+    protocol.close_shell(protocol.open_shell())
+
+
+def test_basic_with_domain_dot_prefix(server, wsman_pki):
+    result = basic_session(server, wsman_pki, user=f".\\{USER}").run_cmd("whoami")
+    assert result.std_out == f"{USER} basic".encode()
+
+
+def test_spnego_wrapped_negotiate_with_encryption(server):
+    """Clients that wrap NTLM in SPNEGO (pypsrp, PowerShell) get in and encrypt too."""
+    import struct
+
+    import spnego
+
+    client = spnego.client(
+        USER,
+        PASSWORD,
+        hostname="127.0.0.1",
+        service="http",
+        protocol="negotiate",
+        options=spnego.NegotiateOptions.use_negotiate,
+    )
+    http = requests.Session()
+
+    def negotiate(token: bytes | None) -> requests.Response:
+        header = {"Authorization": f"Negotiate {base64.b64encode(token or b'').decode()}"}
+        return http.post(server.http_url, data=b"", headers=header, timeout=10)
+
+    reply = negotiate(client.step())
+    assert reply.status_code == 401
+    reply = negotiate(client.step(base64.b64decode(reply.headers["WWW-Authenticate"].split()[1])))
+    assert reply.status_code == 200
+    client.step(base64.b64decode(reply.headers["WWW-Authenticate"].split()[1]))
+    assert client.complete
+
+    protocol = Protocol("http://127.0.0.1/wsman", username="u", password="p")
+    req = {
+        "env:Envelope": protocol.build_wsman_header(
+            action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Create",
+            resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd",
+        )
+    }
+    req["env:Envelope"].setdefault("env:Body", {})["rsp:Shell"] = {"rsp:InputStreams": "stdin"}
+    message = xmltodict.unparse(req).encode()
+    wrapped = client.wrap_winrm(message)
+    boundary = b"--Encrypted Boundary"
+    body = (
+        boundary + b"\r\n\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n"
+        b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
+        + str(len(message)).encode()
+        + b"\r\n"
+        + boundary
+        + b"\r\n\tContent-Type: application/octet-stream\r\n"
+        + struct.pack("<i", len(wrapped.header))
+        + wrapped.header
+        + wrapped.data
+        + boundary
+        + b"--\r\n"
+    )
+    content_type = (
+        'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";'
+        'boundary="Encrypted Boundary"'
+    )
+    reply = http.post(
+        server.http_url, data=body, headers={"Content-Type": content_type}, timeout=10
+    )
+    assert reply.status_code == 200
+    assert 'protocol="application/HTTP-SPNEGO-session-encrypted"' in reply.headers["Content-Type"]
+    payload = reply.content.split(b"\tContent-Type: application/octet-stream\r\n")[1]
+    (sig_len,) = struct.unpack("<i", payload[:4])
+    sealed = payload[4 + sig_len : payload.rindex(boundary + b"--")]
+    plain = client.unwrap_winrm(payload[4 : 4 + sig_len], sealed)
+    assert b'Name="ShellId"' in plain
+
+
+def test_server_restarts(server, wsman_pki):
+    server.stop()
+    server.start()
+    assert basic_session(server, wsman_pki).run_cmd("whoami").status_code == 0
+    ntlm_protocol(server.http_url).close_shell(ntlm_protocol(server.http_url).open_shell())
+
+
 # --- the shell protocol ----------------------------------------------------------------
 
 
