@@ -73,7 +73,7 @@ class Applied(Generic[Current]):
     changes: list[Change]
 
 
-class IisProvider(ResourceProvider, Generic[Desired, Current]):  # type: ignore[misc]
+class IisProvider(ResourceProvider, Generic[Desired, Current]):
     """Base of every resource provider. Subclasses implement the hooks below."""
 
     kind: ClassVar[str] = "Resource"
