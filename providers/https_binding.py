@@ -468,6 +468,14 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
         return delete_changes(current, desired, stored)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        unknown = {k for k, v in news.items() if k != "__provider" and is_unknown(v)}
+        if unknown == {"certificate_thumbprint"}:
+            # The thumbprint of a ServerCertificate being created or replaced (preview):
+            # check and normalise the rest, so the diff does not see a spurious change of
+            # ip/port/host_name (a replace) just because the raw inputs were passed through.
+            probe = super().check(_olds, {**news, "certificate_thumbprint": "0" * 40})
+            probe.inputs["certificate_thumbprint"] = news["certificate_thumbprint"]
+            return probe
         result = super().check(_olds, news)
         if not result.failures and not is_unknown(
             {k: v for k, v in news.items() if k != "__provider"}

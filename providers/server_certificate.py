@@ -43,7 +43,17 @@ _FIXES: dict[str, str] = {
     "bad_encoding": "Give the base64 of the .pfx file, or its path",
 }
 # Characters a path has and base64 never does.
-_PATH_HINTS = (".", "\\", ":", " ")
+_PATH_HINTS = (".", "\\", ":")
+
+
+def looks_like_path(text: str) -> bool:
+    """A short single line with a character base64 never has (PEM text is not a path)."""
+    return (
+        len(text) < 1024
+        and "\n" not in text
+        and "-----" not in text
+        and any(ch in text for ch in _PATH_HINTS)
+    )
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ def validate_inputs(inputs: Mapping[str, Any]) -> ServerCertificateDesired:
     if password is not None and not isinstance(password, str):
         raise ValidationError(KIND, "password", None, "must be a string")
     text = pfx.strip()
-    if len(text) < 1024 and any(ch in text for ch in _PATH_HINTS):
+    if looks_like_path(text):
         # A path (not a secret) that the resource class could not read at program time.
         raise ValidationError(
             KIND,
@@ -276,7 +286,7 @@ def read_pfx(value: Any) -> Any:
     where the file is not); bytes are encoded; base64 text passes through."""
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, str) and len(value) < 1024 and any(ch in value for ch in _PATH_HINTS):
+    if isinstance(value, str) and looks_like_path(value.strip()):
         path = os.path.expanduser(value.strip())
         if os.path.isfile(path):
             with open(path, "rb") as handle:
