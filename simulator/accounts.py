@@ -85,14 +85,13 @@ def check_password(password: str, name: str, full_name: str, policy: PasswordPol
                 "it needs characters from three of: upper case, lower case, digits, symbols"
             )
         lowered = password.lower()
-        tokens = [name] + re.split(r"[,.\-_#\t ]+", full_name or "")
+        tokens = [name, *re.split(r"[,.\-_#\t ]+", full_name or "")]
         if any(len(t) >= 3 and t.lower() in lowered for t in tokens):
             problems.append("it contains the account name or parts of the full name")
     if problems:
         raise OpError(
             "PolicyViolation",
-            "The password does not meet the password policy requirements: "
-            + "; ".join(problems),
+            "The password does not meet the password policy requirements: " + "; ".join(problems),
             HR_PASSWORD_POLICY,
         )
 
@@ -137,7 +136,12 @@ class Accounts:
     def initial(computer: str) -> dict[str, Any]:
         accounts = Accounts({}, computer, PasswordPolicy())
         for name, disabled, groups, description in (
-            ("Administrator", True, ["Administrators"], "Built-in account for administering the computer/domain"),
+            (
+                "Administrator",
+                True,
+                ["Administrators"],
+                "Built-in account for administering the computer/domain",
+            ),
             ("Guest", True, [], "Built-in account for guest access to the computer/domain"),
         ):
             accounts.data["users"][name] = {
@@ -169,9 +173,14 @@ class Accounts:
         user = self.user(name)
         if user is None:
             return {
-                "exists": False, "name": bare_name(name, self.computer), "full_name": "",
-                "description": "", "disabled": False, "password_never_expires": False,
-                "user_cannot_change_password": False, "groups": [],
+                "exists": False,
+                "name": bare_name(name, self.computer),
+                "full_name": "",
+                "description": "",
+                "disabled": False,
+                "password_never_expires": False,
+                "user_cannot_change_password": False,
+                "groups": [],
             }
         return {
             "exists": True,
@@ -197,9 +206,14 @@ class Accounts:
                     HR_ALREADY_EXISTS,
                 )
             record: dict[str, Any] = {
-                "name": name, "full_name": "", "description": "", "disabled": False,
-                "password_never_expires": False, "user_cannot_change_password": False,
-                "groups": [], "password_hash": None,
+                "name": name,
+                "full_name": "",
+                "description": "",
+                "disabled": False,
+                "password_never_expires": False,
+                "user_cannot_change_password": False,
+                "groups": [],
+                "password_hash": None,
             }
         else:
             assert key is not None
@@ -211,8 +225,13 @@ class Accounts:
             if not password_matches(password, record.get("password_hash")):
                 record["password_hash"] = hash_password(password)
                 changed.append("password")
-        for prop in ("full_name", "description", "disabled", "password_never_expires",
-                     "user_cannot_change_password"):
+        for prop in (
+            "full_name",
+            "description",
+            "disabled",
+            "password_never_expires",
+            "user_cannot_change_password",
+        ):
             if prop in props and props[prop] != record.get(prop):
                 record[prop] = props[prop]
                 changed.append(prop)

@@ -26,13 +26,13 @@ from simulator.errors import (
 from simulator.files import atomic_write
 from simulator.machinekey import MachineKey
 from simulator.schema import CollectionSchema, ElementSchema, SectionSchema
-from simulator.xmldoc import XmlDocument, append_child, remove_child, replace_child
+from simulator.xmldoc import XmlDocument, append_child, is_element, remove_child, replace_child
 
 LOCKED_MESSAGE = (
     "This configuration section cannot be used at this path. This happens when the section "
-    "is locked at a parent level. Locking is either by default (overrideModeDefault=\"Deny\"), "
-    "or set explicitly by a location tag with overrideMode=\"Deny\" or the legacy "
-    "allowOverride=\"false\"."
+    'is locked at a parent level. Locking is either by default (overrideModeDefault="Deny"), '
+    'or set explicitly by a location tag with overrideMode="Deny" or the legacy '
+    'allowOverride="false".'
 )
 
 _ELEMENT_KEYS = frozenset({"attributes", "children", "items", "clear"})
@@ -48,8 +48,12 @@ def child(el: etree._Element, tag: str) -> etree._Element | None:
 
 def elements(el: etree._Element) -> Iterator[etree._Element]:
     for c in el:
-        if isinstance(c.tag, str):
+        if is_element(c):
             yield c
+
+
+def attrs(el: etree._Element) -> dict[str, str]:
+    return {str(k): str(v) for k, v in el.attrib.items()}
 
 
 def norm_location(location: str) -> str:
@@ -79,11 +83,11 @@ def to_json(el: etree._Element, schema: ElementSchema | None) -> dict[str, Any]:
     for c in elements(el):
         if coll is not None and c.tag == coll.add_element:
             items.append(to_json(c, coll.item))
-            keys.append(coll.key_of(dict(c.attrib)))
+            keys.append(coll.key_of(attrs(c)))
         elif coll is not None and c.tag == coll.clear_element:
             clear, items, keys = True, [], []
         elif coll is not None and c.tag == coll.remove_element:
-            gone = coll.key_of(dict(c.attrib))
+            gone = coll.key_of(attrs(c))
             kept = [(k, i) for k, i in zip(keys, items, strict=True) if k != gone]
             keys, items = [k for k, _ in kept], [i for _, i in kept]
         else:
@@ -118,9 +122,9 @@ def merge(schema: ElementSchema, levels: list[etree._Element | None]) -> dict[st
                 if c.tag == coll.clear_element:
                     merged.clear()
                 elif c.tag == coll.add_element:
-                    merged[coll.key_of(dict(c.attrib))] = merge(coll.item, [c])
+                    merged[coll.key_of(attrs(c))] = merge(coll.item, [c])
                 elif c.tag == coll.remove_element:
-                    merged.pop(coll.key_of(dict(c.attrib)), None)
+                    merged.pop(coll.key_of(attrs(c)), None)
         items = list(merged.values())
     return element(attributes, children, items, False)
 
@@ -194,7 +198,7 @@ def build(
         if previous is not None:
             for c in elements(previous):
                 if c.tag == coll.add_element:
-                    old[coll.key_of(dict(c.attrib))] = c
+                    old[coll.key_of(attrs(c))] = c
         seen: set[tuple[str, ...]] = set()
         for index, item in enumerate(items):
             item_where = f"{where}/{tag}/{coll.add_element}[{index}]"
@@ -208,9 +212,7 @@ def build(
                     normal[attr.name] = attr.normalize(raw, item_where)
             for attr in coll.item.attributes.values():
                 if attr.required and attr.name not in item_attrs:
-                    raise _invalid(
-                        f"{item_where}: Missing required attribute '{attr.name}'"
-                    )
+                    raise _invalid(f"{item_where}: Missing required attribute '{attr.name}'")
             item_key = coll.key_of(normal)
             if item_key in seen:
                 raise _duplicate(coll, normal, where)
@@ -295,10 +297,14 @@ class Apphost(ConfigFile):
         el = child(self.root, "configSections")
         parts = section_path.split("/")
         for part in parts[:-1]:
-            el = next(
-                (c for c in elements(el) if c.tag == "sectionGroup" and c.get("name") == part),
-                None,
-            ) if el is not None else None
+            el = (
+                next(
+                    (c for c in elements(el) if c.tag == "sectionGroup" and c.get("name") == part),
+                    None,
+                )
+                if el is not None
+                else None
+            )
         declared = (
             next(
                 (c for c in elements(el) if c.tag == "section" and c.get("name") == parts[-1]),
@@ -343,7 +349,9 @@ class Apphost(ConfigFile):
     def locations(self, location: str) -> list[etree._Element]:
         key = _loc_key(location)
         return [
-            c for c in elements(self.root) if c.tag == "location" and _loc_key(c.get("path", "")) == key
+            c
+            for c in elements(self.root)
+            if c.tag == "location" and _loc_key(c.get("path", "")) == key
         ]
 
     def _chain(self, location: str, include_self: bool) -> list[etree._Element]:
@@ -374,9 +382,7 @@ class Apphost(ConfigFile):
     def effective(self, schema: SectionSchema, location: str) -> dict[str, Any]:
         return merge(schema, self.levels(schema, location))
 
-    def set_section(
-        self, schema: SectionSchema, location: str, data: Any, key: MachineKey
-    ) -> bool:
+    def set_section(self, schema: SectionSchema, location: str, data: Any, key: MachineKey) -> bool:
         where = f"{schema.path} at '{norm_location(location) or 'MACHINE/WEBROOT/APPHOST'}'"
         existing = self.find_section(schema, location)
         new = build(data, schema, schema.xml_path[-1], existing, key, where)
@@ -416,7 +422,9 @@ class Apphost(ConfigFile):
         if path == "":
             return self.root
         found = self.locations(path)
-        plain = [c for c in found if c.get("overrideMode") is None and c.get("allowOverride") is None]
+        plain = [
+            c for c in found if c.get("overrideMode") is None and c.get("allowOverride") is None
+        ]
         if plain:
             return plain[0]
         if found:
@@ -435,17 +443,16 @@ class Apphost(ConfigFile):
         """IIS refuses an <add> whose key an outer level already added (unless <clear/>)."""
         if norm_location(location) == "":
             return
-        outer = [
-            self.section_in(c, schema)
-            for c in self._chain(location, include_self=False)
-        ]
+        outer = [self.section_in(c, schema) for c in self._chain(location, include_self=False)]
         pairs: list[tuple[ElementSchema, etree._Element, list[etree._Element | None]]] = [
             (schema, new, outer)
         ]
         for name, sub in schema.children.items():
             found = child(new, name)
             if found is not None:
-                pairs.append((sub, found, [child(o, name) if o is not None else None for o in outer]))
+                pairs.append(
+                    (sub, found, [child(o, name) if o is not None else None for o in outer])
+                )
         for sub, el, outer_levels in pairs:
             coll = sub.collection
             if coll is None or child(el, coll.clear_element or "") is not None:
@@ -454,8 +461,8 @@ class Apphost(ConfigFile):
                 coll.key_of(item["attributes"]) for item in merge(sub, outer_levels)["items"]
             }
             for c in elements(el):
-                if c.tag == coll.add_element and coll.key_of(dict(c.attrib)) in inherited:
-                    raise _duplicate(coll, dict(c.attrib), where)
+                if c.tag == coll.add_element and coll.key_of(attrs(c)) in inherited:
+                    raise _duplicate(coll, attrs(c), where)
 
     # --- sites --------------------------------------------------------------------
 

@@ -49,8 +49,16 @@ _MARKER_MISSING = (
 _PAYLOAD_EXIT = 2
 _POWERSHELL_NAMES = ("powershell.exe", "powershell")
 # powershell.exe parameters that take a value (so the value is not the command).
-_VALUE_PARAMS = ("-executionpolicy", "-inputformat", "-outputformat", "-windowstyle",
-                 "-configurationname", "-psconsolefile", "-version", "-file")
+_VALUE_PARAMS = (
+    "-executionpolicy",
+    "-inputformat",
+    "-outputformat",
+    "-windowstyle",
+    "-configurationname",
+    "-psconsolefile",
+    "-version",
+    "-file",
+)
 
 
 def _normalize_script(text: str) -> bytes:
@@ -67,14 +75,22 @@ def agent_script_digest() -> str | None:
     return hashlib.sha256(_normalize_script(text)).hexdigest()
 
 
-def _argv(command: ShellCommand) -> list[str]:
+def _split(text: str) -> list[str]:
+    """Split a Windows command line (quotes group words; the quotes are dropped)."""
     try:
-        head = shlex.split(command.executable, posix=False)
+        tokens = shlex.split(text, posix=False)
     except ValueError:
-        head = command.executable.split()
-    return [t[1:-1] if len(t) > 1 and t[0] == t[-1] == '"' else t for t in head] + list(
-        command.arguments
-    )
+        tokens = text.split()
+    return [t[1:-1] if len(t) > 1 and t[0] == t[-1] == '"' else t for t in tokens]
+
+
+def _argv(command: ShellCommand) -> list[str]:
+    # pywinrm puts a whole command line in <rsp:Command> (run_ps) or joins the arguments
+    # into one <rsp:Arguments> (run_command): split everything the way cmd.exe would.
+    out = _split(command.executable)
+    for argument in command.arguments:
+        out.extend(_split(argument))
+    return out
 
 
 def _basename(token: str) -> str:
@@ -87,7 +103,12 @@ def _powershell_script(args: list[str]) -> str | None:
     while i < len(args):
         token = args[i]
         low = token.lower()
-        if low.startswith("-") and len(low) >= 2 and "-encodedcommand".startswith(low) and low != "-":
+        if (
+            low.startswith("-")
+            and len(low) >= 2
+            and "-encodedcommand".startswith(low)
+            and low != "-"
+        ):
             if i + 1 >= len(args):
                 return ""
             try:
@@ -133,8 +154,15 @@ class Executor:
         if not self._is_agent_command(argv):
             outcome = self._reject(argv)
             # Only the program name: a foreign command line may carry anything.
-            self._audit(base, "rejected", [], f"exit {outcome.exit_code}", None, started,
-                        command=_basename(argv[0]) if argv else "")
+            self._audit(
+                base,
+                "rejected",
+                [],
+                f"exit {outcome.exit_code}",
+                None,
+                started,
+                command=_basename(argv[0]) if argv else "",
+            )
             return outcome
         result, exit_code = self._run_agent(command.stdin, base, started)
         return CommandOutcome(
@@ -178,16 +206,15 @@ class Executor:
         expected = agent_script_digest()
         if expected is None:
             if not self._warned:
-                logger.warning(
-                    "providers/agent.ps1 is not installed: accepting any agent script"
-                )
+                logger.warning("providers/agent.ps1 is not installed: accepting any agent script")
                 self._warned = True
             return None
         got = hashlib.sha256(_normalize_script(script)).hexdigest()
         if got != expected:
             return (
                 "the agent script on stdin is not the providers/agent.ps1 this host expects "
-                f"(sha256 {got[:12]}..., expected {expected[:12]}...): client and host versions differ"
+                f"(sha256 {got[:12]}..., expected {expected[:12]}...): "
+                "the client and the host run different versions"
             )
         return None
 
@@ -215,7 +242,10 @@ class Executor:
         return self.run_ops(request["ops"], base, started), 0
 
     def run_ops(
-        self, ops: list[dict[str, Any]], base: dict[str, Any] | None = None, started: float | None = None
+        self,
+        ops: list[dict[str, Any]],
+        base: dict[str, Any] | None = None,
+        started: float | None = None,
     ) -> dict[str, Any]:
         """Run validated ops in order under the state lock; stop at the first error."""
         started = time.monotonic() if started is None else started
@@ -241,8 +271,12 @@ class Executor:
                     session.discard()
                     self._audit(base or {}, "agent", entries, "Fault", index, started)
                     return error_result(
-                        name, index, "Fault",
-                        f"the simulator failed unexpectedly ({type(exc).__name__})", HR_FAIL, results,
+                        name,
+                        index,
+                        "Fault",
+                        f"the simulator failed unexpectedly ({type(exc).__name__})",
+                        HR_FAIL,
+                        results,
                     )
             self._audit(base or {}, "agent", entries, "ok", None, started)
         return {"ok": True, "results": results}

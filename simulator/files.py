@@ -1,4 +1,4 @@
-"""Small file helpers: every state file is replaced atomically, so a crash never leaves half a file."""
+"""File helpers: every state file is replaced atomically, so a crash never leaves half a file."""
 
 from __future__ import annotations
 

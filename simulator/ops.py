@@ -13,11 +13,12 @@ from lxml import etree
 
 from providers.contract import OPS, SECTION_MAPPING
 from simulator.accounts import bare_name
-from simulator.apphost import Apphost, elements, merge, norm_location, to_json
+from simulator.apphost import Apphost, ConfigFile, build, merge, norm_location, to_json
 from simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
 from simulator.schema import SectionSchema, section
 from simulator.state import Session
 from simulator.stores import sslcert_key
+from simulator.xmldoc import replace_child
 
 Handler = Callable[[Session, dict[str, Any]], dict[str, Any]]
 
@@ -39,7 +40,9 @@ def _schema_for_write(session: Session, name: str, location: str) -> SectionSche
             f"{schema.path} is managed with site.list and binding.set/remove",
             HR_INVALID_DATA,
         )
-    if schema.path.lower() == SECTION_MAPPING.lower() and not session.state.feature("Web-Cert-Auth"):
+    if schema.path.lower() == SECTION_MAPPING.lower() and not session.state.feature(
+        "Web-Cert-Auth"
+    ):
         raise OpError(
             "FeatureMissing",
             f"The configuration section '{schema.path}' is not registered: the Windows feature "
@@ -51,7 +54,9 @@ def _schema_for_write(session: Session, name: str, location: str) -> SectionSche
     return schema
 
 
-def _web_levels(session: Session, schema: SectionSchema, location: str) -> list[etree._Element | None]:
+def _web_levels(
+    session: Session, schema: SectionSchema, location: str
+) -> list[etree._Element | None]:
     parts = [p for p in norm_location(location).split("/") if p]
     out: list[etree._Element | None] = []
     for depth in range(1, len(parts) + 1):
@@ -101,11 +106,15 @@ def config_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 def _set_in_file(
     s: Session, root: etree._Element, schema: SectionSchema, data: Any, location: str
 ) -> bool:
-    from simulator.apphost import ConfigFile, build
-    from simulator.xmldoc import replace_child
-
     existing = ConfigFile.section_in(root, schema)
-    new = build(data, schema, schema.xml_path[-1], existing, s.key, f"{schema.path} in web.config of '{location}'")
+    new = build(
+        data,
+        schema,
+        schema.xml_path[-1],
+        existing,
+        s.key,
+        f"{schema.path} in web.config of '{location}'",
+    )
     if existing is not None:
         if to_json(existing, schema) == to_json(new, schema):
             return False
@@ -175,7 +184,10 @@ def _https_bindings_using(s: Session, key: str) -> int:
             if b.get("protocol", "").lower() != "https":
                 continue
             try:
-                if sslcert_key(b.get("bindingInformation", ""), int(b.get("sslFlags", "0") or 0)) == key:
+                if (
+                    sslcert_key(b.get("bindingInformation", ""), int(b.get("sslFlags", "0") or 0))
+                    == key
+                ):
                     count += 1
             except OpError:
                 continue
@@ -205,7 +217,10 @@ def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
         )
     old_key = None
     for b in Apphost.bindings(site):
-        if b.get("protocol", "").lower() == "https" and b.get("bindingInformation", "").lower() == info.lower():
+        if (
+            b.get("protocol", "").lower() == "https"
+            and b.get("bindingInformation", "").lower() == info.lower()
+        ):
             old_key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
     changed, created = s.apphost.set_binding(site_name, "https", info, flags)
     httpsys = s.httpsys
@@ -220,7 +235,10 @@ def binding_remove(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     info = args["binding_information"]
     key = None
     for b in Apphost.bindings(site):
-        if b.get("protocol", "").lower() == "https" and b.get("bindingInformation", "").lower() == info.lower():
+        if (
+            b.get("protocol", "").lower() == "https"
+            and b.get("bindingInformation", "").lower() == info.lower()
+        ):
             key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
     if key is None:
         return {"changed": False}
@@ -387,4 +405,4 @@ _missing = set(OPS) - set(HANDLERS)
 if _missing:
     raise RuntimeError(f"simulator ops without a handler: {sorted(_missing)}")
 
-__all__ = ["HANDLERS", "elements"]
+__all__ = ["HANDLERS"]

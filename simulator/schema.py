@@ -13,6 +13,7 @@ from importlib import resources
 from lxml import etree
 
 from simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
+from simulator.xmldoc import is_element
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _parse_attribute(el: etree._Element) -> AttributeSchema:
     choices = tuple(
         (str(c.get("name")), int(str(c.get("value")), 0))
         for c in el
-        if isinstance(c.tag, str) and c.tag in ("enum", "flag")
+        if is_element(c) and c.tag in ("enum", "flag")
     )
     return AttributeSchema(
         name=str(el.get("name")),
@@ -173,7 +174,7 @@ def _parse_body(
     children: dict[str, ElementSchema] = {}
     collection: CollectionSchema | None = None
     for child in el:
-        if not isinstance(child.tag, str):
+        if not is_element(child):
             continue
         if child.tag == "attribute":
             attr = _parse_attribute(child)
@@ -199,7 +200,7 @@ def parse_schema(data: bytes) -> dict[str, SectionSchema]:
     root = etree.fromstring(data)
     out: dict[str, SectionSchema] = {}
     for el in root:
-        if not isinstance(el.tag, str) or el.tag != "sectionSchema":
+        if not is_element(el) or el.tag != "sectionSchema":
             continue
         path = str(el.get("name"))
         attributes, children, collection = _parse_body(el)
@@ -211,7 +212,7 @@ def parse_schema(data: bytes) -> dict[str, SectionSchema]:
 
 @cache
 def sections() -> dict[str, SectionSchema]:
-    """The sections of ``schema.xml`` by lower-cased path (IIS section names are case-insensitive)."""
+    """The sections of ``schema.xml`` by lower-cased path (IIS ignores case in section names)."""
     data = resources.files("simulator").joinpath("schema.xml").read_bytes()
     return parse_schema(data)
 

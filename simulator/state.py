@@ -21,6 +21,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -51,124 +52,12 @@ HOST_FACTS: dict[str, Any] = {
 # Physical paths of the two initial sites, as acl.json keys.
 SITE_FOLDERS = {"Default Web Site": "C:\\inetpub\\wwwroot", "shop": "C:\\inetpub\\shop"}
 
-APPHOST_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<!--
 
-    IIS configuration sections.
+def apphost_template(computer: str) -> bytes:
+    """The applicationHost.config of a fresh host (apphost_template.xml, IIS 10's layout)."""
+    text = resources.files("simulator").joinpath("apphost_template.xml").read_text("utf-8")
+    return text.replace("{computer}", computer).encode("utf-8")
 
-    For schema documentation, see
-    %windir%\\system32\\inetsrv\\config\\schema\\IIS_schema.xml.
-
-    Please make a backup of this file before making any changes to it.
-
-    This is the iis-clientcert simulator's model of an IIS 10 host ({computer}).
-    Agent requests change only what they target; hand edits are kept.
-
--->
-
-<configuration>
-
-    <!--
-
-        The <configSections> section controls the registration of sections.
-        Section is the basic unit of deployment, locking, searching and
-        containment for configuration settings.
-
-        Every section belongs to one section group.
-        A section group is a container of logically-related sections.
-
-        Sections cannot be nested.
-        Section groups may be nested.
-
-    -->
-
-    <configSections>
-        <sectionGroup name="system.applicationHost">
-            <section name="applicationPools" allowDefinition="AppHostOnly" overrideModeDefault="Deny" />
-            <section name="sites" allowDefinition="AppHostOnly" overrideModeDefault="Deny" />
-        </sectionGroup>
-        <sectionGroup name="system.webServer">
-            <section name="defaultDocument" overrideModeDefault="Allow" />
-            <section name="directoryBrowse" />
-            <sectionGroup name="security">
-                <section name="access" overrideModeDefault="Deny" />
-                <sectionGroup name="authentication">
-                    <section name="anonymousAuthentication" overrideModeDefault="Deny" />
-                    <section name="basicAuthentication" overrideModeDefault="Deny" />
-                    <section name="clientCertificateMappingAuthentication" overrideModeDefault="Deny" />
-                    <section name="iisClientCertificateMappingAuthentication" overrideModeDefault="Deny" />
-                    <section name="windowsAuthentication" overrideModeDefault="Deny" />
-                </sectionGroup>
-            </sectionGroup>
-        </sectionGroup>
-    </configSections>
-
-    <system.applicationHost>
-
-        <applicationPools>
-            <add name="DefaultAppPool" />
-            <add name="shop" />
-            <applicationPoolDefaults managedRuntimeVersion="v4.0">
-                <processModel identityType="ApplicationPoolIdentity" />
-            </applicationPoolDefaults>
-        </applicationPools>
-
-        <sites>
-            <site name="Default Web Site" id="1">
-                <application path="/">
-                    <virtualDirectory path="/" physicalPath="%SystemDrive%\\inetpub\\wwwroot" />
-                </application>
-                <bindings>
-                    <binding protocol="http" bindingInformation="*:80:" />
-                </bindings>
-            </site>
-            <site name="shop" id="2">
-                <application path="/" applicationPool="shop">
-                    <virtualDirectory path="/" physicalPath="C:\\inetpub\\shop" />
-                </application>
-                <bindings>
-                    <binding protocol="http" bindingInformation="*:8080:" />
-                    <binding protocol="https" bindingInformation="*:443:" sslFlags="0" />
-                </bindings>
-            </site>
-            <siteDefaults>
-                <logFile logFormat="W3C" directory="%SystemDrive%\\inetpub\\logs\\LogFiles" />
-            </siteDefaults>
-            <applicationDefaults applicationPool="DefaultAppPool" />
-            <virtualDirectoryDefaults allowSubDirConfig="true" />
-        </sites>
-
-    </system.applicationHost>
-
-    <system.webServer>
-
-        <defaultDocument enabled="true">
-            <files>
-                <add value="Default.htm" />
-                <add value="Default.asp" />
-                <add value="index.htm" />
-                <add value="index.html" />
-                <add value="iisstart.htm" />
-            </files>
-        </defaultDocument>
-
-        <directoryBrowse enabled="false" />
-
-        <security>
-            <access sslFlags="None" />
-            <authentication>
-                <anonymousAuthentication enabled="true" userName="IUSR" />
-                <basicAuthentication enabled="false" />
-                <clientCertificateMappingAuthentication enabled="false" />
-                <iisClientCertificateMappingAuthentication enabled="false" />
-                <windowsAuthentication enabled="false" />
-            </authentication>
-        </security>
-
-    </system.webServer>
-
-</configuration>
-"""
 
 WEBCONFIG_TEMPLATE = '<?xml version="1.0" encoding="UTF-8"?>\n<configuration>\n</configuration>\n'
 
@@ -249,18 +138,31 @@ class HostState:
         write_json(self.httpsys, httpsys.data)
         write_json(self.users, Accounts.initial(COMPUTER_NAME))
         folders = Folders({})
-        iis = [{"identity": "BUILTIN\\IIS_IUSRS", "rights": "ReadAndExecute", "type": "Allow",
-                "inherited": True}]
+        iis = [
+            {
+                "identity": "BUILTIN\\IIS_IUSRS",
+                "rights": "ReadAndExecute",
+                "type": "Allow",
+                "inherited": True,
+            }
+        ]
         for folder in SITE_FOLDERS.values():
             folders.add_folder(folder, default_aces(iis))
         folders.add_folder("C:\\inetpub", default_aces())
         write_json(self.acl, folders.data)
-        write_json(self.features, {"Web-Server": True, "Web-Cert-Auth": True,
-                                   "Web-Basic-Auth": False, "Web-Windows-Auth": False})
+        write_json(
+            self.features,
+            {
+                "Web-Server": True,
+                "Web-Cert-Auth": True,
+                "Web-Basic-Auth": False,
+                "Web-Windows-Auth": False,
+            },
+        )
         write_json(self.host, HOST_FACTS)
         self.audit.touch()
         # Last: its presence marks a complete first start.
-        atomic_write(self.apphost, APPHOST_TEMPLATE.format(computer=COMPUTER_NAME).encode())
+        atomic_write(self.apphost, apphost_template(COMPUTER_NAME))
 
     # --- facts ------------------------------------------------------------------------
 
@@ -274,7 +176,9 @@ class HostState:
 
     def password_policy(self) -> PasswordPolicy:
         policy = self.host_facts().get("password_policy") or {}
-        return PasswordPolicy(int(policy.get("min_length", 8)), bool(policy.get("complexity", True)))
+        return PasswordPolicy(
+            int(policy.get("min_length", 8)), bool(policy.get("complexity", True))
+        )
 
 
 class _JsonDoc:

@@ -30,9 +30,7 @@ IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
 
 def windows_name(name: x509.Name) -> str:
     """A distinguished name as Windows shows it: most specific first, ", " between RDNs."""
-    return ", ".join(
-        rdn.rfc4514_string(_WINDOWS_NAMES) for rdn in reversed(name.rdns)
-    )
+    return ", ".join(rdn.rfc4514_string(_WINDOWS_NAMES) for rdn in reversed(name.rdns))
 
 
 def thumbprint(cert: x509.Certificate) -> str:
@@ -47,7 +45,9 @@ def load_der(data: bytes) -> x509.Certificate:
         # A blob that starts like a SEQUENCE but is cut short is ASN1_EOD, else BADTAG.
         code = HR_ASN1_EOD if data[:1] == b"\x30" else HR_ASN1_BADTAG
         raise OpError(
-            "BadCertificate", "Cannot find the requested object: the data is not a DER certificate", code
+            "BadCertificate",
+            "Cannot find the requested object: the data is not a DER certificate",
+            code,
         ) from None
 
 
@@ -64,7 +64,9 @@ class CertStores:
 
     def _dir(self, store: str) -> Path:
         if store not in STORES:
-            raise OpError("NotFound", f"The certificate store '{store}' is not modelled", HR_NOT_FOUND)
+            raise OpError(
+                "NotFound", f"The certificate store '{store}' is not modelled", HR_NOT_FOUND
+            )
         return self.root / store
 
     def ensure(self) -> None:
@@ -194,7 +196,7 @@ def sslcert_key(info: str, ssl_flags: int) -> str:
     ip, port, host = parse_binding_information(info, ssl_flags)
     if ssl_flags & 1:
         return f"hostnameport={host.lower()}:{port}"
-    address = "0.0.0.0" if ip in ("*", "") else ip
+    address = "0.0.0.0" if ip in ("*", "") else ip  # noqa: S104 - netsh spelling of "all"
     return f"ipport={address}:{port}"
 
 

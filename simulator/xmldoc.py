@@ -96,8 +96,14 @@ def _escape_text(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def is_element(node: etree._Element) -> bool:
+    """False for comments and processing instructions (whose tag is not a string)."""
+    tag: Any = node.tag
+    return isinstance(tag, str)
+
+
 def _start_tag(el: etree._Element, *, empty: bool) -> str:
-    attrs = "".join(f' {k}="{_escape_attr(str(v))}"' for k, v in el.attrib.items())
+    attrs = "".join(f' {k!s}="{_escape_attr(str(v))}"' for k, v in el.attrib.items())
     return f"<{el.tag}{attrs}{' />' if empty else '>'}"
 
 
@@ -107,7 +113,7 @@ class XmlDocument:
     def __init__(self, data: bytes) -> None:
         self.original = data
         self.root: etree._Element = etree.fromstring(data, _PARSER)
-        elements = [e for e in self.root.iter() if isinstance(e.tag, str)]
+        elements = [e for e in self.root.iter() if is_element(e)]
         spans = _spans(data)
         if len(spans) != len(elements):
             raise ValueError("element count differs between expat and lxml")
@@ -133,10 +139,10 @@ class XmlDocument:
         snap = self._snap.get(id(el))
         if snap is None or self._snapshot(el) != snap:
             return False
-        return all(not isinstance(c.tag, str) or self._unchanged(c) for c in el)
+        return all(not is_element(c) or self._unchanged(c) for c in el)
 
     def _emit(self, el: etree._Element) -> str:
-        if not isinstance(el.tag, str):  # comment or processing instruction
+        if not is_element(el):  # comment or processing instruction
             return etree.tostring(el, encoding="unicode", with_tail=False)
         span = self._span.get(id(el))
         if span is not None and self._unchanged(el):

@@ -1,0 +1,92 @@
+"""``python -m simulator serve|reset --state-dir DIR``: run or delete a simulated IIS host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from simulator.files import read_json
+from simulator.serve import Simulator
+
+
+def _serve(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    simulator = Simulator(Path(args.state_dir), port=args.port, latency_ms=args.latency_ms)
+    endpoint = simulator.start()
+    try:
+        # One line a script can wait for; the password stays in endpoint.json (0600).
+        print(json.dumps(endpoint.public()), flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        simulator.stop()
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reset(args: argparse.Namespace) -> int:
+    directory = Path(args.state_dir)
+    if not directory.exists():
+        return 0
+    if any(directory.iterdir()) and not (directory / "applicationHost.config").exists():
+        print(
+            f"{directory} does not look like a simulator state folder; not deleting it",
+            file=sys.stderr,
+        )
+        return 2
+    pid = (read_json(directory / "endpoint.json", {}) or {}).get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid) and not args.force:
+        print(
+            f"a simulator (pid {pid}) may still serve {directory}; stop it or use --force",
+            file=sys.stderr,
+        )
+        return 2
+    shutil.rmtree(directory)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the simulated host's WinRM endpoint")
+    serve.add_argument("--state-dir", required=True)
+    serve.add_argument(
+        "--port", type=int, default=0, help="HTTPS port (HTTP is port+1); 0 picks free ports"
+    )
+    serve.add_argument("--latency-ms", type=int, default=0, help="delay added to every request")
+    serve.add_argument("--log-level", default="WARNING")
+    reset = sub.add_parser("reset", help="delete the state folder")
+    reset.add_argument("--state-dir", required=True)
+    reset.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+        return _serve(args)
+    return _reset(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
