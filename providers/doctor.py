@@ -216,26 +216,30 @@ def inspect_blob(blob: str) -> tuple[CertInfo | None, str | None, str | None]:
         problem, hresult = "it carries PEM header/footer lines", "0x8009310B"
     elif re.search(r"\s", blob):
         problem, hresult = "it contains whitespace or line breaks", "0x80093102"
-    cert: CertInfo | None = None
+    if problem is not None:
+        try:
+            return load_certificate(blob), problem, hresult  # which certificate it meant
+        except CertificateError:
+            return None, problem, hresult
     try:
-        if problem is None:
-            der = base64.b64decode(blob, validate=True)
-            cert = CertInfo.from_certificate(x509.load_der_x509_certificate(der))
-        else:
-            cert = load_certificate(blob)  # still worth knowing which certificate it meant
-    except (binascii.Error, ValueError, CertificateError) as exc:
-        if problem is None:
-            kind = getattr(exc, "kind", "")
-            truncated = kind == "truncated" or "short" in str(exc).lower()
-            if not truncated and blob[:2] == "MI":
-                try:
-                    load_certificate(blob)
-                except CertificateError as again:
-                    truncated = again.kind == "truncated"
-            problem = "it is not the base64 of a DER certificate"
-            problem += " (truncated)" if truncated else ""
-            hresult = "0x80093102" if truncated else "0x8009310B"
-    return cert, problem, hresult
+        der = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return None, "it is not valid base64", "0x8009310B"
+    if der[:1] != b"\x30":
+        # Not an ASN.1 SEQUENCE at all: CryptoAPI stops at the first tag.
+        return None, "it is not the base64 of a DER certificate", "0x8009310B"
+    try:
+        return CertInfo.from_certificate(x509.load_der_x509_certificate(der)), None, None
+    except ValueError:
+        pass
+    try:
+        load_certificate(blob)
+        truncated = False  # some other DER structure (PFX, PKCS#7) the tolerant loader knows
+    except CertificateError as exc:
+        truncated = exc.kind == "truncated"
+    if truncated:
+        return None, "it is not the base64 of a DER certificate (truncated)", "0x80093102"
+    return None, "it is not the base64 of a DER certificate", "0x8009310B"
 
 
 def mapped_certs(site: SiteReads) -> list[MappedCert]:
