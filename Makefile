@@ -51,7 +51,9 @@ env:
 	echo "# fixed local-only passphrase for the file:// stacks in .work/state (not a secret)"; \
 	echo "export PULUMI_CONFIG_PASSPHRASE=\"$(LOCAL_PASSPHRASE)\""; \
 	echo "export PULUMI_SKIP_UPDATE_CHECK=true"; \
-	echo "export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true"
+	echo "export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true"; \
+	echo "# the project's interpreter (the fallback language host ignores runtime.options.virtualenv)"; \
+	echo "export PULUMI_PYTHON_CMD=\"$(VENV)/bin/python\""
 
 lint: setup
 	@echo "[lint] ruff check"

@@ -15,7 +15,7 @@ command -v pulumi >/dev/null 2>&1 || die 'no pulumi on PATH: run `make demo` or 
 [ -n "${PULUMI_BACKEND_URL:-}" ] || die 'the local engine environment is not set: run `make demo` or eval "$(make -s env)" first'
 [ -f Pulumi.yaml ] && [ -f __main__.py ] || die "not yet: no Pulumi.yaml/__main__.py at the repo root (a later issue adds the program)"
 command -v pulumi-language-python >/dev/null 2>&1 ||
-	die "BLOCKED: the Python language host (pulumi-language-python) is not installed, so the CLI cannot start a python program; see scripts/ensure-pulumi.sh (PY_LANGHOST_VERSION)"
+	die "BLOCKED: the Python language host (pulumi-language-python) is not installed, so the CLI cannot start a python program; run `make setup-pulumi` and see its output"
 
 pulumi stack select dev >/dev/null 2>&1 || pulumi stack init dev
 pulumi up --yes -s dev

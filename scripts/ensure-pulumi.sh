@@ -25,13 +25,22 @@ SDK_MOD=github.com/pulumi/pulumi/sdk/v3
 LANGHOST_MOD=github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
 VERSION_VAR=github.com/pulumi/pulumi/sdk/v3/go/common/version.Version
 
-# The Python language host module has no tags of its own: it is only reachable through the
-# pseudo-version of a release commit. The release commit of v3.274.1 is dated
-# 2026-11-05T12:45:06Z (the Time of sdk/v3@v3.274.1), so the version would be
-# v3.0.0-20261105124506-<first 12 hex digits of that commit>; the module proxy reachable here
-# does not report the commit hash (no Origin in .info) and refuses @latest and lists, so
-# the hash is not known yet. Set it here (or via the environment) once known.
+# The Python language host (pulumi-language-python).
+# Since v3.69 it is its own Go module without tags, reachable only through the pseudo-version
+# of a release commit: for v3.274.1 (commit dated 2026-11-05T12:45:06Z, the Time of
+# sdk/v3@v3.274.1) that is v3.0.0-20261105124506-<first 12 hex digits of the commit>. The
+# module proxy reachable here does not report that hash (no Origin in .info) and refuses
+# @latest, lists, tags and bare hashes, so it is not known yet: set it here or through
+# IIS_CLIENTCERT_PY_LANGHOST_VERSION once known, and the host is built from that module.
 PY_LANGHOST_VERSION="${IIS_CLIENTCERT_PY_LANGHOST_VERSION:-}"
+# Otherwise the host is built from the newest served sdk/v3 release that still contained it
+# as a package (sdk/v3/python/cmd/pulumi-language-python): v3.68.0. That older host runs
+# programs of the current SDK with the current engine (tests/engine proves it), with one
+# difference: it does not read `runtime.options.virtualenv` from Pulumi.yaml, so the
+# environment must name the interpreter (PULUMI_PYTHON_CMD=<repo>/.venv/bin/python; `make env`
+# and the test fixtures set it).
+LANGHOST_FALLBACK_SDK=v3.68.0
+LANGHOST_FALLBACK_PKG=github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_ROOT="${IIS_CLIENTCERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iis-clientcert}"
@@ -110,22 +119,42 @@ check_go() {
 	log "using $gv ($(command -v go))"
 }
 
-build_langhost() { # $1 = src dir, $2 = output bin dir; non-fatal
-	local src="$1" out="$2"
-	if [ -z "$PY_LANGHOST_VERSION" ]; then
-		log "WARNING: the Python language host (pulumi-language-python) is not built: no served version of"
-		log "  $LANGHOST_MOD is known (see PY_LANGHOST_VERSION in $0)."
-		log "  Projects run through the Automation API's inline programs work (tests/engine does);"
-		log "  a plain 'pulumi up' on a Pulumi.yaml python project cannot start its program."
-		return 0
-	fi
-	log "building pulumi-language-python from $LANGHOST_MOD@$PY_LANGHOST_VERSION"
-	if (cd "$src" && go get "$LANGHOST_MOD@$PY_LANGHOST_VERSION" >&2 &&
-		go build -mod=mod -trimpath -ldflags "-s -w -X $VERSION_VAR=$PINNED" \
-			-o "$out/pulumi-language-python" "$LANGHOST_MOD" >&2); then
-		log "built pulumi-language-python"
+langhost_wanted() {
+	if [ -n "$PY_LANGHOST_VERSION" ]; then
+		printf '%s@%s\n' "$LANGHOST_MOD" "$PY_LANGHOST_VERSION"
 	else
-		log "WARNING: building the Python language host failed (see above); continuing without it"
+		printf '%s@%s\n' "$LANGHOST_FALLBACK_PKG" "$LANGHOST_FALLBACK_SDK"
+	fi
+}
+
+# build_langhost OUT_DIR: build pulumi-language-python into OUT_DIR. Non-fatal: without the
+# host, the Automation API's inline programs still work (tests/engine has an inline mode).
+build_langhost() {
+	local out="$1" src="$DEST/langhost-src" pkg ver
+	rm -rf "$src"
+	mkdir -p "$src"
+	if [ -n "$PY_LANGHOST_VERSION" ]; then
+		pkg="$LANGHOST_MOD"
+		ver="$PINNED"
+		sed "s/@VERSION@/$PINNED/g" "$SCRIPT_DIR/pulumi-build.go.mod-template" >"$src/go.mod"
+		log "building pulumi-language-python from $LANGHOST_MOD@$PY_LANGHOST_VERSION"
+		(cd "$src" && go get "$LANGHOST_MOD@$PY_LANGHOST_VERSION" >&2) || {
+			log "WARNING: $LANGHOST_MOD@$PY_LANGHOST_VERSION cannot be had; continuing without the Python language host"
+			return 0
+		}
+	else
+		pkg="$LANGHOST_FALLBACK_PKG"
+		ver="$LANGHOST_FALLBACK_SDK"
+		printf 'module iis-clientcert.local/pulumi-langhost-build\n\ngo 1.26.6\n\nrequire github.com/pulumi/pulumi/sdk/v3 %s\n' \
+			"$LANGHOST_FALLBACK_SDK" >"$src/go.mod"
+		log "building pulumi-language-python from sdk/v3@$LANGHOST_FALLBACK_SDK (the module of the $PINNED host is not reachable; see PY_LANGHOST_VERSION in $0)"
+	fi
+	if (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w -X $VERSION_VAR=$ver" \
+		-o "$out/pulumi-language-python" "$pkg" >&2); then
+		log "built pulumi-language-python ($ver)"
+	else
+		log "WARNING: building the Python language host failed (see above); continuing without it:"
+		log "  a plain 'pulumi up' on a python project cannot start its program, Automation API inline programs still work"
 		rm -f "$out/pulumi-language-python"
 	fi
 }
@@ -165,7 +194,7 @@ EOF
 	install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$tmp/pulumi-resource-pulumi-python"
 	log "copied pulumi-language-python-exec and pulumi-resource-pulumi-python from $sdk_dir"
 
-	build_langhost "$src" "$tmp"
+	build_langhost "$tmp"
 
 	local v
 	v="$(cli_version "$tmp/pulumi")"
@@ -174,14 +203,13 @@ EOF
 	rm -rf "$BIN"
 	mv "$tmp" "$BIN"
 	trap - EXIT
-	printf 'version=%s\nlanghost=%s\nbuilt=%s\n' "$PINNED" "${PY_LANGHOST_VERSION:-none}" \
-		"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$STAMP"
+	write_stamp
 	log "pulumi $PINNED ready in $BIN"
 }
 
+# The cached build was made for another language host choice (e.g. PY_LANGHOST_VERSION set).
 need_langhost_retry() {
-	[ -n "$PY_LANGHOST_VERSION" ] && [ ! -x "$BIN/pulumi-language-python" ] &&
-		! grep -qx "langhost=$PY_LANGHOST_VERSION" "$STAMP" 2>/dev/null
+	! grep -qxF "langhost=$(langhost_wanted)" "$STAMP" 2>/dev/null
 }
 
 if cache_ok && ! need_langhost_retry; then
@@ -190,16 +218,26 @@ if cache_ok && ! need_langhost_retry; then
 	exit 0
 fi
 
+write_stamp() {
+	printf 'version=%s\nlanghost=%s\nbuilt=%s\n' "$PINNED" "$(langhost_wanted)" \
+		"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$STAMP"
+}
+
 mkdir -p "$CACHE_ROOT"
 # One build at a time (make and the test session may both ask).
 if command -v flock >/dev/null 2>&1; then
 	exec 9>"$CACHE_ROOT/.pulumi-$PINNED.lock"
 	flock 9
-	if cache_ok && ! need_langhost_retry; then
-		log "using cached pulumi $PINNED ($BIN), built by a concurrent run"
-		printf '%s\n' "$BIN"
-		exit 0
-	fi
 fi
-build
+if cache_ok; then
+	if need_langhost_retry; then
+		# Only the language host choice changed: rebuild it alone.
+		check_go
+		build_langhost "$BIN"
+		write_stamp
+	fi
+	log "using cached pulumi $PINNED ($BIN)"
+else
+	build
+fi
 printf '%s\n' "$BIN"

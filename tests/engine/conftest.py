@@ -20,13 +20,12 @@ Use them like this::
   provider resources, so ``{"create": 1}`` means one of *your* resources is created.
 
 How the program runs: when the Python language host (``pulumi-language-python``) is on the
-CLI's PATH, the CLI starts ``__main__.py`` through it, as ``pulumi up`` does by hand
-("cli" mode). When it is missing (our pinned build cannot build it yet: see
-scripts/ensure-pulumi.sh), the program runs as an Automation API inline program: the Pulumi
-Python SDK's own language server executes ``__main__.py`` (with ``runpy``, as
-``__main__``) in the test process and the CLI connects to it ("inline" mode). The engine,
-state, diffing and the dynamic provider processes are the real ones in both modes. Force a
-mode with ``IIS_CLIENTCERT_ENGINE_MODE=cli|inline``.
+CLI's PATH (the normal case), the CLI starts ``__main__.py`` through it, as ``pulumi up``
+does by hand ("cli" mode). When it is missing, the program runs as an Automation API inline
+program: the Pulumi Python SDK's own language server executes ``__main__.py`` (with
+``runpy``, as ``__main__``) in the test process and the CLI connects to it ("inline"
+mode). The engine, state, diffing and the dynamic provider processes are the real ones in
+both modes. Force a mode with ``IIS_CLIENTCERT_ENGINE_MODE=cli|inline``.
 """
 
 from __future__ import annotations
@@ -145,6 +144,9 @@ def engine_env(cli: PulumiCli, base: Path) -> dict[str, str]:
             # The dynamic provider launcher runs this venv's python (same as the language
             # host does for `runtime.options.virtualenv`).
             "PULUMI_RUNTIME_VIRTUALENV": str(VENV),
+            # The fallback language host (sdk v3.68.0, see scripts/ensure-pulumi.sh) does not
+            # read `runtime.options.virtualenv`; it runs this interpreter.
+            "PULUMI_PYTHON_CMD": str(VENV / "bin" / "python"),
         }
     )
     return env

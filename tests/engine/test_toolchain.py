@@ -31,10 +31,24 @@ pulumi.export("toy_value", toy.value)
 """
 
 
+def _require_mode(cli: PulumiCli, mode: str) -> None:
+    if mode == "cli" and not cli.has_python_language_host:
+        pytest.fail(
+            f"no pulumi-language-python beside {cli.pulumi}: scripts/ensure-pulumi.sh could "
+            "not build the Python language host (see its output)",
+            pytrace=False,
+        )
+
+
+# "cli": the CLI starts the program through pulumi-language-python, like `pulumi up` by hand.
+# "inline": the Automation API's inline program path (the SDK's own language server).
+@pytest.mark.parametrize("mode", ["cli", "inline"])
 def test_preview_up_up_destroy_with_a_dynamic_provider(
-    pulumi_env: dict[str, str], tmp_path: Path
+    pulumi_cli: PulumiCli, pulumi_env: dict[str, str], tmp_path: Path, mode: str
 ) -> None:
-    project = PulumiProject(write_project(tmp_path / "proj", "toolchain", PROGRAM), pulumi_env)
+    _require_mode(pulumi_cli, mode)
+    project_dir = write_project(tmp_path / "proj", "toolchain", PROGRAM)
+    project = PulumiProject(project_dir, pulumi_env, mode=mode)
     project.init_stack("test")
 
     assert project.preview() == {"create": 1}
@@ -80,12 +94,7 @@ def test_cli_reports_the_pinned_version(pulumi_cli: PulumiCli) -> None:
 def test_pulumi_about_lists_the_python_language_plugin(
     pulumi_cli: PulumiCli, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
-    if not pulumi_cli.has_python_language_host:
-        pytest.skip(
-            "BLOCKED: pulumi-language-python could not be built (no served version of "
-            "github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 is known; "
-            "see scripts/ensure-pulumi.sh). Engine tests run as Automation API inline programs."
-        )
+    _require_mode(pulumi_cli, "cli")
     project_dir = write_project(tmp_path / "proj", "about", "")
     proc = subprocess.run(
         [str(pulumi_cli.pulumi), "about", "--json"],
