@@ -8,10 +8,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from providers.contract import (
+    POWERSHELL,
+    command_arguments,
+    encode_stdin,
+    make_op,
+    make_request,
+    parse_result,
+)
+from simulator.executor import Executor
 from simulator.serve import Endpoint, Simulator
+from simulator.wsman import CommandOutcome, ShellCommand
 
 
 @contextmanager
@@ -65,3 +76,49 @@ def running_simulator(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def agent_script() -> str:
+    """The agent script a client sends: providers/agent.ps1 when installed."""
+    try:
+        return resources.files("providers").joinpath("agent.ps1").read_text("utf-8")
+    except (FileNotFoundError, OSError):
+        return "# agent.ps1 is not installed yet\n"
+
+
+class AgentRunner:
+    """Run agent requests straight into an Executor (no WinRM): for model tests."""
+
+    def __init__(self, state_dir: Path, user: str = "sim-admin", auth: str = "basic") -> None:
+        self.state_dir = Path(state_dir)
+        self.executor = Executor(self.state_dir)
+        self.user = user
+        self.auth = auth
+
+    def command(
+        self, executable: str, arguments: list[str] | None = None, stdin: bytes = b""
+    ) -> CommandOutcome:
+        return self.executor(
+            ShellCommand(self.user, self.auth, executable, arguments or [], stdin, "S1", "C1")
+        )
+
+    def run(self, *ops: dict[str, Any]) -> dict[str, Any]:
+        """Send one request (a batch of ops) and return the parsed result."""
+        stdin = encode_stdin(agent_script(), make_request(list(ops)))
+        outcome = self.command(POWERSHELL, command_arguments(), stdin)
+        return parse_result(outcome.stdout)
+
+    def ok(self, *ops: dict[str, Any]) -> list[Any]:
+        result = self.run(*ops)
+        assert result["ok"], result.get("error")
+        results: list[Any] = result["results"]
+        return results
+
+    def one(self, op: str, **args: Any) -> Any:
+        return self.ok(make_op(op, **args))[0]
+
+    def error(self, op: str, **args: Any) -> dict[str, Any]:
+        result = self.run(make_op(op, **args))
+        assert not result["ok"], result
+        error: dict[str, Any] = result["error"]
+        return error
