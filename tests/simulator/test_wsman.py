@@ -346,6 +346,18 @@ def test_two_servers_keep_their_own_ntlm_users(make_wsman, handler, server):
         ntlm_protocol(second.http_url).open_shell()
 
 
+def test_ntlm_over_https_without_message_encryption(server, wsman_pki, handler):
+    protocol = Protocol(
+        server.https_url,
+        transport="ntlm",
+        username=USER,
+        password=PASSWORD,
+        ca_trust_path=str(wsman_pki.ca_file),
+    )
+    assert run_with_stdin(protocol, "echo-stdin", [b"over tls"]) == (b"over tls", b"", 0)
+    assert handler.calls[0].auth == "ntlm"
+
+
 def test_ntlm_with_domain_dot_prefix(server):
     protocol = Protocol(server.http_url, transport="ntlm", username=f".\\{USER}", password=PASSWORD)
     protocol.close_shell(protocol.open_shell())
