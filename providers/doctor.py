@@ -1029,9 +1029,11 @@ def render_text(host: str, findings: Sequence[Finding], width: int = 100) -> str
     lines = [f"iis-clientcert doctor: {host}", ""]
     lines.append(f"{'LEVEL':<{level_w}} {'CHECK':<{check_w}} {'SITE':<{site_w}} FINDING")
     for f in findings:
-        body = textwrap.wrap(f.problem, text_w) or [""]
+        body = textwrap.wrap(f.problem, text_w, break_long_words=False) or [""]
         if f.fix:
-            body += textwrap.wrap("fix: " + f.fix, text_w, subsequent_indent="     ")
+            body += textwrap.wrap(
+                "fix: " + f.fix, text_w, subsequent_indent="     ", break_long_words=False
+            )
         head = f"{f.level.upper() if f.level != 'ok' else 'ok':<{level_w}} {f.check:<{check_w}} "
         head += f"{(f.site or '-'):<{site_w}} "
         lines.append(head + body[0])

@@ -1,0 +1,309 @@
+"""The doctor against the simulator: each way of breaking the host is found, and only that.
+
+Every test starts its own simulator on a fresh state folder, sets up a site that works
+(trusted root, user, one-to-one mapping, sslFlags, anonymous off, handshake negotiation),
+breaks it one way (through agent ops, or by editing the state files the simulator
+documents), and runs ``python -m providers.doctor --simulator DIR --json`` in process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers import contract, doctor, host, winrm_client
+from providers.contract import element, make_op
+from simulator import pki
+from simulator.testing import AgentRunner, agent_script, running_simulator
+
+SITE = "shop"
+ALICE_PASSWORD = "Mapped-Passw0rd!x"
+
+
+@dataclass(frozen=True)
+class ClientPki:
+    ca: pki.Issued
+    intermediate: pki.Issued
+    alice: pki.Issued
+    stranger: pki.Issued
+    expired: pki.Issued
+
+
+@pytest.fixture(scope="module")
+def client_pki() -> ClientPki:
+    now = dt.datetime.now(dt.UTC)
+    ca = pki.make_ca("Doctor Client Root CA")
+    other = pki.make_ca("Doctor Unknown CA")
+    return ClientPki(
+        ca=ca,
+        intermediate=pki.make_intermediate(ca, "Doctor Issuing CA"),
+        alice=pki.make_leaf(ca, "alice"),
+        stranger=pki.make_leaf(other, "mallory"),
+        expired=pki.make_leaf(
+            ca,
+            "expired-client",
+            not_before=now - dt.timedelta(days=60),
+            not_after=now - dt.timedelta(days=1),
+        ),
+    )
+
+
+@dataclass
+class Host:
+    dir: Path
+    agent: AgentRunner
+    pki: ClientPki
+
+    def ok(self, *ops: dict[str, Any]) -> list[Any]:
+        return self.agent.ok(*ops)
+
+    def mapping(self, entries: list[tuple[str, str]], *, enabled: bool = True) -> None:
+        """Replace the site's mapping section with one-to-one entries (blob, user)."""
+        items = [
+            element(
+                {
+                    "enabled": "true",
+                    "userName": user,
+                    "password": ALICE_PASSWORD,
+                    "certificate": blob,
+                }
+            )
+            for blob, user in entries
+        ]
+        section = element(
+            {"enabled": "true" if enabled else "false"},
+            children={"oneToOneMappings": element(items=items, clear=True)},
+        )
+        self.ok(
+            make_op("config.set", section=contract.SECTION_MAPPING, location=SITE, element=section)
+        )
+
+    def set(self, section: str, **attributes: str) -> None:
+        self.ok(make_op("config.set", section=section, location=SITE, element=element(attributes)))
+
+    def edit_json(self, name: str, **values: Any) -> None:
+        path = self.dir / name
+        data = json.loads(path.read_text("utf-8"))
+        data.update(values)
+        path.write_text(json.dumps(data), "utf-8")
+
+    def https_binding(self, *, negotiate: bool) -> None:
+        my = self.ok(make_op("cert.list", store="My"))[0]["certificates"]
+        thumb = next(c["thumbprint"] for c in my if c["has_private_key"])
+        self.ok(
+            make_op(
+                "binding.set",
+                site=SITE,
+                binding_information="*:443:",
+                ssl_flags=0,
+                certificate_hash=thumb,
+                certificate_store="My",
+                client_cert_negotiation=negotiate,
+            )
+        )
+
+
+@pytest.fixture
+def sim(tmp_path: Path, client_pki: ClientPki, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
+    # The agent script the simulator expects (a placeholder until providers/agent.ps1 lands).
+    monkeypatch.setattr(host, "agent_script", agent_script)
+    state = tmp_path / "sim"
+    with running_simulator(state):
+        h = Host(state, AgentRunner(state), client_pki)
+        h.ok(
+            make_op("cert.import", store="Root", der_b64=client_pki.ca.blob),
+            make_op("user.set", name="alice", password=ALICE_PASSWORD),
+        )
+        h.https_binding(negotiate=True)
+        h.set(contract.SECTION_SSL, sslFlags="Ssl, SslNegotiateCert, SslRequireCert")
+        h.set(contract.SECTION_ANONYMOUS, enabled="false")
+        h.mapping([(client_pki.alice.blob, "alice")])
+        try:
+            yield h
+        finally:
+            winrm_client.close_pool()
+
+
+def run_doctor(
+    h: Host, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, list[dict[str, Any]]]:
+    code = doctor.main(["--simulator", str(h.dir), "--json", *extra], {})
+    out, err = capsys.readouterr()
+    assert code in (0, 1), err
+    report = json.loads(out)
+    # The simulator's WinRM password never shows up.
+    password = json.loads((h.dir / "endpoint.json").read_text("utf-8"))["password"]
+    assert password not in out + err and ALICE_PASSWORD not in out + err
+    return code, report["findings"]
+
+
+def problems(findings: list[dict[str, Any]]) -> set[tuple[str, str, str | None]]:
+    return {(f["check"], f["level"], f["site"]) for f in findings if f["level"] != "ok"}
+
+
+def test_clean_host_is_clean(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    code, findings = run_doctor(sim, capsys)
+    assert problems(findings) == set()
+    assert code == 0
+    ok = {f["check"] for f in findings if f["level"] == "ok" and f["site"] == SITE}
+    assert {"ssl-flags", "mapping-enabled", "anonymous", "mapping-trust", "mapping-logon"} <= ok
+
+
+def test_named_site_and_missing_site(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    code, findings = run_doctor(sim, capsys, "--site", SITE)
+    assert (code, problems(findings)) == (0, set())
+    code, findings = run_doctor(sim, capsys, "--site", "nosuchsite")
+    assert (code, problems(findings)) == (1, {("sites", "error", "nosuchsite")})
+
+
+Breakage = Callable[[Host], None]
+
+
+def non_self_signed_in_root(h: Host) -> None:
+    h.ok(make_op("cert.import", store="Root", der_b64=h.pki.intermediate.blob))
+
+
+def web_cert_auth_missing(h: Host) -> None:
+    h.edit_json("features.json", **{"Web-Cert-Auth": False})
+
+
+def multi_line_blob(h: Host) -> None:
+    blob = h.pki.alice.blob
+    h.mapping([("\r\n".join(blob[i : i + 64] for i in range(0, len(blob), 64)), "alice")])
+
+
+def pem_blob(h: Host) -> None:
+    h.mapping([(h.pki.alice.cert_pem().decode(), "alice")])
+
+
+def truncated_blob(h: Host) -> None:
+    h.mapping([(h.pki.alice.blob[:120], "alice")])
+
+
+def password_changed(h: Host) -> None:
+    h.ok(make_op("user.set", name="alice", password="Changed-Passw0rd!y"))
+
+
+def untrusted_mapping(h: Host) -> None:
+    h.mapping([(h.pki.alice.blob, "alice"), (h.pki.stranger.blob, "alice")])
+
+
+def expired_mapping(h: Host) -> None:
+    h.mapping([(h.pki.alice.blob, "alice"), (h.pki.expired.blob, "alice")])
+
+
+def anonymous_on(h: Host) -> None:
+    h.set(contract.SECTION_ANONYMOUS, enabled="true")
+
+
+def certificates_optional(h: Host) -> None:
+    h.set(contract.SECTION_SSL, sslFlags="Ssl, SslNegotiateCert")
+
+
+def no_negotiate(h: Host) -> None:
+    h.set(contract.SECTION_SSL, sslFlags="Ssl, SslRequireCert")
+
+
+def mapping_disabled(h: Host) -> None:
+    h.mapping([(h.pki.alice.blob, "alice")], enabled=False)
+
+
+def tls13_post_handshake(h: Host) -> None:
+    h.https_binding(negotiate=False)
+
+
+def ad_mapping_on(h: Host) -> None:
+    h.set(contract.SECTION_AD_MAPPING, enabled="true")
+
+
+def exclusive_ca_trust(h: Host) -> None:
+    h.edit_json("host.json", client_auth_trust_mode=2)
+
+
+BREAKAGES: list[tuple[Breakage, set[tuple[str, str, str | None]]]] = [
+    (non_self_signed_in_root, {("root-store", "error", None)}),
+    (web_cert_auth_missing, {("web-cert-auth", "error", None)}),
+    (multi_line_blob, {("mapping-blob", "error", SITE)}),
+    (pem_blob, {("mapping-blob", "error", SITE)}),
+    (truncated_blob, {("mapping-blob", "error", SITE)}),
+    (password_changed, {("mapping-logon", "error", SITE)}),
+    (untrusted_mapping, {("mapping-trust", "error", SITE)}),
+    (expired_mapping, {("mapping-expiry", "error", SITE)}),
+    (anonymous_on, {("anonymous", "error", SITE)}),
+    (certificates_optional, {("ssl-flags", "error", SITE)}),
+    (no_negotiate, {("negotiate-cert", "error", SITE)}),
+    (mapping_disabled, {("mapping-enabled", "error", SITE)}),
+    (tls13_post_handshake, {("tls13", "error", SITE)}),
+    (ad_mapping_on, {("ad-mapping", "error", SITE)}),
+    (exclusive_ca_trust, {("schannel-trust", "warning", None)}),
+]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"), BREAKAGES, ids=[b.__name__ for b, _ in BREAKAGES]
+)
+def test_doctor_finds_exactly_the_breakage(
+    sim: Host,
+    capsys: pytest.CaptureFixture[str],
+    breakage: Breakage,
+    expected: set[tuple[str, str, str | None]],
+) -> None:
+    breakage(sim)
+    code, findings = run_doctor(sim, capsys)
+    assert problems(findings) == expected
+    assert code == (1 if any(level == "error" for _, level, _ in expected) else 0)
+    for finding in findings:
+        if finding["level"] != "ok":
+            assert finding["fix"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the simulator's config.get merges a locked section found in a site's web.config "
+    "instead of failing with Locked 0x80070021 (the 500.19 case), and no contract op reads "
+    "web.config otherwise; the doctor reports Locked whenever a read returns it",
+)
+def test_locked_section_in_web_config(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    # What a hand edit (or appcmd without /commit:apphost) leaves behind; config.set refuses it.
+    web_config = sim.dir / "webconfig" / SITE / "web.config"
+    web_config.parent.mkdir(parents=True, exist_ok=True)
+    web_config.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<configuration>\n<system.webServer>\n'
+        "<security><authentication>"
+        '<iisClientCertificateMappingAuthentication enabled="true" />'
+        "</authentication></security>\n</system.webServer>\n</configuration>\n",
+        "utf-8",
+    )
+    code, findings = run_doctor(sim, capsys)
+    assert ("locked-section", "error", SITE) in problems(findings)
+    assert code == 1
+
+
+def test_connection_failure_exits_2(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    sim.edit_json("endpoint.json", password="not-the-password-1A")
+    assert doctor.main(["--simulator", str(sim.dir)], {}) == 2
+    err = capsys.readouterr().err
+    assert "AuthenticationError" in err and "not-the-password-1A" not in err
+
+
+def test_command_line_on_clean_host(sim: Host) -> None:
+    if not resources.files("providers").joinpath("agent.ps1").is_file():
+        pytest.skip("providers/agent.ps1 is not there yet: a subprocess cannot send it")
+    done = subprocess.run(
+        [sys.executable, "-m", "providers.doctor", "--simulator", str(sim.dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 error(s)" in done.stdout
