@@ -1,0 +1,405 @@
+"""The HTTPS front end to end: the state configured through agent ops, answers read with probe().
+
+One host for the module (site "shop", its https binding, a client CA in Root, users and
+mappings); tests that change the host put back what they changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.contract import (
+    SECTION_ANONYMOUS,
+    SECTION_MAPPING,
+    SECTION_SSL,
+    element,
+    make_op,
+)
+from providers.probe import ProbeResult, probe
+from simulator import pki
+from simulator.https_front import HttpsFront
+from simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
+from simulator.testing import AgentRunner
+
+ALICE_PW = "Wonder-Land-2024!"
+BOB_PW = "Builder-Tools-77#"
+REQUIRE = "Ssl,SslNegotiateCert,SslRequireCert"
+
+
+@dataclass(frozen=True)
+class Host:
+    state: HostState
+    agent: AgentRunner
+    front: HttpsFront
+    ca_bundle: str
+    server_thumbprint: str
+    certs: dict[str, pki.Issued]
+    client_ca: pki.Issued
+
+    def url(self, site: str = "shop") -> str:
+        return self.front.urls()[site][0]
+
+    def probe(self, name: str | None, **kwargs: Any) -> ProbeResult:
+        cert = self.certs[name] if name is not None else None
+        return probe(
+            self.url(),
+            client_cert_pem=cert.cert_pem() if cert is not None else None,
+            client_key_pem=cert.key_pem() if cert is not None else None,
+            ca_bundle=self.ca_bundle,
+            server_name=SHOP_HOST,
+            timeout=10,
+            **kwargs,
+        )
+
+    def set_section(self, section: str, data: dict[str, Any], location: str = "shop") -> None:
+        self.agent.one("config.set", section=section, location=location, element=data)
+
+    def binding(self, negotiate: bool, ssl_flags: int = 0) -> None:
+        self.agent.one(
+            "binding.set",
+            site="shop",
+            binding_information="*:443:",
+            ssl_flags=ssl_flags,
+            certificate_hash=self.server_thumbprint,
+            certificate_store="My",
+            client_cert_negotiation=negotiate,
+        )
+
+
+def _mapping(alice_blob: str) -> dict[str, Any]:
+    def rule(sub: str, criteria: str, case: bool = True) -> dict[str, Any]:
+        return element(
+            {
+                "certificateField": "Subject",
+                "certificateSubField": sub,
+                "matchCriteria": criteria,
+                "compareCaseSensitive": "true" if case else "false",
+            }
+        )
+
+    return element(
+        {"enabled": "true"},
+        {
+            "oneToOneMappings": element(
+                items=[
+                    element({"certificate": alice_blob, "userName": "alice", "password": ALICE_PW})
+                ],
+                clear=True,
+            ),
+            "manyToOneMappings": element(
+                items=[
+                    # Order matters: the first matching mapping decides, so Deny goes first.
+                    element(
+                        {
+                            "name": "blocked",
+                            "permissionMode": "Deny",
+                            "userName": "bob",
+                            "password": BOB_PW,
+                        },
+                        {"rules": element(items=[rule("CN", "evil-*")])},
+                    ),
+                    element(
+                        {"name": "partners", "userName": "bob", "password": BOB_PW},
+                        {
+                            "rules": element(
+                                items=[rule("O", "Partner*"), rule("OU", "*web*", case=False)]
+                            )
+                        },
+                    ),
+                    element(
+                        {
+                            "name": "off",
+                            "enabled": "false",
+                            "userName": "alice",
+                            "password": ALICE_PW,
+                        },
+                        {"rules": element(items=[rule("CN", "*")])},
+                    ),
+                ],
+                clear=True,
+            ),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    directory = tmp_path_factory.mktemp("front") / "state"
+    state = HostState(directory)
+    state.ensure()
+    agent = AgentRunner(directory)
+    ca_bundle = str(state.ca_cert)
+
+    client_ca = pki.make_ca("Shop Clients Root CA")
+    stranger_ca = pki.make_ca("Stranger Root CA")
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    partner = {"O": "Partner Ltd", "OU": "WEB team"}
+    certs = {
+        "alice": pki.make_leaf(client_ca, "alice"),
+        "partner": pki.make_leaf(client_ca, "p-0001", subject_extra=partner),
+        "partner-wrong-case": pki.make_leaf(
+            client_ca, "p-0002", subject_extra={"O": "partner ltd", "OU": "Web"}
+        ),
+        "evil": pki.make_leaf(client_ca, "evil-01", subject_extra=partner),
+        "nobody": pki.make_leaf(client_ca, "nobody", subject_extra={"O": "Elsewhere"}),
+        "unknown-ca": pki.make_leaf(stranger_ca, "alice"),
+        "expired": pki.make_leaf(
+            client_ca, "old-alice", not_before=past, not_after=past + dt.timedelta(days=30)
+        ),
+    }
+
+    agent.ok(
+        make_op("cert.import", store="Root", der_b64=client_ca.blob),
+        make_op("user.set", name="alice", password=ALICE_PW),
+        make_op("user.set", name="bob", password=BOB_PW),
+        make_op(
+            "config.set",
+            section=SECTION_SSL,
+            location="shop",
+            element=element({"sslFlags": REQUIRE}),
+        ),
+        make_op(
+            "config.set",
+            section=SECTION_ANONYMOUS,
+            location="shop",
+            element=element({"enabled": "false"}),
+        ),
+        make_op(
+            "config.set",
+            section=SECTION_MAPPING,
+            location="shop",
+            element=_mapping(certs["alice"].blob),
+        ),
+    )
+    my = agent.one("cert.list", store="My")["certificates"]
+    server_thumbprint = next(c["thumbprint"] for c in my if "shop" in c["subject"])
+    front = HttpsFront(directory, poll_interval=0.05)
+    front.start()
+    h = Host(state, agent, front, ca_bundle, server_thumbprint, certs, client_ca)
+    h.binding(negotiate=True)
+    front.sync()
+    try:
+        yield h
+    finally:
+        front.stop()
+
+
+def _expect(result: ProbeResult, code: str, user: str | None = None) -> None:
+    assert result.code == code, result
+    if user is not None:
+        assert result.user == user, result
+
+
+def test_urls_list_the_sites_https_binding(host: Host) -> None:
+    urls = host.front.urls()
+    assert list(urls) == ["shop"]
+    assert len(urls["shop"]) == 1
+    assert urls["shop"][0].startswith("https://127.0.0.1:")
+
+
+def test_one_to_one_certificate_logs_on_as_its_user(host: Host) -> None:
+    result = host.probe("alice")
+    _expect(result, "200.0", f"{COMPUTER_NAME}\\alice")
+    assert result.auth == "one-to-one"
+    assert result.hresult is None
+
+
+def test_rule_matched_certificate_logs_on_as_the_many_to_one_user(host: Host) -> None:
+    result = host.probe("partner")
+    _expect(result, "200.0", f"{COMPUTER_NAME}\\bob")
+    assert result.auth == "many-to-one"
+
+
+def test_case_sensitive_rule_refuses_other_case(host: Host) -> None:
+    # O is compared case-sensitively ("Partner*"), so "partner ltd" matches no mapping.
+    _expect(host.probe("partner-wrong-case"), "401.2")
+
+
+def test_unknown_ca_is_403_16(host: Host) -> None:
+    result = host.probe("unknown-ca")
+    _expect(result, "403.16")
+    assert result.hresult == "0x800B0109"
+
+
+def test_expired_certificate_is_403_17(host: Host) -> None:
+    _expect(host.probe("expired"), "403.17")
+
+
+def test_no_certificate_is_403_7(host: Host) -> None:
+    _expect(host.probe(None), "403.7")
+
+
+def test_deny_mapping_is_403_12(host: Host) -> None:
+    _expect(host.probe("evil"), "403.12")
+
+
+def test_no_mapping_and_anonymous_off_is_401_2(host: Host) -> None:
+    _expect(host.probe("nobody"), "401.2")
+
+
+def test_wrong_stored_password_is_401_1_logon_failure(host: Host) -> None:
+    host.agent.one("user.set", name="alice", password="Changed-Pass-99!")
+    try:
+        result = host.probe("alice")
+        _expect(result, "401.1")
+        assert result.hresult == "0x8007052E"
+        # The many-to-one user still works: only alice's stored password is stale.
+        _expect(host.probe("partner"), "200.0", f"{COMPUTER_NAME}\\bob")
+    finally:
+        host.agent.one("user.set", name="alice", password=ALICE_PW)
+    _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+
+
+def test_non_self_signed_certificate_in_root_breaks_every_client_certificate(host: Host) -> None:
+    intermediate = pki.make_intermediate(host.client_ca, "Shop Clients Issuing CA")
+    thumb = host.agent.one("cert.import", store="Root", der_b64=intermediate.blob)["thumbprint"]
+    try:
+        result = host.probe("alice")
+        _expect(result, "403.16")
+        assert result.hresult == "0x800B0109"
+    finally:
+        host.agent.one("cert.remove", store="Root", thumbprint=thumb)
+    _expect(host.probe("alice"), "200.0")
+
+
+def test_intermediate_in_ca_store_completes_the_chain(host: Host) -> None:
+    issuing = pki.make_intermediate(host.client_ca, "Shop Clients Issuing CA 2")
+    carol = pki.make_leaf(issuing, "carol", subject_extra={"O": "Partner Ltd", "OU": "web"})
+    host.certs["carol"] = carol
+    _expect(host.probe("carol"), "403.16")  # the issuing CA is nowhere yet
+    thumb = host.agent.one("cert.import", store="CA", der_b64=issuing.blob)["thumbprint"]
+    try:
+        _expect(host.probe("carol"), "200.0", f"{COMPUTER_NAME}\\bob")
+    finally:
+        host.agent.one("cert.remove", store="CA", thumbprint=thumb)
+
+
+def test_tls13_without_handshake_negotiation_resets_the_connection(host: Host) -> None:
+    host.binding(negotiate=False)
+    try:
+        result = host.probe("alice")
+        assert result.status is None and result.error == "connection reset", result
+        assert result.tls_version == "TLSv1.3"
+        # TLS 1.2 renegotiates for the certificate (emulated in the handshake): it works.
+        _expect(host.probe("alice", tls_max=ssl.TLSVersion.TLSv1_2), "200.0")
+    finally:
+        host.binding(negotiate=True)
+    _expect(host.probe("alice"), "200.0")
+
+
+def test_tls13_disabled_on_the_binding_falls_back_to_renegotiation(host: Host) -> None:
+    host.binding(negotiate=False, ssl_flags=32)  # DisableTLS13
+    try:
+        result = host.probe("alice")
+        _expect(result, "200.0", f"{COMPUTER_NAME}\\alice")
+        assert result.tls_version == "TLSv1.2"
+    finally:
+        host.binding(negotiate=True)
+
+
+def test_anonymous_access_when_certificates_are_optional(host: Host) -> None:
+    host.set_section(SECTION_SSL, element({"sslFlags": "Ssl,SslNegotiateCert"}))
+    host.set_section(SECTION_ANONYMOUS, element({"enabled": "true"}))
+    try:
+        result = host.probe(None)
+        _expect(result, "200.0", "NT AUTHORITY\\IUSR")
+        assert result.auth == "anonymous"
+        # A mapped certificate still logs on as its user.
+        _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+    finally:
+        host.set_section(SECTION_SSL, element({"sslFlags": REQUIRE}))
+        host.set_section(SECTION_ANONYMOUS, element({"enabled": "false"}))
+
+
+def test_certificates_ignored_when_ssl_flags_do_not_ask(host: Host) -> None:
+    host.set_section(SECTION_SSL, element({"sslFlags": "Ssl"}))
+    try:
+        # Without SslNegotiateCert the certificate is not used: anonymous is off, so 401.2.
+        _expect(host.probe("alice"), "401.2")
+    finally:
+        host.set_section(SECTION_SSL, element({"sslFlags": REQUIRE}))
+
+
+def test_mapping_disabled_is_401_2(host: Host) -> None:
+    mapping = _mapping(host.certs["alice"].blob)
+    mapping["attributes"]["enabled"] = "false"
+    host.set_section(SECTION_MAPPING, mapping)
+    try:
+        _expect(host.probe("alice"), "401.2")
+    finally:
+        host.set_section(SECTION_MAPPING, _mapping(host.certs["alice"].blob))
+
+
+def test_response_carries_status_line_header_and_json(host: Host) -> None:
+    import http.client
+
+    cert = host.certs["unknown-ca"]
+    ctx = ssl.create_default_context(cafile=host.ca_bundle)
+    ctx.check_hostname = False
+    tmp = Path(host.state.dir).parent / "raw"
+    tmp.mkdir(exist_ok=True)
+    (tmp / "c.pem").write_bytes(cert.cert_pem())
+    (tmp / "c.key").write_bytes(cert.key_pem())
+    ctx.load_cert_chain(str(tmp / "c.pem"), str(tmp / "c.key"))
+    port = int(host.url().rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 403
+    assert response.getheader("X-IIS-Substatus") == "16"
+    assert body["status"] == 403 and body["substatus"] == 16
+    assert body["site"] == "shop" and body["user"] is None and body["auth"] is None
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_front_follows_binding_changes_without_restart(host: Host) -> None:
+    changes: list[dict[str, list[str]]] = []
+    host.front.on_change = changes.append
+    try:
+        host.agent.one(
+            "binding.set",
+            site="shop",
+            binding_information="*:8443:",
+            ssl_flags=0,
+            certificate_hash=host.server_thumbprint,
+            certificate_store="My",
+            client_cert_negotiation=True,
+        )
+        _wait_for(lambda: len(host.front.urls().get("shop", [])) == 2)
+        assert changes and len(changes[-1]["shop"]) == 2
+        for url in host.front.urls()["shop"]:
+            result = probe(
+                url,
+                client_cert_pem=host.certs["partner"].cert_pem(),
+                client_key_pem=host.certs["partner"].key_pem(),
+                ca_bundle=host.ca_bundle,
+                server_name=SHOP_HOST,
+            )
+            _expect(result, "200.0", f"{COMPUTER_NAME}\\bob")
+        first = host.url()
+        host.agent.one("binding.remove", site="shop", binding_information="*:8443:")
+        _wait_for(lambda: len(host.front.urls().get("shop", [])) == 1)
+        assert host.url() == first  # the remaining binding keeps its port
+    finally:
+        host.front.on_change = None
