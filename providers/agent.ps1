@@ -68,11 +68,11 @@ function Get-CodeForHResult($HResult) {
     if ($h -eq 0x80070021) { return 'Locked' }
     if ($h -eq 0x80070005) { return 'AccessDenied' }
     if ($h -eq 0x8007052E) { return 'LogonFailure' }
-    if ($h -eq 0x80070057 -or $h -eq 0x8007089A -or $h -eq 0x80070523 -or $h -eq 0x8007000D) { return 'InvalidValue' }
+    if ($h -eq 0x80070057 -or $h -eq 0x8007000D) { return 'InvalidValue' }
     if (@(0x80070002, 0x80070003, 0x80070490, 0x800708AC, 0x800708AD, 0x80070534,
             0x8007056B, 0x80092004, 0x80070035) -contains $h) { return 'NotFound' }
     if (@(0x800700B7, 0x800708B0, 0x80070562, 0x800708B7) -contains $h) { return 'DuplicateKey' }
-    if (@(0x800708C5, 0x800708C4, 0x8007052D) -contains $h) { return 'PolicyViolation' }
+    if (@(0x800708C5, 0x800708C4, 0x8007052D, 0x8007089A, 0x80070523) -contains $h) { return 'PolicyViolation' }
     if (@(0x80093102, 0x8009310B, 0x80092002, 0x80070056, 0x80092009, 0x8009200D) -contains $h) { return 'BadCertificate' }
     return 'Fault'
 }
@@ -368,7 +368,7 @@ function Get-EnumNumber($AttrSchema, [string]$Text) {
     foreach ($e in @($AttrSchema.GetEnumValues())) {
         if ([string]::Equals([string]$e.Name, $t, [System.StringComparison]::OrdinalIgnoreCase)) { return [int64]$e.Value }
     }
-    throw (New-AgentError 'InvalidValue' "'$t' is not a valid value of $($AttrSchema.Name)" 0x80070057)
+    throw (New-AgentError 'InvalidValue' "'$t' is not a valid value of $($AttrSchema.Name)" 0x8007000D)
 }
 
 function ConvertTo-Canonical($AttrSchema, $Value) {
@@ -380,7 +380,7 @@ function ConvertTo-Canonical($AttrSchema, $Value) {
     if ($type -eq 'bool') {
         if ($text -ieq 'true') { return 'true' }
         if ($text -ieq 'false') { return 'false' }
-        throw (New-AgentError 'InvalidValue' "'$text' is not true or false ($($AttrSchema.Name))" 0x80070057)
+        throw (New-AgentError 'InvalidValue' "'$text' is not true or false ($($AttrSchema.Name))" 0x8007000D)
     }
     if ($type -eq 'enum') { return [string](Get-EnumNumber $AttrSchema $text) }
     if ($type -eq 'flags') {
@@ -394,7 +394,7 @@ function ConvertTo-Canonical($AttrSchema, $Value) {
     if (@('int', 'uint', 'int64', 'long', 'short', 'ushort') -contains $type) {
         $n = 0L
         if (-not [int64]::TryParse($text.Trim(), [ref]$n)) {
-            throw (New-AgentError 'InvalidValue' "'$text' is not a number ($($AttrSchema.Name))" 0x80070057)
+            throw (New-AgentError 'InvalidValue' "'$text' is not a number ($($AttrSchema.Name))" 0x8007000D)
         }
         return [string]$n
     }
@@ -498,7 +498,7 @@ function Unprotect-IisValues($Values) {
                 try {
                     $map[[string]@($Values)[$j]] = [string]$section.GetAttributeValue('password')
                 } catch {
-                    throw (New-AgentError 'InvalidValue' 'an encrypted value cannot be decrypted with this host''s key (it was encrypted on another host)' 0x80070057)
+                    throw (New-AgentError 'InvalidValue' 'an encrypted value cannot be decrypted with this host''s key (it was encrypted on another host)' 0x8007000D)
                 }
             }
         } finally {
@@ -518,7 +518,7 @@ function Get-ElementSignature($Element, $Schema, $Plain) {
     foreach ($name in @($attrs.Keys | Sort-Object)) {
         $s = Get-AttrSchema $Schema $name
         if ($null -eq $s -and $null -ne $Schema) {
-            throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x80070057)
+            throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x8007000D)
         }
         $v = $attrs[$name]
         if ($null -ne $s -and $s.IsEncrypted) {
@@ -534,7 +534,7 @@ function Get-ElementSignature($Element, $Schema, $Plain) {
     foreach ($name in @($children.Keys | Sort-Object)) {
         $childSchema = Get-ChildSchema $Schema $name
         if ($null -eq $childSchema -and $null -ne $Schema) {
-            throw (New-AgentError 'InvalidValue' "'$name' is not a child element of $($Schema.Name)" 0x80070057)
+            throw (New-AgentError 'InvalidValue' "'$name' is not a child element of $($Schema.Name)" 0x8007000D)
         }
         $inner = Get-ElementSignature $children[$name] $childSchema $Plain
         if ($inner -ne '') { [void]$sb.Append('<').Append($name).Append('{').Append($inner).Append('}') }
@@ -542,7 +542,7 @@ function Get-ElementSignature($Element, $Schema, $Plain) {
     $names = Get-CollectionNames $Schema
     $items = Get-ElementPart $Element 'items'
     if (@($items).Count -gt 0 -and $null -ne $Schema -and -not $names.isCollection) {
-        throw (New-AgentError 'InvalidValue' "$($Schema.Name) is not a collection: it takes no items" 0x80070057)
+        throw (New-AgentError 'InvalidValue' "$($Schema.Name) is not a collection: it takes no items" 0x8007000D)
     }
     if (Get-ElementPart $Element 'clear') { [void]$sb.Append('!clear') }
     foreach ($item in $items) {
@@ -558,7 +558,7 @@ function Set-ConfigElement($Target, $Element, $Schema, $Plain) {
     $attrs = Get-ElementPart $Element 'attributes'
     foreach ($name in @($attrs.Keys)) {
         $s = Get-AttrSchema $Schema $name
-        if ($null -eq $s) { throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x80070057) }
+        if ($null -eq $s) { throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x8007000D) }
         $text = [string]$attrs[$name]
         if ($s.IsEncrypted) {
             if ((Test-EncryptedForm $text) -and $Plain.ContainsKey($text)) { $text = $Plain[$text] }
@@ -571,14 +571,14 @@ function Set-ConfigElement($Target, $Element, $Schema, $Plain) {
     $children = Get-ElementPart $Element 'children'
     foreach ($name in @($children.Keys)) {
         $childSchema = Get-ChildSchema $Schema $name
-        if ($null -eq $childSchema) { throw (New-AgentError 'InvalidValue' "'$name' is not a child element of $($Schema.Name)" 0x80070057) }
+        if ($null -eq $childSchema) { throw (New-AgentError 'InvalidValue' "'$name' is not a child element of $($Schema.Name)" 0x8007000D) }
         Set-ConfigElement $Target.GetChildElement($childSchema.Name) $children[$name] $childSchema $Plain
     }
     $items = Get-ElementPart $Element 'items'
     $clear = Get-ElementPart $Element 'clear'
     if ($clear -or @($items).Count -gt 0) {
         $names = Get-CollectionNames $Schema
-        if (-not $names.isCollection) { throw (New-AgentError 'InvalidValue' "$($Schema.Name) is not a collection" 0x80070057) }
+        if (-not $names.isCollection) { throw (New-AgentError 'InvalidValue' "$($Schema.Name) is not a collection" 0x8007000D) }
         $collection = $Target.GetCollection()
         if ($clear) { $collection.Clear() }
         $tag = $names.add[0]
@@ -587,7 +587,7 @@ function Set-ConfigElement($Target, $Element, $Schema, $Plain) {
             $itemAttrs = Get-ElementPart $item 'attributes'
             foreach ($s in $itemSchema.AttributeSchemas) {
                 if ($s.IsRequired -and (-not $itemAttrs.Contains($s.Name) -or [string]$itemAttrs[$s.Name] -eq '')) {
-                    throw (New-AgentError 'InvalidValue' "required attribute '$($s.Name)' is missing in an item of $($Schema.Name)" 0x80070057)
+                    throw (New-AgentError 'InvalidValue' "required attribute '$($s.Name)' is missing in an item of $($Schema.Name)" 0x8007000D)
                 }
             }
             $new = $collection.CreateElement($tag)
@@ -667,7 +667,7 @@ function ConvertFrom-ConfigElement($Element, $Candidates) {
 
 function Split-WebLocation([string]$Location) {
     $loc = $Location.Trim('/')
-    if ($loc -eq '') { throw (New-AgentError 'BadRequest' 'target webconfig needs a site location') }
+    if ($loc -eq '') { throw (New-AgentError 'InvalidValue' "target 'webconfig' needs a site path; the server level is applicationHost.config" 0x8007000D) }
     $cut = $loc.IndexOf('/')
     if ($cut -lt 0) { return @($loc, '/') }
     return @($loc.Substring(0, $cut), '/' + $loc.Substring($cut + 1))
@@ -750,6 +750,9 @@ function Test-WebCertAuthInstalled {
 }
 
 function Assert-SectionFeature([string]$SectionName) {
+    if ($SectionName.Trim('/').StartsWith('system.applicationHost/', [System.StringComparison]::OrdinalIgnoreCase)) {
+        throw (New-AgentError 'InvalidValue' "$SectionName is managed with site.list and binding.set/remove" 0x8007000D)
+    }
     if ($SectionName -eq 'system.webServer/security/authentication/iisClientCertificateMappingAuthentication' -and -not (Test-WebCertAuthInstalled)) {
         throw (New-AgentError 'FeatureMissing' 'the Windows feature Web-Cert-Auth (IIS Client Certificate Mapping Authentication) is not installed: Install-WindowsFeature Web-Cert-Auth')
     }
@@ -795,6 +798,7 @@ function Invoke-ConfigClear($A) {
     $sectionName = Get-RequiredString $A 'section'
     $location = Get-RequiredString $A 'location'
     $target = [string](Get-Arg $A 'target' 'apphost')
+    Assert-SectionFeature $sectionName
     $sm = New-ServerManager
     try {
         $pair = Get-SectionForWrite $sm $sectionName $location $target
@@ -812,7 +816,7 @@ function Invoke-ConfigClear($A) {
 function Get-SslEndpoint([string]$BindingInformation, [int]$SslFlags) {
     # HTTP.sys keys of an IIS https binding "ip:port:host": SNI -> host:port, else ip:port.
     $parts = $BindingInformation.Split(':')
-    if ($parts.Count -lt 3) { throw (New-AgentError 'InvalidValue' "binding information '$BindingInformation' is not IP:PORT:HOST" 0x80070057) }
+    if ($parts.Count -lt 3) { throw (New-AgentError 'InvalidValue' "binding information '$BindingInformation' is not IP:PORT:HOST" 0x8007000D) }
     $hostName = $parts[$parts.Count - 1]
     $port = $parts[$parts.Count - 2]
     $ip = ($parts[0..($parts.Count - 3)] -join ':')
@@ -889,7 +893,7 @@ function Invoke-SiteList($A) {
 
 function ConvertTo-Thumbprint([string]$Text) {
     $t = ($Text -replace '[\s:]', '').ToUpperInvariant()
-    if ($t -notmatch '^[0-9A-F]{40}$') { throw (New-AgentError 'InvalidValue' "'$Text' is not a SHA-1 thumbprint (40 hex digits)" 0x80070057) }
+    if ($t -notmatch '^[0-9A-F]{40}$') { throw (New-AgentError 'InvalidValue' "'$Text' is not a SHA-1 thumbprint (40 hex digits)" 0x8007000D) }
     return $t
 }
 
@@ -927,8 +931,13 @@ function Invoke-BindingSet($A) {
     $storeName = Get-RequiredString $A 'certificate_store'
     $negotiate = [bool](Get-RequiredArg $A 'client_cert_negotiation')
     $endpoint = Get-SslEndpoint $info $flags
-    if ($null -eq (Find-Certificate $storeName $hash)) {
+    $certificate = Find-Certificate $storeName $hash
+    if ($null -eq $certificate) {
         throw (New-AgentError 'NotFound' "certificate $hash is not in LocalMachine\$storeName" 0x80092004)
+    }
+    if (-not $certificate.HasPrivateKey) {
+        # What netsh answers: ERROR_NO_SUCH_LOGON_SESSION.
+        throw (New-AgentError 'BadCertificate' "SSL Certificate add failed: the certificate $hash has no private key" 0x80070520)
     }
     $created = $false
     $changed = $false
@@ -1121,8 +1130,8 @@ $script:UF_PASSWD_CANT_CHANGE = 0x40
 $script:UF_DONT_EXPIRE_PASSWD = 0x10000
 
 function Assert-AccountName([string]$Name) {
-    if ($Name.Length -lt 1 -or $Name.Length -gt 20 -or $Name -match '["/\\\[\]:;|=,+*?<>@]' -or $Name -match '^[. ]+$') {
-        throw (New-AgentError 'InvalidValue' "'$Name' is not a valid local account name (at most 20 characters, none of `" / \ [ ] : ; | = , + * ? < > @, not only dots or spaces)" 0x8007089A)
+    if ($Name.Length -lt 1 -or $Name.Length -gt 20 -or $Name -match '["/\\\[\]:;|=,+*?<>]' -or $Name -match '^[. ]+$') {
+        throw (New-AgentError 'PolicyViolation' "The account name '$Name' is not valid: a local account name has 1 to 20 characters, none of `" / \ [ ] : ; | = , + * ? < >, and not only periods and spaces" 0x80070523)
     }
 }
 
@@ -1273,7 +1282,7 @@ function Invoke-UserDelete($A) {
 function Invoke-UserVerifyPassword($A) {
     $name = Get-RequiredString $A 'name'
     $password = Get-RequiredString $A 'password'
-    if ($null -eq (Find-LocalUser $name)) { throw (New-AgentError 'NotFound' "local account '$name' does not exist" 0x800708AD) }
+    # An unknown account fails like a wrong password (0x8007052E), as LogonUser does.
     $code = Test-Logon $name $password 3
     if ($code -eq 0) { return [ordered]@{ valid = $true; hresult = $null } }
     return [ordered]@{ valid = $false; hresult = (Format-HResult (0x80070000 -bor $code)) }
@@ -1368,7 +1377,7 @@ function Invoke-AclGet($A) {
     if (-not [System.IO.Directory]::Exists($path)) { return [ordered]@{ exists = $false; aces = @() } }
     $acl = (New-Object System.IO.DirectoryInfo($path)).GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
     $aces = New-List
-    foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.NTAccount])) {
+    foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
         [void]$aces.Add([ordered]@{
                 identity = [string]$rule.IdentityReference.Value
                 rights = (Format-Rights $rule.FileSystemRights)
@@ -1383,21 +1392,21 @@ function Invoke-AclGrant($A) {
     $folder = Get-FolderOrFail (Get-RequiredString $A 'path')
     $sid = Resolve-Identity (Get-RequiredString $A 'identity')
     $rightsName = Get-RequiredString $A 'rights'
-    if (-not $script:RightsByName.Contains($rightsName)) { throw (New-AgentError 'InvalidValue' "rights must be one of $($script:RightsByName.Keys -join ', ')" 0x80070057) }
+    if (-not $script:RightsByName.Contains($rightsName)) { throw (New-AgentError 'InvalidValue' "rights must be one of $($script:RightsByName.Keys -join ', ')" 0x8007000D) }
     $rights = $script:RightsByName[$rightsName]
     $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
     # GetAccessControl/SetAccessControl(Access) = Get-Acl/Set-Acl without rewriting owner/SACL.
     $acl = $folder.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
-    $wanted = [int64]$rights -band (-bnot [int64][System.Security.AccessControl.FileSystemRights]::Synchronize)
-    foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])) {
-        if ($rule.IdentityReference -eq $sid -and $rule.AccessControlType -eq 'Allow' -and
-            $rule.InheritanceFlags -eq $inherit -and $rule.PropagationFlags -eq 'None' -and
-            (([int64]$rule.FileSystemRights -band $wanted) -eq $wanted)) {
-            return [ordered]@{ changed = $false }
-        }
+    $sync = -bnot [int64][System.Security.AccessControl.FileSystemRights]::Synchronize
+    $mine = @($acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier]) |
+        Where-Object { $_.IdentityReference -eq $sid -and $_.AccessControlType -eq 'Allow' })
+    if ($mine.Count -eq 1 -and $mine[0].InheritanceFlags -eq $inherit -and $mine[0].PropagationFlags -eq 'None' -and
+        (([int64]$mine[0].FileSystemRights -band $sync) -eq ([int64]$rights -band $sync))) {
+        return [ordered]@{ changed = $false }
     }
+    # SetAccessRule replaces the identity's explicit Allow rules: the folder ends with exactly one.
     $newRule = New-Object System.Security.AccessControl.FileSystemAccessRule($sid, $rights, $inherit, [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
-    $acl.AddAccessRule($newRule)
+    $acl.SetAccessRule($newRule)
     $folder.SetAccessControl($acl)
     return [ordered]@{ changed = $true }
 }
@@ -1436,6 +1445,7 @@ function Invoke-MappingVerifyLogons($A) {
         foreach ($set in $sets) {
             foreach ($mapping in $section.GetCollection($set[1])) {
                 $userName = [string]$mapping.GetAttributeValue('userName')
+                if ($userName -eq '') { continue }
                 # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
                 $code = Test-Logon $userName ([string]$mapping.GetAttributeValue('password')) $logonType $domain
                 $hresult = $null
