@@ -425,9 +425,9 @@ def check_reads(reads: HostReads) -> list[Finding]:
                     f"the site's web.config. Every request fails with HTTP 500.19 "
                     f"({HR_LOCKED} ERROR_LOCK_VIOLATION). Host says: {value.message}",
                     "remove the section from the site's web.config and write it to "
-                    'applicationHost.config inside <location path="SITE"> '
-                    "(-PSPath MACHINE/WEBROOT/APPHOST -Location 'SITE', appcmd /commit:apphost, "
-                    "or the providers of this project)",
+                    f'applicationHost.config inside <location path="{site_name or "SITE"}"> '
+                    f"(-PSPath MACHINE/WEBROOT/APPHOST -Location '{site_name or 'SITE'}', "
+                    "appcmd /commit:apphost, or the providers of this project)",
                 )
             )
         elif value.code == "FeatureMissing" and feature_missing:
@@ -530,8 +530,8 @@ def check_mapping_enabled(reads: HostReads, site: SiteReads) -> list[Finding]:
                 site.name,
                 "iisClientCertificateMappingAuthentication is not enabled for the site: "
                 "client certificates are not mapped to users",
-                'enable the section at <location path="SITE"> in applicationHost.config '
-                "(CertificateMapping)",
+                f'enable the section at <location path="{site.name}"> in '
+                "applicationHost.config (CertificateMapping)",
             )
         ]
     out = []
