@@ -469,19 +469,20 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         unknown = {k for k, v in news.items() if k != "__provider" and is_unknown(v)}
+        probe = news
         if unknown == {"certificate_thumbprint"}:
             # The thumbprint of a ServerCertificate being created or replaced (preview):
             # check and normalise the rest, so the diff does not see a spurious change of
             # ip/port/host_name (a replace) just because the raw inputs were passed through.
-            probe = super().check(_olds, {**news, "certificate_thumbprint": "0" * 40})
-            probe.inputs["certificate_thumbprint"] = news["certificate_thumbprint"]
-            return probe
-        result = super().check(_olds, news)
+            probe = {**news, "certificate_thumbprint": "0" * 40}
+        result = super().check(_olds, probe)
         if not result.failures and not is_unknown(
-            {k: v for k, v in news.items() if k != "__provider"}
+            {k: v for k, v in probe.items() if k != "__provider"}
         ):
-            for note in assess(self.validate(news)):
+            for note in assess(self.validate(probe)):
                 warn(f"{KIND} {news.get('site')}", note)
+        if probe is not news:
+            result.inputs["certificate_thumbprint"] = news["certificate_thumbprint"]
         return result
 
 

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 from typing import Any
 
+import pulumi
 import pytest
 
 from providers import https_binding as hb
@@ -726,6 +727,14 @@ def test_https_binding_check(capsys: pytest.CaptureFixture[str]) -> None:
     unknown = provider.check({}, _binding_inputs(certificate_thumbprint=UNKNOWN))
     assert unknown.failures == [] and unknown.inputs["certificate_thumbprint"] == UNKNOWN
     assert capsys.readouterr().err == ""
+    # ... while the rest is checked and normalised already.
+    partial = provider.check(
+        {}, _binding_inputs(certificate_thumbprint=UNKNOWN, host_name="WWW.X.example", sni=True)
+    )
+    assert partial.inputs["host_name"] == "www.x.example" and partial.inputs["ip"] == "*"
+    bad = provider.check({}, _binding_inputs(certificate_thumbprint=UNKNOWN, port=0))
+    assert [f.property for f in bad.failures] == ["port"]
+    assert bad.inputs["certificate_thumbprint"] == UNKNOWN
 
 
 def _binding(info: str, **settings: Any) -> dict[str, Any]:
@@ -1018,3 +1027,67 @@ def test_https_binding_diff(overrides: dict[str, Any], replaces: list[str]) -> N
     result = provider.diff("id", olds, news)
     assert result.replaces == replaces
     assert result.changes is bool(overrides)
+
+
+# ==================================================================== resource classes
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: dict[str, Any] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources[args.name] = args.inputs
+        return f"{args.name}_id", args.inputs
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def _secret_value(value: Any) -> Any:
+    """The value inside Pulumi's secret envelope (fails if it is not secret)."""
+    assert isinstance(value, dict) and value.get(rpc_secret_sig) == rpc_secret_value, value
+    return value["value"]
+
+
+# Pulumi's wire envelope of a secret value (pulumi.runtime.rpc).
+rpc_secret_sig = "4dabf18193072939515e22adb298388d"
+rpc_secret_value = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def test_resource_classes_read_the_pfx_file_and_keep_secrets(
+    server_leaf: pki.Issued, root_ca: pki.Issued, tmp_path: Any
+) -> None:
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(mocks, preview=False)
+    path = tmp_path / "site.pfx"
+    path.write_bytes(server_leaf.pfx(PFX_PASSWORD.encode()))
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def program() -> Any:
+        cert = sc.ServerCertificate(
+            "cert", connection=CONNECTION, pfx=str(path), password=PFX_PASSWORD
+        )
+        root = tr.TrustedRoot(
+            "root", connection=CONNECTION, certificate=root_ca.cert_pem().decode()
+        )
+        binding = hb.HttpsBinding(
+            "binding", connection=CONNECTION, site="Default Web Site", certificate_thumbprint=THUMB
+        )
+        return pulumi.Output.all(cert.urn, root.urn, binding.urn)
+
+    program()
+    cert_inputs = mocks.resources["cert"]
+    pfx = _secret_value(cert_inputs["pfx"])
+    assert sc.validate_inputs({"pfx": pfx, "password": PFX_PASSWORD}).info.thumbprint == (
+        server_leaf.thumbprint
+    )
+    assert _secret_value(cert_inputs["password"]) == PFX_PASSWORD
+    for name in ("cert", "root", "binding"):
+        # Provider classes live in importable modules: pickled by reference, tiny.
+        assert len(_secret_value(mocks.resources[name]["__provider"])) < 2048
+    binding_inputs = mocks.resources["binding"]
+    assert binding_inputs["ip"] == "*" and binding_inputs["port"] == 443
+    assert binding_inputs["client_cert_negotiation"] is True
