@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from simulator.files import read_json
+from simulator.https_front import HttpsFront, start_published
 from simulator.serve import Simulator
 
 
@@ -27,12 +29,20 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     simulator = Simulator(Path(args.state_dir), port=args.port, latency_ms=args.latency_ms)
     endpoint = simulator.start()
+    front: HttpsFront | None = None
     try:
+        # --- HTTPS front (simulator/https_front.py): each site's https bindings on loopback,
+        # listed under "sites" in endpoint.json and kept current as bindings change.
+        front = start_published(endpoint.state_dir)
+        endpoint = dataclasses.replace(endpoint, sites=front.urls())
+        # --- end of HTTPS front
         # One line a script can wait for; the password stays in endpoint.json (0600).
         print(json.dumps(endpoint.public()), flush=True)
         while not stop.wait(0.5):
             pass
     finally:
+        if front is not None:
+            front.stop()
         simulator.stop()
     return 0
 

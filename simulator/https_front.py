@@ -74,6 +74,7 @@ from providers.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
 from simulator import schema
 from simulator.accounts import WELL_KNOWN, Accounts, bare_name
 from simulator.errors import HR_ASN1_BADTAG, OpError
+from simulator.files import read_json, write_json
 from simulator.state import HostState, Session
 from simulator.stores import b64, load_der, parse_binding_information, sslcert_key
 
@@ -992,4 +993,30 @@ class HttpsFront:
         return binding.site, decision, cert
 
 
-__all__ = ["Binding", "Decision", "HttpsFront", "SiteView", "decide", "read_bindings", "read_site"]
+def publish_sites(state_dir: str | os.PathLike[str], sites: dict[str, list[str]]) -> None:
+    """Write ``sites`` into DIR/endpoint.json (kept 0600: it also holds the admin password)."""
+    path = Path(state_dir) / "endpoint.json"
+    data = read_json(path, {}) or {}
+    data["sites"] = sites
+    write_json(path, data, 0o600)
+
+
+def start_published(state_dir: str | os.PathLike[str]) -> HttpsFront:
+    """A started front that keeps endpoint.json's ``sites`` current (the serve command's)."""
+    front = HttpsFront(state_dir, on_change=lambda sites: publish_sites(state_dir, sites))
+    front.start()
+    publish_sites(state_dir, front.urls())
+    return front
+
+
+__all__ = [
+    "Binding",
+    "Decision",
+    "HttpsFront",
+    "SiteView",
+    "decide",
+    "publish_sites",
+    "read_bindings",
+    "read_site",
+    "start_published",
+]

@@ -375,6 +375,7 @@ def _wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 def test_front_follows_binding_changes_without_restart(host: Host) -> None:
     changes: list[dict[str, list[str]]] = []
+    first = host.url()
     host.front.on_change = changes.append
     try:
         host.agent.one(
@@ -397,9 +398,23 @@ def test_front_follows_binding_changes_without_restart(host: Host) -> None:
                 server_name=SHOP_HOST,
             )
             _expect(result, "200.0", f"{COMPUTER_NAME}\\bob")
-        first = host.url()
         host.agent.one("binding.remove", site="shop", binding_information="*:8443:")
         _wait_for(lambda: len(host.front.urls().get("shop", [])) == 1)
         assert host.url() == first  # the remaining binding keeps its port
     finally:
         host.front.on_change = None
+
+
+def test_serve_command_lists_sites_in_endpoint_json(tmp_path: Path) -> None:
+    from simulator.testing import running_simulator
+
+    directory = tmp_path / "served"
+    with running_simulator(directory, subprocess_mode=True) as endpoint:
+        assert list(endpoint.sites) == ["shop"]
+        on_disk = json.loads((directory / "endpoint.json").read_text("utf-8"))
+        assert on_disk["sites"] == endpoint.sites
+        # A fresh host: no certificate wanted, anonymous on at server level.
+        result = probe(
+            endpoint.sites["shop"][0], ca_bundle=endpoint.ca_bundle, server_name=SHOP_HOST
+        )
+        _expect(result, "200.0", "NT AUTHORITY\\IUSR")
