@@ -62,6 +62,13 @@ CHECK_LOGON: Final = "mapping-logon"
 CHECK_TLS13: Final = "tls13"
 
 HR_LOCKED: Final = "0x80070021"
+# Sections declared overrideModeDefault="Deny": in a web.config they make every request 500.19.
+LOCKED_SECTIONS: Final = (
+    contract.SECTION_SSL,
+    contract.SECTION_ANONYMOUS,
+    contract.SECTION_MAPPING,
+    contract.SECTION_AD_MAPPING,
+)
 
 
 # --- what the checks read and what they say --------------------------------------------
@@ -99,6 +106,9 @@ class SiteReads:
     mapping: Read = None
     ad_mapping: Read = None
     logons: Read = None
+    # config.get of the locked sections in the site's web.config, (section, result), when
+    # the contract's config.get can read there (its optional ``target`` argument).
+    webconfig: tuple[tuple[str, Read], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -393,6 +403,22 @@ def check_sites(reads: HostReads) -> list[Finding]:
     return out
 
 
+def _locked_finding(site_name: str | None, what: str, detail: str) -> Finding:
+    where = site_name or "SITE"
+    return Finding(
+        "error",
+        CHECK_LOCKED,
+        site_name,
+        f"{what}: the section is locked (overrideModeDefault=Deny) but set below "
+        f"applicationHost.config, in the site's web.config ({detail}). Every request fails "
+        f"with HTTP 500.19 ({HR_LOCKED} ERROR_LOCK_VIOLATION)",
+        "remove the section from the site's web.config and write it to "
+        f'applicationHost.config inside <location path="{where}"> '
+        f"(-PSPath MACHINE/WEBROOT/APPHOST -Location '{where}', appcmd /commit:apphost, "
+        "or the providers of this project)",
+    )
+
+
 def check_reads(reads: HostReads) -> list[Finding]:
     """Ops the host refused. A lock violation is the 500.19 case and has its own check."""
     facts = _ok(reads.facts) or {}
@@ -411,25 +437,15 @@ def check_reads(reads: HostReads) -> list[Finding]:
             (site.name, contract.SECTION_AD_MAPPING, site.ad_mapping),
             (site.name, "mapping logons", site.logons),
         ]
+        host_reads += [(site.name, f"{name} (web.config)", got) for name, got in site.webconfig]
     for site_name, what, value in host_reads:
+        if what.endswith("(web.config)") and (_ok(value) or {}).get("present"):
+            out.append(_locked_finding(site_name, what, "it is set there"))
+            continue
         if not isinstance(value, OpFailure):
             continue
         if value.code == "Locked" or (value.hresult or "").upper() == HR_LOCKED.upper():
-            out.append(
-                Finding(
-                    "error",
-                    CHECK_LOCKED,
-                    site_name,
-                    f"{what} cannot be read at this site: it is locked "
-                    f"(overrideModeDefault=Deny) and set below applicationHost.config, e.g. in "
-                    f"the site's web.config. Every request fails with HTTP 500.19 "
-                    f"({HR_LOCKED} ERROR_LOCK_VIOLATION). Host says: {value.message}",
-                    "remove the section from the site's web.config and write it to "
-                    f'applicationHost.config inside <location path="{site_name or "SITE"}"> '
-                    f"(-PSPath MACHINE/WEBROOT/APPHOST -Location '{site_name or 'SITE'}', "
-                    "appcmd /commit:apphost, or the providers of this project)",
-                )
-            )
+            out.append(_locked_finding(site_name, what, f"host says: {value.message}"))
         elif value.code == "FeatureMissing" and feature_missing:
             continue  # said once by the web-cert-auth check
         else:
@@ -862,7 +878,24 @@ def _site_ops(name: str) -> list[tuple[Hashable, dict[str, Any]]]:
             get("config.get", section=contract.SECTION_AD_MAPPING, location=name),
         ),
         ((name, "logons"), get("mapping.verify_logons", site=name)),
+        *(
+            ((name, "webconfig", section), get("config.get", **webconfig_args(section, name)))
+            for section in (LOCKED_SECTIONS if reads_webconfig() else ())
+        ),
     ]
+
+
+def reads_webconfig() -> bool:
+    """Whether the contract's config.get can read a site's web.config (``target``).
+
+    Without it a locked section in web.config (500.19) shows only if a read fails with
+    Locked; the agent reads applicationHost.config, where such a section is invisible.
+    """
+    return "target" in contract.OPS["config.get"].args
+
+
+def webconfig_args(section: str, site: str) -> dict[str, Any]:
+    return {"section": section, "location": site, "target": "webconfig"}
 
 
 def gather(client: Caller, site_names: Sequence[str] = ()) -> HostReads:
@@ -908,6 +941,11 @@ def gather(client: Caller, site_names: Sequence[str] = ()) -> HostReads:
                 mapping=got.get((name, "mapping")),
                 ad_mapping=got.get((name, "ad_mapping")),
                 logons=got.get((name, "logons")),
+                webconfig=tuple(
+                    (section, got[(name, "webconfig", section)])
+                    for section in LOCKED_SECTIONS
+                    if (name, "webconfig", section) in got
+                ),
             )
         )
     return HostReads(

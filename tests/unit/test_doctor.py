@@ -145,6 +145,7 @@ def to_reads(raw: dict[str, Any], site_names: tuple[str, ...] | None = None) -> 
         mapping=raw["mapping"],
         ad_mapping=raw["ad_mapping"],
         logons=raw["logons"],
+        webconfig=tuple(raw.get("webconfig", ())),
     )
     return doctor.HostReads(
         facts=raw["facts"], root=raw["root"], ca=raw["ca"], sites=(site,), now=NOW
@@ -216,6 +217,24 @@ def m_one_to_one_disabled(raw: dict[str, Any], c: Pki) -> None:
 def m_locked(raw: dict[str, Any], c: Pki) -> None:
     raw["mapping"] = doctor.OpFailure(
         "config.get", "Locked", "0x80070021", "This configuration section cannot be used..."
+    )
+
+
+def m_webconfig_absent(raw: dict[str, Any], c: Pki) -> None:
+    nothing = {"present": False, "element": None, "effective": element()}
+    raw["webconfig"] = [(section, nothing) for section in doctor.LOCKED_SECTIONS]
+
+
+def m_webconfig_present(raw: dict[str, Any], c: Pki) -> None:
+    m_webconfig_absent(raw, c)
+    raw["webconfig"][2] = (contract.SECTION_MAPPING, got(element({"enabled": "true"})))
+
+
+def m_webconfig_locked(raw: dict[str, Any], c: Pki) -> None:
+    m_webconfig_absent(raw, c)
+    raw["webconfig"][0] = (
+        contract.SECTION_SSL,
+        doctor.OpFailure("config.get", "Locked", "0x80070021", "cannot be used at this path"),
     )
 
 
@@ -319,6 +338,9 @@ CASES: list[tuple[str, Mutation | None, set[tuple[str, str]]]] = [
     ("mapping_disabled", m_mapping_disabled, {("mapping-enabled", "error")}),
     ("one_to_one_switched_off", m_one_to_one_disabled, {("mapping-enabled", "error")}),
     ("section_locked_500_19", m_locked, {("locked-section", "error")}),
+    ("clean_no_section_in_web_config", m_webconfig_absent, set()),
+    ("section_in_web_config", m_webconfig_present, {("locked-section", "error")}),
+    ("web_config_read_locked", m_webconfig_locked, {("locked-section", "error")}),
     ("blob_multiline", m_blob_multiline, {("mapping-blob", "error")}),
     ("blob_pem", m_blob_pem, {("mapping-blob", "error")}),
     ("blob_truncated", m_blob_truncated, {("mapping-blob", "error")}),
@@ -376,7 +398,8 @@ def test_clean_host_reports_what_it_checked(certs: Pki) -> None:
         (m_blob_truncated, ["truncated", "0x80093102"]),
         (m_blob_garbage, ["0x8009310B"]),
         (m_logon, ["401.1", "0x8007052E", "alice"]),
-        (m_locked, ["500.19", "0x80070021", "applicationHost.config", "<location"]),
+        (m_locked, ["500.19", "0x80070021", "applicationHost.config", '<location path="shop">']),
+        (m_webconfig_present, ["500.19", "web.config", "iisClientCertificateMapping"]),
         (
             m_tls13,
             ["TLS 1.3", "0x80070032", "client_cert_negotiation=true", "clientcertnegotiation"],
@@ -505,6 +528,9 @@ def answers_from(raw: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
             return raw["root"] if args["store"] == "Root" else raw["ca"]
         if name == "config.get":
             assert args["location"] == SITE
+            if args.get("target") == "webconfig":
+                present = args["section"] in raw.get("in_webconfig", ())
+                return {"present": present, "element": None, "effective": element()}
             return raw[sections[args["section"]]]
         if name == "mapping.verify_logons":
             return raw["logons"]
@@ -538,6 +564,24 @@ def test_gather_keeps_going_past_a_refused_op(certs: Pki) -> None:
     assert len(client.batches) == 2 and client.batches[1][0] == "config.get"
     assert isinstance(reads.sites[0].mapping, doctor.OpFailure)
     assert reads.sites[0].logons == raw["logons"]
+    problems = doctor.problems(doctor.run_checks(replace(reads, now=NOW)))
+    assert [(f.check, f.site) for f in problems] == [("locked-section", SITE)]
+
+
+def test_gather_reads_web_config_when_the_contract_can(
+    certs: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = contract.OPS["config.get"]
+    target = contract.Arg("str", required=False, choices=contract.CONFIG_TARGETS)
+    monkeypatch.setitem(
+        contract.OPS, "config.get", replace(spec, args={**spec.args, "target": target})
+    )
+    assert doctor.reads_webconfig()
+    raw = clean_results(certs)
+    raw["in_webconfig"] = [contract.SECTION_MAPPING]
+    client = FakeClient(answers_from(raw))
+    reads = doctor.gather(client, [SITE])
+    assert len(client.batches) == 1 and len(client.batches[0]) == 4 + 5 + 4
     problems = doctor.problems(doctor.run_checks(replace(reads, now=NOW)))
     assert [(f.check, f.site) for f in problems] == [("locked-section", SITE)]
 
