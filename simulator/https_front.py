@@ -57,6 +57,7 @@ import re
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import tempfile
 import threading
@@ -721,9 +722,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _reset(self, sock: socket.socket) -> None:
         # SO_LINGER 0: close with RST, which clients see as "connection reset".
         with contextlib.suppress(OSError):
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         with contextlib.suppress(OSError):
             sock.close()
 

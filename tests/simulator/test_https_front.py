@@ -418,3 +418,48 @@ def test_serve_command_lists_sites_in_endpoint_json(tmp_path: Path) -> None:
             endpoint.sites["shop"][0], ca_bundle=endpoint.ca_bundle, server_name=SHOP_HOST
         )
         _expect(result, "200.0", "NT AUTHORITY\\IUSR")
+
+
+def _with_json(path: Path, change: dict[str, Any]) -> Callable[[], None]:
+    """Merge ``change`` into a state JSON file; returns the undo."""
+    before = path.read_text("utf-8")
+    data = json.loads(before)
+    data.update(change)
+    path.write_text(json.dumps(data), "utf-8")
+
+    def undo() -> None:
+        path.write_text(before, "utf-8")
+
+    return undo
+
+
+def test_tls13_renegotiation_on_server_2025_is_500(host: Host) -> None:
+    undo = _with_json(host.state.host, {"os_build": 26100})
+    host.binding(negotiate=False)
+    try:
+        result = host.probe("alice")
+        _expect(result, "500.0")
+        assert result.hresult == "0x80070032"
+    finally:
+        host.binding(negotiate=True)
+        undo()
+
+
+def test_send_trusted_issuer_list_with_bad_root_is_403_7(host: Host) -> None:
+    undo = _with_json(host.state.host, {"send_trusted_issuer_list": 1})
+    intermediate = pki.make_intermediate(host.client_ca, "Misplaced Issuing CA")
+    thumb = host.agent.one("cert.import", store="Root", der_b64=intermediate.blob)["thumbprint"]
+    try:
+        _expect(host.probe("alice"), "403.7")
+    finally:
+        host.agent.one("cert.remove", store="Root", thumbprint=thumb)
+        undo()
+
+
+def test_mappings_ignored_without_web_cert_auth_feature(host: Host) -> None:
+    undo = _with_json(host.state.features, {"Web-Cert-Auth": False})
+    try:
+        _expect(host.probe("alice"), "401.2")
+    finally:
+        undo()
+    _expect(host.probe("alice"), "200.0")
