@@ -157,6 +157,13 @@ class Simulator:
         if self.server is not None:
             self.server.stop()
             self.server = None
+            # Keep endpoint.json (it holds the password for the next start) but show that
+            # nothing serves it now, so `reset` and scripts do not wait for a dead server.
+            endpoint_file = self.state.dir / "endpoint.json"
+            with self.state.locked():
+                data = read_json(endpoint_file, {}) or {}
+                if data.get("pid") == os.getpid():
+                    write_json(endpoint_file, {**data, "pid": None}, 0o600)
 
     def __enter__(self) -> Endpoint:
         return self.start()

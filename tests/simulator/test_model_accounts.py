@@ -19,8 +19,26 @@ def host(tmp_path: Path) -> AgentRunner:
 
 @pytest.mark.parametrize(
     "name",
-    ["a" * 21, "bad/name", "bad\\name", "semi;colon", "q?", "star*", "br[ack]et", "eq=ual",
-     "pl+us", "co,mma", "lt<", "gt>", "pi|pe", 'quo"te', "col:on", "...", " . ", ""],
+    [
+        "a" * 21,
+        "bad/name",
+        "bad\\name",
+        "semi;colon",
+        "q?",
+        "star*",
+        "br[ack]et",
+        "eq=ual",
+        "pl+us",
+        "co,mma",
+        "lt<",
+        "gt>",
+        "pi|pe",
+        'quo"te',
+        "col:on",
+        "...",
+        " . ",
+        "",
+    ],
 )
 def test_sam_account_names(host: AgentRunner, name: str) -> None:
     error = host.error("user.set", name=name, password=PASSWORD)
@@ -54,19 +72,35 @@ def test_password_must_not_contain_full_name_parts(host: AgentRunner) -> None:
 
 
 def test_create_update_and_idempotency(host: AgentRunner) -> None:
-    assert host.one("user.set", name="alice", password=PASSWORD, full_name="Alice",
-                    description="mapped", password_never_expires=True) == {
-        "created": True, "changed": []}
-    again = host.one("user.set", name="ALICE", password=PASSWORD, full_name="Alice",
-                     description="mapped", password_never_expires=True)
+    assert host.one(
+        "user.set",
+        name="alice",
+        password=PASSWORD,
+        full_name="Alice",
+        description="mapped",
+        password_never_expires=True,
+    ) == {"created": True, "changed": []}
+    again = host.one(
+        "user.set",
+        name="ALICE",
+        password=PASSWORD,
+        full_name="Alice",
+        description="mapped",
+        password_never_expires=True,
+    )
     assert again == {"created": False, "changed": []}
     update = host.one("user.set", name="alice", description="changed", disabled=True)
     assert update == {"created": False, "changed": ["description", "disabled"]}
     assert host.one("user.set", name="alice", password="Another-Pw-2")["changed"] == ["password"]
     got = host.one("user.get", name="SIMIIS01\\alice")
     assert got == {
-        "exists": True, "name": "alice", "full_name": "Alice", "description": "changed",
-        "disabled": True, "password_never_expires": True, "user_cannot_change_password": False,
+        "exists": True,
+        "name": "alice",
+        "full_name": "Alice",
+        "description": "changed",
+        "disabled": True,
+        "password_never_expires": True,
+        "user_cannot_change_password": False,
         "groups": [],
     }
     assert host.one("user.delete", name="alice") == {"removed": True}
@@ -87,11 +121,16 @@ def test_users_json_holds_only_a_salted_hash(host: AgentRunner) -> None:
 def test_verify_password(host: AgentRunner) -> None:
     host.one("user.set", name="alice", password=PASSWORD)
     assert host.one("user.verify_password", name="alice", password=PASSWORD) == {
-        "valid": True, "hresult": None}
+        "valid": True,
+        "hresult": None,
+    }
     assert host.one("user.verify_password", name="alice", password="nope") == {
-        "valid": False, "hresult": "0x8007052E"}
+        "valid": False,
+        "hresult": "0x8007052E",
+    }
     assert host.one("user.verify_password", name="ghost", password=PASSWORD)["hresult"] == (
-        "0x8007052E")
+        "0x8007052E"
+    )
     host.one("user.set", name="alice", disabled=True)
     disabled = host.one("user.verify_password", name="alice", password=PASSWORD)
     assert disabled["valid"] is False
@@ -114,13 +153,19 @@ def test_acl_grant_and_revoke(host: AgentRunner) -> None:
     before = host.one("acl.get", path=path)
     assert before["exists"] is True
     assert all(ace["inherited"] for ace in before["aces"])
-    assert host.one("acl.grant", path="C:/inetpub/wwwroot/", identity="alice",
-                    rights="ReadAndExecute") == {"changed": True}
-    assert host.one("acl.grant", path=path, identity="SIMIIS01\\alice",
-                    rights="ReadAndExecute") == {"changed": False}
+    assert host.one(
+        "acl.grant", path="C:/inetpub/wwwroot/", identity="alice", rights="ReadAndExecute"
+    ) == {"changed": True}
+    assert host.one(
+        "acl.grant", path=path, identity="SIMIIS01\\alice", rights="ReadAndExecute"
+    ) == {"changed": False}
     aces = host.one("acl.get", path=path)["aces"]
-    assert {"identity": "SIMIIS01\\alice", "rights": "ReadAndExecute", "type": "Allow",
-            "inherited": False} in aces
+    assert {
+        "identity": "SIMIIS01\\alice",
+        "rights": "ReadAndExecute",
+        "type": "Allow",
+        "inherited": False,
+    } in aces
     assert host.one("acl.grant", path=path, identity="alice", rights="Modify") == {"changed": True}
     mine = [a for a in host.one("acl.get", path=path)["aces"] if "alice" in a["identity"]]
     assert [a["rights"] for a in mine] == ["Modify"]
@@ -134,7 +179,8 @@ def test_acl_errors(host: AgentRunner) -> None:
     assert (error["code"], error["hresult"]) == ("NotFound", "0x80070002")
     error = host.error("acl.grant", path="C:\\inetpub\\shop", identity="ghost", rights="Read")
     assert error["code"] == "NotFound"
-    assert host.one("acl.grant", path="C:\\inetpub\\shop", identity="IIS_IUSRS",
-                    rights="Read")["changed"]
+    assert host.one("acl.grant", path="C:\\inetpub\\shop", identity="IIS_IUSRS", rights="Read")[
+        "changed"
+    ]
     ids = [a["identity"] for a in host.one("acl.get", path="C:\\inetpub\\shop")["aces"]]
     assert "BUILTIN\\IIS_IUSRS" in ids

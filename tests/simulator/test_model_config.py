@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -32,21 +33,23 @@ def apphost(host: AgentRunner) -> Path:
     return host.state_dir / "applicationHost.config"
 
 
-def mapping(*one_to_one: dict[str, str], many: list[dict[str, object]] | None = None) -> dict:
+def mapping(
+    *one_to_one: dict[str, str], many: list[dict[str, object]] | None = None
+) -> dict[str, Any]:
     children = {
-        "oneToOneMappings": element(
-            clear=True, items=[element(attrs) for attrs in one_to_one]
-        ),
+        "oneToOneMappings": element(clear=True, items=[element(attrs) for attrs in one_to_one]),
     }
     if many is not None:
-        children["manyToOneMappings"] = element(clear=True, items=many)  # type: ignore[arg-type]
+        children["manyToOneMappings"] = element(clear=True, items=many)
     return element({"enabled": "true"}, children)
 
 
 def test_fresh_host_has_iis_layout(host: AgentRunner) -> None:
     root = etree.parse(str(apphost(host))).getroot()
-    auth = root.find("configSections/sectionGroup[@name='system.webServer']"
-                     "/sectionGroup[@name='security']/sectionGroup[@name='authentication']")
+    auth = root.find(
+        "configSections/sectionGroup[@name='system.webServer']"
+        "/sectionGroup[@name='security']/sectionGroup[@name='authentication']"
+    )
     assert auth is not None
     modes = {s.get("name"): s.get("overrideModeDefault") for s in auth}
     assert modes["iisClientCertificateMappingAuthentication"] == "Deny"
@@ -67,7 +70,9 @@ def test_set_then_get_with_effective_values(host: AgentRunner) -> None:
     assert got["effective"]["attributes"]["logonMethod"] == "ClearText"  # schema default
 
     assert host.one(
-        "config.set", section=SECTION_ANONYMOUS, location="shop",
+        "config.set",
+        section=SECTION_ANONYMOUS,
+        location="shop",
         element=element({"enabled": "false"}),
     ) == {"changed": True}
     got = host.one("config.get", section=SECTION_ANONYMOUS, location="shop")
@@ -83,8 +88,12 @@ def test_set_then_get_with_effective_values(host: AgentRunner) -> None:
 
 
 def test_flags_are_stored_as_comma_separated_names(host: AgentRunner) -> None:
-    host.one("config.set", section=SECTION_SSL, location="shop",
-             element=element({"sslFlags": "SslRequireCert, Ssl,  SslNegotiateCert"}))
+    host.one(
+        "config.set",
+        section=SECTION_SSL,
+        location="shop",
+        element=element({"sslFlags": "SslRequireCert, Ssl,  SslNegotiateCert"}),
+    )
     got = host.one("config.get", section=SECTION_SSL, location="shop")
     assert got["element"]["attributes"]["sslFlags"] == "Ssl,SslNegotiateCert,SslRequireCert"
 
@@ -97,14 +106,22 @@ def test_second_identical_set_changes_nothing(host: AgentRunner) -> None:
     assert (first, second) == ({"changed": True}, {"changed": False})
     assert apphost(host).read_bytes() == before
     # Flags spelled differently but meaning the same: no change either.
-    host.one("config.set", section=SECTION_SSL, location="shop", element=element({"sslFlags": "Ssl"}))
-    assert host.one("config.set", section=SECTION_SSL, location="shop",
-                    element=element({"sslFlags": "ssl"}))["changed"] is False
+    host.one(
+        "config.set", section=SECTION_SSL, location="shop", element=element({"sslFlags": "Ssl"})
+    )
+    assert (
+        host.one(
+            "config.set", section=SECTION_SSL, location="shop", element=element({"sslFlags": "ssl"})
+        )["changed"]
+        is False
+    )
 
 
 def test_clear_removes_section_and_empty_location(host: AgentRunner) -> None:
     before = apphost(host).read_text()
-    host.one("config.set", section=SECTION_SSL, location="shop", element=element({"sslFlags": "Ssl"}))
+    host.one(
+        "config.set", section=SECTION_SSL, location="shop", element=element({"sslFlags": "Ssl"})
+    )
     assert host.one("config.clear", section=SECTION_SSL, location="shop") == {"changed": True}
     assert host.one("config.clear", section=SECTION_SSL, location="shop") == {"changed": False}
     after = apphost(host).read_text()
@@ -121,15 +138,55 @@ def test_clear_removes_section_and_empty_location(host: AgentRunner) -> None:
         (SECTION_ANONYMOUS, "shop", element({"logonMethod": "Remote"})),
         (SECTION_ANONYMOUS, "shop", element({"enabled": "yes"})),
         (SECTION_MAPPING, "shop", element({"logonMethod": "Kerberos"})),
-        (SECTION_MAPPING, "shop", element(children={"manyToOneMappings": element(items=[
-            element({"name": "m", "permissionMode": "Maybe"})])})),
-        (SECTION_MAPPING, "shop", element(children={"manyToOneMappings": element(items=[
-            element({"name": "m"}, children={"rules": element(items=[element({
-                "certificateField": "Subjekt", "certificateSubField": "CN",
-                "matchCriteria": "x"})])})])})),
+        (
+            SECTION_MAPPING,
+            "shop",
+            element(
+                children={
+                    "manyToOneMappings": element(
+                        items=[element({"name": "m", "permissionMode": "Maybe"})]
+                    )
+                }
+            ),
+        ),
+        (
+            SECTION_MAPPING,
+            "shop",
+            element(
+                children={
+                    "manyToOneMappings": element(
+                        items=[
+                            element(
+                                {"name": "m"},
+                                children={
+                                    "rules": element(
+                                        items=[
+                                            element(
+                                                {
+                                                    "certificateField": "Subjekt",
+                                                    "certificateSubField": "CN",
+                                                    "matchCriteria": "x",
+                                                }
+                                            )
+                                        ]
+                                    )
+                                },
+                            )
+                        ]
+                    )
+                }
+            ),
+        ),
     ],
-    ids=["SslMapCert", "unknown-flag", "logonMethod", "bool", "mapping-logonMethod",
-         "permissionMode", "certificateField"],
+    ids=[
+        "SslMapCert",
+        "unknown-flag",
+        "logonMethod",
+        "bool",
+        "mapping-logonMethod",
+        "permissionMode",
+        "certificateField",
+    ],
 )
 def test_enum_and_flag_values_are_checked(host, section, location, bad) -> None:
     error = host.error("config.set", section=section, location=location, element=bad)
@@ -138,21 +195,36 @@ def test_enum_and_flag_values_are_checked(host, section, location, bad) -> None:
 
 
 def test_sslmapcert_gets_an_explanation(host: AgentRunner) -> None:
-    error = host.error("config.set", section=SECTION_SSL, location="shop",
-                       element=element({"sslFlags": "SslMapCert"}))
+    error = host.error(
+        "config.set",
+        section=SECTION_SSL,
+        location="shop",
+        element=element({"sslFlags": "SslMapCert"}),
+    )
     assert "IIS 7" in error["message"]
 
 
 def test_unknown_attribute_and_element_are_refused(host: AgentRunner) -> None:
-    error = host.error("config.set", section=SECTION_SSL, location="shop",
-                       element=element({"sslflags": "Ssl"}))
+    error = host.error(
+        "config.set", section=SECTION_SSL, location="shop", element=element({"sslflags": "Ssl"})
+    )
     assert (error["code"], "Unrecognized attribute 'sslflags'" in error["message"]) == (
-        "InvalidValue", True)
-    error = host.error("config.set", section=SECTION_MAPPING, location="shop",
-                       element=element(children={"oneToOneMapping": element()}))
+        "InvalidValue",
+        True,
+    )
+    error = host.error(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=element(children={"oneToOneMapping": element()}),
+    )
     assert error["code"] == "InvalidValue"
-    error = host.error("config.set", section=SECTION_SSL, location="shop",
-                       element=element(items=[element({"x": "y"})]))
+    error = host.error(
+        "config.set",
+        section=SECTION_SSL,
+        location="shop",
+        element=element(items=[element({"x": "y"})]),
+    )
     assert error["code"] == "InvalidValue"
 
 
@@ -173,32 +245,64 @@ def test_unique_keys(host: AgentRunner) -> None:
     error = host.error("config.set", section=SECTION_MAPPING, location="shop", element=dup)
     assert (error["code"], error["hresult"]) == ("DuplicateKey", "0x800700B7")
     # certificate is case sensitive: a different case is a different key.
-    ok = mapping({"certificate": BLOB, "userName": "a"}, {"certificate": BLOB.lower(), "userName": "b"})
+    ok = mapping(
+        {"certificate": BLOB, "userName": "a"}, {"certificate": BLOB.lower(), "userName": "b"}
+    )
     assert host.one("config.set", section=SECTION_MAPPING, location="shop", element=ok)["changed"]
     # manyToOne names are not.
     dup_many = mapping(many=[element({"name": "Partners"}), element({"name": "partners"})])
     error = host.error("config.set", section=SECTION_MAPPING, location="shop", element=dup_many)
     assert error["code"] == "DuplicateKey"
     rule = {"certificateField": "Issuer", "certificateSubField": "CN", "matchCriteria": "Corp CA"}
-    dup_rules = mapping(many=[element({"name": "p"}, children={"rules": element(items=[
-        element(rule), element({**rule, "compareCaseSensitive": "true"})])})])
+    dup_rules = mapping(
+        many=[
+            element(
+                {"name": "p"},
+                children={
+                    "rules": element(
+                        items=[element(rule), element({**rule, "compareCaseSensitive": "true"})]
+                    )
+                },
+            )
+        ]
+    )
     error = host.error("config.set", section=SECTION_MAPPING, location="shop", element=dup_rules)
     assert error["code"] == "DuplicateKey" and "combined key" in error["message"]
-    ok_rules = mapping(many=[element({"name": "p"}, children={"rules": element(items=[
-        element(rule), element({**rule, "compareCaseSensitive": "false"})])})])
+    ok_rules = mapping(
+        many=[
+            element(
+                {"name": "p"},
+                children={
+                    "rules": element(
+                        items=[element(rule), element({**rule, "compareCaseSensitive": "false"})]
+                    )
+                },
+            )
+        ]
+    )
     assert host.one("config.set", section=SECTION_MAPPING, location="shop", element=ok_rules)
 
 
 def test_add_without_clear_conflicts_with_inherited_entry(host: AgentRunner) -> None:
-    host.one("config.set", section=SECTION_MAPPING, location="",
-             element=mapping({"certificate": BLOB, "userName": "a"}))
-    inherit = element({"enabled": "true"}, {"oneToOneMappings": element(
-        items=[element({"certificate": BLOB, "userName": "b"})])})
+    host.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="",
+        element=mapping({"certificate": BLOB, "userName": "a"}),
+    )
+    inherit = element(
+        {"enabled": "true"},
+        {"oneToOneMappings": element(items=[element({"certificate": BLOB, "userName": "b"})])},
+    )
     error = host.error("config.set", section=SECTION_MAPPING, location="shop", element=inherit)
     assert error["code"] == "DuplicateKey"
     # With <clear/> the site starts from an empty collection.
-    assert host.one("config.set", section=SECTION_MAPPING, location="shop",
-                    element=mapping({"certificate": BLOB, "userName": "b"}))["changed"]
+    assert host.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping({"certificate": BLOB, "userName": "b"}),
+    )["changed"]
     eff = host.one("config.get", section=SECTION_MAPPING, location="shop")["effective"]
     users = [i["attributes"]["userName"] for i in eff["children"]["oneToOneMappings"]["items"]]
     assert users == ["b"]
@@ -206,39 +310,67 @@ def test_add_without_clear_conflicts_with_inherited_entry(host: AgentRunner) -> 
 
 def test_locked_section_at_webconfig_path(host: AgentRunner) -> None:
     for section in (SECTION_SSL, SECTION_ANONYMOUS, SECTION_MAPPING):
-        error = host.error("config.set", section=section, location="shop", target="webconfig",
-                           element=element({"enabled": "true"} if section != SECTION_SSL else {}))
+        error = host.error(
+            "config.set",
+            section=section,
+            location="shop",
+            target="webconfig",
+            element=element({"enabled": "true"} if section != SECTION_SSL else {}),
+        )
         assert (error["code"], error["hresult"]) == ("Locked", "0x80070021")
-        assert error["message"].split(": ", 1)[1].startswith(
-            "This configuration section cannot be used at this path. This happens when the "
-            "section is locked at a parent level.")
+        assert (
+            error["message"]
+            .split(": ", 1)[1]
+            .startswith(
+                "This configuration section cannot be used at this path. This happens when the "
+                "section is locked at a parent level."
+            )
+        )
     error = host.error("config.clear", section=SECTION_SSL, location="shop", target="webconfig")
     assert error["code"] == "Locked"
 
 
 def test_unlocked_section_at_webconfig_path(host: AgentRunner) -> None:
     # defaultDocument is overrideModeDefault="Allow"; directoryBrowse declares none (Allow).
-    assert host.one("config.set", section="system.webServer/directoryBrowse", location="shop",
-                    target="webconfig", element=element({"enabled": "true"}))["changed"]
+    assert host.one(
+        "config.set",
+        section="system.webServer/directoryBrowse",
+        location="shop",
+        target="webconfig",
+        element=element({"enabled": "true"}),
+    )["changed"]
     web = host.state_dir / "webconfig" / "shop" / "web.config"
     assert 'directoryBrowse enabled="true"' in web.read_text()
     got = host.one("config.get", section="system.webServer/directoryBrowse", location="shop")
     assert got["present"] is False  # not in applicationHost.config
     assert got["effective"]["attributes"]["enabled"] == "true"
-    assert host.one("config.clear", section="system.webServer/directoryBrowse", location="shop",
-                    target="webconfig")["changed"]
+    assert host.one(
+        "config.clear",
+        section="system.webServer/directoryBrowse",
+        location="shop",
+        target="webconfig",
+    )["changed"]
 
 
 def test_location_override_mode_allow_unlocks(host: AgentRunner) -> None:
-    text = apphost(host).read_text().replace(
-        "</configuration>",
-        '    <location path="shop" overrideMode="Allow">\n        <system.webServer>\n'
-        '            <security>\n                <access />\n            </security>\n'
-        "        </system.webServer>\n    </location>\n</configuration>",
+    text = (
+        apphost(host)
+        .read_text()
+        .replace(
+            "</configuration>",
+            '    <location path="shop" overrideMode="Allow">\n        <system.webServer>\n'
+            "            <security>\n                <access />\n            </security>\n"
+            "        </system.webServer>\n    </location>\n</configuration>",
+        )
     )
     apphost(host).write_text(text)
-    assert host.one("config.set", section=SECTION_SSL, location="shop", target="webconfig",
-                    element=element({"sslFlags": "Ssl"}))["changed"]
+    assert host.one(
+        "config.set",
+        section=SECTION_SSL,
+        location="shop",
+        target="webconfig",
+        element=element({"sslFlags": "Ssl"}),
+    )["changed"]
 
 
 def test_site_must_exist(host: AgentRunner) -> None:
@@ -249,8 +381,9 @@ def test_site_must_exist(host: AgentRunner) -> None:
     ):
         error = host.error(op, section=SECTION_SSL, location="nosuchsite/app", **args)
         assert (error["code"], error["hresult"]) == ("NotFound", "0x80070490")
-    assert host.one("config.set", section=SECTION_SSL, location="SHOP/app",
-                    element=element({"sslFlags": "Ssl"}))["changed"]
+    assert host.one(
+        "config.set", section=SECTION_SSL, location="SHOP/app", element=element({"sslFlags": "Ssl"})
+    )["changed"]
     assert '<location path="shop/app">' in apphost(host).read_text()
 
 
@@ -261,8 +394,12 @@ def test_unknown_section(host: AgentRunner) -> None:
 
 def test_feature_missing(host: AgentRunner) -> None:
     (host.state_dir / "features.json").write_text('{"Web-Cert-Auth": false}')
-    error = host.error("config.set", section=SECTION_MAPPING, location="shop",
-                       element=mapping({"certificate": BLOB, "userName": "a"}))
+    error = host.error(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping({"certificate": BLOB, "userName": "a"}),
+    )
     assert error["code"] == "FeatureMissing" and "Web-Cert-Auth" in error["message"]
     assert host.one("host.facts")["web_cert_auth_installed"] is False
 
@@ -285,10 +422,18 @@ def test_hand_edits_survive_byte_for_byte(host: AgentRunner) -> None:
     original = path.read_text().replace("</configuration>", hand + "</configuration>")
     path.write_text(original)
 
-    host.one("config.set", section=SECTION_SSL, location="shop",
-             element=element({"sslFlags": "Ssl,SslRequireCert"}))
-    host.one("config.set", section=SECTION_ANONYMOUS, location="Default Web Site",
-             element=element({"enabled": "false"}))
+    host.one(
+        "config.set",
+        section=SECTION_SSL,
+        location="shop",
+        element=element({"sslFlags": "Ssl,SslRequireCert"}),
+    )
+    host.one(
+        "config.set",
+        section=SECTION_ANONYMOUS,
+        location="Default Web Site",
+        element=element({"enabled": "false"}),
+    )
     after = path.read_text()
 
     # Everything hand-written is still there, byte for byte, except the one targeted line.
@@ -298,11 +443,17 @@ def test_hand_edits_survive_byte_for_byte(host: AgentRunner) -> None:
     assert expected_hand in after
     old_lines, new_lines = original.splitlines(), after.splitlines()
     ops = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False).get_opcodes()
-    changed = [(tag, old_lines[i1:i2], new_lines[j1:j2]) for tag, i1, i2, j1, j2 in ops
-               if tag != "equal"]
+    changed = [
+        (tag, old_lines[i1:i2], new_lines[j1:j2]) for tag, i1, i2, j1, j2 in ops if tag != "equal"
+    ]
     replaced = [c for c in changed if c[0] != "insert"]
-    assert replaced == [("replace", ["                <access sslFlags='Ssl' />"],
-                         ['                <access sslFlags="Ssl,SslRequireCert" />'])]
+    assert replaced == [
+        (
+            "replace",
+            ["                <access sslFlags='Ssl' />"],
+            ['                <access sslFlags="Ssl,SslRequireCert" />'],
+        )
+    ]
     # The new location for Default Web Site is an insertion, nothing else moved.
     inserted = [line for c in changed if c[0] == "insert" for line in c[2]]
     assert '    <location path="Default Web Site">' in inserted
@@ -310,10 +461,18 @@ def test_hand_edits_survive_byte_for_byte(host: AgentRunner) -> None:
 
 def test_passwords_are_encrypted_at_rest(host: AgentRunner) -> None:
     host.one("user.set", name="bob", password=CANARY)
-    host.one("config.set", section=SECTION_MAPPING, location="shop",
-             element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}))
-    host.one("config.set", section=SECTION_ANONYMOUS, location="shop",
-             element=element({"userName": "bob", "password": CANARY}))
+    host.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}),
+    )
+    host.one(
+        "config.set",
+        section=SECTION_ANONYMOUS,
+        location="shop",
+        element=element({"userName": "bob", "password": CANARY}),
+    )
     got = host.one("config.get", section=SECTION_MAPPING, location="shop")["element"]
     stored = got["children"]["oneToOneMappings"]["items"][0]["attributes"]["password"]
     assert is_encrypted_value(stored) and stored.startswith("[enc:AesProvider:")
@@ -322,18 +481,25 @@ def test_passwords_are_encrypted_at_rest(host: AgentRunner) -> None:
             assert CANARY.encode() not in file.read_bytes(), file
     # The stored ciphertext decrypts to the user's password.
     logons = host.one("mapping.verify_logons", site="shop")["results"]
-    assert logons == [{"kind": "one_to_one", "key": BLOB, "user_name": "bob", "valid": True,
-                       "hresult": None}]
+    assert logons == [
+        {"kind": "one_to_one", "key": BLOB, "user_name": "bob", "valid": True, "hresult": None}
+    ]
 
 
 def test_encrypted_value_is_stored_as_is(host: AgentRunner) -> None:
     host.one("user.set", name="bob", password=CANARY)
-    host.one("config.set", section=SECTION_MAPPING, location="shop",
-             element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}))
+    host.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}),
+    )
     found = host.one("config.get", section=SECTION_MAPPING, location="shop")["element"]
     # Put back what was read (a restore): same ciphertext, no change.
-    assert host.one("config.set", section=SECTION_MAPPING, location="shop",
-                    element=found)["changed"] is False
+    assert (
+        host.one("config.set", section=SECTION_MAPPING, location="shop", element=found)["changed"]
+        is False
+    )
     host.one("config.set", section=SECTION_MAPPING, location="Default Web Site", element=found)
     copied = host.one("config.get", section=SECTION_MAPPING, location="Default Web Site")
     assert copied["element"] == found
@@ -341,12 +507,20 @@ def test_encrypted_value_is_stored_as_is(host: AgentRunner) -> None:
 
 def test_verify_logons_reports_wrong_password(host: AgentRunner) -> None:
     host.one("user.set", name="bob", password=CANARY)
-    host.one("config.set", section=SECTION_MAPPING, location="shop", element=mapping(
-        {"certificate": BLOB, "userName": "SIMIIS01\\bob", "password": "Wrong-Pw-123"},
-        many=[element({"name": "partners", "userName": "nobody", "password": CANARY})]))
+    host.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping(
+            {"certificate": BLOB, "userName": "SIMIIS01\\bob", "password": "Wrong-Pw-123"},
+            many=[element({"name": "partners", "userName": "nobody", "password": CANARY})],
+        ),
+    )
     results = host.one("mapping.verify_logons", site="shop")["results"]
     assert [(r["kind"], r["valid"], r["hresult"]) for r in results] == [
-        ("one_to_one", False, "0x8007052E"), ("many_to_one", False, "0x8007052E")]
+        ("one_to_one", False, "0x8007052E"),
+        ("many_to_one", False, "0x8007052E"),
+    ]
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
@@ -360,8 +534,14 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         try:
             barrier.wait()
             for i, flag in enumerate(flags):
-                runner.ok(make_op("config.set", section=SECTION_SSL, location=f"{site}/app{i}",
-                                  element=element({"sslFlags": flag})))
+                runner.ok(
+                    make_op(
+                        "config.set",
+                        section=SECTION_SSL,
+                        location=f"{site}/app{i}",
+                        element=element({"sslFlags": flag}),
+                    )
+                )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -385,8 +565,12 @@ def test_restart_keeps_state(tmp_path: Path) -> None:
     state = tmp_path / "host"
     first = AgentRunner(state)
     first.one("user.set", name="bob", password=CANARY)
-    first.one("config.set", section=SECTION_MAPPING, location="shop",
-              element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}))
+    first.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}),
+    )
     config_before = (state / "applicationHost.config").read_bytes()
     second = AgentRunner(state)  # a new process would do the same: nothing is regenerated
     assert (state / "applicationHost.config").read_bytes() == config_before

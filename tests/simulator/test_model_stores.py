@@ -6,6 +6,7 @@ import base64
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,13 +45,15 @@ def test_import_der_and_remove(host: AgentRunner, ca: pki.Issued) -> None:
     added = host.one("cert.import", store="Root", der_b64=b64(ca.cert_der()))
     assert added == {"thumbprint": ca.thumbprint, "added": True}
     assert host.one("cert.import", store="Root", der_b64=b64(ca.cert_der()))["added"] is False
-    assert (host.state_dir / "certstore/LocalMachine/Root" / f"{ca.thumbprint}.cer").read_bytes() \
-        == ca.cert_der()
+    assert (
+        host.state_dir / "certstore/LocalMachine/Root" / f"{ca.thumbprint}.cer"
+    ).read_bytes() == ca.cert_der()
     listed = {c["thumbprint"]: c for c in host.one("cert.list", store="Root")["certificates"]}
     assert listed[ca.thumbprint]["der_b64"] == b64(ca.cert_der())
     assert listed[ca.thumbprint]["has_private_key"] is False
     assert host.one("cert.remove", store="Root", thumbprint=ca.thumbprint.lower()) == {
-        "removed": True}
+        "removed": True
+    }
     assert host.one("cert.remove", store="Root", thumbprint=ca.thumbprint) == {"removed": False}
 
 
@@ -89,7 +92,7 @@ def test_bad_certificates(host: AgentRunner, ca: pki.Issued) -> None:
     assert both["error"]["code"] == "BadRequest"
 
 
-def _https(host: AgentRunner, site: str) -> list[dict]:
+def _https(host: AgentRunner, site: str) -> list[dict[str, Any]]:
     sites = {s["name"]: s for s in host.one("site.list")["sites"]}
     return [b for b in sites[site]["bindings"] if b["protocol"] == "https"]
 
@@ -97,23 +100,38 @@ def _https(host: AgentRunner, site: str) -> list[dict]:
 def test_binding_set_update_remove(host: AgentRunner, ca: pki.Issued) -> None:
     server = pki.make_server(ca, "www.example.test")
     host.one("cert.import", store="My", pfx_b64=b64(server.pfx(None)))
-    args = {"site": "Default Web Site", "binding_information": "*:8443:www.example.test",
-            "ssl_flags": 1, "certificate_hash": server.thumbprint.lower(),
-            "certificate_store": "My", "client_cert_negotiation": True}
+    args = {
+        "site": "Default Web Site",
+        "binding_information": "*:8443:www.example.test",
+        "ssl_flags": 1,
+        "certificate_hash": server.thumbprint.lower(),
+        "certificate_store": "My",
+        "client_cert_negotiation": True,
+    }
     assert host.one("binding.set", **args) == {"changed": True, "created": True}
     assert host.one("binding.set", **args) == {"changed": False, "created": False}
-    assert _https(host, "Default Web Site") == [{
-        "protocol": "https", "binding_information": "*:8443:www.example.test", "ssl_flags": 1,
-        "certificate_hash": server.thumbprint, "certificate_store": "My",
-        "client_cert_negotiation": True}]
+    assert _https(host, "Default Web Site") == [
+        {
+            "protocol": "https",
+            "binding_information": "*:8443:www.example.test",
+            "ssl_flags": 1,
+            "certificate_hash": server.thumbprint,
+            "certificate_store": "My",
+            "client_cert_negotiation": True,
+        }
+    ]
     sslcert = json.loads((host.state_dir / "httpsys.json").read_text())["sslcert"]
     assert sslcert["hostnameport=www.example.test:8443"]["client_cert_negotiation"] is True
     assert host.one("binding.set", **{**args, "client_cert_negotiation": False}) == {
-        "changed": True, "created": False}
-    assert host.one("binding.remove", site="Default Web Site",
-                    binding_information="*:8443:www.example.test") == {"changed": True}
-    assert host.one("binding.remove", site="Default Web Site",
-                    binding_information="*:8443:www.example.test") == {"changed": False}
+        "changed": True,
+        "created": False,
+    }
+    assert host.one(
+        "binding.remove", site="Default Web Site", binding_information="*:8443:www.example.test"
+    ) == {"changed": True}
+    assert host.one(
+        "binding.remove", site="Default Web Site", binding_information="*:8443:www.example.test"
+    ) == {"changed": False}
     assert _https(host, "Default Web Site") == []
     sslcert = json.loads((host.state_dir / "httpsys.json").read_text())["sslcert"]
     assert "hostnameport=www.example.test:8443" not in sslcert
@@ -122,25 +140,39 @@ def test_binding_set_update_remove(host: AgentRunner, ca: pki.Issued) -> None:
 def test_shop_binding_negotiation_switch(host: AgentRunner) -> None:
     current = _https(host, "shop")[0]
     assert current["client_cert_negotiation"] is False
-    result = host.one("binding.set", site="shop", binding_information="*:443:", ssl_flags=0,
-                      certificate_hash=current["certificate_hash"], certificate_store="My",
-                      client_cert_negotiation=True)
+    result = host.one(
+        "binding.set",
+        site="shop",
+        binding_information="*:443:",
+        ssl_flags=0,
+        certificate_hash=current["certificate_hash"],
+        certificate_store="My",
+        client_cert_negotiation=True,
+    )
     assert result == {"changed": True, "created": False}
     assert _https(host, "shop")[0]["client_cert_negotiation"] is True
 
 
 def test_binding_errors(host: AgentRunner, ca: pki.Issued) -> None:
     thumb = _https(host, "shop")[0]["certificate_hash"]
-    base = {"site": "shop", "binding_information": "*:9443:", "ssl_flags": 0,
-            "certificate_hash": thumb, "certificate_store": "My", "client_cert_negotiation": False}
+    base = {
+        "site": "shop",
+        "binding_information": "*:9443:",
+        "ssl_flags": 0,
+        "certificate_hash": thumb,
+        "certificate_store": "My",
+        "client_cert_negotiation": False,
+    }
     assert host.error("binding.set", **{**base, "site": "nope"})["code"] == "NotFound"
     assert host.error("binding.set", **{**base, "certificate_hash": "AB" * 20})["code"] == (
-        "NotFound")
+        "NotFound"
+    )
     assert host.error("binding.set", **{**base, "certificate_store": "Root"})["code"] == "NotFound"
     sni = host.error("binding.set", **{**base, "ssl_flags": 1})
     assert sni["code"] == "InvalidValue" and "host name" in sni["message"]
     assert host.error("binding.set", **{**base, "binding_information": "*:http:"})["code"] == (
-        "InvalidValue")
+        "InvalidValue"
+    )
     # A certificate without its private key cannot be bound (netsh error 1312).
     leaf = pki.make_leaf(ca, "nokey", server_auth=True)
     host.one("cert.import", store="My", der_b64=b64(leaf.cert_der()))

@@ -1,0 +1,251 @@
+"""The executor: agent requests only, PowerShell-like refusals, batches, faults, audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.contract import (
+    BOOTSTRAP,
+    POWERSHELL,
+    SECTION_MAPPING,
+    SECTION_SSL,
+    command_arguments,
+    element,
+    encode_stdin,
+    make_op,
+    make_request,
+    parse_result,
+)
+from simulator import audit, executor
+from simulator.powershell_errors import encode_command
+from simulator.testing import AgentRunner, agent_script
+
+CANARY = "Exec-Canary-Pw-1!"
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> AgentRunner:
+    return AgentRunner(tmp_path / "host")
+
+
+def stdin_for(*ops: dict[str, Any]) -> bytes:
+    return encode_stdin(agent_script(), make_request(list(ops)))
+
+
+def audit_lines(host: AgentRunner) -> list[dict[str, Any]]:
+    return audit.read(host.state_dir / "audit.log")
+
+
+@pytest.mark.parametrize(
+    ("executable", "arguments", "term"),
+    [
+        (f"powershell -encodedcommand {encode_command('Get-Date')}", [], "Get-Date"),
+        (
+            "powershell.exe",
+            ["-NoProfile", "-EncodedCommand", encode_command("Get-Date")],
+            "Get-Date",
+        ),
+        (
+            "PowerShell.EXE",
+            ["-NoProfile -NonInteractive -Command Remove-Item C:\\ -Recurse"],
+            "Remove-Item",
+        ),
+        (
+            "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+            ["-NoProfile", "-NonInteractive", "-EncodedCommand", encode_command("  whoami /all")],
+            "whoami",
+        ),
+    ],
+)
+def test_other_powershell_commands_are_not_recognized(host, executable, arguments, term) -> None:
+    outcome = host.command(executable, arguments, stdin_for(make_op("host.facts")))
+    assert outcome.exit_code == 1
+    assert outcome.stdout == b""
+    assert f"The term '{term}' is not recognized".encode() in outcome.stderr
+    line = audit_lines(host)[-1]
+    assert line["kind"] == "rejected" and line["ops"] == []
+    assert "Remove-Item" not in json.dumps(line)  # the command line is never logged
+
+
+def test_cmd_commands_are_not_recognized(host: AgentRunner) -> None:
+    outcome = host.command("ipconfig", ["/all"])
+    assert outcome.exit_code == 9009
+    assert b"'ipconfig' is not recognized as an internal or external command" in outcome.stderr
+
+
+def test_agent_request_runs(host: AgentRunner) -> None:
+    outcome = host.command(POWERSHELL, command_arguments(), stdin_for(make_op("host.facts")))
+    assert outcome.exit_code == 0
+    result = parse_result(outcome.stdout)
+    assert result["ok"] and result["results"][0]["computer_name"] == "SIMIIS01"
+
+
+def test_joined_arguments_as_pywinrm_sends_them(host: AgentRunner) -> None:
+    outcome = host.command(
+        POWERSHELL, [" ".join(command_arguments())], stdin_for(make_op("site.list"))
+    )
+    assert parse_result(outcome.stdout)["ok"]
+
+
+def test_bootstrap_by_run_ps_is_an_agent_request(host: AgentRunner) -> None:
+    outcome = host.command(
+        f"powershell -encodedcommand {encode_command(BOOTSTRAP)}",
+        [],
+        stdin_for(make_op("host.facts")),
+    )
+    assert parse_result(outcome.stdout)["ok"]
+
+
+def test_marker_missing(host: AgentRunner) -> None:
+    outcome = host.command(POWERSHELL, command_arguments(), b'{"version":1,"ops":[]}')
+    assert outcome.exit_code == 2
+    error = parse_result(outcome.stdout)["error"]
+    assert (error["code"], error["message"]) == ("BadRequest", "agent payload marker missing")
+
+
+def test_foreign_agent_script_is_refused(host: AgentRunner) -> None:
+    if executor.agent_script_digest() is None:
+        pytest.skip("providers/agent.ps1 is not installed")
+    stdin = encode_stdin("Remove-Item C:\\ -Recurse\n", make_request([make_op("host.facts")]))
+    outcome = host.command(POWERSHELL, command_arguments(), stdin)
+    error = parse_result(outcome.stdout)["error"]
+    assert error["code"] == "BadRequest" and "agent.ps1" in error["message"]
+    # CRLF line ends or a BOM (how an editor may save it) are the same script.
+    crlf = "\ufeff" + agent_script().replace("\n", "\r\n")
+    outcome = host.command(
+        POWERSHELL, command_arguments(), encode_stdin(crlf, make_request([make_op("host.facts")]))
+    )
+    assert parse_result(outcome.stdout)["ok"]
+
+
+def test_any_script_accepted_without_agent_ps1(host, monkeypatch) -> None:
+    monkeypatch.setattr(executor, "agent_script_digest", lambda: None)
+    stdin = encode_stdin("# some script\n", make_request([make_op("host.facts")]))
+    outcome = host.command(POWERSHELL, command_arguments(), stdin)
+    assert parse_result(outcome.stdout)["ok"]
+
+
+@pytest.mark.parametrize(
+    ("request_text", "words"),
+    [
+        ("not json", "not JSON"),
+        ('{"version": 2, "ops": [{"op": "host.facts"}]}', "version"),
+        ('{"version": 1, "ops": []}', "non-empty"),
+        ('{"version": 1, "ops": [{"op": "disk.format"}]}', "unknown op"),
+        ('{"version": 1, "ops": [{"op": "user.get", "args": {}}]}', "missing argument"),
+    ],
+)
+def test_bad_requests(host: AgentRunner, request_text: str, words: str) -> None:
+    stdin = (agent_script() + "\n#--iis-clientcert-request--\n" + request_text).encode()
+    outcome = host.command(POWERSHELL, command_arguments(), stdin)
+    error = parse_result(outcome.stdout)["error"]
+    assert error["code"] == "BadRequest" and words in error["message"]
+
+
+def test_batch_stops_at_first_error(host: AgentRunner) -> None:
+    result = host.run(
+        make_op(
+            "config.set", section=SECTION_SSL, location="shop", element=element({"sslFlags": "Ssl"})
+        ),
+        make_op(
+            "config.set",
+            section=SECTION_SSL,
+            location="shop",
+            target="webconfig",
+            element=element({"sslFlags": "Ssl"}),
+        ),
+        make_op(
+            "config.set",
+            section=SECTION_SSL,
+            location="Default Web Site",
+            element=element({"sslFlags": "Ssl"}),
+        ),
+    )
+    assert result["ok"] is False
+    assert result["results"] == [{"changed": True}]
+    assert (result["error"]["op"], result["error"]["index"], result["error"]["code"]) == (
+        "config.set",
+        1,
+        "Locked",
+    )
+    assert result["error"]["hresult"] == "0x80070021"
+    later = host.one("config.get", section=SECTION_SSL, location="Default Web Site")
+    assert later["present"] is False
+    line = [x for x in audit_lines(host) if x["result"] == "Locked"][-1]
+    assert line["error_index"] == 1 and [o["op"] for o in line["ops"]] == ["config.set"] * 3
+
+
+def test_fail_op_fault_fires_once(host: AgentRunner) -> None:
+    faults = host.state_dir / "faults.json"
+    faults.write_text(
+        json.dumps(
+            {
+                "latency_ms": 0,
+                "fail_op": {
+                    "nth": 3,
+                    "code": "AccessDenied",
+                    "hresult": "0x80070005",
+                    "message": "injected: access denied",
+                },
+            }
+        )
+    )
+    assert host.ok(make_op("host.facts"), make_op("site.list"))
+    result = host.run(make_op("user.get", name="x"), make_op("host.facts"))
+    assert result["results"] == [] and result["error"] == {
+        "op": "user.get",
+        "index": 0,
+        "code": "AccessDenied",
+        "hresult": "0x80070005",
+        "message": "injected: access denied",
+    }
+    assert json.loads(faults.read_text()) == {"latency_ms": 0}  # other keys untouched
+    assert host.ok(make_op("user.get", name="x"), make_op("host.facts"))
+
+
+def test_fail_op_defaults(host: AgentRunner) -> None:
+    (host.state_dir / "faults.json").write_text('{"fail_op": {"nth": 1}}')
+    error = host.error("host.facts")
+    assert (error["code"], error["hresult"]) == ("Fault", "0x80004005")
+
+
+def test_audit_log_names_ops_and_targets_without_secrets(host: AgentRunner) -> None:
+    host.ok(
+        make_op("user.set", name="bob", password=CANARY),
+        make_op(
+            "config.set",
+            section=SECTION_MAPPING,
+            location="shop",
+            element=element(
+                {"enabled": "true"},
+                {
+                    "oneToOneMappings": element(
+                        clear=True,
+                        items=[
+                            element({"certificate": "QUJD", "userName": "bob", "password": CANARY})
+                        ],
+                    )
+                },
+            ),
+        ),
+        make_op("user.verify_password", name="bob", password=CANARY),
+    )
+    host.error("user.set", name="bob", password="short")
+    raw = (host.state_dir / "audit.log").read_text()
+    assert CANARY not in raw and "short" not in raw and "QUJD" not in raw
+    lines = audit_lines(host)
+    ok_line = lines[-2]
+    assert ok_line["user"] == "sim-admin" and ok_line["auth"] == "basic"
+    assert ok_line["ops"] == [
+        {"op": "user.set", "writes": True, "target": "bob"},
+        {"op": "config.set", "writes": True, "target": "shop"},
+        {"op": "user.verify_password", "writes": False, "target": "bob"},
+    ]
+    assert ok_line["result"] == "ok"
+    assert lines[-1]["result"] == "PolicyViolation"
+    for key in ("time", "shell_id", "command_id", "duration_ms"):
+        assert key in ok_line
