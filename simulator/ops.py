@@ -57,12 +57,19 @@ def _schema_for_write(session: Session, name: str, location: str) -> SectionSche
 def _web_levels(
     session: Session, schema: SectionSchema, location: str
 ) -> list[etree._Element | None]:
+    """The section in the web.config files along ``location``. A locked section found in
+    one makes reading configuration at that path fail, as IIS's 500.19 (0x80070021) does."""
     parts = [p for p in norm_location(location).split("/") if p]
     out: list[etree._Element | None] = []
     for depth in range(1, len(parts) + 1):
-        config = session.webconfig("/".join(parts[:depth]), create=False)
-        if config is not None:
-            out.append(config.section_in(config.root, schema))
+        path = "/".join(parts[:depth])
+        config = session.webconfig(path, create=False)
+        if config is None:
+            continue
+        found = config.section_in(config.root, schema)
+        if found is not None:
+            session.apphost.check_unlocked(schema, path)
+        out.append(found)
     return out
 
 

@@ -576,3 +576,18 @@ def test_restart_keeps_state(tmp_path: Path) -> None:
     assert (state / "applicationHost.config").read_bytes() == config_before
     assert second.one("config.get", section=SECTION_MAPPING, location="shop")["present"]
     assert second.one("mapping.verify_logons", site="shop")["results"][0]["valid"] is True
+
+
+def test_locked_section_found_in_web_config_fails_reads(host: AgentRunner) -> None:
+    # What a hand edit (or appcmd without /commit:apphost) leaves behind: IIS answers 500.19.
+    web = host.state_dir / "webconfig" / "shop" / "web.config"
+    web.parent.mkdir(parents=True)
+    web.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<configuration>\n<system.webServer>\n'
+        '<security><access sslFlags="None" /></security>\n</system.webServer>\n</configuration>\n'
+    )
+    error = host.error("config.get", section=SECTION_SSL, location="shop/app")
+    assert (error["code"], error["hresult"]) == ("Locked", "0x80070021")
+    # Other sections, and other sites, read fine.
+    assert host.one("config.get", section=SECTION_ANONYMOUS, location="shop")
+    assert host.one("config.get", section=SECTION_SSL, location="Default Web Site")
