@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives import serialization
 from providers.certs import CertInfo, load_certificate, rdn_value, verify_chain
 from providers.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
 from simulator import schema
-from simulator.accounts import WELL_KNOWN, Accounts, bare_name
+from simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
 from simulator.errors import HR_ASN1_BADTAG, OpError
 from simulator.files import read_json, write_json
 from simulator.state import HostState, Session
@@ -451,7 +451,7 @@ def _blob_problem(blob: str) -> str | None:
 
 def _logon(view: SiteView, user_name: str, password: str | None) -> tuple[str | None, str | None]:
     """LogonUser through the model: (DOMAIN\\user, None) or (None, HRESULT)."""
-    accounts = Accounts(view.users, view.computer, policy=_NO_POLICY)
+    accounts = Accounts(view.users, view.computer, PasswordPolicy())  # logons skip it
     result = accounts.verify(user_name, password or "")
     if not result["valid"]:
         return None, str(result["hresult"])
@@ -543,14 +543,6 @@ def decide(view: SiteView, cert_der: bytes | None) -> Decision:
             # whether IIS reports it even when another mapping matches: here it does not.
             return Decision(401, 1, None, None, broken, "a one-to-one mapping holds a bad blob")
     return _anonymous(view)
-
-
-class _NoPolicy:
-    min_length = 0
-    complexity = False
-
-
-_NO_POLICY: Any = _NoPolicy()  # logons never check the password policy
 
 
 # --- TLS contexts ----------------------------------------------------------------------------

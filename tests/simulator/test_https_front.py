@@ -463,3 +463,20 @@ def test_mappings_ignored_without_web_cert_auth_feature(host: Host) -> None:
     finally:
         undo()
     _expect(host.probe("alice"), "200.0")
+
+
+def test_truncated_one_to_one_blob_is_401_1_asn1_eod(host: Host) -> None:
+    nobody = host.certs["nobody"].blob
+    mapping = _mapping(host.certs["alice"].blob)
+    one = mapping["children"]["oneToOneMappings"]
+    one["items"].append(
+        element({"certificate": nobody[: len(nobody) // 2], "userName": "bob", "password": BOB_PW})
+    )
+    host.set_section(SECTION_MAPPING, mapping)
+    try:
+        result = host.probe("nobody")
+        _expect(result, "401.1")
+        assert result.hresult == "0x80093102"
+        _expect(host.probe("alice"), "200.0")  # other mappings are unaffected
+    finally:
+        host.set_section(SECTION_MAPPING, _mapping(host.certs["alice"].blob))
