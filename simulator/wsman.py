@@ -66,6 +66,7 @@ __all__ = [
     "FileFaults",
     "ShellCommand",
     "WSManServer",
+    "faults_lock",
     "write_faults",
 ]
 
@@ -119,6 +120,21 @@ class FaultSource(Protocol):
         ...
 
 
+_FAULT_LOCKS: dict[str, threading.RLock] = {}
+_FAULT_LOCKS_GUARD = threading.Lock()
+
+
+def faults_lock(path: str | os.PathLike[str]) -> threading.RLock:
+    """The process-wide lock for one faults file.
+
+    Hold it around any read-modify-write of the file (the executor's own fault keys
+    included), so two writers never undo each other's one-shot removals.
+    """
+    key = os.path.realpath(path)
+    with _FAULT_LOCKS_GUARD:
+        return _FAULT_LOCKS.setdefault(key, threading.RLock())
+
+
 def write_faults(path: str | os.PathLike[str], faults: dict[str, Any]) -> None:
     """Replace faults.json atomically, so a server reading it never sees half a file."""
     target = Path(path)
@@ -146,7 +162,7 @@ class FileFaults:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = faults_lock(self.path)
         self._drop_key: str | None = None
         self._drop_count = 0
         self._warned: set[str] = set()
