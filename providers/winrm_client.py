@@ -537,7 +537,9 @@ def run_agent_request(
 ) -> dict[str, Any]:
     """Send one contract request; return the parsed contract result (ok or not)."""
     payload = contract.encode_stdin(agent_script, request)
-    read_only = all(not contract.OPS[op["op"]].writes for op in request["ops"])
+    # An op this client does not know counts as a write: never repeated.
+    specs = [contract.OPS.get(str(op.get("op"))) for op in request.get("ops", [])]
+    read_only = bool(specs) and all(spec is not None and not spec.writes for spec in specs)
     output = run_command(conn, payload, read_only=read_only)
     try:
         return contract.parse_result(output.stdout)
