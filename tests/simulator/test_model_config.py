@@ -591,3 +591,31 @@ def test_locked_section_found_in_web_config_fails_reads(host: AgentRunner) -> No
     # Other sections, and other sites, read fine.
     assert host.one("config.get", section=SECTION_ANONYMOUS, location="shop")
     assert host.one("config.get", section=SECTION_SSL, location="Default Web Site")
+
+
+def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
+    # Two processes: only the file lock (fcntl on DIR/.lock) serialises them.
+    import subprocess
+    import sys
+
+    state = tmp_path / "host"
+    AgentRunner(state)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from providers.contract import SECTION_SSL, element, make_op\n"
+        "from simulator.testing import AgentRunner\n"
+        "runner = AgentRunner(Path(sys.argv[1]))\n"
+        "for i in range(6):\n"
+        "    runner.ok(make_op('config.set', section=SECTION_SSL,\n"
+        "              location=f'{sys.argv[2]}/p{i}', element=element({'sslFlags': 'Ssl'})))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(state), site])
+        for site in ("shop", "Default Web Site")
+    ]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    check = AgentRunner(state)
+    for site in ("shop", "Default Web Site"):
+        for i in range(6):
+            assert check.one("config.get", section=SECTION_SSL, location=f"{site}/p{i}")["present"]
