@@ -83,18 +83,26 @@ function Hide-Secrets([string]$Text) {
     return $Text
 }
 
+function Test-DictKey($Dictionary, [string]$Key) {
+    # Works for Hashtable, [ordered] and the JSON serializer's Dictionary alike (PowerShell
+    # 5.1 cannot call the explicit IDictionary.Contains of a generic Dictionary).
+    if ($Dictionary -isnot [System.Collections.IDictionary]) { return $false }
+    foreach ($k in $Dictionary.Keys) { if ([string]$k -ceq $Key) { return $true } }
+    return $false
+}
+
 function Add-ElementSecrets($Element, $List) {
     if ($Element -isnot [System.Collections.IDictionary]) { return }
-    if ($Element.Contains('attributes') -and $Element['attributes'] -is [System.Collections.IDictionary]) {
+    if ((Test-DictKey $Element 'attributes') -and $Element['attributes'] -is [System.Collections.IDictionary]) {
         foreach ($k in @($Element['attributes'].Keys)) {
             $v = $Element['attributes'][$k]
             if ($k -like '*password*' -and $v -is [string] -and $v.Length -ge 4) { $List.Add($v) }
         }
     }
-    if ($Element.Contains('children') -and $Element['children'] -is [System.Collections.IDictionary]) {
+    if ((Test-DictKey $Element 'children') -and $Element['children'] -is [System.Collections.IDictionary]) {
         foreach ($c in @($Element['children'].Values)) { Add-ElementSecrets $c $List }
     }
-    if ($Element.Contains('items') -and $null -ne $Element['items']) {
+    if ((Test-DictKey $Element 'items') -and $null -ne $Element['items']) {
         foreach ($i in @($Element['items'])) { Add-ElementSecrets $i $List }
     }
 }
@@ -420,7 +428,7 @@ function ConvertTo-AttrValue($AttrSchema, [string]$Text) {
 
 function Get-ElementPart($Element, [string]$Part) {
     # Reads attributes/children/items/clear of a JSON or agent Element, with defaults.
-    $has = $Element -is [System.Collections.IDictionary] -and $Element.Contains($Part) -and $null -ne $Element[$Part]
+    $has = (Test-DictKey $Element $Part) -and $null -ne $Element[$Part]
     switch ($Part) {
         'attributes' { if ($has) { return , $Element[$Part] } else { return , [ordered]@{} } }
         'children' { if ($has) { return , $Element[$Part] } else { return , [ordered]@{} } }
@@ -510,6 +518,11 @@ function Unprotect-IisValues($Values) {
     return $map
 }
 
+function Test-MetaAttribute([string]$Name) {
+    # Locking and config-source attributes the configuration system adds to any element.
+    return ($Name -match '^(lockAttributes|lockAllAttributesExcept|lockElements|lockAllElementsExcept|lockItem|configSource)$')
+}
+
 function Get-ElementSignature($Element, $Schema, $Plain) {
     # A canonical text of an Element for comparison. $Plain maps encrypted values to their
     # plain text when given (the signature then holds secrets: it never leaves this process).
@@ -517,7 +530,7 @@ function Get-ElementSignature($Element, $Schema, $Plain) {
     $attrs = Get-ElementPart $Element 'attributes'
     foreach ($name in @($attrs.Keys | Sort-Object)) {
         $s = Get-AttrSchema $Schema $name
-        if ($null -eq $s -and $null -ne $Schema) {
+        if ($null -eq $s -and $null -ne $Schema -and -not (Test-MetaAttribute $name)) {
             throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x8007000D)
         }
         $v = $attrs[$name]
@@ -558,6 +571,7 @@ function Set-ConfigElement($Target, $Element, $Schema, $Plain) {
     $attrs = Get-ElementPart $Element 'attributes'
     foreach ($name in @($attrs.Keys)) {
         $s = Get-AttrSchema $Schema $name
+        if ($null -eq $s -and (Test-MetaAttribute $name)) { continue }  # locks are not ours to write
         if ($null -eq $s) { throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x8007000D) }
         $text = [string]$attrs[$name]
         if ($s.IsEncrypted) {
@@ -586,7 +600,7 @@ function Set-ConfigElement($Target, $Element, $Schema, $Plain) {
         foreach ($item in $items) {
             $itemAttrs = Get-ElementPart $item 'attributes'
             foreach ($s in $itemSchema.AttributeSchemas) {
-                if ($s.IsRequired -and (-not $itemAttrs.Contains($s.Name) -or [string]$itemAttrs[$s.Name] -eq '')) {
+                if ($s.IsRequired -and (-not (Test-DictKey $itemAttrs $s.Name) -or [string]$itemAttrs[$s.Name] -eq '')) {
                     throw (New-AgentError 'InvalidValue' "required attribute '$($s.Name)' is missing in an item of $($Schema.Name)" 0x8007000D)
                 }
             }
@@ -725,15 +739,18 @@ function Get-SectionForWrite($Sm, [string]$SectionName, [string]$Location, [stri
         $parts = Split-WebLocation $Location
         $config = $Sm.GetWebConfiguration($parts[0], $parts[1])
         $section = $config.GetSection($SectionName)
+        if ($section.IsLocked) {
+            throw (New-AgentError 'Locked' "This configuration section cannot be used at this path ($SectionName in web.config of '$Location'): it is locked at a parent level (overrideModeDefault=Deny)" 0x80070021)
+        }
         $raw = $null
         $file = Get-WebConfigPath $Sm $parts[0] $parts[1]
         if (Test-Path -LiteralPath $file) { $raw = Get-RawSection (Get-ApphostXml $file) $SectionName '' }
-        return @($section, $raw)
+        return , @($section, $raw)
     }
     $cfg = $Sm.GetApplicationHostConfiguration()
     $section = $cfg.GetSection($SectionName, $Location.Trim('/'))
     $raw = Get-RawSection (Get-ApphostXml) $SectionName $Location
-    return @($section, $raw)
+    return , @($section, $raw)
 }
 
 function Test-WebCertAuthInstalled {
@@ -773,17 +790,20 @@ function Invoke-ConfigSet($A) {
         $schema = $section.Schema
         $current = New-Element
         if ($null -ne $raw) { $current = ConvertFrom-RawXml $raw $schema }
-        $same = (Get-ElementSignature $desired $schema $null) -ceq (Get-ElementSignature $current $schema $null)
+        if ((Get-ElementSignature $desired $schema $null) -ceq (Get-ElementSignature $current $schema $null)) {
+            return [ordered]@{ changed = $false }
+        }
         $plain = @{}
         $encrypted = New-List
         Add-EncryptedValues $desired $schema $encrypted
         Add-EncryptedValues $current $schema $encrypted
-        if ($encrypted.Count -gt 0) { $plain = Unprotect-IisValues $encrypted }
-        if (-not $same) {
+        if ($encrypted.Count -gt 0) {
             # Compare plain text: an encrypted value differs on every write.
-            $same = (Get-ElementSignature $desired $schema $plain) -ceq (Get-ElementSignature $current $schema $plain)
+            $plain = Unprotect-IisValues $encrypted
+            if ((Get-ElementSignature $desired $schema $plain) -ceq (Get-ElementSignature $current $schema $plain)) {
+                return [ordered]@{ changed = $false }
+            }
         }
-        if ($same) { return [ordered]@{ changed = $false } }
         # Authoritative: drop what this location holds, then write the element afresh.
         $section.RevertToParent()
         Set-ConfigElement $section $desired $schema $plain
@@ -917,7 +937,10 @@ function Find-Certificate([string]$StoreName, [string]$Thumbprint) {
 
 function Invoke-Netsh([string[]]$Arguments) {
     # netsh carries no secret here: a certificate hash and IIS's app id are public.
+    # 'Continue': in 5.1 a native command's stderr under 'Stop' would throw mid-output.
+    $ErrorActionPreference = 'Continue'
     $output = & "$env:windir\system32\netsh.exe" @Arguments 2>&1 | Out-String
+    $ErrorActionPreference = 'Stop'
     if ($LASTEXITCODE -ne 0) {
         throw (New-AgentError 'Fault' ("netsh $($Arguments[0..2] -join ' ') failed: " + $output.Trim()))
     }
@@ -971,13 +994,13 @@ function Invoke-BindingSet($A) {
     $ssl = Get-HttpSslBinding $endpoint
     $mode = 'disable'
     if ($negotiate) { $mode = 'enable' }
-    $args = @('http', 'update', 'sslcert', "$($endpoint.kind)=$($endpoint.key)", "certhash=$hash", "appid=$script:IisAppId", "certstorename=$storeName", "clientcertnegotiation=$mode")
+    $netshArgs = @('http', 'update', 'sslcert', "$($endpoint.kind)=$($endpoint.key)", "certhash=$hash", "appid=$script:IisAppId", "certstorename=$storeName", "clientcertnegotiation=$mode")
     if ($null -eq $ssl) {
-        $args[1] = 'add'
-        Invoke-Netsh $args
+        $netshArgs[1] = 'add'
+        Invoke-Netsh $netshArgs
         $changed = $true
     } elseif ($ssl.hash -ne $hash -or $ssl.negotiate -ne $negotiate) {
-        Invoke-Netsh $args
+        Invoke-Netsh $netshArgs
         $changed = $true
     }
     return [ordered]@{ changed = $changed; created = $created }
