@@ -42,9 +42,12 @@ if [ "${SETUP_FORCE:-}" != "1" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$w
 	exit 0
 fi
 
-log "installing the project (editable) with [dev] extras into .venv"
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip >&2
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -e "$REPO[dev]" >&2 ||
-	die "pip install failed (see above)"
+PIP_LOG="$VENV/pip-install.log"
+log "installing the project (editable) with [dev] extras into .venv (pip output: $PIP_LOG)"
+if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+	"$VENV/bin/python" -m pip install --disable-pip-version-check -e "$REPO[dev]"; } >"$PIP_LOG" 2>&1; then
+	tail -n 40 "$PIP_LOG" >&2
+	die "pip install failed (last lines above; full output in $PIP_LOG)"
+fi
 printf '%s\n' "$want" >"$STAMP"
 log "done: pulumi SDK $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("pulumi"))')"
