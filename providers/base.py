@@ -32,6 +32,7 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+from pulumi.output import Unknown
 
 from providers.connection import Connection
 from providers.errors import AgentError, ValidationError
@@ -44,7 +45,12 @@ UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 def is_unknown(value: Any) -> bool:
-    """True when a value, or anything inside it, is not known yet (preview)."""
+    """True when a value, or anything inside it, is not known yet (preview).
+
+    The provider server hands unknowns over as ``pulumi.output.Unknown`` objects (it
+    deserialises with keep_unknowns) or, in some paths, as the sentinel string."""
+    if isinstance(value, Unknown):
+        return True
     if isinstance(value, str):
         return value == UNKNOWN
     if isinstance(value, Mapping):

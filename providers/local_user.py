@@ -52,7 +52,9 @@ def validate_account_name(kind: str, value: str, key: str = "name") -> str:
     return value
 
 
-def password_problems(password: str, account: str, min_length: int, complexity: bool) -> list[str]:
+def password_problems(
+    password: str, account: str, min_length: int, complexity: bool, full_name: str = ""
+) -> list[str]:
     """What the host's password policy would refuse, in words (never the password)."""
     problems = []
     if len(password) < min_length:
@@ -72,6 +74,10 @@ def password_problems(password: str, account: str, min_length: int, complexity: 
             )
         if len(account) >= 3 and account.lower() in password.lower():
             problems.append("must not contain the account name")
+        # Windows also refuses any part of the full name of three or more characters.
+        parts = [p for p in re.split(r"[,.\-_#\s]+", full_name) if len(p) >= 3]
+        if any(part.lower() in password.lower() for part in parts):
+            problems.append("must not contain a part of the full name")
     return problems
 
 
@@ -308,7 +314,10 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             password_never_expires=bool(user.get("password_never_expires")),
             user_cannot_change_password=bool(user.get("user_cannot_change_password")),
             groups=tuple(str(g) for g in user.get("groups") or []),
-            password_valid=bool(verify.get("valid")),
+            # A disabled account with the right password answers ERROR_ACCOUNT_DISABLED,
+            # not a logon failure: the password is right.
+            password_valid=bool(verify.get("valid"))
+            or str(verify.get("hresult") or "").upper() == "0X80070533",
             min_length=int(policy.get("min_length", 0)),
             complexity=bool(policy.get("complexity", False)),
             access=access,
@@ -318,7 +327,11 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         if current.exists and current.password_valid:
             return  # the password is not going to be set
         problems = password_problems(
-            desired.password, desired.name, current.min_length, current.complexity
+            desired.password,
+            desired.name,
+            current.min_length,
+            current.complexity,
+            desired.full_name,
         )
         if problems:
             raise ValidationError(
