@@ -46,10 +46,12 @@ BOOTSTRAP: Final = (
     "$utf8 = New-Object System.Text.UTF8Encoding($false)\n"
     "$reader = New-Object System.IO.StreamReader([Console]::OpenStandardInput(), $utf8)\n"
     "$payload = $reader.ReadToEnd()\n"
-    "$marker = \"`n#--iis-clientcert-request--`n\"\n"
+    # `# is an escaped '#': the same text, and kept clear of PowerShell grammars that
+    # would otherwise take the rest of the line for a comment.
+    '$marker = "`n`#--iis-clientcert-request--`n"\n'
     "$cut = $payload.IndexOf($marker)\n"
     "if ($cut -lt 0) {\n"
-    "  [Console]::Out.Write('{\"ok\":false,\"results\":[],\"error\":{\"op\":null,\"index\":null,"
+    '  [Console]::Out.Write(\'{"ok":false,"results":[],"error":{"op":null,"index":null,'
     '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}\')\n'
     "  exit 2\n"
     "}\n"
@@ -294,7 +296,11 @@ _OPS: list[OpSpec] = [
         "acl.grant",
         "Add an Allow rule (inherited by files and subfolders) for an identity on a folder.",
         writes=True,
-        args={"path": Arg("str"), "identity": Arg("str"), "rights": Arg("str", choices=FOLDER_RIGHTS)},
+        args={
+            "path": Arg("str"),
+            "identity": Arg("str"),
+            "rights": Arg("str", choices=FOLDER_RIGHTS),
+        },
         result="{changed: bool}",
         target="path",
     ),

@@ -112,8 +112,9 @@ class UserCurrent:
     password_valid: bool = False
     min_length: int = 0
     complexity: bool = False
-    # folder path -> rights granted to this account explicitly (None: folder missing)
+    # folder path -> rights granted to this account explicitly
     access: dict[str, list[str]] = field(default_factory=dict)
+    missing_folders: tuple[str, ...] = ()
 
 
 def _same_identity(identity: str, name: str) -> bool:
@@ -291,6 +292,11 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         facts, user, verify = results[0], results[1], results[2]
         policy = facts.get("password_policy") or {}
         access: dict[str, list[str]] = {}
+        missing = tuple(
+            entry.path
+            for entry, acl in zip(desired.folder_access, results[3:], strict=True)
+            if acl.get("exists") is False
+        )
         for entry, acl in zip(desired.folder_access, results[3:], strict=True):
             access[entry.path] = [
                 str(ace.get("rights", ""))
@@ -305,6 +311,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
                 min_length=int(policy.get("min_length", 0)),
                 complexity=bool(policy.get("complexity", False)),
                 access=access,
+                missing_folders=missing,
             )
         return UserCurrent(
             exists=True,
@@ -321,9 +328,19 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             min_length=int(policy.get("min_length", 0)),
             complexity=bool(policy.get("complexity", False)),
             access=access,
+            missing_folders=missing,
         )
 
     def preflight(self, current: UserCurrent, desired: UserDesired) -> None:
+        for i, entry in enumerate(desired.folder_access):
+            if entry.path in current.missing_folders:
+                raise ValidationError(
+                    KIND,
+                    f"folder_access[{i}].path",
+                    entry.path,
+                    "does not exist on the host",
+                    "Create the site folder first, or correct the path.",
+                )
         if current.exists and current.password_valid:
             return  # the password is not going to be set
         problems = password_problems(

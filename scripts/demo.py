@@ -128,7 +128,16 @@ def ensure_simulator() -> None:
     say(f"simulator: starting (state in {SIM.relative_to(REPO)}, log .work/simulator.log)")
     (SIM / "endpoint.json").unlink(missing_ok=True)
     subprocess.Popen(
-        [sys.executable, "-m", "simulator", "serve", "--state-dir", str(SIM), "--port", str(SIM_PORT)],
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "serve",
+            "--state-dir",
+            str(SIM),
+            "--port",
+            str(SIM_PORT),
+        ],
         cwd=REPO,
         stdout=log,
         stderr=log,
@@ -166,7 +175,9 @@ def run_probe(url: str, ca_bundle: str) -> list[tuple[Client, ProbeResult, bool]
     for client in CLIENTS:
         cert = (PKI / client.cert_file).read_bytes() if client.cert_file else None
         key = (PKI / client.key_file).read_bytes() if client.key_file else None
-        result = probe(url, client_cert_pem=cert, client_key_pem=key, ca_bundle=ca_bundle, timeout=15)
+        result = probe(
+            url, client_cert_pem=cert, client_key_pem=key, ca_bundle=ca_bundle, timeout=15
+        )
         user_ok = client.expect_user is None or (
             result.user is not None and result.user.rsplit("\\", 1)[-1] == client.expect_user
         )
@@ -186,7 +197,9 @@ def print_table(rows: list[tuple[Client, ProbeResult, bool]]) -> None:
     for client, result, ok in rows:
         got = f"{result.status}.{result.substatus}" if result.status else (result.error or "?")
         want = f"{client.expect_status}.{client.expect_substatus}"
-        print(f"{client.label:<38} {got:<8} {result.user or '-':<26} {want:<10} {'yes' if ok else 'NO'}")
+        print(
+            f"{client.label:<38} {got:<8} {result.user or '-':<26} {want:<10} {'yes' if ok else 'NO'}"
+        )
 
 
 def up() -> int:

@@ -37,7 +37,7 @@ from simulator.powershell_errors import (
     not_recognized_powershell,
 )
 from simulator.state import HostState, Session
-from simulator.wsman import CommandOutcome, ShellCommand
+from simulator.wsman import CommandOutcome, ShellCommand, faults_lock
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +285,11 @@ class Executor:
 
     def _take_fail_op(self) -> OpError | None:
         """faults.json ``fail_op``: the nth op since the fault was set fails, once."""
+        # The WS-Man server rewrites the same file for its drop fault: one lock for both.
+        with faults_lock(self.state.faults):
+            return self._take_fail_op_locked()
+
+    def _take_fail_op_locked(self) -> OpError | None:
         try:
             faults = read_json(self.state.faults, {}) or {}
         except (ValueError, OSError):

@@ -266,13 +266,6 @@ def test_doctor_finds_exactly_the_breakage(
             assert finding["fix"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no contract op reports a locked section in a site's web.config: config.get reads "
-    "applicationHost.config (agent.ps1) and the simulator merges web.config without the lock "
-    "check; the doctor reads web.config as soon as config.get accepts target='webconfig', and "
-    "reports any read that fails with Locked 0x80070021",
-)
 def test_locked_section_in_web_config(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
     # What a hand edit (or appcmd without /commit:apphost) leaves behind; config.set refuses it.
     web_config = sim.dir / "webconfig" / SITE / "web.config"

@@ -469,9 +469,10 @@ def test_truncated_one_to_one_blob_is_401_1_asn1_eod(host: Host) -> None:
     nobody = host.certs["nobody"].blob
     mapping = _mapping(host.certs["alice"].blob)
     one = mapping["children"]["oneToOneMappings"]
-    one["items"].append(
-        element({"certificate": nobody[: len(nobody) // 2], "userName": "bob", "password": BOB_PW})
-    )
+    # Cut at a line boundary of wrapped base64 (64 characters), as a bad copy-paste does:
+    # the base64 stays valid, the DER inside ends early.
+    cut = nobody[: len(nobody) // 2 // 64 * 64]
+    one["items"].append(element({"certificate": cut, "userName": "bob", "password": BOB_PW}))
     host.set_section(SECTION_MAPPING, mapping)
     try:
         result = host.probe("nobody")
