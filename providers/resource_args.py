@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import pulumi
@@ -42,7 +42,9 @@ def connection_input(connection: Any) -> dict[str, Any]:
             "not an Output of a dict"
         )
     if is_dataclass(connection) and not isinstance(connection, type):
-        value = {k: v for k, v in asdict(connection).items() if v is not None}
+        # Not asdict(): it deep-copies, and Outputs refuse to be copied.
+        pairs = ((f.name, getattr(connection, f.name)) for f in fields(connection))
+        value = {k: v for k, v in pairs if v is not None}
     elif isinstance(connection, dict):
         value = {k: v for k, v in connection.items() if v is not None}
     else:
