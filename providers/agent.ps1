@@ -711,7 +711,8 @@ function Invoke-ConfigGet($A) {
     $location = Get-RequiredString $A 'location'
     $sm = New-ServerManager
     try {
-        Assert-LocationSite $sm $location
+        # Reading at an unknown site's path is no error (GetSection shows what would be
+        # inherited), so a read batch goes on and the provider names the missing site.
         $cfg = $sm.GetApplicationHostConfiguration()
         $section = $cfg.GetSection($sectionName, $location.Trim('/'))
         $doc = Get-ApphostXml

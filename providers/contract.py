@@ -132,8 +132,9 @@ _OPS: list[OpSpec] = [
         "Sites with their physical path and bindings.",
         writes=False,
         result=(
-            "{sites: [{name, id: int, physical_path, bindings: [{protocol, binding_information,"
-            " ssl_flags: int, certificate_hash, certificate_store, client_cert_negotiation: bool}]}]}"
+            "{sites: [{name, id: int, physical_path, bindings: [{protocol,"
+            " binding_information, ssl_flags: int, certificate_hash, certificate_store,"
+            " client_cert_negotiation: bool}]}]}"
         ),
     ),
     OpSpec(

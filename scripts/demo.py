@@ -197,9 +197,8 @@ def print_table(rows: list[tuple[Client, ProbeResult, bool]]) -> None:
     for client, result, ok in rows:
         got = f"{result.status}.{result.substatus}" if result.status else (result.error or "?")
         want = f"{client.expect_status}.{client.expect_substatus}"
-        print(
-            f"{client.label:<38} {got:<8} {result.user or '-':<26} {want:<10} {'yes' if ok else 'NO'}"
-        )
+        verdict = "yes" if ok else "NO"
+        print(f"{client.label:<38} {got:<8} {result.user or '-':<26} {want:<10} {verdict}")
 
 
 def up() -> int:

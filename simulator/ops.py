@@ -77,9 +77,10 @@ def _web_levels(
 
 
 def config_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    # Like IIS's GetSection, reading at the path of a site that does not exist is no error:
+    # it shows what would be inherited (writes there are refused).
     schema = section(args["section"])
     location = args["location"]
-    _site_of(s, location)
     found = s.apphost.find_section(schema, location)
     levels = s.apphost.levels(schema, location) + _web_levels(s, schema, location)
     return {

@@ -183,9 +183,11 @@ def test_config_set_invalid(
 
 
 def test_config_at_an_unknown_site_is_not_found(agent_host: Target) -> None:
-    expect_error(
-        agent_host, "config.get", "NotFound", section=SECTION_SSL, location="No Such Site 4711"
+    # Reading shows what would be inherited; writing is refused.
+    got = agent_host.client.call_one(
+        "config.get", section=SECTION_SSL, location="No Such Site 4711"
     )
+    assert got["present"] is False
     expect_error(
         agent_host,
         "config.set",

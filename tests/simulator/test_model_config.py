@@ -376,11 +376,13 @@ def test_location_override_mode_allow_unlocks(host: AgentRunner) -> None:
 def test_site_must_exist(host: AgentRunner) -> None:
     for op, args in (
         ("config.set", {"element": element({"sslFlags": "Ssl"})}),
-        ("config.get", {}),
         ("config.clear", {}),
     ):
         error = host.error(op, section=SECTION_SSL, location="nosuchsite/app", **args)
         assert (error["code"], error["hresult"]) == ("NotFound", "0x80070490")
+    # Reading there is no error (as IIS's GetSection): nothing local, the inherited value.
+    got = host.one("config.get", section=SECTION_SSL, location="nosuchsite/app")
+    assert got["present"] is False and got["element"] is None
     assert host.one(
         "config.set", section=SECTION_SSL, location="SHOP/app", element=element({"sslFlags": "Ssl"})
     )["changed"]
