@@ -35,7 +35,7 @@ from pulumi.dynamic import (
 from pulumi.output import Unknown
 
 from providers.connection import Connection
-from providers.errors import AgentError, ValidationError
+from providers.errors import AgentError, HostError, ValidationError
 from providers.host import HostClient
 
 log = logging.getLogger("iis_clientcert")
@@ -187,7 +187,11 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         connection, desired = self._parse(props)
-        applied = self._converge(connection, desired, None)
+
+        def undo(client: HostClient, before: Current) -> None:
+            self._undo_create(client, props, desired, before)
+
+        applied = self._converge(connection, desired, None, undo)
         outs = self._outs(props, desired, applied.before, applied.after, None)
         return CreateResult(self.resource_id(connection, desired), outs)
 
@@ -226,7 +230,11 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         return connection, self.validate(props)
 
     def _converge(
-        self, connection: Connection, desired: Desired, previous: Mapping[str, Any] | None
+        self,
+        connection: Connection,
+        desired: Desired,
+        previous: Mapping[str, Any] | None,
+        undo: Callable[[HostClient, Current], None] | None = None,
     ) -> Applied[Current]:
         client = HostClient(connection)
         read_ops = self.read_ops(desired)
@@ -236,19 +244,47 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         write_ops = [op for change in changes for op in change.ops]
         if not write_ops:
             return Applied(current, current, [])
-        # Writes and the reads that verify them travel as one batch: one agent call.
-        results = client.call(write_ops + read_ops)
-        verified = self.parse_current(desired, results[len(write_ops) :])
-        leftover = self.plan(verified, desired)
-        if leftover:
-            raise AgentError(
-                connection.host,
-                None,
-                "NotConverged",
-                f"{self.kind}: the host does not show the desired state after writing "
-                f"({'; '.join(c.summary for c in leftover)})",
-            )
+        try:
+            # Writes and the reads that verify them travel as one batch: one agent call.
+            results = client.call(write_ops + read_ops)
+            verified = self.parse_current(desired, results[len(write_ops) :])
+            leftover = self.plan(verified, desired)
+            if leftover:
+                raise AgentError(
+                    connection.host,
+                    None,
+                    "NotConverged",
+                    f"{self.kind}: the host does not show the desired state after writing "
+                    f"({'; '.join(c.summary for c in leftover)})",
+                )
+        except HostError:
+            if undo is not None:
+                undo(client, current)
+            raise
         return Applied(current, verified, changes)
+
+    def _undo_create(
+        self, client: HostClient, props: Mapping[str, Any], desired: Desired, before: Current
+    ) -> None:
+        """Take back what a failed create may have written (some or all of its batch).
+
+        A failed create leaves nothing in Pulumi's state, so the next ``up`` creates again
+        and would take our own partial writes for what was there before (an "adopted"
+        account, a "prior" sslFlags value): destroy would then keep them. Undoing with the
+        facts a successful create would have stored avoids that. If the host cannot be
+        reached for the undo either, the original error stands and the next run adopts.
+        """
+        try:
+            stored = self._outs(props, desired, before, before, None)
+            now = self.parse_current(desired, client.call(self.read_ops(desired)))
+            changes = self.delete_changes(desired, now, stored)
+            ops = [op for change in changes for op in change.ops]
+            if ops:
+                client.call(ops)
+            for change in changes:
+                log.warning("%s: create failed; undone: %s", self.kind, change.summary)
+        except HostError as exc:
+            log.warning("%s: create failed and could not be undone: %s", self.kind, exc)
 
     def _outs(
         self,

@@ -1,0 +1,231 @@
+"""Faults: a dropped WinRM connection (before or after the command ran) or a failing op,
+at every command and every op that create, update and delete of every resource use.
+
+After the failed run, the same operation runs again without faults (as the next
+``pulumi up`` / ``destroy`` would): it must converge to exactly the host state of a run
+that never failed (nothing lost, nothing extra, nothing outside the resource touched), a
+refresh must find no drift, and a destroy after a recovered create must give the host
+back as it was. The wide matrix runs at the provider level; a representative subset runs
+through the real engine.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers import winrm_client
+from providers.base import IisProvider
+from simulator.serve import Endpoint
+from simulator.state import HostState
+from simulator.testing import running_simulator
+from simulator.wsman import faults_lock, write_faults
+from tests.engine.hostkit import audit_lines, host_client
+from tests.reliability.conftest import (
+    Figures,
+    Pki,
+    connection_of,
+    normalised_snapshot,
+)
+from tests.reliability.resources import SUBJECTS, Subject, prepare_host
+
+pytestmark = pytest.mark.reliability
+
+# Files of the state folder that are not host state (kept across restores).
+_NOT_STATE = {"audit.log", ".lock", "faults.json", "endpoint.json"}
+
+
+class Host:
+    """One simulator whose state can be saved and put back between cases."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.dir = Path(endpoint.state_dir)
+        self.state = HostState(self.dir)
+
+    def _files(self, root: Path) -> set[Path]:
+        return {
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.is_file() and p.name not in _NOT_STATE and not p.name.startswith(".faults-")
+        }
+
+    def save(self, to: Path) -> None:
+        with self.state.locked():
+            for rel in self._files(self.dir):
+                (to / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(self.dir / rel, to / rel)
+
+    def restore(self, saved: Path) -> None:
+        with self.state.locked():
+            keep = self._files(saved)
+            for rel in self._files(self.dir) - keep:
+                (self.dir / rel).unlink()
+            for rel in keep:
+                shutil.copy2(saved / rel, self.dir / rel)
+        self.set_faults({})
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        with faults_lock(self.state.faults):
+            write_faults(self.state.faults, faults)
+
+    def fault_pending(self) -> bool:
+        import json
+
+        try:
+            data = json.loads(self.state.faults.read_text() or "{}")
+        except FileNotFoundError:
+            return False
+        return bool(data.get("drop") or data.get("fail_op"))
+
+    def commands(self) -> list[dict[str, Any]]:
+        return audit_lines(self.endpoint)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Host]:
+    with running_simulator(tmp_path_factory.mktemp("faults") / "host") as endpoint:
+        prepare_host(host_client(endpoint), pki)
+        yield Host(endpoint)
+    winrm_client.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read-only batches are retried after a drop; the matrix does not need the backoff.
+    monkeypatch.setattr(winrm_client, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+
+
+@dataclass
+class Run:
+    """One operation of a resource, able to run on a host restored to its starting point."""
+
+    subject: Subject
+    op: str  # create | update | delete
+    start: Path  # saved host state to start from
+    props_a: dict[str, Any]
+    props_b: dict[str, Any]
+    rid: str
+    outs_a: dict[str, Any]
+
+    def provider(self) -> IisProvider[Any, Any]:
+        return self.subject.provider()
+
+    def __call__(self) -> dict[str, Any] | None:
+        provider = self.provider()
+        if self.op == "create":
+            return dict(provider.create(dict(self.props_a)).outs or {})
+        if self.op == "update":
+            return dict(provider.update(self.rid, dict(self.outs_a), dict(self.props_b)).outs or {})
+        provider.delete(self.rid, dict(self.outs_a))
+        return None
+
+
+def _checked(provider: IisProvider[Any, Any], inputs: dict[str, Any], conn: Any) -> Any:
+    result = provider.check({}, {**inputs, "connection": conn})
+    assert not result.failures, [f.reason for f in result.failures]
+    return dict(result.inputs)
+
+
+def _refresh_is_clean(run: Run, outs: dict[str, Any]) -> bool:
+    """refresh + preview: read the live state, and diff it with the program's inputs."""
+    provider = run.provider()
+    read = provider.read(run.rid, dict(outs))
+    if read.id is None:
+        return False
+    props = run.props_a if run.op == "create" else run.props_b
+    diff = provider.diff(run.rid, dict(read.outs or {}), dict(props))
+    return not diff.changes
+
+
+def _fault_specs(commands: int, ops: int) -> list[dict[str, Any]]:
+    specs: list[dict[str, Any]] = [
+        {"drop": {"command": k, "when": when}}
+        for k in range(1, commands + 1)
+        for when in ("before_run", "after_run")
+    ]
+    specs += [
+        {"fail_op": {"nth": n, "code": "Fault", "hresult": "0x80004005", "message": "injected"}}
+        for n in range(1, ops + 1)
+    ]
+    return specs
+
+
+@pytest.mark.parametrize("subject", SUBJECTS, ids=[s.kind for s in SUBJECTS])
+def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, tmp_path: Path):
+    conn = connection_of(host.endpoint)
+    provider = subject.provider()
+    props_a = _checked(provider, subject.a(pki), conn)
+    props_b = _checked(provider, subject.b(pki), conn)
+
+    pristine = tmp_path / "pristine"
+    host.save(pristine)
+    baseline = normalised_snapshot(host.endpoint)
+    created = provider.create(dict(props_a))
+    rid, outs_a = created.id, dict(created.outs or {})
+    after_create = tmp_path / "created"
+    host.save(after_create)
+
+    problems: list[str] = []
+    for op in ("create", "update", "delete"):
+        start = pristine if op == "create" else after_create
+        run = Run(subject, op, start, props_a, props_b, rid, outs_a)
+        # The run that never fails: what the host must look like, and what it costs.
+        host.restore(start)
+        seen = len(host.commands())
+        golden_outs = run()
+        lines = host.commands()[seen:]
+        golden = normalised_snapshot(host.endpoint)
+        n_ops = sum(len(line.get("ops", [])) for line in lines)
+        for spec in _fault_specs(len(lines), n_ops):
+            label = f"{subject.kind}.{op} {spec}"
+            host.restore(start)
+            host.set_faults(spec)
+            failed = False
+            try:
+                outs = run()
+            except Exception:
+                failed = True
+            if host.fault_pending():
+                problems.append(f"{label}: the fault never fired")
+                continue
+            figures.add("faults_injected", f"provider:{op}")
+            host.set_faults({})
+            if failed:  # a fault the client absorbed (a retried read) needs no rerun
+                try:
+                    outs = run()  # the next `pulumi up` / `pulumi destroy`
+                except Exception as exc:
+                    problems.append(f"{label}: the rerun failed: {exc}")
+                    figures.add("runs_not_converged", "provider")
+                    continue
+            ok = True
+            if normalised_snapshot(host.endpoint) != golden:
+                problems.append(f"{label}: the host differs from a run without faults")
+                figures.add("lost_writes", "provider")
+                ok = False
+            if outs is not None and not _refresh_is_clean(run, outs):
+                problems.append(f"{label}: refresh after the rerun finds drift")
+                ok = False
+            if op == "create" and outs is not None:
+                # What the recovered create remembers must let destroy restore the host.
+                if outs != golden_outs:
+                    problems.append(
+                        f"{label}: outputs differ from a clean create: "
+                        + ", ".join(
+                            f"{k}={outs.get(k)!r} (clean: {(golden_outs or {}).get(k)!r})"
+                            for k in sorted(set(outs) | set(golden_outs or {}))
+                            if outs.get(k) != (golden_outs or {}).get(k)
+                        )
+                    )
+                    ok = False
+                run.provider().delete(rid, outs)
+                if normalised_snapshot(host.endpoint) != baseline:
+                    problems.append(f"{label}: destroy after the recovered create leaves changes")
+                    ok = False
+            figures.add("runs_converged" if ok else "runs_not_converged", "provider")
+    assert not problems, "\n".join(problems)
