@@ -323,29 +323,35 @@ def get_str(
     required: bool = True,
     allow_empty: bool = False,
     max_len: int = 4096,
+    prefix: str = "",
 ) -> str:
+    """``prefix`` is the path of the object ``props`` is inside (``many_to_one[0].``), so
+    a failure names the exact property, not just ``name``."""
     value = props.get(key, default)
+    prop = prefix + key
     if value is None:
         if required:
-            raise ValidationError(kind, key, None, "is required")
+            raise ValidationError(kind, prop, None, "is required")
         return ""
     if not isinstance(value, str):
-        raise ValidationError(kind, key, value, "must be a string")
+        raise ValidationError(kind, prop, value, "must be a string")
     if not allow_empty and required and not value.strip():
-        raise ValidationError(kind, key, value, "must not be empty")
+        raise ValidationError(kind, prop, value, "must not be empty")
     if "\x00" in value:
-        raise ValidationError(kind, key, value, "must not contain a NUL character")
+        raise ValidationError(kind, prop, value, "must not contain a NUL character")
     if len(value) > max_len:
-        raise ValidationError(kind, key, None, f"is longer than {max_len} characters")
+        raise ValidationError(kind, prop, None, f"is longer than {max_len} characters")
     return value
 
 
-def get_bool(kind: str, props: Mapping[str, Any], key: str, default: bool) -> bool:
+def get_bool(
+    kind: str, props: Mapping[str, Any], key: str, default: bool, prefix: str = ""
+) -> bool:
     value = props.get(key, default)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ValidationError(kind, key, value, "must be true or false")
+        raise ValidationError(kind, prefix + key, value, "must be true or false")
     return value
 
 

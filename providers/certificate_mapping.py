@@ -191,7 +191,12 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
             )
         certificates[info.thumbprint] = info.blob
         one_to_one.append(
-            OneToOne(info.thumbprint, info.subject, user, get_bool(KIND, entry, "enabled", True))
+            OneToOne(
+                info.thumbprint,
+                info.subject,
+                user,
+                get_bool(KIND, entry, "enabled", True, f"{key}."),
+            )
         )
     many: list[ManyToOne] = []
     names: set[str] = set()
@@ -199,13 +204,13 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
         key = f"many_to_one[{i}]"
         if not isinstance(entry, Mapping):
             raise ValidationError(KIND, key, entry, "must be {name, user_name, rules, ...}")
-        name = get_str(KIND, entry, "name", max_len=256)
+        name = get_str(KIND, entry, "name", max_len=256, prefix=f"{key}.")
         if any(ord(ch) < 32 for ch in name):
             raise ValidationError(KIND, f"{key}.name", name, "contains control characters")
         if name.lower() in names:
             raise ValidationError(KIND, f"{key}.name", name, "is used by two many-to-one mappings")
         names.add(name.lower())
-        permission = get_str(KIND, entry, "permission", default="Allow")
+        permission = get_str(KIND, entry, "permission", default="Allow", prefix=f"{key}.")
         canonical = {p.lower(): p for p in PERMISSIONS}.get(permission.lower())
         if canonical is None:
             raise ValidationError(KIND, f"{key}.permission", permission, "must be Allow or Deny")
@@ -218,11 +223,11 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
             rkey = f"{key}.rules[{j}]"
             if not isinstance(rule, Mapping):
                 raise ValidationError(KIND, rkey, rule, "must be {field, sub_field, match}")
-            field = get_str(KIND, rule, "field", default="Subject")
+            field = get_str(KIND, rule, "field", default="Subject", prefix=f"{rkey}.")
             field_c = {f.lower(): f for f in FIELDS}.get(field.lower())
             if field_c is None:
                 raise ValidationError(KIND, f"{rkey}.field", field, "must be Subject or Issuer")
-            sub = get_str(KIND, rule, "sub_field")
+            sub = get_str(KIND, rule, "sub_field", prefix=f"{rkey}.")
             sub_c = {s.lower(): s for s in SUB_FIELDS}.get(sub.lower())
             if sub_c is None:
                 raise ValidationError(
@@ -239,7 +244,9 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 )
             if any(ord(ch) < 32 for ch in match) or len(match) > 1024:
                 raise ValidationError(KIND, f"{rkey}.match", match, "is not a valid match string")
-            new_rule = Rule(field_c, sub_c, match, get_bool(KIND, rule, "case_sensitive", True))
+            new_rule = Rule(
+                field_c, sub_c, match, get_bool(KIND, rule, "case_sensitive", True, f"{rkey}.")
+            )
             if new_rule in rules:
                 raise ValidationError(KIND, rkey, match, "repeats an earlier rule")
             rules.append(new_rule)
@@ -252,10 +259,12 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
         many.append(
             ManyToOne(
                 name=name,
-                description=get_str(KIND, entry, "description", default="", required=False),
+                description=get_str(
+                    KIND, entry, "description", default="", required=False, prefix=f"{key}."
+                ),
                 user_name=user,
                 permission=canonical,
-                enabled=get_bool(KIND, entry, "enabled", True),
+                enabled=get_bool(KIND, entry, "enabled", True, f"{key}."),
                 rules=tuple(rules),
             )
         )

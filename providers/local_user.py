@@ -232,7 +232,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             key = f"folder_access[{i}]"
             if not isinstance(entry, Mapping):
                 raise ValidationError(KIND, key, entry, "must be {path, rights}")
-            path = get_str(KIND, entry, "path")
+            path = get_str(KIND, entry, "path", prefix=f"{key}.")
             if not _WINDOWS_PATH.match(path) or any(ch in path for ch in '<>"|?*\x00'):
                 raise ValidationError(
                     KIND,
@@ -240,7 +240,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
                     path,
                     "must be an absolute local folder such as C:\\inetpub\\shop",
                 )
-            rights = get_str(KIND, entry, "rights", default="ReadAndExecute")
+            rights = get_str(KIND, entry, "rights", default="ReadAndExecute", prefix=f"{key}.")
             canonical = {r.lower(): r for r in FOLDER_RIGHTS}.get(rights.lower())
             if canonical is None:
                 raise ValidationError(

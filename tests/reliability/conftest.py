@@ -202,3 +202,15 @@ def normalised_snapshot(endpoint: Endpoint) -> dict[str, Any]:
 def apphost_tree(endpoint: Endpoint) -> Any:
     """applicationHost.config parsed strictly (raises if it is not well-formed)."""
     return etree.parse(str(Path(endpoint.state_dir) / "applicationHost.config"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cheap_password_hashes() -> Iterator[None]:
+    """The in-process simulators hash passwords with scrypt at n=2**14 (50 ms each); the
+    suite runs thousands of logons, and what it tests does not depend on the cost."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr("simulator.accounts._SCRYPT", {"n": 2**4, "r": 8, "p": 1})
+    try:
+        yield
+    finally:
+        patch.undo()
