@@ -15,13 +15,13 @@ WORK   := $(REPO)/.work
 # real (demo and test stacks on this machine); never use it for a stack that holds real secrets.
 LOCAL_PASSPHRASE := iis-clientcert-local-only
 
-LINT_PATHS := providers components simulator tests $(wildcard __main__.py)
+LINT_PATHS := providers components simulator tests benchmarks scripts $(wildcard __main__.py)
 PYTEST_ARGS ?=
 
 # Shell prefix that loads the engine environment (CLI on PATH, PULUMI_HOME, backend, ...).
 WITH_ENV = eval "$$($(MAKE) -s --no-print-directory -C $(REPO) env)" &&
 
-.PHONY: help setup setup-pulumi env lint test demo demo-down doctor bench-host reliability
+.PHONY: help setup setup-pulumi env lint test demo demo-down doctor machine bench-host reliability
 
 help:
 	@echo "make setup        create/refresh .venv (Python 3.11, project editable + [dev])"
@@ -31,7 +31,8 @@ help:
 	@echo "make test         setup + CLI + lint + all pytest suites"
 	@echo "make demo         setup + CLI + pulumi up of the dev stack"
 	@echo "make demo-down    pulumi destroy of the dev stack"
-	@echo "make doctor       show what the machine has and what is missing"
+	@echo "make doctor       check the demo's IIS host for the known failures (DOCTOR_ARGS=...)"
+	@echo "make machine      show what this machine has and what is missing"
 	@echo "make reliability  the fault, secret and concurrency suite"
 	@echo "make bench-host   host-access benchmark"
 
@@ -73,10 +74,7 @@ demo: setup setup-pulumi
 	@$(WITH_ENV) scripts/demo.sh
 
 demo-down: setup setup-pulumi
-	@$(WITH_ENV) cd "$(REPO)" && \
-	if [ -f Pulumi.yaml ] && pulumi stack select dev >/dev/null 2>&1; then \
-		pulumi destroy --yes --skip-preview -s dev; \
-	else echo "[demo-down] no dev stack: nothing to do"; fi
+	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" scripts/demo.py down
 
 reliability: setup setup-pulumi
 	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m pytest -m reliability $(PYTEST_ARGS)
@@ -84,7 +82,11 @@ reliability: setup setup-pulumi
 bench-host: setup
 	@cd "$(REPO)" && "$(PY)" -m benchmarks.host
 
-doctor:
+# The IIS doctor; against a real host: DOCTOR_ARGS="--endpoint https://web01:5986/wsman ..."
+doctor: setup
+	@cd "$(REPO)" && "$(PY)" -m providers.doctor $(if $(DOCTOR_ARGS),$(DOCTOR_ARGS),--simulator $(WORK)/sim)
+
+machine:
 	@echo "repo:        $(REPO)"
 	@printf 'python3.11:  '; (command -v python3.11 >/dev/null && python3.11 --version) || echo "MISSING (needed)"
 	@printf '.venv:       '; ([ -x "$(PY)" ] && "$(PY)" --version) || echo "not created yet (make setup)"

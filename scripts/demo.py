@@ -112,7 +112,9 @@ def simulator_running() -> bool:
     if not info.exists():
         return False
     try:
-        pid = int(json.loads(info.read_text()).get("pid", 0))
+        pid = int(json.loads(info.read_text()).get("pid") or 0)
+        if pid <= 0:
+            return False  # stopped cleanly: the simulator clears its pid
         os.kill(pid, 0)
     except (ValueError, OSError):
         return False
