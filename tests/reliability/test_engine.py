@@ -136,6 +136,9 @@ def test_secret_canaries(
     cli("refresh", "refresh", "--yes")
     project.config_set("user_password", canaries["changed user password"], secret=True)
     cli("update", "up", "--yes")
+    # The host while the passwords are deployed (destroy removes them later).
+    mid_run = _files_text(Path(host.state_dir), skip=("endpoint.json", "pki"))
+    assert "[enc:" in mid_run[f"{Path(host.state_dir).name}/applicationHost.config"]
     # Failing runs: a wrong mapping password (host check) and a wrong PFX password (check).
     project.config_set("map_password", canaries["wrong mapping password"], secret=True)
     cli("wrong mapping password", "up", "--yes", ok=False)
@@ -151,6 +154,7 @@ def test_secret_canaries(
 
     backend = Path(pulumi_env["PULUMI_BACKEND_URL"].removeprefix("file://"))
     looked_at = dict(outputs)
+    looked_at.update({f"mid-run {k}": v for k, v in mid_run.items()})
     looked_at.update(_files_text(backend))
     looked_at.update(_files_text(Path(pulumi_env["PULUMI_HOME"])))
     # The simulator's own credential files (endpoint.json, pki/) hold its WinRM password
@@ -165,7 +169,6 @@ def test_secret_canaries(
     figures.add("secrets_found", "canaries", len(found))
     figures.add("inputs_tried", "canaries", len(canaries))
     assert not found, "canary secrets leaked:\n" + "\n".join(found)
-    assert "[enc:" in "".join(v for k, v in looked_at.items() if "applicationHost" in k)
 
 
 # --- 3. faults through the engine -------------------------------------------------------
