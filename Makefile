@@ -77,7 +77,8 @@ demo-down: setup setup-pulumi
 	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" scripts/demo.py down
 
 reliability: setup setup-pulumi
-	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m pytest -m reliability $(PYTEST_ARGS)
+	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m pytest -m reliability $(PYTEST_ARGS) && \
+		"$(PY)" -m benchmarks.reliability_report
 
 bench-host: setup
 	@cd "$(REPO)" && "$(PY)" -m benchmarks.host
