@@ -18,6 +18,7 @@ open their host session inside each method.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -87,6 +88,10 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     replace_on: ClassVar[tuple[str, ...]] = ()
     # Outputs that are computed, not inputs (kept out of the diff and of read's inputs).
     computed: ClassVar[tuple[str, ...]] = ()
+    # Inputs that may be unknown during a preview (say, the thumbprint of a certificate
+    # being created), with a stand-in that validates: the other inputs are still checked
+    # and normalised, so the diff does not see raw values as changes.
+    placeholders: ClassVar[dict[str, Any]] = {}
 
     # --- hooks -----------------------------------------------------------------------
 
@@ -108,6 +113,12 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def plan(self, current: Current, desired: Desired) -> list[Change]:
         raise NotImplementedError
+
+    def advise(self, desired: Desired) -> list[str]:
+        """Findings that belong to ``check`` only (time-dependent ones, hints): raise
+        ValidationError for an error, return warnings. Kept out of ``validate`` so that a
+        certificate that expired after it was deployed can still be refreshed and deleted."""
+        return []
 
     def plan_from(
         self, current: Current, desired: Desired, previous: Mapping[str, Any] | None
@@ -152,16 +163,22 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     # --- Pulumi provider interface ---------------------------------------------------
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if is_unknown({k: v for k, v in news.items() if k != "__provider"}):
+        unknown = {k for k, v in news.items() if k != "__provider" and is_unknown(v)}
+        if unknown - set(self.placeholders):
             # Values not known yet are checked again when they are (at update time).
             return CheckResult(news, [])
+        probe = {**news, **{k: self.placeholders[k] for k in unknown}}
         try:
-            desired = self.validate(news)
-            Connection.from_input(_require(news, "connection", self.kind), self.kind)
+            desired = self.validate(probe)
+            connection = Connection.from_input(_require(probe, "connection", self.kind), self.kind)
+            notes = self.advise(desired)
         except ValidationError as exc:
             return CheckResult(news, [CheckFailure(exc.property, str(exc))])
+        for note in notes:
+            warn(self.kind, note)
         inputs = self.normalised_inputs(desired)
-        inputs["connection"] = Connection.from_input(news["connection"], self.kind).to_input()
+        inputs["connection"] = connection.to_input()
+        inputs.update({k: news[k] for k in unknown})
         return CheckResult(inputs, [])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -298,6 +315,11 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         outs["connection"] = props["connection"]
         outs.update(self.outputs(desired, before, after, previous))
         return outs
+
+
+def warn(kind: str, message: str) -> None:
+    """A warning for the person running Pulumi: provider stderr reaches the CLI."""
+    print(f"warning: {kind}: {message}", file=sys.stderr)
 
 
 def _require(props: Mapping[str, Any], key: str, kind: str) -> Any:

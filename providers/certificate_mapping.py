@@ -15,7 +15,6 @@ After writing, every mapping's logon is tried on the host, so a wrong password
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,6 +84,7 @@ class MappingDesired:
     many_to_one: tuple[ManyToOne, ...]
     certificates: dict[str, str]  # thumbprint -> single-line blob
     passwords: dict[str, str]  # user name -> password
+    notes: tuple[str, ...] = ()  # warnings for the user at check time
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 "takes it from the user.",
             )
 
+    notes: list[str] = []
     certificates: dict[str, str] = {}
     seen: dict[str, str] = {}
     one_to_one: list[OneToOne] = []
@@ -177,17 +178,14 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
         seen[info.thumbprint] = key
         now = datetime.now(UTC)
         if not info.valid_at(now):
-            print(
-                f"{KIND} {site}: warning: {key} certificate {info.thumbprint} "
-                f"({info.subject}) is not valid now (not after {info.not_after:%Y-%m-%d}); "
-                "IIS will answer 403.17",
-                file=sys.stderr,
+            notes.append(
+                f"{site}: {key} certificate {info.thumbprint} ({info.subject}) is not valid "
+                f"now (not after {info.not_after:%Y-%m-%d}): IIS will answer 403.17"
             )
         if info.eku_present and not info.client_auth_eku:
-            print(
-                f"{KIND} {site}: warning: {key} certificate {info.thumbprint} lacks the "
-                "client-authentication EKU; clients will not offer it",
-                file=sys.stderr,
+            notes.append(
+                f"{site}: {key} certificate {info.thumbprint} lacks the client-authentication "
+                "EKU: clients will not offer it"
             )
         certificates[info.thumbprint] = info.blob
         one_to_one.append(
@@ -251,10 +249,8 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 raise ValidationError(KIND, rkey, match, "repeats an earlier rule")
             rules.append(new_rule)
         if not rules:
-            print(
-                f"{KIND} {site}: warning: {key} ({name}) has no rules and matches every "
-                "trusted certificate",
-                file=sys.stderr,
+            notes.append(
+                f"{site}: {key} ({name}) has no rules and matches every trusted certificate"
             )
         many.append(
             ManyToOne(
@@ -291,6 +287,7 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
         certificates=certificates,
         # Only the passwords of accounts in use are kept (and stored, encrypted, in state).
         passwords={k: v for k, v in passwords.items() if k.lower() in used},
+        notes=tuple(notes),
     )
 
 
@@ -590,6 +587,9 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
 
     def validate(self, inputs: Mapping[str, Any]) -> MappingDesired:
         return validate(inputs)
+
+    def advise(self, desired: MappingDesired) -> list[str]:
+        return list(desired.notes)
 
     def normalised_inputs(self, desired: MappingDesired) -> dict[str, Any]:
         return {

@@ -283,7 +283,7 @@ def _parse(value: Mapping[str, Any], resource: str) -> Connection:
                 "client_key_pem",
                 None,
                 "is not a PEM private key",
-                "give the PEM text (-----BEGIN PRIVATE KEY----- ...)",
+                "give the unencrypted PEM text of the key (PKCS#8 or PKCS#1)",
             ) from None
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         if private_key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import pulumi
 import pulumi.dynamic
-from pulumi.dynamic import CheckResult
 
 from providers import contract
 from providers.base import (
@@ -28,7 +27,6 @@ from providers.base import (
     get_bool,
     get_int,
     get_str,
-    is_unknown,
     require_site,
     site_exists,
     validate_site,
@@ -36,7 +34,6 @@ from providers.base import (
 from providers.connection import Connection
 from providers.errors import ValidationError
 from providers.resource_args import connection_input
-from providers.trusted_root import warn
 
 KIND = "HttpsBinding"
 
@@ -402,6 +399,8 @@ def live_inputs(desired: BindingDesired, current: BindingCurrent) -> dict[str, A
 class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
     kind = KIND
     replace_on = ("site", "ip", "port", "host_name")
+    # The thumbprint of a ServerCertificate being created is unknown during preview.
+    placeholders = {"certificate_thumbprint": "0" * 40}
     computed = ("binding_information", "url", "adopted", "prior_binding")
 
     def validate(self, inputs: Mapping[str, Any]) -> BindingDesired:
@@ -467,23 +466,8 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
     ) -> list[Change]:
         return delete_changes(current, desired, stored)
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        unknown = {k for k, v in news.items() if k != "__provider" and is_unknown(v)}
-        probe = news
-        if unknown == {"certificate_thumbprint"}:
-            # The thumbprint of a ServerCertificate being created or replaced (preview):
-            # check and normalise the rest, so the diff does not see a spurious change of
-            # ip/port/host_name (a replace) just because the raw inputs were passed through.
-            probe = {**news, "certificate_thumbprint": "0" * 40}
-        result = super().check(_olds, probe)
-        if not result.failures and not is_unknown(
-            {k: v for k, v in probe.items() if k != "__provider"}
-        ):
-            for note in assess(self.validate(probe)):
-                warn(f"{KIND} {news.get('site')}", note)
-        if probe is not news:
-            result.inputs["certificate_thumbprint"] = news["certificate_thumbprint"]
-        return result
+    def advise(self, desired: BindingDesired) -> list[str]:
+        return assess(desired)
 
 
 class HttpsBinding(pulumi.dynamic.Resource):

@@ -23,6 +23,7 @@ class AttributeDesired:
     path: str
     value: str  # the attribute text as IIS writes it
     fields: dict[str, Any]  # the normalised inputs (site, path and the resource's own)
+    notes: tuple[str, ...] = ()  # what normalising did, told to the user at check
 
     @property
     def location(self) -> str:
@@ -60,6 +61,9 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
         raise NotImplementedError
 
     # --- hooks of IisProvider --------------------------------------------------------
+
+    def advise(self, desired: AttributeDesired) -> list[str]:
+        return [f"{desired.location}: {note}" for note in desired.notes]
 
     def normalised_inputs(self, desired: AttributeDesired) -> dict[str, Any]:
         return dict(desired.fields)

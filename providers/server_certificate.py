@@ -18,15 +18,15 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic
-from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
+from pulumi.dynamic import DiffResult
 
 from providers import contract
-from providers.base import Change, IisProvider, is_unknown
+from providers.base import Change, IisProvider, warn
 from providers.certs import CertInfo, load_pfx
 from providers.connection import Connection
 from providers.errors import CertificateError, ValidationError
 from providers.resource_args import connection_input, secret
-from providers.trusted_root import EXPIRY_WARNING_DAYS, same_object_diff, warn
+from providers.trusted_root import EXPIRY_WARNING_DAYS, same_object_diff
 
 KIND = "ServerCertificate"
 STORE = "My"
@@ -260,17 +260,8 @@ class ServerCertificateProvider(IisProvider[ServerCertificateDesired, ServerCert
                 warn(KIND, change.summary)
         return changes
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        result = super().check(_olds, news)
-        if result.failures or is_unknown({k: v for k, v in news.items() if k != "__provider"}):
-            return result
-        try:
-            notes = assess(self.validate(news), dt.datetime.now(dt.UTC))
-        except ValidationError as exc:
-            return CheckResult(news, [CheckFailure(exc.property, str(exc))])
-        for note in notes:
-            warn(KIND, note)
-        return result
+    def advise(self, desired: ServerCertificateDesired) -> list[str]:
+        return assess(desired, dt.datetime.now(dt.UTC))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         result = super().diff(_id, olds, news)

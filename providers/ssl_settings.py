@@ -7,7 +7,6 @@ is locked (overrideModeDefault="Deny"): in web.config it would break every reque
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,11 +92,12 @@ class SslSettingsProvider(LocationAttributeProvider):
         path = validate_app_path(KIND, get_str(KIND, inputs, "path", default="", required=False))
         raw = inputs.get("flags")
         flags, notes = normalise_flags(KIND, list(DEFAULT_FLAGS) if raw is None else raw)
-        for note in notes:
-            # Provider stderr reaches the CLI: the user sees why the flags grew.
-            print(f"{KIND} {site}{path}: {note}", file=sys.stderr)
         return AttributeDesired(
-            site, path, flags_to_iis(flags), {"site": site, "path": path, "flags": flags}
+            site,
+            path,
+            flags_to_iis(flags),
+            {"site": site, "path": path, "flags": flags},
+            tuple(notes),
         )
 
     def same_value(self, a: str | None, b: str | None) -> bool:

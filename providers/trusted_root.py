@@ -10,14 +10,13 @@ to CA. A certificate already in the store at create is adopted and left there on
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi.dynamic
-from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
+from pulumi.dynamic import DiffResult
 
 from providers import contract
 from providers.base import Change, IisProvider, get_str, is_unknown
@@ -172,11 +171,6 @@ def delete_changes(
     ]
 
 
-def warn(name: str, message: str) -> None:
-    # Provider stderr reaches the Pulumi CLI.
-    print(f"warning: {name}: {message}", file=sys.stderr)
-
-
 class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
     kind = KIND
     replace_on = ("certificate", "store")
@@ -237,17 +231,8 @@ class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
     ) -> list[Change]:
         return delete_changes(current, desired, bool(stored.get("adopted")))
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        result = super().check(_olds, news)
-        if result.failures or is_unknown({k: v for k, v in news.items() if k != "__provider"}):
-            return result
-        try:
-            notes = assess(self.validate(news), dt.datetime.now(dt.UTC))
-        except ValidationError as exc:
-            return CheckResult(news, [CheckFailure(exc.property, str(exc))])
-        for note in notes:
-            warn(KIND, note)
-        return result
+    def advise(self, desired: TrustedRootDesired) -> list[str]:
+        return assess(desired, dt.datetime.now(dt.UTC))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         result = super().diff(_id, olds, news)
