@@ -1,0 +1,127 @@
+"""The program's stack configuration: every mistake names the key and the fix."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pulumi
+import pytest
+
+from components.stack_config import ConfigError, Secrets, StackConfig
+from simulator.pki import make_ca, make_leaf
+
+HOSTS = {"web01": {"endpoint": "https://web01:5986/wsman", "username": "WEB01\\deployer"}}
+
+
+def _secret_stub(name: str) -> pulumi.Output[str]:
+    # Stands in for the secret Output; the tests only look at which key was asked for.
+    return cast("pulumi.Output[str]", f"<secret {name}>")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> StackConfig:
+    ca = make_ca("Config Root")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "root.pem").write_bytes(ca.cert_pem())
+    (tmp_path / "certs" / "alice.der").write_bytes(make_leaf(ca, "alice").cert_der())
+    names = {"web01", "alice", "shop/pfx"}
+    return StackConfig(tmp_path, Secrets(names, _secret_stub))
+
+
+def _site(**extra: Any) -> dict[str, Any]:
+    site: dict[str, Any] = {
+        "name": "shop",
+        "host": "web01",
+        "trusted_roots": ["certs/root.pem"],
+        "users": [{"name": "alice"}],
+        "one_to_one": [{"certificate": "certs/alice.der", "user": "alice"}],
+    }
+    site.update(extra)
+    return site
+
+
+def test_a_good_configuration(stack: StackConfig, tmp_path: Path) -> None:
+    ((name, args),) = stack.sites(HOSTS, [_site()])
+    assert name == "web01-shop"
+    assert args.users[0].password == "<secret alice>"
+    assert args.connection.password == "<secret web01>"  # type: ignore[union-attr]
+    # A DER file is handed on as base64 (the providers accept it in any form).
+    der = (tmp_path / "certs" / "alice.der").read_bytes()
+    assert args.one_to_one[0].certificate == base64.b64encode(der).decode()
+    assert args.ssl_flags == ["Ssl", "SslNegotiateCert", "SslRequireCert"]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "sites", "key", "words"),
+    [
+        (HOSTS, [_site(one_to_onee=[])], "sites[0].one_to_onee", "Did you mean 'one_to_one'?"),
+        (
+            {"web01": {**HOSTS["web01"], "password": "hunter2"}},
+            [_site()],
+            "hosts.web01.password",
+            "pulumi config set --secret",
+        ),
+        (HOSTS, [_site(host="web02")], "sites[0].host", "Use one of: web01"),
+        (
+            HOSTS,
+            [_site(https={"pfx": "certs/root.pem", "port": "443x"})],
+            "sites[0].https.port",
+            "1 to 65535",
+        ),
+        (
+            HOSTS,
+            [_site(trusted_roots=["certs/nope.pem"])],
+            "sites[0].trusted_roots[0]",
+            "not found",
+        ),
+        (
+            HOSTS,
+            [_site(users=[{"name": "bob"}], one_to_one=[])],
+            "passwords.shop/bob",
+            "'passwords.bob'",
+        ),
+        (HOSTS, [_site(anonymous_enabled="no")], "sites[0].anonymous_enabled", "true or false"),
+        (
+            HOSTS,
+            [_site(many_to_one=[{"name": "x", "user": "alice", "rules": [{"sub_field": "O"}]}])],
+            "sites[0].many_to_one[0].rules[0].match",
+            "non-empty",
+        ),
+        ({}, [_site()], "hosts", "at least one host"),
+        (HOSTS, [], "sites", "at least one site"),
+    ],
+    ids=[
+        "typo",
+        "plain-secret",
+        "unknown-host",
+        "bad-port",
+        "missing-file",
+        "missing-password",
+        "not-bool",
+        "rule-without-match",
+        "no-hosts",
+        "no-sites",
+    ],
+)
+def test_mistakes_name_the_key_and_the_fix(
+    stack: StackConfig, hosts: Any, sites: Any, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        stack.sites(hosts, sites)
+    assert err.value.key == key
+    assert f"config iis-clientcert:{key}:" in str(err.value)
+    assert words in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_simulator_that_is_not_running(stack: StackConfig, tmp_path: Path) -> None:
+    state = tmp_path / "sim"
+    state.mkdir()
+    (state / "endpoint.json").write_text(json.dumps({"pid": None}))  # stopped cleanly
+    with pytest.raises(ConfigError) as err:
+        stack.sites({"sim": {"simulator": "sim"}}, [_site(host="sim")])
+    assert err.value.key == "hosts.sim.simulator"
+    assert "make demo" in str(err.value)
