@@ -138,7 +138,6 @@ class Executor:
     def __init__(self, state_dir: Path) -> None:
         self.state = HostState(Path(state_dir))
         self.state.ensure()
-        self._warned = False
 
     # --- entry point ------------------------------------------------------------------
 
@@ -205,10 +204,8 @@ class Executor:
     def _check_script(self, script: str) -> str | None:
         expected = agent_script_digest()
         if expected is None:
-            if not self._warned:
-                logger.warning("providers/agent.ps1 is not installed: accepting any agent script")
-                self._warned = True
-            return None
+            # The simulator runs only the genuine agent; without it nothing is genuine.
+            return "providers/agent.ps1 is missing from this installation: reinstall the package"
         got = hashlib.sha256(_normalize_script(script)).hexdigest()
         if got != expected:
             return (

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +289,6 @@ def test_connection_failure_exits_2(sim: Host, capsys: pytest.CaptureFixture[str
 
 
 def test_command_line_on_clean_host(sim: Host) -> None:
-    if not resources.files("providers").joinpath("agent.ps1").is_file():
-        pytest.skip("providers/agent.ps1 is not there yet: a subprocess cannot send it")
     done = subprocess.run(
         [sys.executable, "-m", "providers.doctor", "--simulator", str(sim.dir)],
         capture_output=True,
