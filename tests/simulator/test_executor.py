@@ -121,11 +121,12 @@ def test_foreign_agent_script_is_refused(host: AgentRunner) -> None:
     assert parse_result(outcome.stdout)["ok"]
 
 
-def test_any_script_accepted_without_agent_ps1(host, monkeypatch) -> None:
+def test_nothing_runs_without_agent_ps1(host, monkeypatch) -> None:
     monkeypatch.setattr(executor, "agent_script_digest", lambda: None)
     stdin = encode_stdin("# some script\n", make_request([make_op("host.facts")]))
     outcome = host.command(POWERSHELL, command_arguments(), stdin)
-    assert parse_result(outcome.stdout)["ok"]
+    error = parse_result(outcome.stdout)["error"]
+    assert error["code"] == "BadRequest" and "agent.ps1 is missing" in error["message"]
 
 
 @pytest.mark.parametrize(
