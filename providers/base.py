@@ -189,6 +189,9 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
                 continue
             if key == "connection":
                 old_conn, new_conn = olds.get(key) or {}, news.get(key) or {}
+                if is_unknown(new_conn):
+                    changed.append(key)  # known at update time; then diffed for real
+                    continue
                 if _endpoint_host(old_conn) != _endpoint_host(new_conn):
                     replaces.append(key)  # another host: another object
                 if old_conn != new_conn:
