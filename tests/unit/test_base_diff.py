@@ -37,8 +37,8 @@ OLDS = {
         ({"connection": {**CONN, "endpoint": "https://web02:5986/wsman"}}, True, ["connection"]),
         ({"site": "intranet"}, True, ["site"]),
         ({"flags": UNKNOWN}, True, []),
-        ({"flags": Unknown()}, True, []),
-        ({"connection": Unknown()}, True, []),
+        ({"flags": Unknown()}, True, []),  # type: ignore[no-untyped-call]
+        ({"connection": Unknown()}, True, []),  # type: ignore[no-untyped-call]
     ],
     ids=[
         "same",
