@@ -15,7 +15,7 @@ WORK   := $(REPO)/.work
 # real (demo and test stacks on this machine); never use it for a stack that holds real secrets.
 LOCAL_PASSPHRASE := iis-clientcert-local-only
 
-LINT_PATHS := providers components simulator tests benchmarks scripts $(wildcard __main__.py)
+LINT_PATHS := iis_clientcert iis_clientcert_simulator tests benchmarks scripts stack_config.py $(wildcard __main__.py)
 PYTEST_ARGS ?=
 
 # Shell prefix that loads the engine environment (CLI on PATH, PULUMI_HOME, backend, ...).
@@ -85,7 +85,7 @@ bench-host: setup
 
 # The IIS doctor; against a real host: DOCTOR_ARGS="--endpoint https://web01:5986/wsman ..."
 doctor: setup
-	@cd "$(REPO)" && "$(PY)" -m providers.doctor $(if $(DOCTOR_ARGS),$(DOCTOR_ARGS),--simulator $(WORK)/sim)
+	@cd "$(REPO)" && "$(PY)" -m iis_clientcert.tools.doctor $(if $(DOCTOR_ARGS),$(DOCTOR_ARGS),--simulator $(WORK)/sim)
 
 machine:
 	@echo "repo:        $(REPO)"

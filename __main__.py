@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pulumi
 
-from components import ClientCertSite
-from components.stack_config import NAMESPACE, Secrets, StackConfig
+from iis_clientcert.components import ClientCertSite
+from stack_config import NAMESPACE, Secrets, StackConfig
 
 STACK_DIR = Path(__file__).resolve().parent / "stacks"
 

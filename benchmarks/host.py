@@ -21,10 +21,10 @@ from typing import Any
 
 import requests
 
-from providers import winrm_client
-from providers.contract import SECTION_SSL, make_op
-from providers.host import HostClient
-from simulator.testing import running_simulator
+from iis_clientcert.host import winrm_transport
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.contract import SECTION_SSL, make_op
+from iis_clientcert_simulator.testing import running_simulator
 from tests.contract.conftest import simulator_connection
 
 BATCH = [
@@ -85,7 +85,7 @@ def run(latency_ms: int, calls: int, transport: str, threads: int) -> dict[str, 
                         for future in [pool.submit(one) for _ in range(calls)]:
                             future.result()
                 elapsed = time.perf_counter() - started
-        winrm_client.close_pool()
+        winrm_transport.close_pool()
     return {
         "calls_per_s": calls / elapsed,
         "p50_ms": percentile(durations, 0.5) * 1000,

@@ -1,6 +1,6 @@
-"""Components composing the resources."""
+"""Components composing the resources (imported as ``iis_clientcert.components``)."""
 
-from components.client_cert_site import (
+from iis_clientcert.components.client_cert_site import (
     ClientCertSite,
     ClientCertSiteArgs,
     HttpsEndpoint,

@@ -20,16 +20,16 @@ from urllib.parse import urlsplit
 
 import pulumi
 
-from providers import certs
-from providers.anonymous_authentication import AnonymousAuthentication
-from providers.certificate_mapping import CertificateMapping
-from providers.errors import CertificateError, ValidationError
-from providers.https_binding import HttpsBinding
-from providers.local_user import LocalUser
-from providers.resource_args import ConnectionArgs
-from providers.server_certificate import ServerCertificate
-from providers.ssl_settings import DEFAULT_FLAGS, SslSettings
-from providers.trusted_root import TrustedRoot
+from iis_clientcert import certs
+from iis_clientcert.errors import CertificateError, ValidationError
+from iis_clientcert.framework.inputs import ConnectionArgs
+from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
+from iis_clientcert.providers.certificate_mapping import CertificateMapping
+from iis_clientcert.providers.https_binding import HttpsBinding
+from iis_clientcert.providers.local_user import LocalUser
+from iis_clientcert.providers.server_certificate import ServerCertificate
+from iis_clientcert.providers.ssl_settings import DEFAULT_FLAGS, SslSettings
+from iis_clientcert.providers.trusted_root import TrustedRoot
 
 KIND = "ClientCertSite"
 

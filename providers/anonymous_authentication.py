@@ -13,10 +13,10 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from providers import contract
-from providers.base import get_bool, get_str, validate_app_path, validate_site
-from providers.location_attribute import AttributeDesired, LocationAttributeProvider
-from providers.resource_args import connection_input
+from iis_clientcert.framework.base import get_bool, get_str, validate_app_path, validate_site
+from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.host import contract
 
 KIND = "AnonymousAuthentication"
 

@@ -23,8 +23,9 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from providers import certs, contract
-from providers.base import (
+from iis_clientcert import certs
+from iis_clientcert.errors import CertificateError, ValidationError
+from iis_clientcert.framework.base import (
     Change,
     IisProvider,
     get_bool,
@@ -34,9 +35,9 @@ from providers.base import (
     site_exists,
     validate_site,
 )
-from providers.connection import Connection
-from providers.errors import CertificateError, ValidationError
-from providers.resource_args import connection_input
+from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
 
 KIND = "CertificateMapping"
 

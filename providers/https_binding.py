@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi.dynamic
 
-from providers import contract
-from providers.base import (
+from iis_clientcert.errors import ValidationError
+from iis_clientcert.framework.base import (
     Change,
     IisProvider,
     get_bool,
@@ -31,9 +31,9 @@ from providers.base import (
     site_exists,
     validate_site,
 )
-from providers.connection import Connection
-from providers.errors import ValidationError
-from providers.resource_args import connection_input
+from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
 
 KIND = "HttpsBinding"
 

@@ -18,11 +18,11 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from providers import contract
-from providers.base import Change, IisProvider, get_bool, get_list, get_str
-from providers.connection import Connection
-from providers.errors import ValidationError
-from providers.resource_args import connection_input, secret
+from iis_clientcert.errors import ValidationError
+from iis_clientcert.framework.base import Change, IisProvider, get_bool, get_list, get_str
+from iis_clientcert.framework.inputs import connection_input, secret
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
 
 KIND = "LocalUser"
 

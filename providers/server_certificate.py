@@ -20,13 +20,13 @@ import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import DiffResult
 
-from providers import contract
-from providers.base import Change, IisProvider, warn
-from providers.certs import CertInfo, load_pfx
-from providers.connection import Connection
-from providers.errors import CertificateError, ValidationError
-from providers.resource_args import connection_input, secret
-from providers.trusted_root import EXPIRY_WARNING_DAYS, same_object_diff
+from iis_clientcert.certs import CertInfo, load_pfx
+from iis_clientcert.errors import CertificateError, ValidationError
+from iis_clientcert.framework.base import Change, IisProvider, warn
+from iis_clientcert.framework.inputs import connection_input, secret
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
+from iis_clientcert.providers.trusted_root import EXPIRY_WARNING_DAYS, same_object_diff
 
 KIND = "ServerCertificate"
 STORE = "My"

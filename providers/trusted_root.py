@@ -18,12 +18,12 @@ import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import DiffResult
 
-from providers import contract
-from providers.base import Change, IisProvider, get_str, is_unknown
-from providers.certs import CertInfo, load_certificate
-from providers.connection import Connection
-from providers.errors import CertificateError, ValidationError
-from providers.resource_args import connection_input
+from iis_clientcert.certs import CertInfo, load_certificate
+from iis_clientcert.errors import CertificateError, ValidationError
+from iis_clientcert.framework.base import Change, IisProvider, get_str, is_unknown
+from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
 
 KIND = "TrustedRoot"
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from providers.probe import ProbeResult, probe
-from simulator.pki import Issued, make_ca, make_leaf, make_server
+from iis_clientcert.tools.probe import ProbeResult, probe
+from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work"

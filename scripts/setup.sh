@@ -37,7 +37,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 if [ "${SETUP_FORCE:-}" != "1" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] &&
-	"$VENV/bin/python" -c 'import pulumi, providers, pytest' 2>/dev/null; then
+	"$VENV/bin/python" -c 'import pulumi, iis_clientcert, iis_clientcert_simulator, pytest' 2>/dev/null; then
 	log ".venv is up to date (pyproject.toml unchanged): skipping pip"
 	exit 0
 fi

@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from simulator.files import read_json
-from simulator.https_front import HttpsFront, start_published
-from simulator.serve import Simulator
+from iis_clientcert_simulator.files import read_json
+from iis_clientcert_simulator.https_front import HttpsFront, start_published
+from iis_clientcert_simulator.serve import Simulator
 
 
 def _serve(args: argparse.Namespace) -> int:

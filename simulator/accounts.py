@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import PureWindowsPath
 from typing import Any
 
-from simulator.errors import (
+from iis_clientcert_simulator.errors import (
     HR_ACCOUNT_DISABLED,
     HR_ALREADY_EXISTS,
     HR_FILE_NOT_FOUND,

@@ -1,6 +1,6 @@
 """applicationHost.config: sections at locations, locking, effective values, sites and bindings.
 
-Reads and writes go through :class:`simulator.xmldoc.XmlDocument`, so a write changes only
+Reads and writes go through :class:`xmldoc.XmlDocument`, so a write changes only
 the element it targets. Element JSON (see providers/contract.py) is converted to XML with
 the schema's rules: unknown attributes, enum and flag values, required attributes and
 unique keys are checked the way IIS checks them, and encrypted attributes are sealed with
@@ -15,18 +15,24 @@ from typing import Any
 
 from lxml import etree
 
-from providers.contract import element
-from simulator.errors import (
+from iis_clientcert.host.contract import element
+from iis_clientcert_simulator.errors import (
     HR_ALREADY_EXISTS,
     HR_INVALID_DATA,
     HR_LOCK_VIOLATION,
     HR_NOT_FOUND,
     OpError,
 )
-from simulator.files import atomic_write
-from simulator.machinekey import MachineKey
-from simulator.schema import CollectionSchema, ElementSchema, SectionSchema
-from simulator.xmldoc import XmlDocument, append_child, is_element, remove_child, replace_child
+from iis_clientcert_simulator.files import atomic_write
+from iis_clientcert_simulator.machinekey import MachineKey
+from iis_clientcert_simulator.schema import CollectionSchema, ElementSchema, SectionSchema
+from iis_clientcert_simulator.xmldoc import (
+    XmlDocument,
+    append_child,
+    is_element,
+    remove_child,
+    replace_child,
+)
 
 LOCKED_MESSAGE = (
     "This configuration section cannot be used at this path. This happens when the section "

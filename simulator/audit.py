@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from providers.contract import OPS, redact_args
+from iis_clientcert.host.contract import OPS, redact_args
 
 
 def op_entry(op: str, args: dict[str, Any]) -> dict[str, Any]:

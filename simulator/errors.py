@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.contract import ERROR_CODES
+from iis_clientcert.host.contract import ERROR_CODES
 
 
 class OpError(Exception):

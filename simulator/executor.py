@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from providers.contract import (
+from iis_clientcert.host.contract import (
     BOOTSTRAP,
     ContractError,
     command_arguments,
@@ -27,17 +27,17 @@ from providers.contract import (
     split_stdin,
     validate_request,
 )
-from simulator import audit
-from simulator.errors import HR_FAIL, OpError
-from simulator.files import read_json, write_json
-from simulator.ops import HANDLERS
-from simulator.powershell_errors import (
+from iis_clientcert_simulator import audit
+from iis_clientcert_simulator.errors import HR_FAIL, OpError
+from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.ops import HANDLERS
+from iis_clientcert_simulator.powershell_errors import (
     decode_encoded_command,
     not_recognized_cmd,
     not_recognized_powershell,
 )
-from simulator.state import HostState, Session
-from simulator.wsman import CommandOutcome, ShellCommand, faults_lock
+from iis_clientcert_simulator.state import HostState, Session
+from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand, faults_lock
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _normalize_script(text: str) -> bytes:
 def agent_script_digest() -> str | None:
     """sha256 of the agent.ps1 shipped in the providers package (None if it is absent)."""
     try:
-        text = resources.files("providers").joinpath("agent.ps1").read_text("utf-8")
+        text = resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
     except (FileNotFoundError, OSError):
         return None
     return hashlib.sha256(_normalize_script(text)).hexdigest()

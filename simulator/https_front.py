@@ -16,7 +16,7 @@ Per request, for the binding's site (location path = site name):
    certificate); TLS 1.3 forbids it, so the connection is reset (Windows Server 2022) or
    answered 500 with 0x80070032 (Server 2025, os_build >= 26100).
 2. No certificate and SslRequireCert: 403.7. A certificate is checked with
-   :func:`providers.certs.verify_chain` against the Root store (roots) and the CA store
+   :func:`iis_clientcert.certs.verify_chain` against the Root store (roots) and the CA store
    (intermediates): a non-self-signed certificate in Root fails every client certificate
    (KB 2802568; 403.16, or 403.7 when SendTrustedIssuerList=1 because the client then
    gets a broken issuer list and sends nothing); untrusted: 403.16; expired or not yet
@@ -70,14 +70,14 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from providers.certs import CertInfo, load_certificate, rdn_value, verify_chain
-from providers.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
-from simulator import schema
-from simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
-from simulator.errors import HR_ASN1_BADTAG, OpError
-from simulator.files import read_json, write_json
-from simulator.state import HostState, Session
-from simulator.stores import b64, load_der, parse_binding_information, sslcert_key
+from iis_clientcert.certs import CertInfo, load_certificate, rdn_value, verify_chain
+from iis_clientcert.host.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
+from iis_clientcert_simulator import schema
+from iis_clientcert_simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
+from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, OpError
+from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.state import HostState, Session
+from iis_clientcert_simulator.stores import b64, load_der, parse_binding_information, sslcert_key
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from providers.contract import is_encrypted_value
-from simulator.files import atomic_write
+from iis_clientcert.host.contract import is_encrypted_value
+from iis_clientcert_simulator.files import atomic_write
 
 PROVIDER = "AesProvider"
 _PREFIX = f"[enc:{PROVIDER}:"

@@ -11,14 +11,21 @@ from typing import Any
 
 from lxml import etree
 
-from providers.contract import OPS, SECTION_MAPPING
-from simulator.accounts import bare_name
-from simulator.apphost import Apphost, ConfigFile, build, merge, norm_location, to_json
-from simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
-from simulator.schema import SectionSchema, section
-from simulator.state import Session
-from simulator.stores import sslcert_key
-from simulator.xmldoc import replace_child
+from iis_clientcert.host.contract import OPS, SECTION_MAPPING
+from iis_clientcert_simulator.accounts import bare_name
+from iis_clientcert_simulator.apphost import (
+    Apphost,
+    ConfigFile,
+    build,
+    merge,
+    norm_location,
+    to_json,
+)
+from iis_clientcert_simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
+from iis_clientcert_simulator.schema import SectionSchema, section
+from iis_clientcert_simulator.state import Session
+from iis_clientcert_simulator.stores import sslcert_key
+from iis_clientcert_simulator.xmldoc import replace_child
 
 Handler = Callable[[Session, dict[str, Any]], dict[str, Any]]
 

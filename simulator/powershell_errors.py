@@ -12,7 +12,7 @@ import binascii
 import re
 from xml.sax.saxutils import escape
 
-from simulator.wsman import CommandOutcome
+from iis_clientcert_simulator.wsman import CommandOutcome
 
 __all__ = [
     "clixml_error",

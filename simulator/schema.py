@@ -12,8 +12,8 @@ from importlib import resources
 
 from lxml import etree
 
-from simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
-from simulator.xmldoc import is_element
+from iis_clientcert_simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
+from iis_clientcert_simulator.xmldoc import is_element
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def parse_schema(data: bytes) -> dict[str, SectionSchema]:
 @cache
 def sections() -> dict[str, SectionSchema]:
     """The sections of ``schema.xml`` by lower-cased path (IIS ignores case in section names)."""
-    data = resources.files("simulator").joinpath("schema.xml").read_bytes()
+    data = resources.files("iis_clientcert_simulator").joinpath("schema.xml").read_bytes()
     return parse_schema(data)
 
 

@@ -16,13 +16,13 @@ from typing import Any
 
 from cryptography import x509
 
-from simulator import pki
-from simulator.accounts import Accounts
-from simulator.executor import Executor
-from simulator.files import atomic_write, read_json, write_json
-from simulator.state import COMPUTER_NAME, HostState, Session
-from simulator.stores import thumbprint
-from simulator.wsman import Credentials, FileFaults, WSManServer
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.accounts import Accounts
+from iis_clientcert_simulator.executor import Executor
+from iis_clientcert_simulator.files import atomic_write, read_json, write_json
+from iis_clientcert_simulator.state import COMPUTER_NAME, HostState, Session
+from iis_clientcert_simulator.stores import thumbprint
+from iis_clientcert_simulator.wsman import Credentials, FileFaults, WSManServer
 
 ADMIN_USER = "sim-admin"
 

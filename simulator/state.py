@@ -28,12 +28,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from simulator import pki
-from simulator.accounts import Accounts, Folders, PasswordPolicy, default_aces
-from simulator.apphost import Apphost, ConfigFile
-from simulator.files import atomic_write, read_json, write_json
-from simulator.machinekey import MachineKey
-from simulator.stores import CertStores, HttpSys, sslcert_key
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.accounts import Accounts, Folders, PasswordPolicy, default_aces
+from iis_clientcert_simulator.apphost import Apphost, ConfigFile
+from iis_clientcert_simulator.files import atomic_write, read_json, write_json
+from iis_clientcert_simulator.machinekey import MachineKey
+from iis_clientcert_simulator.stores import CertStores, HttpSys, sslcert_key
 
 COMPUTER_NAME = "SIMIIS01"
 SHOP_HOST = "shop.simiis01.local"
@@ -55,7 +55,11 @@ SITE_FOLDERS = {"Default Web Site": "C:\\inetpub\\wwwroot", "shop": "C:\\inetpub
 
 def apphost_template(computer: str) -> bytes:
     """The applicationHost.config of a fresh host (apphost_template.xml, IIS 10's layout)."""
-    text = resources.files("simulator").joinpath("apphost_template.xml").read_text("utf-8")
+    text = (
+        resources.files("iis_clientcert_simulator")
+        .joinpath("apphost_template.xml")
+        .read_text("utf-8")
+    )
     return text.replace("{computer}", computer).encode("utf-8")
 
 

@@ -13,15 +13,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from providers.contract import STORES
-from simulator.errors import (
+from iis_clientcert.host.contract import STORES
+from iis_clientcert_simulator.errors import (
     HR_ASN1_BADTAG,
     HR_ASN1_EOD,
     HR_INVALID_PASSWORD,
     HR_NOT_FOUND,
     OpError,
 )
-from simulator.files import atomic_write
+from iis_clientcert_simulator.files import atomic_write
 
 # Windows spells these RDNs its own way (certutil / .NET X500DistinguishedName).
 _WINDOWS_NAMES = {NameOID.STATE_OR_PROVINCE_NAME: "S", NameOID.EMAIL_ADDRESS: "E"}

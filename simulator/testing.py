@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from providers.contract import (
+from iis_clientcert.host.contract import (
     POWERSHELL,
     command_arguments,
     encode_stdin,
@@ -20,9 +20,9 @@ from providers.contract import (
     make_request,
     parse_result,
 )
-from simulator.executor import Executor
-from simulator.serve import Endpoint, Simulator
-from simulator.wsman import CommandOutcome, ShellCommand
+from iis_clientcert_simulator.executor import Executor
+from iis_clientcert_simulator.serve import Endpoint, Simulator
+from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand
 
 
 @contextmanager
@@ -81,7 +81,7 @@ def running_simulator(
 def agent_script() -> str:
     """The agent script a client sends: providers/agent.ps1 when installed."""
     try:
-        return resources.files("providers").joinpath("agent.ps1").read_text("utf-8")
+        return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
     except (FileNotFoundError, OSError):
         return "# agent.ps1 is not installed yet\n"
 

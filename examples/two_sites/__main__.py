@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pulumi
 
-from components import (
+from iis_clientcert.components import (
     ClientCertSite,
     ClientCertSiteArgs,
     HttpsEndpoint,
@@ -25,7 +25,7 @@ from components import (
     Rule,
     SiteUser,
 )
-from providers.resource_args import ConnectionArgs
+from iis_clientcert.framework.inputs import ConnectionArgs
 
 config = pulumi.Config()
 pki = Path(config.require("pki_dir"))

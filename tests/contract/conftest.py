@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from providers import winrm_client
-from providers.connection import Connection
-from providers.host import HostClient
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.host import winrm_transport
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 
 
 @dataclass
@@ -101,11 +101,11 @@ def agent_host(
         if site not in sites:
             pytest.skip(f"IIS_TEST_SITE {site!r} is not a site of {conn.host}")
         yield Target("windows", client, site, sites[site]["physical_path"], None)
-        winrm_client.close_pool()
+        winrm_transport.close_pool()
         return
     state = tmp_path_factory.mktemp("contract-sim")
     with running_simulator(state) as endpoint:
         client = HostClient(simulator_connection(endpoint))
         sites = {s["name"]: s for s in client.call_one("site.list")["sites"]}
         yield Target("simulator", client, "shop", sites["shop"]["physical_path"], state, endpoint)
-    winrm_client.close_pool()
+    winrm_transport.close_pool()

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from providers import contract, winrm_client
-from providers.connection import Connection
-from providers.contract import SECTION_MAPPING, element, make_op
-from providers.errors import AgentError, AuthenticationError, HostError, TlsVerificationError
-from providers.host import HostClient
-from simulator import pki
-from simulator.executor import Executor
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
-from simulator.wsman import CommandOutcome, ShellCommand
+from iis_clientcert.errors import AgentError, AuthenticationError, HostError, TlsVerificationError
+from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import SECTION_MAPPING, element, make_op
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.executor import Executor
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
+from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand
 from tests.contract.conftest import simulator_connection
 
 USER_PASSWORD = "Canary-User-Pw-31337!"
@@ -50,7 +50,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoin
             yield endpoint, seen
     finally:
         patch.undo()
-        winrm_client.close_pool()
+        winrm_transport.close_pool()
 
 
 @pytest.mark.parametrize("transport", ["basic", "certificate", "ntlm"])

@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 
-from providers import contract, winrm_client
-from providers.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL, element, make_op
-from providers.errors import AgentError
-from providers.host import agent_script
-from simulator import pki
+from iis_clientcert.errors import AgentError
+from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.host.client import agent_script
+from iis_clientcert.host.contract import (
+    SECTION_ANONYMOUS,
+    SECTION_MAPPING,
+    SECTION_SSL,
+    element,
+    make_op,
+)
+from iis_clientcert_simulator import pki
 from tests.contract.conftest import Target
 
 STRONG = "Str0ng-Passw0rd!"
@@ -586,7 +592,9 @@ def test_batch_stops_at_the_first_error(agent_host: Target) -> None:
 )
 def test_bad_requests(agent_host: Target, case: str, request_: dict[str, Any]) -> None:
     # Requests HostClient would refuse to build, sent raw.
-    result = winrm_client.run_agent_request(agent_host.client.connection, agent_script(), request_)
+    result = winrm_transport.run_agent_request(
+        agent_host.client.connection, agent_script(), request_
+    )
     assert result["ok"] is False and result["error"]["code"] == "BadRequest"
 
 

@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-import providers.host as host_module
-from providers import contract
-from providers import https_binding as hb
-from providers import server_certificate as sc
-from providers import trusted_root as tr
-from providers.connection import Connection
-from providers.errors import ValidationError
-from providers.host import HostClient
-from simulator import pki
-from simulator.testing import running_simulator
+import iis_clientcert.host.client as host_module
+from iis_clientcert.errors import ValidationError
+from iis_clientcert.host import contract
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
+from iis_clientcert.providers import https_binding as hb
+from iis_clientcert.providers import server_certificate as sc
+from iis_clientcert.providers import trusted_root as tr
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.testing import running_simulator
 
 PFX_PASSWORD = "Contract-Pfx-Pa55!"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from lxml import etree
 
-from providers.connection import Connection
-from providers.host import HostClient
-from simulator.serve import Endpoint
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
+from iis_clientcert_simulator.serve import Endpoint
 from tests.engine.conftest import PulumiProject, write_project
 
 # The program reads spec.json beside it: {"resources": {name: {"kind", "inputs"}}}.
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pulumi
 
-from providers.anonymous_authentication import AnonymousAuthentication
-from providers.certificate_mapping import CertificateMapping
-from providers.https_binding import HttpsBinding
-from providers.local_user import LocalUser
-from providers.server_certificate import ServerCertificate
-from providers.ssl_settings import SslSettings
-from providers.trusted_root import TrustedRoot
+from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
+from iis_clientcert.providers.certificate_mapping import CertificateMapping
+from iis_clientcert.providers.https_binding import HttpsBinding
+from iis_clientcert.providers.local_user import LocalUser
+from iis_clientcert.providers.server_certificate import ServerCertificate
+from iis_clientcert.providers.ssl_settings import SslSettings
+from iis_clientcert.providers.trusted_root import TrustedRoot
 
 KINDS = {
     "AnonymousAuthentication": AnonymousAuthentication,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from providers import contract
-from providers.probe import ProbeResult, probe
-from simulator.pki import make_ca, make_leaf, make_server
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.host import contract
+from iis_clientcert.tools.probe import ProbeResult, probe
+from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 from tests.engine.conftest import PulumiProject, write_project
 from tests.engine.hostkit import host_client, host_snapshot
 

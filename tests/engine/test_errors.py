@@ -11,10 +11,10 @@ import pytest
 from lxml import etree
 from pulumi.automation.errors import CommandError
 
-from providers import contract
-from simulator.pki import make_ca, make_leaf
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.host import contract
+from iis_clientcert_simulator.pki import make_ca, make_leaf
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 from tests.engine.hostkit import SpecProject, audit_lines, host_client, ops_of
 
 pytestmark = pytest.mark.engine

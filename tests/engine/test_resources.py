@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from providers import contract
-from providers.host import HostClient
-from simulator.pki import Issued, make_ca, make_leaf, make_server
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.host import contract
+from iis_clientcert.host.client import HostClient
+from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 from tests.engine.hostkit import SpecProject, audit_lines, host_client, host_snapshot, ops_of
 
 pytestmark = pytest.mark.engine

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from providers import winrm_client
-from providers.connection import Connection
-from simulator.pki import Issued, make_ca, make_leaf, make_server
-from simulator.serve import Endpoint
-from simulator.state import HostState
-from simulator.testing import running_simulator
+from iis_clientcert.host import winrm_transport
+from iis_clientcert.host.connection import Connection
+from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.state import HostState
+from iis_clientcert_simulator.testing import running_simulator
 
 # Re-exported engine fixtures, so the engine tests of this suite find them.
 from tests.engine.conftest import REPO_ROOT, pulumi_cli, pulumi_env  # noqa: F401
@@ -169,7 +169,7 @@ def add_sites(state_dir: Path, names: list[str]) -> None:
 def simulator(tmp_path: Path) -> Iterator[Endpoint]:
     with running_simulator(tmp_path / "host") as endpoint:
         yield endpoint
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
 
 
 def connection_of(endpoint: Endpoint) -> dict[str, Any]:
@@ -209,7 +209,7 @@ def _cheap_password_hashes() -> Iterator[None]:
     """The in-process simulators hash passwords with scrypt at n=2**14 (50 ms each); the
     suite runs thousands of logons, and what it tests does not depend on the cost."""
     patch = pytest.MonkeyPatch()
-    patch.setattr("simulator.accounts._SCRYPT", {"n": 2**4, "r": 8, "p": 1})
+    patch.setattr("iis_clientcert_simulator.accounts._SCRYPT", {"n": 2**4, "r": 8, "p": 1})
     try:
         yield
     finally:

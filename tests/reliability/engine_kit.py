@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simulator.serve import Endpoint
+from iis_clientcert_simulator.serve import Endpoint
 from tests.engine.conftest import PulumiProject, write_project
 from tests.engine.hostkit import PROGRAM as ONE_HOST_PROGRAM
 

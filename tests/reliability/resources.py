@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from providers.anonymous_authentication import AnonymousAuthenticationProvider
-from providers.base import IisProvider
-from providers.certificate_mapping import CertificateMappingProvider
-from providers.host import HostClient
-from providers.https_binding import HttpsBindingProvider
-from providers.local_user import LocalUserProvider
-from providers.server_certificate import ServerCertificateProvider
-from providers.ssl_settings import SslSettingsProvider
-from providers.trusted_root import TrustedRootProvider
+from iis_clientcert.framework.base import IisProvider
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.providers.anonymous_authentication import AnonymousAuthenticationProvider
+from iis_clientcert.providers.certificate_mapping import CertificateMappingProvider
+from iis_clientcert.providers.https_binding import HttpsBindingProvider
+from iis_clientcert.providers.local_user import LocalUserProvider
+from iis_clientcert.providers.server_certificate import ServerCertificateProvider
+from iis_clientcert.providers.ssl_settings import SslSettingsProvider
+from iis_clientcert.providers.trusted_root import TrustedRootProvider
 from tests.reliability.conftest import PFX_PASSWORD, USER_PASSWORD, Pki
 
 MAP_USER = "rel-mapuser"

@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from providers import winrm_client
-from providers.base import IisProvider
-from providers.certificate_mapping import CertificateMappingProvider
-from providers.errors import HostError, ValidationError
-from providers.local_user import LocalUserProvider
-from providers.server_certificate import ServerCertificateProvider
-from providers.ssl_settings import SslSettingsProvider
-from providers.trusted_root import TrustedRootProvider
-from simulator.pki import make_intermediate, make_leaf
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.errors import HostError, ValidationError
+from iis_clientcert.framework.base import IisProvider
+from iis_clientcert.host import winrm_transport
+from iis_clientcert.providers.certificate_mapping import CertificateMappingProvider
+from iis_clientcert.providers.local_user import LocalUserProvider
+from iis_clientcert.providers.server_certificate import ServerCertificateProvider
+from iis_clientcert.providers.ssl_settings import SslSettingsProvider
+from iis_clientcert.providers.trusted_root import TrustedRootProvider
+from iis_clientcert_simulator.pki import make_intermediate, make_leaf
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 from tests.engine.hostkit import host_client
 from tests.reliability.conftest import PFX_PASSWORD, USER_PASSWORD, Figures, Pki, connection_of
 from tests.reliability.resources import MAP_USER, prepare_host
@@ -141,7 +141,7 @@ CASES = [
 def _expired_ca(p: Pki) -> str:
     # An expired CA: trusting it cannot help, so check refuses it (client certificates
     # that expired are warned about in CertificateMapping and answered 403.17 by IIS).
-    from simulator.pki import make_ca
+    from iis_clientcert_simulator.pki import make_ca
 
     now = dt.datetime.now(dt.UTC)
     ca = make_ca(
@@ -155,7 +155,7 @@ def host(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Endpoin
     with running_simulator(tmp_path_factory.mktemp("bad-input") / "host") as endpoint:
         prepare_host(host_client(endpoint), pki)
         yield endpoint
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
 
 
 SECRETS = (WRONG_PFX, WEAK, USER_PASSWORD, PFX_PASSWORD)

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pulumi.automation import CommandError
 
-from providers import winrm_client
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
-from simulator.wsman import faults_lock, write_faults
+from iis_clientcert.host import winrm_transport
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
+from iis_clientcert_simulator.wsman import faults_lock, write_faults
 from tests.engine.hostkit import host_client
 from tests.reliability.conftest import (
     USER_PASSWORD,
@@ -39,7 +39,7 @@ def host(tmp_path: Path, pki: Pki) -> Iterator[Endpoint]:
     with running_simulator(tmp_path / "host") as endpoint:
         prepare_host(host_client(endpoint), pki)
         yield endpoint
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
 
 
 # --- 1. secret canaries ----------------------------------------------------------------
@@ -309,7 +309,7 @@ def test_many_sites_many_hosts_in_parallel(
             endpoints[name] = stack.enter_context(running_simulator(state))
             prepare_host(host_client(endpoints[name]), pki)
             sites[name] = ["Default Web Site", "shop", *extra]
-        stack.callback(winrm_client.close_pool)
+        stack.callback(winrm_transport.close_pool)
         spec = MultiProject(tmp_path / "project", pulumi_env)
         resources: dict[str, Any] = {}
         for name, names in sites.items():

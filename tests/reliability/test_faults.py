@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from providers import winrm_client
-from providers.base import IisProvider
-from simulator.serve import Endpoint
-from simulator.state import HostState
-from simulator.testing import running_simulator
-from simulator.wsman import faults_lock, write_faults
+from iis_clientcert.framework.base import IisProvider
+from iis_clientcert.host import winrm_transport
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.state import HostState
+from iis_clientcert_simulator.testing import running_simulator
+from iis_clientcert_simulator.wsman import faults_lock, write_faults
 from tests.engine.hostkit import audit_lines, host_client
 from tests.reliability.conftest import (
     Figures,
@@ -92,13 +92,13 @@ def host(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Host]:
     with running_simulator(tmp_path_factory.mktemp("faults") / "host") as endpoint:
         prepare_host(host_client(endpoint), pki)
         yield Host(endpoint)
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
 
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     # Read-only batches are retried after a drop; the matrix does not need the backoff.
-    monkeypatch.setattr(winrm_client, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(winrm_transport, "RETRY_DELAYS", (0.0, 0.0, 0.0))
 
 
 @dataclass

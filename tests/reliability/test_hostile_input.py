@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from providers import contract, winrm_client
-from providers.base import validate_site
-from providers.certificate_mapping import CertificateMappingProvider
-from providers.errors import HostError, ValidationError
-from providers.local_user import LocalUserProvider
-from providers.ssl_settings import SslSettingsProvider
-from simulator.pki import make_leaf
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.errors import HostError, ValidationError
+from iis_clientcert.framework.base import validate_site
+from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.providers.certificate_mapping import CertificateMappingProvider
+from iis_clientcert.providers.local_user import LocalUserProvider
+from iis_clientcert.providers.ssl_settings import SslSettingsProvider
+from iis_clientcert_simulator.pki import make_leaf
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 from tests.engine.hostkit import audit_lines, host_client
 from tests.reliability.conftest import (
     USER_PASSWORD,
@@ -86,7 +86,7 @@ def host(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Endpoin
     with running_simulator(state) as endpoint:
         prepare_host(host_client(endpoint), pki)
         yield endpoint
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
 
 
 def _check(provider: Any, inputs: dict[str, Any], conn: dict[str, Any]) -> Any:

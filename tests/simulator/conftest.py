@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from simulator import pki
-from simulator.wsman import CommandHandler, Credentials, WSManServer
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.wsman import CommandHandler, Credentials, WSManServer
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Every test starts its own simulator on a fresh state folder, sets up a site that works
 (trusted root, user, one-to-one mapping, sslFlags, anonymous off, handshake negotiation),
 breaks it one way (through agent ops, or by editing the state files the simulator
-documents), and runs ``python -m providers.doctor --simulator DIR --json`` in process.
+documents), and runs ``python -m iis_clientcert.tools.doctor --simulator DIR --json`` in process.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
-from providers import contract, doctor, host, winrm_client
-from providers.contract import element, make_op
-from simulator import pki
-from simulator.testing import AgentRunner, agent_script, running_simulator
+from iis_clientcert.host import client as host
+from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.host.contract import element, make_op
+from iis_clientcert.tools import doctor
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
 
 SITE = "shop"
 ALICE_PASSWORD = "Mapped-Passw0rd!x"
@@ -129,7 +131,7 @@ def sim(tmp_path: Path, client_pki: ClientPki, monkeypatch: pytest.MonkeyPatch) 
         try:
             yield h
         finally:
-            winrm_client.close_pool()
+            winrm_transport.close_pool()
 
 
 def run_doctor(
@@ -290,7 +292,7 @@ def test_connection_failure_exits_2(sim: Host, capsys: pytest.CaptureFixture[str
 
 def test_command_line_on_clean_host(sim: Host) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "providers.doctor", "--simulator", str(sim.dir)],
+        [sys.executable, "-m", "iis_clientcert.tools.doctor", "--simulator", str(sim.dir)],
         capture_output=True,
         text=True,
         timeout=120,

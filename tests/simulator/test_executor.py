@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from providers.contract import (
+from iis_clientcert.host.contract import (
     BOOTSTRAP,
     POWERSHELL,
     SECTION_MAPPING,
@@ -20,9 +20,9 @@ from providers.contract import (
     make_request,
     parse_result,
 )
-from simulator import audit, executor
-from simulator.powershell_errors import encode_command
-from simulator.testing import AgentRunner, agent_script
+from iis_clientcert_simulator import audit, executor
+from iis_clientcert_simulator.powershell_errors import encode_command
+from iis_clientcert_simulator.testing import AgentRunner, agent_script
 
 CANARY = "Exec-Canary-Pw-1!"
 

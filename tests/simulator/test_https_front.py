@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from providers.contract import (
+from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
     SECTION_MAPPING,
     SECTION_SSL,
     element,
     make_op,
 )
-from providers.probe import ProbeResult, probe
-from simulator import pki
-from simulator.https_front import HttpsFront
-from simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
-from simulator.testing import AgentRunner
+from iis_clientcert.tools.probe import ProbeResult, probe
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.https_front import HttpsFront
+from iis_clientcert_simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
+from iis_clientcert_simulator.testing import AgentRunner
 
 ALICE_PW = "Wonder-Land-2024!"
 BOB_PW = "Builder-Tools-77#"
@@ -406,7 +406,7 @@ def test_front_follows_binding_changes_without_restart(host: Host) -> None:
 
 
 def test_serve_command_lists_sites_in_endpoint_json(tmp_path: Path) -> None:
-    from simulator.testing import running_simulator
+    from iis_clientcert_simulator.testing import running_simulator
 
     directory = tmp_path / "served"
     with running_simulator(directory, subprocess_mode=True) as endpoint:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.testing import AgentRunner
+from iis_clientcert_simulator.testing import AgentRunner
 
 PASSWORD = "Str0ng-Canary!"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from providers.contract import (
+from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
     SECTION_MAPPING,
     SECTION_SSL,
@@ -18,7 +18,7 @@ from providers.contract import (
     is_encrypted_value,
     make_op,
 )
-from simulator.testing import AgentRunner
+from iis_clientcert_simulator.testing import AgentRunner
 
 CANARY = "Canary-Pw-7f3a!"
 BLOB = "MIIBszCCAVmgAwIBAgIUJ"  # the shape of a certificate blob; the model does not parse it
@@ -605,8 +605,8 @@ def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from providers.contract import SECTION_SSL, element, make_op\n"
-        "from simulator.testing import AgentRunner\n"
+        "from iis_clientcert.host.contract import SECTION_SSL, element, make_op\n"
+        "from iis_clientcert_simulator.testing import AgentRunner\n"
         "runner = AgentRunner(Path(sys.argv[1]))\n"
         "for i in range(6):\n"
         "    runner.ok(make_op('config.set', section=SECTION_SSL,\n"

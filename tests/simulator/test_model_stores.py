@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from simulator import pki
-from simulator.testing import AgentRunner
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.testing import AgentRunner
 
 PFX_PASSWORD = "Pfx-Canary-9!"
 

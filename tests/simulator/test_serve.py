@@ -14,7 +14,7 @@ import pytest
 import winrm
 from winrm.protocol import Protocol
 
-from providers.contract import (
+from iis_clientcert.host.contract import (
     POWERSHELL,
     SECTION_SSL,
     command_arguments,
@@ -24,8 +24,8 @@ from providers.contract import (
     make_request,
     parse_result,
 )
-from simulator.serve import Endpoint
-from simulator.testing import agent_script, running_simulator
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import agent_script, running_simulator
 
 
 def agent_call(endpoint: Endpoint, *ops: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def test_in_process_auth_kinds(tmp_path: Path) -> None:
 def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     state = tmp_path / "state"
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "serve", "--state-dir", str(state)],
+        [sys.executable, "-m", "iis_clientcert_simulator", "serve", "--state-dir", str(state)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -155,13 +155,13 @@ def test_reset(tmp_path: Path) -> None:
     with running_simulator(state):
         pass
     assert (state / "applicationHost.config").exists()
-    run = [sys.executable, "-m", "simulator", "reset", "--state-dir", str(state)]
+    run = [sys.executable, "-m", "iis_clientcert_simulator", "reset", "--state-dir", str(state)]
     assert subprocess.run(run, check=False).returncode == 0
     assert not state.exists()
     other = tmp_path / "not-a-state"
     other.mkdir()
     (other / "precious.txt").write_text("keep")
-    run = [sys.executable, "-m", "simulator", "reset", "--state-dir", str(other)]
+    run = [sys.executable, "-m", "iis_clientcert_simulator", "reset", "--state-dir", str(other)]
     assert subprocess.run(run, check=False, capture_output=True).returncode == 2
     assert (other / "precious.txt").exists()
 

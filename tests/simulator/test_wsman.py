@@ -19,13 +19,13 @@ import xmltodict  # type: ignore[import-untyped]
 from winrm.exceptions import InvalidCredentialsError, WSManFaultError
 from winrm.protocol import Protocol
 
-from simulator.powershell_errors import (
+from iis_clientcert_simulator.powershell_errors import (
     decode_encoded_command,
     encode_command,
     not_recognized_cmd,
     not_recognized_powershell,
 )
-from simulator.wsman import (
+from iis_clientcert_simulator.wsman import (
     CommandOutcome,
     Credentials,
     FileFaults,

@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from simulator import pki
+from iis_clientcert_simulator import pki
 
 
 def _now() -> dt.datetime:

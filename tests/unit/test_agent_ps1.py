@@ -12,7 +12,7 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-from providers import contract
+from iis_clientcert.host import contract
 
 LANGUAGE = tree_sitter.Language(tree_sitter_powershell.language())
 
@@ -42,7 +42,7 @@ def _syntax_errors(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def agent() -> str:
-    return resources.files("providers").joinpath("agent.ps1").read_text("utf-8")
+    return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
 
 
 def _text(node: Any, source: bytes) -> str:

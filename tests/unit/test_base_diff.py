@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pulumi.output import Unknown
 
-from providers.base import UNKNOWN
-from providers.ssl_settings import SslSettingsProvider
+from iis_clientcert.framework.base import UNKNOWN
+from iis_clientcert.providers.ssl_settings import SslSettingsProvider
 
 CONN = {
     "endpoint": "https://web01:5986/wsman",

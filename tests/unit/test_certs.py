@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
-from providers import certs
-from providers.errors import CertificateError
-from simulator import pki
+from iis_clientcert import certs
+from iis_clientcert.errors import CertificateError
+from iis_clientcert_simulator import pki
 
 PFX_PASSWORD = b"Corpus-Pa55word!"
 WRONG_PASSWORD = "Not-The-Pa55word?"

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from providers.connection import Connection
-from providers.errors import ValidationError
-from simulator import pki
+from iis_clientcert.errors import ValidationError
+from iis_clientcert.host.connection import Connection
+from iis_clientcert_simulator import pki
 
 PASSWORD = "Canary-Pw-7788!"
 

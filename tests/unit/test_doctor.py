@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from providers import contract, doctor
-from providers.contract import element
-from providers.errors import AgentError
-from simulator import pki
+from iis_clientcert.errors import AgentError
+from iis_clientcert.host import contract
+from iis_clientcert.host.contract import element
+from iis_clientcert.tools import doctor
+from iis_clientcert_simulator import pki
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 ENC = "[enc:AesProvider:c2VjcmV0LWNpcGhlcnRleHQ=:enc]"
@@ -675,9 +676,10 @@ def test_main_clean_and_broken(
 def test_main_connection_failure_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from providers import host, winrm_client
+    from iis_clientcert.host import client as host
+    from iis_clientcert.host import winrm_transport
 
-    monkeypatch.setattr(winrm_client, "RETRY_DELAYS", (0.0,))
+    monkeypatch.setattr(winrm_transport, "RETRY_DELAYS", (0.0,))
     # Nothing listens on port 9: the agent script never leaves this process.
     monkeypatch.setattr(host, "agent_script", lambda: "# agent")
     code = doctor.main(

@@ -13,12 +13,12 @@ from typing import Any
 import pulumi
 import pytest
 
-from providers import https_binding as hb
-from providers import server_certificate as sc
-from providers import trusted_root as tr
-from providers.base import UNKNOWN
-from providers.errors import ValidationError
-from simulator import pki
+from iis_clientcert.errors import ValidationError
+from iis_clientcert.framework.base import UNKNOWN
+from iis_clientcert.providers import https_binding as hb
+from iis_clientcert.providers import server_certificate as sc
+from iis_clientcert.providers import trusted_root as tr
+from iis_clientcert_simulator import pki
 
 CONNECTION = {
     "endpoint": "https://web01:5986/wsman",
@@ -998,7 +998,7 @@ def test_https_binding_url(overrides: dict[str, Any], url: str) -> None:
 
 
 def test_https_binding_id() -> None:
-    from providers.connection import Connection
+    from iis_clientcert.host.connection import Connection
 
     provider = hb.HttpsBindingProvider()
     desired = provider.validate(_binding_inputs(host_name="a.example", port=444))

@@ -9,22 +9,27 @@ from typing import Any
 
 import pytest
 
-from providers import contract
-from providers.anonymous_authentication import AnonymousAuthenticationProvider
-from providers.certificate_mapping import (
+from iis_clientcert.errors import ValidationError
+from iis_clientcert.framework.location_attribute import AttributeCurrent
+from iis_clientcert.host import contract
+from iis_clientcert.providers.anonymous_authentication import AnonymousAuthenticationProvider
+from iis_clientcert.providers.certificate_mapping import (
     MappingCurrent,
     comparable,
     desired_element,
     inputs_from_element,
 )
-from providers.certificate_mapping import plan as mapping_plan
-from providers.certificate_mapping import validate as validate_mapping
-from providers.errors import ValidationError
-from providers.local_user import FolderAccess, LocalUserProvider, UserCurrent, UserDesired
-from providers.local_user import plan as user_plan
-from providers.location_attribute import AttributeCurrent
-from providers.ssl_settings import SslSettingsProvider, normalise_flags
-from simulator.pki import Issued, make_ca, make_leaf
+from iis_clientcert.providers.certificate_mapping import plan as mapping_plan
+from iis_clientcert.providers.certificate_mapping import validate as validate_mapping
+from iis_clientcert.providers.local_user import (
+    FolderAccess,
+    LocalUserProvider,
+    UserCurrent,
+    UserDesired,
+)
+from iis_clientcert.providers.local_user import plan as user_plan
+from iis_clientcert.providers.ssl_settings import SslSettingsProvider, normalise_flags
+from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf
 
 CONNECTION = {
     "endpoint": "https://web01:5986/wsman",

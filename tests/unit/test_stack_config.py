@@ -10,8 +10,8 @@ from typing import Any, cast
 import pulumi
 import pytest
 
-from components.stack_config import ConfigError, Secrets, StackConfig
-from simulator.pki import make_ca, make_leaf
+from iis_clientcert_simulator.pki import make_ca, make_leaf
+from stack_config import ConfigError, Secrets, StackConfig
 
 HOSTS = {"web01": {"endpoint": "https://web01:5986/wsman", "username": "WEB01\\deployer"}}
 

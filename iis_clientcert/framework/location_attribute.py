@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from providers import contract
-from providers.base import Change, IisProvider, require_site, site_exists
-from providers.connection import Connection
+from iis_clientcert.framework.base import Change, IisProvider, require_site, site_exists
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
 
 
 @dataclass(frozen=True)

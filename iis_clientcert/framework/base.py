@@ -35,9 +35,9 @@ from pulumi.dynamic import (
 )
 from pulumi.output import Unknown
 
-from providers.connection import Connection
-from providers.errors import AgentError, HostError, ValidationError
-from providers.host import HostClient
+from iis_clientcert.errors import AgentError, HostError, ValidationError
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
 
 log = logging.getLogger("iis_clientcert")
 

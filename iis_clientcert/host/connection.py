@@ -1,7 +1,7 @@
 """How to reach one host over WinRM: the ``connection`` input of every resource.
 
 A ``Connection`` is plain, immutable, picklable data. Live sessions are kept elsewhere
-(``providers.winrm_client``'s pool), so providers can capture a Connection safely.
+(``iis_clientcert.host.winrm_transport``'s pool), so providers can capture a Connection safely.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from providers.errors import ValidationError
+from iis_clientcert.errors import ValidationError
 
 TRANSPORTS: Final = ("ntlm", "kerberos", "credssp", "certificate", "basic")
 SECRET_FIELDS: Final = frozenset({"password", "client_key_pem"})

@@ -18,9 +18,7 @@ from typing import Any
 import pytest
 from winrm.protocol import Protocol
 
-from providers import contract, winrm_client
-from providers.connection import Connection
-from providers.errors import (
+from iis_clientcert.errors import (
     AgentProtocolError,
     AuthenticationError,
     HostTimeoutError,
@@ -28,9 +26,11 @@ from providers.errors import (
     TlsVerificationError,
     TransportError,
 )
-from providers.host import HostClient
-from simulator.serve import Endpoint
-from simulator.testing import running_simulator
+from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
+from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.testing import running_simulator
 
 CANARY = "Canary-Secret-4242!x"
 
@@ -39,14 +39,14 @@ CANARY = "Canary-Secret-4242!x"
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     with running_simulator(tmp_path_factory.mktemp("winrm-client")) as endpoint:
         yield endpoint
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
 
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Backoff pauses taken (none really slept)."""
     taken: list[float] = []
-    monkeypatch.setattr(winrm_client, "_sleep", taken.append)
+    monkeypatch.setattr(winrm_transport, "_sleep", taken.append)
     return taken
 
 
@@ -120,8 +120,8 @@ def test_unknown_host_name_is_unreachable(sleeps: list[float]) -> None:
 
 def test_silent_host_is_a_timeout_and_retried_before_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # A listener that accepts and never answers: the Create-shell request times out.
-    monkeypatch.setattr(winrm_client, "RETRY_DELAYS", (0.0,))
-    monkeypatch.setattr(winrm_client, "_sleep", lambda _: None)
+    monkeypatch.setattr(winrm_transport, "RETRY_DELAYS", (0.0,))
+    monkeypatch.setattr(winrm_transport, "_sleep", lambda _: None)
     accepted: list[socket.socket] = []
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -150,7 +150,7 @@ def test_silent_host_is_a_timeout_and_retried_before_run(monkeypatch: pytest.Mon
             }
         )
         with pytest.raises(HostTimeoutError) as caught:
-            winrm_client.run_command(conn, b"x", read_only=False)
+            winrm_transport.run_command(conn, b"x", read_only=False)
         assert caught.value.command_may_have_run is False
         assert len(accepted) == 2  # the first try and one retry
     finally:
@@ -230,7 +230,7 @@ def test_read_only_batch_is_repeated_after_a_drop(sim: Endpoint, sleeps: list[fl
 
 
 def test_large_stdin_is_sent_in_chunks(sim: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(winrm_client, "STDIN_CHUNK", 4096)
+    monkeypatch.setattr(winrm_transport, "STDIN_CHUNK", 4096)
     sent: list[int] = []
     original = Protocol.send_command_input
 
@@ -255,9 +255,9 @@ def test_output_that_is_not_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake(conn: Connection, payload: bytes, *, read_only: bool = False) -> Any:
         assert CANARY.encode() in payload  # it was in the request ...
-        return winrm_client.CommandOutput(b"not json", clixml, 1)
+        return winrm_transport.CommandOutput(b"not json", clixml, 1)
 
-    monkeypatch.setattr(winrm_client, "run_command", fake)
+    monkeypatch.setattr(winrm_transport, "run_command", fake)
     conn = Connection.from_input(
         {"endpoint": "https://h:5986/wsman", "transport": "basic", "username": "u", "password": "p"}
     )
@@ -274,8 +274,8 @@ def test_clean_stderr_uses_pywinrm_cleanup() -> None:
         b'#< CLIXML\r\n<Objs xmlns="x"><S S="Error">line one_x000D__x000A_</S>'
         b'<S S="Error">two</S></Objs>'
     )
-    assert winrm_client.clean_stderr(raw) == "line one\ntwo"
-    assert winrm_client.clean_stderr(b"plain text") == "plain text"
+    assert winrm_transport.clean_stderr(raw) == "line one\ntwo"
+    assert winrm_transport.clean_stderr(b"plain text") == "plain text"
 
 
 # --- the pool --------------------------------------------------------------------------------
@@ -298,13 +298,13 @@ def test_concurrent_calls_and_private_files(sim: Endpoint) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    entry = winrm_client._endpoint_for(conn)
-    assert 1 <= len(entry._idle) <= winrm_client.MAX_IDLE
+    entry = winrm_transport._endpoint_for(conn)
+    assert 1 <= len(entry._idle) <= winrm_transport.MAX_IDLE
     assert entry._dir is not None and entry._ca_path is not None
     assert stat.S_IMODE(os.stat(entry._dir).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(entry._ca_path).st_mode) == 0o600
     directory = entry._dir
-    winrm_client.close_pool()
+    winrm_transport.close_pool()
     assert not os.path.exists(directory)
     # The pool comes back on the next call.
     assert HostClient(conn).call_one("host.facts")["computer_name"]

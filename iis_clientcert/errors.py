@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.contract import explain_hresult
+from iis_clientcert.host.contract import explain_hresult
 
 
 class IisClientCertError(Exception):

@@ -24,7 +24,7 @@ from typing import Any
 
 import pulumi
 
-from components.client_cert_site import (
+from iis_clientcert.components.client_cert_site import (
     ClientCertSiteArgs,
     HttpsEndpoint,
     ManyToOne,
@@ -32,7 +32,7 @@ from components.client_cert_site import (
     Rule,
     SiteUser,
 )
-from providers.resource_args import ConnectionArgs
+from iis_clientcert.framework.inputs import ConnectionArgs
 
 NAMESPACE = "iis-clientcert"
 

@@ -6,16 +6,16 @@ import functools
 import importlib.resources
 from typing import Any
 
-from providers import contract
-from providers.connection import Connection
-from providers.errors import AgentError, AgentProtocolError
-from providers.winrm_client import request_secrets, run_agent_request, scrub
+from iis_clientcert.errors import AgentError, AgentProtocolError
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.winrm_transport import request_secrets, run_agent_request, scrub
 
 
 @functools.cache
 def agent_script() -> str:
     """The PowerShell agent (providers/agent.ps1), read once per process."""
-    return importlib.resources.files("providers").joinpath("agent.ps1").read_text("utf-8")
+    return importlib.resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
 
 
 class HostClient:
@@ -32,7 +32,7 @@ class HostClient:
         """Run ``ops`` (from ``contract.make_op``) in order; one result per op.
 
         Raises ``AgentError`` (with ``.code``, ``.hresult`` and the results of the ops that
-        completed) when an op fails, and the transport errors of ``providers.errors``.
+        completed) when an op fails, and the transport errors of ``iis_clientcert.errors``.
         """
         request = contract.make_request(ops)
         result = run_agent_request(self.connection, agent_script(), request)

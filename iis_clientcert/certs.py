@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from providers.errors import CertificateError
+from iis_clientcert.errors import CertificateError
 
 __all__ = [
     "IIS_SUB_FIELDS",

@@ -36,9 +36,7 @@ import winrm
 import winrm.exceptions
 from winrm.protocol import Protocol
 
-from providers import contract
-from providers.connection import Connection
-from providers.errors import (
+from iis_clientcert.errors import (
     AgentProtocolError,
     AuthenticationError,
     HostError,
@@ -48,6 +46,8 @@ from providers.errors import (
     TransportError,
     WSManFaultError,
 )
+from iis_clientcert.host import contract
+from iis_clientcert.host.connection import Connection
 
 log = logging.getLogger(__name__)
 

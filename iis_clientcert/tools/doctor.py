@@ -1,7 +1,7 @@
 """Doctor: check an IIS host for the client-certificate failures users actually hit.
 
-    python -m providers.doctor --simulator .work/sim
-    IIS_PASSWORD=... python -m providers.doctor --endpoint https://web01:5986/wsman \\
+    python -m iis_clientcert.tools.doctor --simulator .work/sim
+    IIS_PASSWORD=... python -m iis_clientcert.tools.doctor --endpoint https://web01:5986/wsman \\
         --transport ntlm --username 'WEB01\\admin' --ca-bundle ca.pem [--site shop] [--json]
 
 The host is read with read-only contract ops in one batch (a second one for per-site
@@ -31,11 +31,11 @@ from typing import Any, Final, Literal, Protocol
 
 from cryptography import x509
 
-from providers import contract
-from providers.certs import CertInfo, load_certificate, verify_chain
-from providers.connection import Connection
-from providers.errors import AgentError, CertificateError, IisClientCertError
-from providers.host import HostClient
+from iis_clientcert.certs import CertInfo, load_certificate, verify_chain
+from iis_clientcert.errors import AgentError, CertificateError, IisClientCertError
+from iis_clientcert.host import contract
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
 
 Level = Literal["error", "warning", "ok"]
 
@@ -1029,7 +1029,7 @@ def connection_input(args: argparse.Namespace, environ: Mapping[str, str]) -> di
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m providers.doctor",
+        prog="python -m iis_clientcert.tools.doctor",
         description="Check an IIS host for the client-certificate failures users hit, each "
         "with its fix. Exit 0 clean, 1 errors found, 2 the host could not be read.",
         epilog=f"The password comes from the environment variable {PASSWORD_ENV} (never a "
@@ -1102,7 +1102,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         client = HostClient(connection)
         reads = gather(client, list(dict.fromkeys(args.site)))
     except (UsageError, IisClientCertError) as exc:
-        # Typed errors carry no secret (see providers.errors); say which kind it was.
+        # Typed errors carry no secret (see iis_clientcert.errors); say which kind it was.
         kind = "settings" if isinstance(exc, UsageError) else type(exc).__name__
         if args.json:
             print(json.dumps({"error": {"kind": kind, "message": str(exc)}}))
