@@ -1,6 +1,6 @@
 """The iis-clientcert program: one ClientCertSite per site in the stack's configuration.
 
-The configuration's shape and its checks live in components/stack_config.py; the stacks
+The configuration's shape and its checks live in stack_config.py (beside this file); the stacks
 in stacks/ are worked examples (dev: the embedded simulator; prod: a real host).
 """
 
@@ -23,8 +23,8 @@ def main() -> None:
         ClientCertSite(name, args)
         for name, args in reader.sites(config.get_object("hosts"), config.get_object("sites"))
     ]
-    pulumi.export("https_urls", {s._name: s.https_url for s in sites})
-    pulumi.export("mapped_users", {s._name: s.mapped_users for s in sites})
+    pulumi.export("https_urls", {s.resource_name: s.https_url for s in sites})
+    pulumi.export("mapped_users", {s.resource_name: s.mapped_users for s in sites})
 
 
 main()

@@ -33,6 +33,7 @@ from iis_clientcert.components.client_cert_site import (
     SiteUser,
 )
 from iis_clientcert.framework.inputs import ConnectionArgs
+from iis_clientcert.host import contract
 
 NAMESPACE = "iis-clientcert"
 
@@ -188,7 +189,8 @@ class StackConfig:
                 raise ConfigError(
                     f"{key}.simulator",
                     f"no running simulator at {state}",
-                    "Start it with `make demo`, or `.venv/bin/python -m simulator serve "
+                    "Start it with `make demo`, or "
+                    "`.venv/bin/python -m iis_clientcert_simulator serve "
                     f"--state-dir {state}`",
                 )
             return ConnectionArgs(
@@ -264,7 +266,7 @@ class StackConfig:
                 _str(f"{key}.ssl_flags[{j}]", f)
                 for j, f in enumerate(
                     _list(f"{key}.ssl_flags", spec.get("ssl_flags"))
-                    or ["Ssl", "SslNegotiateCert", "SslRequireCert"]
+                    or list(contract.DEFAULT_SSL_FLAGS)
                 )
             ],
             anonymous_enabled=_bool(

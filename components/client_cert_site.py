@@ -23,12 +23,13 @@ import pulumi
 from iis_clientcert import certs
 from iis_clientcert.errors import CertificateError, ValidationError
 from iis_clientcert.framework.inputs import ConnectionArgs
+from iis_clientcert.host import contract
 from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
 from iis_clientcert.providers.certificate_mapping import CertificateMapping
 from iis_clientcert.providers.https_binding import HttpsBinding
 from iis_clientcert.providers.local_user import LocalUser
 from iis_clientcert.providers.server_certificate import ServerCertificate
-from iis_clientcert.providers.ssl_settings import DEFAULT_FLAGS, SslSettings
+from iis_clientcert.providers.ssl_settings import SslSettings
 from iis_clientcert.providers.trusted_root import TrustedRoot
 
 KIND = "ClientCertSite"
@@ -102,7 +103,7 @@ class ClientCertSiteArgs:
     users: list[SiteUser] = field(default_factory=list)
     one_to_one: list[OneToOne] = field(default_factory=list)
     many_to_one: list[ManyToOne] = field(default_factory=list)
-    ssl_flags: list[str] = field(default_factory=lambda: list(DEFAULT_FLAGS))
+    ssl_flags: list[str] = field(default_factory=lambda: list(contract.DEFAULT_SSL_FLAGS))
     anonymous_enabled: bool = False
     # A mapped certificate from a CA not in trusted_roots gets 403.16 unless the host
     # already trusts that CA some other way; say so explicitly to allow it.
@@ -212,6 +213,8 @@ def validate_site_args(name: str, args: ClientCertSiteArgs) -> dict[str, Any]:
 class ClientCertSite(pulumi.ComponentResource):
     """One IIS site configured for client-certificate authentication."""
 
+    resource_name: str  # the name it was created with (the key of the program's exports)
+    site_name: str  # the IIS site it configures
     https_url: pulumi.Output[str | None]
     server_thumbprint: pulumi.Output[str | None]
     root_thumbprints: pulumi.Output[list[str]]
@@ -222,6 +225,8 @@ class ClientCertSite(pulumi.ComponentResource):
     ) -> None:
         validate_site_args(name, args)
         super().__init__("iis-clientcert:index:ClientCertSite", name, None, opts)
+        self.resource_name = name
+        self.site_name = args.site
         child = pulumi.ResourceOptions(parent=self)
         conn = args.connection
 

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 
 from iis_clientcert.framework.base import get_bool, get_str, validate_app_path, validate_site
 from iis_clientcert.framework.inputs import connection_input
 from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 
 KIND = "AnonymousAuthentication"
@@ -45,7 +45,7 @@ class AnonymousAuthenticationProvider(LocationAttributeProvider):
         return {"enabled": (value or "true").lower() == "true"}
 
 
-class AnonymousAuthentication(pulumi.dynamic.Resource):
+class AnonymousAuthentication(IisResource, module=TYPE_MODULE, name="AnonymousAuthentication"):
     """Whether anonymous requests are served for a site (default here: off)."""
 
     location: pulumi.Output[str]

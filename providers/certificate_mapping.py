@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 
 from iis_clientcert import certs
 from iis_clientcert.errors import CertificateError, ValidationError
@@ -36,6 +35,7 @@ from iis_clientcert.framework.base import (
     validate_site,
 )
 from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import Connection
 
@@ -729,7 +729,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         ]
 
 
-class CertificateMapping(pulumi.dynamic.Resource):
+class CertificateMapping(IisResource, module=TYPE_MODULE, name="CertificateMapping"):
     """One site's IIS client-certificate mappings, authoritatively (see README)."""
 
     one_to_one: pulumi.Output[list[dict[str, Any]]]

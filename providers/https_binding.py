@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pulumi
-import pulumi.dynamic
 
 from iis_clientcert.errors import ValidationError
 from iis_clientcert.framework.base import (
@@ -32,6 +31,7 @@ from iis_clientcert.framework.base import (
     validate_site,
 )
 from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import Connection
 
@@ -470,7 +470,7 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
         return assess(desired)
 
 
-class HttpsBinding(pulumi.dynamic.Resource):
+class HttpsBinding(IisResource, module=TYPE_MODULE, name="HttpsBinding"):
     """A site's https binding with its server certificate."""
 
     site: pulumi.Output[str]

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 
 from iis_clientcert.errors import ValidationError
 from iis_clientcert.framework.base import Change, IisProvider, get_bool, get_list, get_str
 from iis_clientcert.framework.inputs import connection_input, secret
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import Connection
 
@@ -423,7 +423,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         return changes
 
 
-class LocalUser(pulumi.dynamic.Resource):
+class LocalUser(IisResource, module=TYPE_MODULE, name="LocalUser"):
     """A local Windows account (see README, "LocalUser")."""
 
     name: pulumi.Output[str]

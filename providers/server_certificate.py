@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 from pulumi.dynamic import DiffResult
 
 from iis_clientcert.certs import CertInfo, load_pfx
 from iis_clientcert.errors import CertificateError, ValidationError
-from iis_clientcert.framework.base import Change, IisProvider, warn
+from iis_clientcert.framework.base import EXPIRY_WARNING_DAYS, Change, IisProvider, warn
+from iis_clientcert.framework.diffing import same_object_diff
 from iis_clientcert.framework.inputs import connection_input, secret
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import Connection
-from iis_clientcert.providers.trusted_root import EXPIRY_WARNING_DAYS, same_object_diff
 
 KIND = "ServerCertificate"
 STORE = "My"
@@ -285,7 +285,7 @@ def read_pfx(value: Any) -> Any:
     return value
 
 
-class ServerCertificate(pulumi.dynamic.Resource):
+class ServerCertificate(IisResource, module=TYPE_MODULE, name="ServerCertificate"):
     """A server certificate with its private key in LocalMachine\\My."""
 
     pfx: pulumi.Output[str]

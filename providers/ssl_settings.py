@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 
 from iis_clientcert.errors import ValidationError
 from iis_clientcert.framework.base import get_str, validate_app_path, validate_site
 from iis_clientcert.framework.inputs import connection_input
 from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 
 KIND = "SslSettings"
@@ -28,7 +28,6 @@ SSL_FLAGS: dict[str, int] = {
     "SslRequireCert": 64,
     "Ssl128": 256,
 }
-DEFAULT_FLAGS = ("Ssl", "SslNegotiateCert", "SslRequireCert")
 _CANONICAL = {name.lower(): name for name in SSL_FLAGS}
 
 
@@ -91,7 +90,8 @@ class SslSettingsProvider(LocationAttributeProvider):
         site = validate_site(KIND, get_str(KIND, inputs, "site"))
         path = validate_app_path(KIND, get_str(KIND, inputs, "path", default="", required=False))
         raw = inputs.get("flags")
-        flags, notes = normalise_flags(KIND, list(DEFAULT_FLAGS) if raw is None else raw)
+        default = list(contract.DEFAULT_SSL_FLAGS)
+        flags, notes = normalise_flags(KIND, default if raw is None else raw)
         return AttributeDesired(
             site,
             path,
@@ -107,7 +107,7 @@ class SslSettingsProvider(LocationAttributeProvider):
         return {"flags": flags_from_iis(value)}
 
 
-class SslSettings(pulumi.dynamic.Resource):
+class SslSettings(IisResource, module=TYPE_MODULE, name="SslSettings"):
     """sslFlags of a site (or application) in applicationHost.config."""
 
     location: pulumi.Output[str]

@@ -10,18 +10,19 @@ to CA. A certificate already in the store at create is adopted and left there on
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi.dynamic
 from pulumi.dynamic import DiffResult
 
 from iis_clientcert.certs import CertInfo, load_certificate
 from iis_clientcert.errors import CertificateError, ValidationError
-from iis_clientcert.framework.base import Change, IisProvider, get_str, is_unknown
+from iis_clientcert.framework.base import EXPIRY_WARNING_DAYS, Change, IisProvider, get_str
+from iis_clientcert.framework.diffing import same_object_diff
 from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import Connection
 
@@ -29,7 +30,6 @@ KIND = "TrustedRoot"
 
 STORE_CHOICES = ("auto", "Root", "CA")
 _STORE_CANONICAL = {s.lower(): s for s in STORE_CHOICES}
-EXPIRY_WARNING_DAYS = 30
 
 KB_2802568 = (
     "a certificate that is not self-signed in LocalMachine\\Root makes IIS answer 403.16 "
@@ -245,34 +245,7 @@ class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
         return same_object_diff(result, news, old_key, new_key)
 
 
-def same_object_diff(
-    result: DiffResult,
-    news: Mapping[str, Any],
-    old_key: tuple[Any, ...],
-    new_key: Callable[[], tuple[Any, ...]],
-) -> DiffResult:
-    """Refine a replace by the object's key on the host (store, thumbprint).
-
-    A new input text for the same certificate in the same store (PEM instead of DER, "auto"
-    instead of "Root") is an update that touches nothing. A different certificate or store is
-    a different object with another id, so the new one is created before the old one is
-    removed: a renewed certificate is in place before the old one goes.
-    """
-    replaces = result.replaces or []
-    if not replaces or "connection" in replaces or None in old_key:
-        return result  # another host, or old state without the key: keep delete-first
-    if is_unknown({k: v for k, v in news.items() if k != "__provider"}):
-        return result
-    try:
-        key = new_key()
-    except ValidationError:
-        return result
-    if key == old_key:
-        return DiffResult(changes=result.changes, replaces=[], delete_before_replace=False)
-    return DiffResult(changes=result.changes, replaces=replaces, delete_before_replace=False)
-
-
-class TrustedRoot(pulumi.dynamic.Resource):
+class TrustedRoot(IisResource, module=TYPE_MODULE, name="TrustedRoot"):
     """A CA certificate trusted by the host (LocalMachine\\Root or LocalMachine\\CA)."""
 
     certificate: pulumi.Output[str]

@@ -133,7 +133,7 @@ def ensure_simulator() -> None:
         [
             sys.executable,
             "-m",
-            "simulator",
+            "iis_clientcert_simulator",
             "serve",
             "--state-dir",
             str(SIM),

@@ -1,4 +1,5 @@
-"""``python -m simulator serve|reset --state-dir DIR``: run or delete a simulated IIS host."""
+"""``python -m iis_clientcert_simulator serve|reset --state-dir DIR``: run or delete a
+simulated IIS host."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m iis_clientcert_simulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the simulated host's WinRM endpoint")
     serve.add_argument("--state-dir", required=True)

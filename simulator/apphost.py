@@ -1,7 +1,7 @@
 """applicationHost.config: sections at locations, locking, effective values, sites and bindings.
 
 Reads and writes go through :class:`xmldoc.XmlDocument`, so a write changes only
-the element it targets. Element JSON (see providers/contract.py) is converted to XML with
+the element it targets. Element JSON (see iis_clientcert/host/contract.py) is converted to XML with
 the schema's rules: unknown attributes, enum and flag values, required attributes and
 unique keys are checked the way IIS checks them, and encrypted attributes are sealed with
 the host key before they reach the file.

@@ -2,7 +2,7 @@
 
 A command is an agent request when it is ``powershell.exe`` with exactly the contract's
 bootstrap arguments (or a script that is the bootstrap) and stdin carries the genuine
-providers/agent.ps1, the marker and a JSON request. Anything else fails the way
+iis_clientcert/host/agent.ps1, the marker and a JSON request. Anything else fails the way
 powershell.exe or cmd.exe would. Requests run under the state lock, op by op, stopping at
 the first error; every command leaves one line in audit.log.
 """
@@ -67,7 +67,7 @@ def _normalize_script(text: str) -> bytes:
 
 
 def agent_script_digest() -> str | None:
-    """sha256 of the agent.ps1 shipped in the providers package (None if it is absent)."""
+    """sha256 of the agent.ps1 shipped in iis_clientcert.host (None if it is absent)."""
     try:
         text = resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
     except (FileNotFoundError, OSError):
@@ -205,11 +205,15 @@ class Executor:
         expected = agent_script_digest()
         if expected is None:
             # The simulator runs only the genuine agent; without it nothing is genuine.
-            return "providers/agent.ps1 is missing from this installation: reinstall the package"
+            return (
+                "iis_clientcert/host/agent.ps1 is missing from this installation: "
+                "reinstall the package"
+            )
         got = hashlib.sha256(_normalize_script(script)).hexdigest()
         if got != expected:
             return (
-                "the agent script on stdin is not the providers/agent.ps1 this host expects "
+                "the agent script on stdin is not the iis_clientcert/host/agent.ps1 this host "
+                "expects "
                 f"(sha256 {got[:12]}..., expected {expected[:12]}...): "
                 "the client and the host run different versions"
             )

@@ -34,8 +34,9 @@ def running_simulator(
     subprocess_mode: bool = False,
     startup_timeout: float = 60.0,
 ) -> Iterator[Endpoint]:
-    """Start a simulator on ``state_dir`` (in-process threads, or ``python -m simulator
-    serve`` with ``subprocess_mode=True``) and stop it on exit."""
+    """Start a simulator on ``state_dir`` (in-process threads, or
+    ``python -m iis_clientcert_simulator serve`` with ``subprocess_mode=True``) and stop it
+    on exit."""
     if not subprocess_mode:
         simulator = Simulator(Path(state_dir), port=port, latency_ms=latency_ms)
         try:
@@ -47,7 +48,7 @@ def running_simulator(
         [
             sys.executable,
             "-m",
-            "simulator",
+            "iis_clientcert_simulator",
             "serve",
             "--state-dir",
             str(state_dir),
@@ -79,7 +80,7 @@ def running_simulator(
 
 
 def agent_script() -> str:
-    """The agent script a client sends: providers/agent.ps1 when installed."""
+    """The agent script a client sends: iis_clientcert/host/agent.ps1 when installed."""
     try:
         return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
     except (FileNotFoundError, OSError):

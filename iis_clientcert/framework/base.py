@@ -41,6 +41,10 @@ from iis_clientcert.host.connection import Connection
 
 log = logging.getLogger("iis_clientcert")
 
+# Certificates (trusted roots, server certificates) that expire within this many days draw
+# a warning at check: early enough to renew before clients see an expired chain.
+EXPIRY_WARNING_DAYS = 30
+
 # The value Pulumi hands a provider for an input not known during preview.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 

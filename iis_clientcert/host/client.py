@@ -14,7 +14,7 @@ from iis_clientcert.host.winrm_transport import request_secrets, run_agent_reque
 
 @functools.cache
 def agent_script() -> str:
-    """The PowerShell agent (providers/agent.ps1), read once per process."""
+    """The PowerShell agent (iis_clientcert/host/agent.ps1), read once per process."""
     return importlib.resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
 
 

@@ -574,6 +574,9 @@ def is_encrypted_value(value: str) -> bool:
 
 # Sections the product touches, with their XML path under <configuration>.
 SECTION_SSL: Final = "system.webServer/security/access"
+# The sslFlags that make IIS require a client certificate over HTTPS: the default of
+# SslSettings, ClientCertSite and the stack configuration, and the doctor's fix.
+DEFAULT_SSL_FLAGS: Final = ("Ssl", "SslNegotiateCert", "SslRequireCert")
 SECTION_ANONYMOUS: Final = "system.webServer/security/authentication/anonymousAuthentication"
 SECTION_MAPPING: Final = (
     "system.webServer/security/authentication/iisClientCertificateMappingAuthentication"

@@ -62,6 +62,8 @@ CHECK_LOGON: Final = "mapping-logon"
 CHECK_TLS13: Final = "tls13"
 
 HR_LOCKED: Final = "0x80070021"
+# The sslFlags the fixes recommend, as IIS writes them.
+REQUIRED_FLAGS: Final = ", ".join(contract.DEFAULT_SSL_FLAGS)
 # Sections declared overrideModeDefault="Deny": in a web.config they make every request 500.19.
 LOCKED_SECTIONS: Final = (
     contract.SECTION_SSL,
@@ -483,7 +485,7 @@ def check_ssl_flags(_reads: HostReads, site: SiteReads) -> list[Finding]:
     if flags is None:
         return []
     shown = ", ".join(sorted(flags)) or "None"
-    fix = 'set sslFlags to "Ssl, SslNegotiateCert, SslRequireCert" (SslSettings)'
+    fix = f'set sslFlags to "{REQUIRED_FLAGS}" (SslSettings)'
     if "SslRequireCert" in flags:
         return [
             Finding(
@@ -525,8 +527,7 @@ def check_negotiate(_reads: HostReads, site: SiteReads) -> list[Finding]:
                 site.name,
                 "certificate mapping is enabled but sslFlags lacks SslNegotiateCert: IIS never "
                 "asks for the client certificate, so no mapping can apply",
-                "add SslNegotiateCert (with SslRequireCert): "
-                '"Ssl, SslNegotiateCert, SslRequireCert" (SslSettings)',
+                f'add SslNegotiateCert (with SslRequireCert): "{REQUIRED_FLAGS}" (SslSettings)',
             )
         ]
     return []
@@ -986,7 +987,7 @@ def simulator_connection(directory: str) -> dict[str, Any]:
         info = json.loads(path.read_text("utf-8"))
     except OSError:
         raise UsageError(
-            f"{path} does not exist: start the simulator (python -m simulator serve "
+            f"{path} does not exist: start the simulator (python -m iis_clientcert_simulator serve "
             f"--state-dir {directory})"
         ) from None
     except json.JSONDecodeError as exc:

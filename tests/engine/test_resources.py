@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert.framework.resource import type_token
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
@@ -267,11 +268,15 @@ def test_resource_lifecycle(
     assert len(audit_lines(simulator)[seen:]) <= 2 * count + (count - 1)
     assert project.preview() == {"same": count}, "after the repair the stack previews clean"
 
-    for resource in project.resources():
-        if resource.get("type") == "pulumi-python:dynamic:Resource":
-            provider = resource["outputs"]["__provider"]
-            size = len(provider["plaintext"]) if isinstance(provider, dict) else len(provider)
-            assert size < 2048, f"__provider of {resource['urn']} is {size} bytes"
+    ours = [r for r in project.resources() if r["type"].startswith("pulumi-python:dynamic")]
+    # Each resource under its own type (pulumi-python:dynamic/iis-clientcert:<kind>).
+    assert {r["urn"].rsplit("::", 1)[1]: r["type"] for r in ours} == {
+        name: type_token(entry["kind"]) for name, entry in resources.items()
+    }
+    for resource in ours:
+        provider = resource["outputs"]["__provider"]
+        size = len(provider["plaintext"]) if isinstance(provider, dict) else len(provider)
+        assert size < 2048, f"__provider of {resource['urn']} is {size} bytes"
 
     assert project.destroy() == {"delete": count}
     assert host_snapshot(simulator) == before, "destroy must leave the host as it was"

@@ -115,7 +115,8 @@ class Host:
 
 @pytest.fixture
 def sim(tmp_path: Path, client_pki: ClientPki, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
-    # The agent script the simulator expects (a placeholder until providers/agent.ps1 lands).
+    # The agent script the simulator expects (a placeholder until
+    # iis_clientcert/host/agent.ps1 lands).
     monkeypatch.setattr(host, "agent_script", agent_script)
     state = tmp_path / "sim"
     with running_simulator(state):

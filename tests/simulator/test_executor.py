@@ -108,7 +108,9 @@ def test_marker_missing(host: AgentRunner) -> None:
 
 
 def test_foreign_agent_script_is_refused(host: AgentRunner) -> None:
-    assert executor.agent_script_digest() is not None, "providers/agent.ps1 ships with the package"
+    assert executor.agent_script_digest() is not None, (
+        "iis_clientcert/host/agent.ps1 ships with the package"
+    )
     stdin = encode_stdin("Remove-Item C:\\ -Recurse\n", make_request([make_op("host.facts")]))
     outcome = host.command(POWERSHELL, command_arguments(), stdin)
     error = parse_result(outcome.stdout)["error"]

@@ -1,4 +1,5 @@
-"""``python -m simulator serve``: first start, endpoint.json, WinRM clients, restart, reset."""
+"""``python -m iis_clientcert_simulator serve``: first start, endpoint.json, WinRM clients,
+restart, reset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""providers/certs.py: every input form, every malformed form, chain checks, flags."""
+"""iis_clientcert/certs.py: every input form, every malformed form, chain checks, flags."""
 
 from __future__ import annotations
 
