@@ -20,6 +20,7 @@ import pytest
 from iis_clientcert.host import winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import Op
 from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
 
@@ -44,7 +45,7 @@ class Target:
         """A fresh short name (local account names are limited to 20 characters)."""
         return f"{prefix}{uuid.uuid4().hex[:8]}"
 
-    def call(self, *ops: dict[str, Any]) -> list[Any]:
+    def call(self, *ops: Op[Any]) -> list[Any]:
         return self.client.call(list(ops))
 
     def one(self, op: str, **args: Any) -> Any:
