@@ -262,8 +262,8 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         undo: Callable[[HostClient, Current], None] | None = None,
     ) -> Applied[Current]:
         client = HostClient(connection)
-        reads = self.read_plan(desired)
-        current = self.parse_current(desired, client.read(reads))
+        to_read = self.read_plan(desired)
+        current = self.parse_current(desired, client.read(to_read))
         self.preflight(current, desired)
         changes = self.plan(current, desired, previous)
         write_ops = [op for change in changes for op in change.ops]
@@ -271,7 +271,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
             return Applied(current, current, [])
         try:
             # Writes and the reads that verify them travel as one batch: one agent call.
-            verified = self.parse_current(desired, client.write_and_read(write_ops, reads))
+            verified = self.parse_current(desired, client.write_and_read(write_ops, to_read))
             # Without ``previous``: what is left to do on the host, not what changed since.
             leftover = self.plan(verified, desired)
             if leftover:
