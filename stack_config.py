@@ -32,6 +32,7 @@ from iis_clientcert.components.client_cert_site import (
     Rule,
     SiteUser,
 )
+from iis_clientcert.errors import IisClientCertError
 from iis_clientcert.framework.inputs import ConnectionArgs
 from iis_clientcert.host import contract
 
@@ -66,7 +67,9 @@ RULE_KEYS = ("sub_field", "match", "field", "case_sensitive")
 SECRET_KEYS = ("password", "pfx_password", "client_key")
 
 
-class ConfigError(ValueError):
+class ConfigError(IisClientCertError, ValueError):
+    """A stack configuration value that cannot be used; names the key and the fix."""
+
     def __init__(self, key: str, problem: str, fix: str) -> None:
         self.key = key
         super().__init__(f"config {NAMESPACE}:{key}: {problem}. {fix}")

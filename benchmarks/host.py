@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transport", default="basic", choices=["basic", "certificate", "ntlm"])
     args = parser.parse_args(argv)
     print(
-        f"read batch: {' + '.join(op['op'] for op in BATCH)} "
+        f"read batch: {' + '.join(op.name for op in BATCH)} "
         f"({len(BATCH)} ops, one WinRM command per call), transport {args.transport}"
     )
     header = (

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from iis_clientcert.errors import CertificateError
+from iis_clientcert.errors import CertificateError, UsageError
 
 __all__ = [
     "IIS_SUB_FIELDS",
@@ -252,11 +252,11 @@ def rdn_value(info: CertInfo, field_name: str, sub_field: str) -> list[str]:
     elif which == "issuer":
         fields = info.issuer_fields
     else:
-        raise ValueError(f"certificateField must be Subject or Issuer, not {field_name!r}")
+        raise UsageError(f"certificateField must be Subject or Issuer, not {field_name!r}")
     sub = sub_field.strip().upper()
     sub = _SUB_FIELD_ALIASES.get(sub, sub)
     if sub not in IIS_SUB_FIELDS:
-        raise ValueError(
+        raise UsageError(
             f"certificateSubField {sub_field!r} is not one of {', '.join(IIS_SUB_FIELDS)}"
         )
     return list(fields.get(sub, []))
@@ -694,7 +694,9 @@ def _client_eku_validator(
     if ExtendedKeyUsageOID.CLIENT_AUTH not in usages and (
         ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in usages
     ):
-        raise ValueError("the certificate's EKU does not include Client Authentication")
+        raise CertificateError(
+            "wrong_usage", "the certificate's EKU does not include Client Authentication"
+        )
 
 
 def _has_basic_constraints(info: CertInfo) -> bool:

@@ -6,13 +6,24 @@ a secret value. The classes also subclass builtins so callers can catch what the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-
-from iis_clientcert.host.contract import explain_hresult
 
 
 class IisClientCertError(Exception):
     """Base of every error this project raises on purpose."""
+
+
+class ContractError(IisClientCertError, ValueError):
+    """A request or result that does not follow the agent contract."""
+
+
+class InputTypeError(IisClientCertError, TypeError):
+    """An argument of the wrong type given to a resource or component class (program time)."""
+
+
+class UsageError(IisClientCertError, ValueError):
+    """Bad settings given to a command-line tool or helper (doctor, probe)."""
 
 
 class ValidationError(IisClientCertError, ValueError):
@@ -108,6 +119,9 @@ class AgentError(HostError):
         self.results = results or []
         self.agent_message = message
         text = f"{op or 'agent'} failed: {code}: {message}"
+        # Imported here: the contract imports this module (for ContractError).
+        from iis_clientcert.host.contract import explain_hresult  # noqa: PLC0415
+
         explained = explain_hresult(hresult)
         if explained is not None:
             text += f" [{hresult} {explained.name}: {explained.meaning}; fix: {explained.action}]"
@@ -118,3 +132,16 @@ class AgentError(HostError):
 
 class AgentProtocolError(HostError):
     """The command ran but its output was not a contract result."""
+
+
+class NotConvergedError(HostError):
+    """The writes went through, but the read that verifies them still shows differences."""
+
+    def __init__(self, host: str, kind: str, leftover: Sequence[str]) -> None:
+        self.kind = kind
+        self.leftover = tuple(leftover)
+        super().__init__(
+            host,
+            f"{kind}: the host does not show the desired state after writing "
+            f"({'; '.join(self.leftover)})",
+        )

@@ -12,24 +12,42 @@ from typing import Any
 
 import pulumi
 
-from iis_clientcert.framework.base import get_bool, get_str, validate_app_path, validate_site
-from iis_clientcert.framework.inputs import connection_input
-from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.framework.base import validate_app_path, validate_site
+from iis_clientcert.framework.inputs import Input, Inputs
+from iis_clientcert.framework.location_attribute import (
+    PATH,
+    SITE,
+    AttributeDesired,
+    LocationAttributeProvider,
+)
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 
 KIND = "AnonymousAuthentication"
 
+INPUTS = Inputs(
+    KIND,
+    SITE,
+    PATH,
+    Input(
+        "enabled",
+        "bool",
+        "Whether requests without credentials are served (IIS's own default is true)",
+        default=False,
+    ),
+)
+
 
 class AnonymousAuthenticationProvider(LocationAttributeProvider):
     kind = KIND
+    inputs = INPUTS
     section = contract.SECTION_ANONYMOUS
     attribute = "enabled"
 
     def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
-        site = validate_site(KIND, get_str(KIND, inputs, "site"))
-        path = validate_app_path(KIND, get_str(KIND, inputs, "path", default="", required=False))
-        enabled = get_bool(KIND, inputs, "enabled", False)
+        site = validate_site(KIND, INPUTS.get_str(inputs, "site"))
+        path = validate_app_path(KIND, INPUTS.get_str(inputs, "path"))
+        enabled = INPUTS.get_bool(inputs, "enabled")
         return AttributeDesired(
             site,
             path,
@@ -46,7 +64,7 @@ class AnonymousAuthenticationProvider(LocationAttributeProvider):
 
 
 class AnonymousAuthentication(IisResource, module=TYPE_MODULE, name="AnonymousAuthentication"):
-    """Whether anonymous requests are served for a site (default here: off)."""
+    __doc__ = INPUTS.docstring("Whether anonymous requests are served for a site (default: off).")
 
     location: pulumi.Output[str]
     enabled: pulumi.Output[bool]
@@ -57,17 +75,15 @@ class AnonymousAuthentication(IisResource, module=TYPE_MODULE, name="AnonymousAu
         *,
         connection: Any,
         site: pulumi.Input[str],
-        enabled: pulumi.Input[bool] = False,
+        enabled: pulumi.Input[bool] | None = None,
         path: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "site": site,
-            "path": path,
-            "enabled": enabled,
-            "location": None,
-            "prior_present": None,
-            "prior_value": None,
-        }
+        props = INPUTS.props(
+            connection,
+            AnonymousAuthenticationProvider.computed,
+            site=site,
+            path=path,
+            enabled=enabled,
+        )
         super().__init__(AnonymousAuthenticationProvider(), resource_name, props, opts)

@@ -27,17 +27,16 @@ from iis_clientcert.errors import CertificateError, ValidationError
 from iis_clientcert.framework.base import (
     Change,
     IisProvider,
-    get_bool,
-    get_list,
-    get_str,
     require_site,
     site_exists,
     validate_site,
 )
-from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.inputs import Input, Inputs, get_bool, get_list, get_str
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
+from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import LogonResult, SiteInfo, VerifyPasswordResult
 
 KIND = "CertificateMapping"
 
@@ -45,6 +44,63 @@ SUB_FIELDS = ("CN", "O", "OU", "C", "L", "S", "E")
 FIELDS = ("Subject", "Issuer")
 PERMISSIONS = ("Allow", "Deny")
 LOGON_METHODS = ("Interactive", "Batch", "Network", "ClearText")
+
+INPUTS = Inputs(
+    KIND,
+    Input(
+        "site",
+        "str",
+        "The IIS site's name (mappings are read at site level)",
+        required=True,
+        replace=True,
+    ),
+    Input(
+        "one_to_one",
+        "list",
+        "[{certificate (PEM, DER, PFX or base64), user_name, enabled}]: each certificate logs "
+        "on as its user",
+        default=[],
+    ),
+    Input(
+        "many_to_one",
+        "list",
+        "[{name, user_name, rules: [{field, sub_field, match, case_sensitive}], permission, "
+        "description, enabled}]: every trusted certificate matching all rules logs on as "
+        "user_name (or is denied)",
+        default=[],
+    ),
+    Input(
+        "passwords",
+        "map",
+        "The password of each mapped account, by user name",
+        default={},
+        secret=True,
+    ),
+    Input("enabled", "bool", "Whether IIS client-certificate mapping is on", default=True),
+    Input("one_to_one_enabled", "bool", "Whether one-to-one mappings apply", default=True),
+    Input("many_to_one_enabled", "bool", "Whether many-to-one mappings apply", default=True),
+    Input(
+        "logon_method",
+        "str",
+        "How IIS logs the account on: Interactive, Batch, Network or ClearText",
+        default="ClearText",
+    ),
+    Input("default_logon_domain", "str", "The domain of user names given without one", default=""),
+    Input(
+        "certificates",
+        "map",
+        "The one-to-one certificates by thumbprint, as single-line base64 DER",
+        derived=True,
+    ),
+)
+
+SITES = ReadKey[contract.SiteListResult]("sites")
+SECTION = ReadKey[contract.ConfigGetResult]("section")
+LOGONS = ReadKey[contract.VerifyLogonsResult]("logons")
+
+
+def _password_check(user: str) -> ReadKey[VerifyPasswordResult]:
+    return ReadKey(f"password of {user}")
 
 
 @dataclass(frozen=True)
@@ -90,13 +146,13 @@ class MappingDesired:
 
 @dataclass(frozen=True)
 class MappingCurrent:
-    sites: list[dict[str, Any]]
+    sites: list[SiteInfo]
     site_found: bool
     present: bool
-    element: dict[str, Any] | None  # what is written at the site location (passwords encrypted)
-    logons: list[dict[str, Any]]  # mapping.verify_logons results (stored passwords)
+    element: contract.Element | None  # written at the site location (passwords encrypted)
+    logons: list[LogonResult]  # mapping.verify_logons results (stored passwords)
     # user name -> whether the password we hold logs on (user.verify_password)
-    accounts: dict[str, dict[str, Any]]
+    accounts: dict[str, VerifyPasswordResult]
 
 
 # --- validation ----------------------------------------------------------------------
@@ -111,7 +167,7 @@ def _user_name(kind: str, key: str, value: Any) -> str:
 
 
 def validate(inputs: Mapping[str, Any]) -> MappingDesired:
-    site = validate_site(KIND, get_str(KIND, inputs, "site"))
+    site = validate_site(KIND, INPUTS.get_str(inputs, "site"))
     raw_passwords = inputs.get("passwords") or {}
     if not isinstance(raw_passwords, Mapping):
         raise ValidationError(KIND, "passwords", None, "must map user names to passwords")
@@ -265,7 +321,7 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 rules=tuple(rules),
             )
         )
-    logon = get_str(KIND, inputs, "logon_method", default="ClearText")
+    logon = INPUTS.get_str(inputs, "logon_method")
     logon_c = {m.lower(): m for m in LOGON_METHODS}.get(logon.lower())
     if logon_c is None:
         raise ValidationError(
@@ -276,13 +332,11 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
     }
     return MappingDesired(
         site=site,
-        enabled=get_bool(KIND, inputs, "enabled", True),
-        one_to_one_enabled=get_bool(KIND, inputs, "one_to_one_enabled", True),
-        many_to_one_enabled=get_bool(KIND, inputs, "many_to_one_enabled", True),
+        enabled=INPUTS.get_bool(inputs, "enabled"),
+        one_to_one_enabled=INPUTS.get_bool(inputs, "one_to_one_enabled"),
+        many_to_one_enabled=INPUTS.get_bool(inputs, "many_to_one_enabled"),
         logon_method=logon_c,
-        default_logon_domain=get_str(
-            KIND, inputs, "default_logon_domain", default="", required=False
-        ),
+        default_logon_domain=INPUTS.get_str(inputs, "default_logon_domain"),
         one_to_one=tuple(one_to_one),
         many_to_one=tuple(many),
         certificates=certificates,
@@ -455,14 +509,13 @@ def plan(
 ) -> list[Change]:
     local = current.element if current.present else None
     same = comparable(local) == comparable(desired_element(desired, with_passwords=False))
-    failing = [r for r in current.logons if not r.get("valid")]
+    failing = [r for r in current.logons if not r["valid"]]
     if same and not failing and not force_passwords:
         return []
     notes = [] if same else describe_drift(local, desired)
     if failing:
         notes.append(
-            "rewrite passwords: "
-            + ", ".join(f"{r.get('user_name')} ({r.get('hresult')})" for r in failing)
+            "rewrite passwords: " + ", ".join(f"{r['user_name']} ({r['hresult']})" for r in failing)
         )
     if force_passwords and same and not failing:
         notes.append("write the changed passwords")
@@ -470,11 +523,10 @@ def plan(
         Change(
             f"{contract.SECTION_MAPPING} at {desired.site!r}: " + "; ".join(notes),
             [
-                contract.make_op(
-                    "config.set",
-                    section=contract.SECTION_MAPPING,
-                    location=desired.site,
-                    element=desired_element(desired, with_passwords=True),
+                contract.config_set(
+                    contract.SECTION_MAPPING,
+                    desired.site,
+                    desired_element(desired, with_passwords=True),
                 )
             ],
         )
@@ -583,7 +635,7 @@ def inputs_from_element(
 
 class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
     kind = KIND
-    replace_on = ("site",)
+    inputs = INPUTS
     computed = ("prior_present", "prior_section", "mapped_users")
 
     def validate(self, inputs: Mapping[str, Any]) -> MappingDesired:
@@ -609,26 +661,27 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
     def resource_id(self, connection: Connection, desired: MappingDesired) -> str:
         return f"{connection.host}/{desired.site}"
 
-    def read_ops(self, desired: MappingDesired) -> list[dict[str, Any]]:
-        return [
-            contract.make_op("site.list"),
-            contract.make_op("config.get", section=contract.SECTION_MAPPING, location=desired.site),
-            contract.make_op("mapping.verify_logons", site=desired.site),
-        ] + [
-            contract.make_op("user.verify_password", name=user, password=password)
-            for user, password in sorted(desired.passwords.items())
-        ]
+    def read_plan(self, desired: MappingDesired) -> ReadPlan:
+        reads = (
+            ReadPlan()
+            .add(SITES, contract.site_list())
+            .add(SECTION, contract.config_get(contract.SECTION_MAPPING, desired.site))
+            .add(LOGONS, contract.mapping_verify_logons(desired.site))
+        )
+        for user, password in sorted(desired.passwords.items()):
+            reads.add(_password_check(user), contract.user_verify_password(user, password))
+        return reads
 
-    def parse_current(self, desired: MappingDesired, results: list[Any]) -> MappingCurrent:
-        sites = list(results[0]["sites"])
-        got = results[1]
+    def parse_current(self, desired: MappingDesired, reads: Reads) -> MappingCurrent:
+        sites = reads[SITES]["sites"]
+        got = reads[SECTION]
         return MappingCurrent(
             sites=sites,
             site_found=site_exists(sites, desired.site) is not None,
-            present=bool(got.get("present")),
-            element=got.get("element") if got.get("present") else None,
-            logons=list((results[2] or {}).get("results") or []),
-            accounts=dict(zip(sorted(desired.passwords), results[3:], strict=True)),
+            present=got["present"],
+            element=got["element"] if got["present"] else None,
+            logons=reads[LOGONS]["results"],
+            accounts={user: reads[_password_check(user)] for user in desired.passwords},
         )
 
     def preflight(self, current: MappingCurrent, desired: MappingDesired) -> None:
@@ -636,24 +689,26 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         # IIS would store these and answer 401.1 (0x8007052E) to every such certificate:
         # better to fail here, before anything is written.
         for user, verdict in current.accounts.items():
-            if not verdict.get("valid"):
+            if not verdict["valid"]:
                 raise ValidationError(
                     KIND,
                     f"passwords[{user!r}]",
                     None,
                     f"does not log on as {user!r} on the host "
-                    f"({verdict.get('hresult') or '0x8007052E'} ERROR_LOGON_FAILURE: the user "
+                    f"({verdict['hresult'] or '0x8007052E'} ERROR_LOGON_FAILURE: the user "
                     "does not exist or the password is wrong)",
                     "Create the account first (LocalUser, or ClientCertSite's users) and give "
                     "the mapping the account's current password.",
                 )
 
-    def plan(self, current: MappingCurrent, desired: MappingDesired) -> list[Change]:
-        return plan(current, desired)
-
-    def plan_from(
-        self, current: MappingCurrent, desired: MappingDesired, previous: Mapping[str, Any] | None
+    def plan(
+        self,
+        current: MappingCurrent,
+        desired: MappingDesired,
+        previous: Mapping[str, Any] | None = None,
     ) -> list[Change]:
+        # The host never shows a password: a changed password input is known from the
+        # stored outputs only, and is written even though the section looks the same.
         changed = previous is not None and (previous.get("passwords") or {}) != desired.passwords
         return plan(current, desired, force_passwords=changed)
 
@@ -685,9 +740,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         self, desired: MappingDesired, current: MappingCurrent, stored: Mapping[str, Any]
     ) -> dict[str, Any]:
         found = inputs_from_element(current.element if current.present else None, stored)
-        failing = {
-            str(r.get("user_name", "")).lower() for r in current.logons if not r.get("valid")
-        }
+        failing = {r["user_name"].lower() for r in current.logons if not r["valid"]}
         if failing:
             # A stored password that no longer logs on is drift; show it without reading it.
             found["passwords"] = {
@@ -705,14 +758,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
             return [
                 Change(
                     f"put back the mapping section found at {desired.site!r}",
-                    [
-                        contract.make_op(
-                            "config.set",
-                            section=contract.SECTION_MAPPING,
-                            location=desired.site,
-                            element=prior,
-                        )
-                    ],
+                    [contract.config_set(contract.SECTION_MAPPING, desired.site, prior)],
                 )
             ]
         if not current.present:
@@ -720,17 +766,15 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         return [
             Change(
                 f"remove the mapping section from {desired.site!r}",
-                [
-                    contract.make_op(
-                        "config.clear", section=contract.SECTION_MAPPING, location=desired.site
-                    )
-                ],
+                [contract.config_clear(contract.SECTION_MAPPING, desired.site)],
             )
         ]
 
 
 class CertificateMapping(IisResource, module=TYPE_MODULE, name="CertificateMapping"):
-    """One site's IIS client-certificate mappings, authoritatively (see README)."""
+    __doc__ = INPUTS.docstring(
+        "One site's IIS client-certificate mappings, authoritatively (see README)."
+    )
 
     one_to_one: pulumi.Output[list[dict[str, Any]]]
     many_to_one: pulumi.Output[list[dict[str, Any]]]
@@ -745,29 +789,26 @@ class CertificateMapping(IisResource, module=TYPE_MODULE, name="CertificateMappi
         one_to_one: pulumi.Input[list[Any]] | None = None,
         many_to_one: pulumi.Input[list[Any]] | None = None,
         passwords: pulumi.Input[dict[str, Any]] | None = None,
-        enabled: pulumi.Input[bool] = True,
-        one_to_one_enabled: pulumi.Input[bool] = True,
-        many_to_one_enabled: pulumi.Input[bool] = True,
-        logon_method: pulumi.Input[str] = "ClearText",
+        enabled: pulumi.Input[bool] | None = None,
+        one_to_one_enabled: pulumi.Input[bool] | None = None,
+        many_to_one_enabled: pulumi.Input[bool] | None = None,
+        logon_method: pulumi.Input[str] | None = None,
         default_logon_domain: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "site": site,
-            "enabled": enabled,
-            "one_to_one_enabled": one_to_one_enabled,
-            "many_to_one_enabled": many_to_one_enabled,
-            "logon_method": logon_method,
-            "default_logon_domain": default_logon_domain,
-            "one_to_one": one_to_one,
-            "many_to_one": many_to_one,
-            "certificates": None,
-            "passwords": pulumi.Output.secret(passwords or {}),
-            "prior_present": None,
-            "prior_section": None,
-            "mapped_users": None,
-        }
+        props = INPUTS.props(
+            connection,
+            CertificateMappingProvider.computed,
+            site=site,
+            one_to_one=one_to_one,
+            many_to_one=many_to_one,
+            passwords=passwords,
+            enabled=enabled,
+            one_to_one_enabled=one_to_one_enabled,
+            many_to_one_enabled=many_to_one_enabled,
+            logon_method=logon_method,
+            default_logon_domain=default_logon_domain,
+        )
         opts = pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["prior_section"])
         )

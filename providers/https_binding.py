@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,17 +23,16 @@ from iis_clientcert.errors import ValidationError
 from iis_clientcert.framework.base import (
     Change,
     IisProvider,
-    get_bool,
-    get_int,
-    get_str,
     require_site,
     site_exists,
     validate_site,
 )
-from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.inputs import Input, Inputs
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
+from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import BindingInfo, SiteInfo
 
 KIND = "HttpsBinding"
 
@@ -55,6 +54,45 @@ TLS13_WARNING = (
     "Server 2022 resets the connection, 2025 answers 500 with 0x80070032). Keep it true "
     "unless clients must connect without a certificate prompt"
 )
+
+INPUTS = Inputs(
+    KIND,
+    Input("site", "str", "The IIS site's name", required=True, replace=True),
+    Input(
+        "certificate_thumbprint",
+        "str",
+        "SHA-1 thumbprint of the server certificate (ServerCertificate's thumbprint output)",
+        required=True,
+    ),
+    Input(
+        "ip",
+        "str",
+        "The IP address to listen on; '*' for all unassigned",
+        default="*",
+        replace=True,
+    ),
+    Input("port", "int", "The TCP port", default=443, replace=True),
+    Input(
+        "host_name",
+        "str",
+        "The host name of the binding ('' for none; '*.example.com' for a wildcard)",
+        default="",
+        replace=True,
+    ),
+    Input("sni", "bool", "Select the certificate by the name the client asks for", default=False),
+    Input(
+        "certificate_store", "str", "The store of the certificate (My, or Root/CA)", default="My"
+    ),
+    Input(
+        "client_cert_negotiation",
+        "bool",
+        "Ask for the client certificate in the TLS handshake (needed under TLS 1.3)",
+        default=True,
+    ),
+)
+
+SITES = ReadKey[contract.SiteListResult]("sites")
+CERTS = ReadKey[contract.CertListResult]("certificates")
 
 
 @dataclass(frozen=True)
@@ -93,6 +131,7 @@ class BindingSettings:
 
     @classmethod
     def from_host(cls, binding: Mapping[str, Any]) -> BindingSettings:
+        """From a site.list binding, or from the ``prior_binding`` output stored in state."""
         return cls(
             ssl_flags=int(binding.get("ssl_flags") or 0),
             certificate_hash=str(binding.get("certificate_hash") or "").upper(),
@@ -130,7 +169,7 @@ class BindingCurrent:
     used_by_other_site: str | None  # another site holding the same binding information
     cert_present: bool
     cert_has_key: bool
-    sites: tuple[Mapping[str, Any], ...] = ()
+    sites: tuple[SiteInfo, ...] = ()
 
 
 # --- validation ------------------------------------------------------------------------
@@ -189,13 +228,11 @@ def _connection_host(inputs: Mapping[str, Any]) -> str:
 
 
 def validate_inputs(inputs: Mapping[str, Any]) -> BindingDesired:
-    site = validate_site(KIND, get_str(KIND, inputs, "site"))
-    ip = normalise_ip(get_str(KIND, inputs, "ip", default="*", required=False))
-    port = get_int(KIND, inputs, "port", 443, 1, 65535)
-    host_name = normalise_host_name(
-        get_str(KIND, inputs, "host_name", default="", required=False, allow_empty=True)
-    )
-    sni = get_bool(KIND, inputs, "sni", False)
+    site = validate_site(KIND, INPUTS.get_str(inputs, "site"))
+    ip = normalise_ip(INPUTS.get_str(inputs, "ip"))
+    port = INPUTS.get_int(inputs, "port", 1, 65535)
+    host_name = normalise_host_name(INPUTS.get_str(inputs, "host_name", allow_empty=True))
+    sni = INPUTS.get_bool(inputs, "sni")
     if sni and not host_name:
         raise ValidationError(
             KIND,
@@ -205,7 +242,7 @@ def validate_inputs(inputs: Mapping[str, Any]) -> BindingDesired:
             "Set host_name, or sni to false",
         )
     thumbprint = normalise_thumbprint(inputs.get("certificate_thumbprint"))
-    raw_store = get_str(KIND, inputs, "certificate_store", default="My", required=False) or "My"
+    raw_store = INPUTS.get_str(inputs, "certificate_store") or INPUTS.default("certificate_store")
     store = _STORES.get(raw_store.strip().lower())
     if store is None:
         raise ValidationError(
@@ -215,7 +252,7 @@ def validate_inputs(inputs: Mapping[str, Any]) -> BindingDesired:
             "is not a certificate store the agent knows",
             "Valid stores: " + ", ".join(contract.STORES) + " (server certificates live in My)",
         )
-    negotiation = get_bool(KIND, inputs, "client_cert_negotiation", True)
+    negotiation = INPUTS.get_bool(inputs, "client_cert_negotiation")
     return BindingDesired(
         site, ip, port, host_name, sni, thumbprint, store, negotiation, _connection_host(inputs)
     )
@@ -228,35 +265,31 @@ def assess(desired: BindingDesired) -> list[str]:
 # --- reading and planning --------------------------------------------------------------
 
 
-def _find_binding(site: Mapping[str, Any], binding_information: str) -> Mapping[str, Any] | None:
-    for binding in site.get("bindings", []):
+def _find_binding(site: SiteInfo, binding_information: str) -> BindingInfo | None:
+    for binding in site["bindings"]:
         if (
-            str(binding.get("protocol", "")).lower() == "https"
+            binding["protocol"].lower() == "https"
             # Host names are case-insensitive; IIS keeps what was typed.
-            and str(binding.get("binding_information", "")).lower() == binding_information.lower()
+            and binding["binding_information"].lower() == binding_information.lower()
         ):
-            return dict(binding)
+            return binding
     return None
 
 
-def parse_current(desired: BindingDesired, results: Sequence[Any]) -> BindingCurrent:
-    sites = tuple(results[0].get("sites", []))
+def parse_current(desired: BindingDesired, reads: Reads) -> BindingCurrent:
+    sites = tuple(reads[SITES]["sites"])
     own = site_exists(sites, desired.site)
     found = _find_binding(own, desired.binding_information) if own is not None else None
     other = next(
         (
-            str(s.get("name"))
+            s["name"]
             for s in sites
-            if s.get("name") != desired.site and _find_binding(s, desired.binding_information)
+            if s["name"] != desired.site and _find_binding(s, desired.binding_information)
         ),
         None,
     )
     cert = next(
-        (
-            c
-            for c in results[1].get("certificates", [])
-            if str(c.get("thumbprint", "")).upper() == desired.thumbprint
-        ),
+        (c for c in reads[CERTS]["certificates"] if c["thumbprint"].upper() == desired.thumbprint),
         None,
     )
     return BindingCurrent(
@@ -264,7 +297,7 @@ def parse_current(desired: BindingDesired, results: Sequence[Any]) -> BindingCur
         binding=BindingSettings.from_host(found) if found is not None else None,
         used_by_other_site=other,
         cert_present=cert is not None,
-        cert_has_key=bool(cert and cert.get("has_private_key")),
+        cert_has_key=cert is not None and cert["has_private_key"],
         sites=sites,
     )
 
@@ -279,15 +312,14 @@ def desired_settings(current: BindingCurrent, desired: BindingDesired) -> Bindin
     )
 
 
-def _set_op(desired: BindingDesired, settings: BindingSettings) -> dict[str, Any]:
-    return contract.make_op(
-        "binding.set",
-        site=desired.site,
-        binding_information=desired.binding_information,
-        ssl_flags=settings.ssl_flags,
-        certificate_hash=settings.certificate_hash,
-        certificate_store=settings.certificate_store,
-        client_cert_negotiation=settings.client_cert_negotiation,
+def _set_op(desired: BindingDesired, settings: BindingSettings) -> contract.Op[Any]:
+    return contract.binding_set(
+        desired.site,
+        desired.binding_information,
+        settings.ssl_flags,
+        settings.certificate_hash,
+        settings.certificate_store,
+        settings.client_cert_negotiation,
     )
 
 
@@ -367,13 +399,7 @@ def delete_changes(
     return [
         Change(
             f"remove {where}",
-            [
-                contract.make_op(
-                    "binding.remove",
-                    site=desired.site,
-                    binding_information=desired.binding_information,
-                )
-            ],
+            [contract.binding_remove(desired.site, desired.binding_information)],
         )
     ]
 
@@ -398,7 +424,7 @@ def live_inputs(desired: BindingDesired, current: BindingCurrent) -> dict[str, A
 
 class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
     kind = KIND
-    replace_on = ("site", "ip", "port", "host_name")
+    inputs = INPUTS
     # The thumbprint of a ServerCertificate being created is unknown during preview.
     placeholders = {"certificate_thumbprint": "0" * 40}
     computed = ("binding_information", "url", "adopted", "prior_binding")
@@ -421,16 +447,25 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
     def resource_id(self, connection: Connection, desired: BindingDesired) -> str:
         return f"{connection.host}/{desired.site}/https/{desired.binding_information}"
 
-    def read_ops(self, desired: BindingDesired) -> list[dict[str, Any]]:
-        return [contract.make_op("site.list"), contract.make_op("cert.list", store=desired.store)]
+    def read_plan(self, desired: BindingDesired) -> ReadPlan:
+        return (
+            ReadPlan()
+            .add(SITES, contract.site_list())
+            .add(CERTS, contract.cert_list(desired.store))
+        )
 
-    def parse_current(self, desired: BindingDesired, results: list[Any]) -> BindingCurrent:
-        return parse_current(desired, results)
+    def parse_current(self, desired: BindingDesired, reads: Reads) -> BindingCurrent:
+        return parse_current(desired, reads)
 
     def preflight(self, current: BindingCurrent, desired: BindingDesired) -> None:
         preflight(current, desired)
 
-    def plan(self, current: BindingCurrent, desired: BindingDesired) -> list[Change]:
+    def plan(
+        self,
+        current: BindingCurrent,
+        desired: BindingDesired,
+        previous: Mapping[str, Any] | None = None,
+    ) -> list[Change]:
         return plan(current, desired)
 
     def outputs(
@@ -471,7 +506,7 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
 
 
 class HttpsBinding(IisResource, module=TYPE_MODULE, name="HttpsBinding"):
-    """A site's https binding with its server certificate."""
+    __doc__ = INPUTS.docstring("A site's https binding with its server certificate.")
 
     site: pulumi.Output[str]
     ip: pulumi.Output[str]
@@ -493,27 +528,24 @@ class HttpsBinding(IisResource, module=TYPE_MODULE, name="HttpsBinding"):
         connection: Any,
         site: pulumi.Input[str],
         certificate_thumbprint: pulumi.Input[str],
-        ip: pulumi.Input[str] = "*",
-        port: pulumi.Input[int] = 443,
-        host_name: pulumi.Input[str] = "",
-        sni: pulumi.Input[bool] = False,
-        certificate_store: pulumi.Input[str] = "My",
-        client_cert_negotiation: pulumi.Input[bool] = True,
+        ip: pulumi.Input[str] | None = None,
+        port: pulumi.Input[int] | None = None,
+        host_name: pulumi.Input[str] | None = None,
+        sni: pulumi.Input[bool] | None = None,
+        certificate_store: pulumi.Input[str] | None = None,
+        client_cert_negotiation: pulumi.Input[bool] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "site": site,
-            "ip": ip,
-            "port": port,
-            "host_name": host_name,
-            "sni": sni,
-            "certificate_thumbprint": certificate_thumbprint,
-            "certificate_store": certificate_store,
-            "client_cert_negotiation": client_cert_negotiation,
-            "binding_information": None,
-            "url": None,
-            "adopted": None,
-            "prior_binding": None,
-        }
+        props = INPUTS.props(
+            connection,
+            HttpsBindingProvider.computed,
+            site=site,
+            ip=ip,
+            port=port,
+            host_name=host_name,
+            sni=sni,
+            certificate_thumbprint=certificate_thumbprint,
+            certificate_store=certificate_store,
+            client_cert_negotiation=client_cert_negotiation,
+        )
         super().__init__(HttpsBindingProvider(), resource_name, props, opts)

@@ -18,10 +18,11 @@ from typing import Any
 import pulumi
 
 from iis_clientcert.errors import ValidationError
-from iis_clientcert.framework.base import Change, IisProvider, get_bool, get_list, get_str
-from iis_clientcert.framework.inputs import connection_input, secret
+from iis_clientcert.framework.base import Change, IisProvider
+from iis_clientcert.framework.inputs import Input, Inputs, get_list, get_str
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
+from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
 
 KIND = "LocalUser"
@@ -29,6 +30,38 @@ KIND = "LocalUser"
 SAM_FORBIDDEN = set('"/\\[]:;|=,+*?<>')
 FOLDER_RIGHTS = ("Read", "ReadAndExecute", "Modify")
 _WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
+
+INPUTS = Inputs(
+    KIND,
+    Input("name", "str", "The account name (at most 20 characters)", required=True, replace=True),
+    Input("password", "str", "The account's password", required=True, secret=True),
+    Input("full_name", "str", "The account's full name", default=""),
+    Input("description", "str", "The account's description (at most 48 characters)", default=""),
+    Input("password_never_expires", "bool", "The password never expires", default=True),
+    Input("user_cannot_change_password", "bool", "The user cannot change it", default=True),
+    Input("disabled", "bool", "The account is disabled", default=False),
+    Input(
+        "groups",
+        "list",
+        "Local groups the account is a member of (only these are managed)",
+        default=[],
+    ),
+    Input(
+        "folder_access",
+        "list",
+        "Folders the account may read: [{path, rights}] with rights Read, ReadAndExecute "
+        "(default) or Modify",
+        default=[],
+    ),
+)
+
+FACTS = ReadKey[contract.HostFactsResult]("facts")
+USER = ReadKey[contract.UserGetResult]("user")
+PASSWORD = ReadKey[contract.VerifyPasswordResult]("password")
+
+
+def _acl(path: str) -> ReadKey[contract.AclGetResult]:
+    return ReadKey(f"acl {path}")
 
 
 def validate_account_name(kind: str, value: str, key: str = "name") -> str:
@@ -141,8 +174,14 @@ def plan(
             Change(
                 f"create account {desired.name!r}",
                 [
-                    contract.make_op(
-                        "user.set", name=desired.name, password=desired.password, **props
+                    contract.user_set(
+                        desired.name,
+                        password=desired.password,
+                        full_name=desired.full_name,
+                        description=desired.description,
+                        disabled=desired.disabled,
+                        password_never_expires=desired.password_never_expires,
+                        user_cannot_change_password=desired.user_cannot_change_password,
                     )
                 ],
             )
@@ -160,7 +199,7 @@ def plan(
             changes.append(
                 Change(
                     f"update account {desired.name!r}: {', '.join(what)}",
-                    [contract.make_op("user.set", name=desired.name, **args)],
+                    [contract.user_set(desired.name, **args)],
                 )
             )
         held = {g.lower() for g in current.groups}
@@ -170,7 +209,7 @@ def plan(
             changes.append(
                 Change(
                     f"add {desired.name!r} to group {group!r}",
-                    [contract.make_op("group.add_member", group=group, member=desired.name)],
+                    [contract.group_add_member(group, desired.name)],
                 )
             )
     wanted_groups = {g.lower() for g in desired.groups}
@@ -179,7 +218,7 @@ def plan(
             changes.append(
                 Change(
                     f"remove {desired.name!r} from group {group!r} (no longer listed)",
-                    [contract.make_op("group.remove_member", group=group, member=desired.name)],
+                    [contract.group_remove_member(group, desired.name)],
                 )
             )
     for entry in desired.folder_access:
@@ -187,11 +226,7 @@ def plan(
             changes.append(
                 Change(
                     f"grant {entry.rights} on {entry.path!r} to {desired.name!r}",
-                    [
-                        contract.make_op(
-                            "acl.grant", path=entry.path, identity=desired.name, rights=entry.rights
-                        )
-                    ],
+                    [contract.acl_grant(entry.path, desired.name, entry.rights)],
                 )
             )
     wanted_paths = {e.path.lower() for e in desired.folder_access}
@@ -201,7 +236,7 @@ def plan(
             changes.append(
                 Change(
                     f"revoke {desired.name!r} on {path!r} (no longer listed)",
-                    [contract.make_op("acl.revoke", path=path, identity=desired.name)],
+                    [contract.acl_revoke(path, desired.name)],
                 )
             )
     return changes
@@ -209,11 +244,11 @@ def plan(
 
 class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
     kind = KIND
-    replace_on = ("name",)
+    inputs = INPUTS
     computed = ("adopted", "password_valid")
 
     def validate(self, inputs: Mapping[str, Any]) -> UserDesired:
-        name = validate_account_name(KIND, get_str(KIND, inputs, "name"))
+        name = validate_account_name(KIND, INPUTS.get_str(inputs, "name"))
         password = inputs.get("password")
         if not isinstance(password, str) or not password:
             raise ValidationError(
@@ -252,13 +287,11 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         return UserDesired(
             name=name,
             password=password,
-            full_name=get_str(KIND, inputs, "full_name", default="", required=False, max_len=256),
-            description=get_str(
-                KIND, inputs, "description", default="", required=False, max_len=48
-            ),
-            password_never_expires=get_bool(KIND, inputs, "password_never_expires", True),
-            user_cannot_change_password=get_bool(KIND, inputs, "user_cannot_change_password", True),
-            disabled=get_bool(KIND, inputs, "disabled", False),
+            full_name=INPUTS.get_str(inputs, "full_name", max_len=256),
+            description=INPUTS.get_str(inputs, "description", max_len=48),
+            password_never_expires=INPUTS.get_bool(inputs, "password_never_expires"),
+            user_cannot_change_password=INPUTS.get_bool(inputs, "user_cannot_change_password"),
+            disabled=INPUTS.get_bool(inputs, "disabled"),
             groups=tuple(groups),
             folder_access=tuple(folders),
         )
@@ -279,54 +312,53 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
     def resource_id(self, connection: Connection, desired: UserDesired) -> str:
         return f"{connection.host}/{desired.name}"
 
-    def read_ops(self, desired: UserDesired) -> list[dict[str, Any]]:
-        ops = [
-            contract.make_op("host.facts"),
-            contract.make_op("user.get", name=desired.name),
-            contract.make_op("user.verify_password", name=desired.name, password=desired.password),
-        ]
-        ops += [contract.make_op("acl.get", path=f.path) for f in desired.folder_access]
-        return ops
-
-    def parse_current(self, desired: UserDesired, results: list[Any]) -> UserCurrent:
-        facts, user, verify = results[0], results[1], results[2]
-        policy = facts.get("password_policy") or {}
-        access: dict[str, list[str]] = {}
-        missing = tuple(
-            entry.path
-            for entry, acl in zip(desired.folder_access, results[3:], strict=True)
-            if acl.get("exists") is False
+    def read_plan(self, desired: UserDesired) -> ReadPlan:
+        reads = (
+            ReadPlan()
+            .add(FACTS, contract.host_facts())
+            .add(USER, contract.user_get(desired.name))
+            .add(PASSWORD, contract.user_verify_password(desired.name, desired.password))
         )
-        for entry, acl in zip(desired.folder_access, results[3:], strict=True):
-            access[entry.path] = [
-                str(ace.get("rights", ""))
-                for ace in acl.get("aces", [])
-                if ace.get("type", "Allow") == "Allow"
-                and not ace.get("inherited")
-                and _same_identity(str(ace.get("identity", "")), desired.name)
+        for entry in desired.folder_access:
+            reads.add(_acl(entry.path), contract.acl_get(entry.path))
+        return reads
+
+    def parse_current(self, desired: UserDesired, reads: Reads) -> UserCurrent:
+        policy = reads[FACTS]["password_policy"]
+        user, verify = reads[USER], reads[PASSWORD]
+        acls = {entry.path: reads[_acl(entry.path)] for entry in desired.folder_access}
+        missing = tuple(path for path, acl in acls.items() if not acl["exists"])
+        access = {
+            path: [
+                ace["rights"]
+                for ace in acl["aces"]
+                if ace["type"] == "Allow"
+                and not ace["inherited"]
+                and _same_identity(ace["identity"], desired.name)
             ]
-        if not user.get("exists"):
+            for path, acl in acls.items()
+        }
+        if not user["exists"]:
             return UserCurrent(
                 exists=False,
-                min_length=int(policy.get("min_length", 0)),
-                complexity=bool(policy.get("complexity", False)),
+                min_length=policy["min_length"],
+                complexity=policy["complexity"],
                 access=access,
                 missing_folders=missing,
             )
         return UserCurrent(
             exists=True,
-            full_name=str(user.get("full_name") or ""),
-            description=str(user.get("description") or ""),
-            disabled=bool(user.get("disabled")),
-            password_never_expires=bool(user.get("password_never_expires")),
-            user_cannot_change_password=bool(user.get("user_cannot_change_password")),
-            groups=tuple(str(g) for g in user.get("groups") or []),
+            full_name=user["full_name"],
+            description=user["description"],
+            disabled=user["disabled"],
+            password_never_expires=user["password_never_expires"],
+            user_cannot_change_password=user["user_cannot_change_password"],
+            groups=tuple(user["groups"]),
             # A disabled account with the right password answers ERROR_ACCOUNT_DISABLED,
             # not a logon failure: the password is right.
-            password_valid=bool(verify.get("valid"))
-            or str(verify.get("hresult") or "").upper() == "0X80070533",
-            min_length=int(policy.get("min_length", 0)),
-            complexity=bool(policy.get("complexity", False)),
+            password_valid=verify["valid"] or (verify["hresult"] or "").upper() == "0X80070533",
+            min_length=policy["min_length"],
+            complexity=policy["complexity"],
             access=access,
             missing_folders=missing,
         )
@@ -360,11 +392,11 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
                 "`pulumi config set --secret`.",
             )
 
-    def plan(self, current: UserCurrent, desired: UserDesired) -> list[Change]:
-        return plan(current, desired)
-
-    def plan_from(
-        self, current: UserCurrent, desired: UserDesired, previous: Mapping[str, Any] | None
+    def plan(
+        self,
+        current: UserCurrent,
+        desired: UserDesired,
+        previous: Mapping[str, Any] | None = None,
     ) -> list[Change]:
         return plan(current, desired, previous)
 
@@ -408,7 +440,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         changes = [
             Change(
                 f"revoke {desired.name!r} on {f.path!r}",
-                [contract.make_op("acl.revoke", path=f.path, identity=desired.name)],
+                [contract.acl_revoke(f.path, desired.name)],
             )
             for f in desired.folder_access
             if current.access.get(f.path)
@@ -417,14 +449,14 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             changes.append(
                 Change(
                     f"delete account {desired.name!r}",
-                    [contract.make_op("user.delete", name=desired.name)],
+                    [contract.user_delete(desired.name)],
                 )
             )
         return changes
 
 
 class LocalUser(IisResource, module=TYPE_MODULE, name="LocalUser"):
-    """A local Windows account (see README, "LocalUser")."""
+    __doc__ = INPUTS.docstring('A local Windows account (see README, "LocalUser").')
 
     name: pulumi.Output[str]
     adopted: pulumi.Output[bool]
@@ -439,25 +471,24 @@ class LocalUser(IisResource, module=TYPE_MODULE, name="LocalUser"):
         password: pulumi.Input[str],
         full_name: pulumi.Input[str] | None = None,
         description: pulumi.Input[str] | None = None,
-        password_never_expires: pulumi.Input[bool] = True,
-        user_cannot_change_password: pulumi.Input[bool] = True,
-        disabled: pulumi.Input[bool] = False,
+        password_never_expires: pulumi.Input[bool] | None = None,
+        user_cannot_change_password: pulumi.Input[bool] | None = None,
+        disabled: pulumi.Input[bool] | None = None,
         groups: pulumi.Input[list[str]] | None = None,
         folder_access: pulumi.Input[list[dict[str, str]]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "name": name,
-            "password": secret(password),
-            "full_name": full_name,
-            "description": description,
-            "password_never_expires": password_never_expires,
-            "user_cannot_change_password": user_cannot_change_password,
-            "disabled": disabled,
-            "groups": groups,
-            "folder_access": folder_access,
-            "adopted": None,
-            "password_valid": None,
-        }
+        props = INPUTS.props(
+            connection,
+            LocalUserProvider.computed,
+            name=name,
+            password=password,
+            full_name=full_name,
+            description=description,
+            password_never_expires=password_never_expires,
+            user_cannot_change_password=user_cannot_change_password,
+            disabled=disabled,
+            groups=groups,
+            folder_access=folder_access,
+        )
         super().__init__(LocalUserProvider(), resource_name, props, opts)

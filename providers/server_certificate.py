@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +23,32 @@ from iis_clientcert.certs import CertInfo, load_pfx
 from iis_clientcert.errors import CertificateError, ValidationError
 from iis_clientcert.framework.base import EXPIRY_WARNING_DAYS, Change, IisProvider, warn
 from iis_clientcert.framework.diffing import same_object_diff
-from iis_clientcert.framework.inputs import connection_input, secret
+from iis_clientcert.framework.inputs import Input, Inputs
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
+from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
 
 KIND = "ServerCertificate"
 STORE = "My"
+
+INPUTS = Inputs(
+    KIND,
+    Input(
+        "pfx",
+        "str",
+        "The PFX with the private key: a file path (read when the program runs), its bytes, "
+        "or its base64",
+        required=True,
+        secret=True,
+        replace=True,
+    ),
+    Input("password", "str", "The PFX's password", secret=True),
+)
+
+CERTS = ReadKey[contract.CertListResult]("certificates")
+# Tells delete whether an https binding still uses the certificate.
+SITES = ReadKey[contract.SiteListResult]("sites")
 
 # CertificateError kinds that are the password's fault, not the PFX's.
 _PASSWORD_KINDS = ("wrong_password", "pfx_needs_password")
@@ -127,25 +146,20 @@ def assess(desired: ServerCertificateDesired, now: dt.datetime) -> list[str]:
     return warnings
 
 
-def parse_current(thumbprint: str, results: Sequence[Any]) -> ServerCertificateCurrent:
+def parse_current(thumbprint: str, reads: Reads) -> ServerCertificateCurrent:
     wanted = thumbprint.upper()
     entry = next(
-        (
-            c
-            for c in results[0].get("certificates", [])
-            if str(c.get("thumbprint", "")).upper() == wanted
-        ),
-        None,
+        (c for c in reads[CERTS]["certificates"] if c["thumbprint"].upper() == wanted), None
     )
     used_by = tuple(
-        f"{site.get('name')} ({binding.get('binding_information')})"
-        for site in results[1].get("sites", [])
-        for binding in site.get("bindings", [])
-        if str(binding.get("certificate_hash") or "").upper() == wanted
+        f"{site['name']} ({binding['binding_information']})"
+        for site in reads[SITES]["sites"]
+        for binding in site["bindings"]
+        if (binding["certificate_hash"] or "").upper() == wanted
     )
     return ServerCertificateCurrent(
         present=entry is not None,
-        has_private_key=bool(entry and entry.get("has_private_key")),
+        has_private_key=entry is not None and entry["has_private_key"],
         used_by=used_by,
     )
 
@@ -158,12 +172,8 @@ def plan(current: ServerCertificateCurrent, desired: ServerCertificateDesired) -
         Change(
             f"import {what}{desired.info.describe()} into LocalMachine\\My",
             [
-                contract.make_op(
-                    "cert.import",
-                    store=STORE,
-                    pfx_b64=desired.pfx_b64,
-                    pfx_password=desired.password,
-                    exportable=False,
+                contract.cert_import(
+                    STORE, pfx_b64=desired.pfx_b64, pfx_password=desired.password, exportable=False
                 )
             ],
         )
@@ -186,14 +196,14 @@ def delete_changes(
     return [
         Change(
             f"remove {desired.info.describe()} (and its private key) from LocalMachine\\My",
-            [contract.make_op("cert.remove", store=STORE, thumbprint=desired.info.thumbprint)],
+            [contract.cert_remove(STORE, desired.info.thumbprint)],
         )
     ]
 
 
 class ServerCertificateProvider(IisProvider[ServerCertificateDesired, ServerCertificateCurrent]):
     kind = KIND
-    replace_on = ("pfx",)
+    inputs = INPUTS
     computed = ("thumbprint", "subject", "dns_names", "not_after", "adopted")
 
     def validate(self, inputs: Mapping[str, Any]) -> ServerCertificateDesired:
@@ -205,17 +215,19 @@ class ServerCertificateProvider(IisProvider[ServerCertificateDesired, ServerCert
     def resource_id(self, connection: Connection, desired: ServerCertificateDesired) -> str:
         return f"{connection.host}/{STORE}/{desired.info.thumbprint}"
 
-    def read_ops(self, desired: ServerCertificateDesired) -> list[dict[str, Any]]:
-        # site.list tells delete whether a binding still uses the certificate.
-        return [contract.make_op("cert.list", store=STORE), contract.make_op("site.list")]
+    def read_plan(self, desired: ServerCertificateDesired) -> ReadPlan:
+        return ReadPlan().add(CERTS, contract.cert_list(STORE)).add(SITES, contract.site_list())
 
     def parse_current(
-        self, desired: ServerCertificateDesired, results: list[Any]
+        self, desired: ServerCertificateDesired, reads: Reads
     ) -> ServerCertificateCurrent:
-        return parse_current(desired.info.thumbprint, results)
+        return parse_current(desired.info.thumbprint, reads)
 
     def plan(
-        self, current: ServerCertificateCurrent, desired: ServerCertificateDesired
+        self,
+        current: ServerCertificateCurrent,
+        desired: ServerCertificateDesired,
+        previous: Mapping[str, Any] | None = None,
     ) -> list[Change]:
         return plan(current, desired)
 
@@ -286,7 +298,7 @@ def read_pfx(value: Any) -> Any:
 
 
 class ServerCertificate(IisResource, module=TYPE_MODULE, name="ServerCertificate"):
-    """A server certificate with its private key in LocalMachine\\My."""
+    __doc__ = INPUTS.docstring("A server certificate with its private key in LocalMachine\\My.")
 
     pfx: pulumi.Output[str]
     password: pulumi.Output[str]
@@ -305,14 +317,10 @@ class ServerCertificate(IisResource, module=TYPE_MODULE, name="ServerCertificate
         password: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "pfx": secret(pulumi.Output.from_input(pfx).apply(read_pfx)),
-            "password": secret(password),
-            "thumbprint": None,
-            "subject": None,
-            "dns_names": None,
-            "not_after": None,
-            "adopted": None,
-        }
+        props = INPUTS.props(
+            connection,
+            ServerCertificateProvider.computed,
+            pfx=pulumi.Output.from_input(pfx).apply(read_pfx),
+            password=password,
+        )
         super().__init__(ServerCertificateProvider(), resource_name, props, opts)

@@ -13,9 +13,14 @@ from typing import Any
 import pulumi
 
 from iis_clientcert.errors import ValidationError
-from iis_clientcert.framework.base import get_str, validate_app_path, validate_site
-from iis_clientcert.framework.inputs import connection_input
-from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.framework.base import validate_app_path, validate_site
+from iis_clientcert.framework.inputs import Input, Inputs
+from iis_clientcert.framework.location_attribute import (
+    PATH,
+    SITE,
+    AttributeDesired,
+    LocationAttributeProvider,
+)
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 
@@ -29,6 +34,19 @@ SSL_FLAGS: dict[str, int] = {
     "Ssl128": 256,
 }
 _CANONICAL = {name.lower(): name for name in SSL_FLAGS}
+
+INPUTS = Inputs(
+    KIND,
+    SITE,
+    PATH,
+    Input(
+        "flags",
+        "list",
+        "sslFlags names, set semantics: Ssl, SslNegotiateCert, SslRequireCert, Ssl128 "
+        "(SslRequireCert adds SslNegotiateCert)",
+        default=list(contract.DEFAULT_SSL_FLAGS),
+    ),
+)
 
 
 def normalise_flags(kind: str, value: Any, key: str = "flags") -> tuple[list[str], list[str]]:
@@ -83,15 +101,14 @@ def flags_from_iis(text: str | None) -> list[str]:
 
 class SslSettingsProvider(LocationAttributeProvider):
     kind = KIND
+    inputs = INPUTS
     section = contract.SECTION_SSL
     attribute = "sslFlags"
 
     def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
-        site = validate_site(KIND, get_str(KIND, inputs, "site"))
-        path = validate_app_path(KIND, get_str(KIND, inputs, "path", default="", required=False))
-        raw = inputs.get("flags")
-        default = list(contract.DEFAULT_SSL_FLAGS)
-        flags, notes = normalise_flags(KIND, default if raw is None else raw)
+        site = validate_site(KIND, INPUTS.get_str(inputs, "site"))
+        path = validate_app_path(KIND, INPUTS.get_str(inputs, "path"))
+        flags, notes = normalise_flags(KIND, INPUTS.value(inputs, "flags"))
         return AttributeDesired(
             site,
             path,
@@ -108,7 +125,7 @@ class SslSettingsProvider(LocationAttributeProvider):
 
 
 class SslSettings(IisResource, module=TYPE_MODULE, name="SslSettings"):
-    """sslFlags of a site (or application) in applicationHost.config."""
+    __doc__ = INPUTS.docstring("sslFlags of a site (or application) in applicationHost.config.")
 
     location: pulumi.Output[str]
     flags: pulumi.Output[list[str]]
@@ -123,13 +140,7 @@ class SslSettings(IisResource, module=TYPE_MODULE, name="SslSettings"):
         flags: pulumi.Input[list[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "site": site,
-            "path": path,
-            "flags": flags,
-            "location": None,
-            "prior_present": None,
-            "prior_value": None,
-        }
+        props = INPUTS.props(
+            connection, SslSettingsProvider.computed, site=site, path=path, flags=flags
+        )
         super().__init__(SslSettingsProvider(), resource_name, props, opts)

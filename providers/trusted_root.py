@@ -19,17 +19,38 @@ from pulumi.dynamic import DiffResult
 
 from iis_clientcert.certs import CertInfo, load_certificate
 from iis_clientcert.errors import CertificateError, ValidationError
-from iis_clientcert.framework.base import EXPIRY_WARNING_DAYS, Change, IisProvider, get_str
+from iis_clientcert.framework.base import EXPIRY_WARNING_DAYS, Change, IisProvider
 from iis_clientcert.framework.diffing import same_object_diff
-from iis_clientcert.framework.inputs import connection_input
+from iis_clientcert.framework.inputs import Input, Inputs
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
+from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
 
 KIND = "TrustedRoot"
 
 STORE_CHOICES = ("auto", "Root", "CA")
 _STORE_CANONICAL = {s.lower(): s for s in STORE_CHOICES}
+
+INPUTS = Inputs(
+    KIND,
+    Input(
+        "certificate",
+        "str",
+        "The CA certificate: PEM, DER or base64 (stored as single-line base64 DER)",
+        required=True,
+        replace=True,
+    ),
+    Input(
+        "store",
+        "str",
+        "auto (Root when self-signed, else CA), Root or CA",
+        default="auto",
+        replace=True,
+    ),
+)
+
+STORE = ReadKey[contract.CertListResult]("store")
 
 KB_2802568 = (
     "a certificate that is not self-signed in LocalMachine\\Root makes IIS answer 403.16 "
@@ -89,7 +110,7 @@ def resolve_store(cert: CertInfo, store: str) -> str:
 
 def validate_inputs(inputs: Mapping[str, Any]) -> TrustedRootDesired:
     cert = certificate_input(KIND, inputs.get("certificate"))
-    raw_store = get_str(KIND, inputs, "store", default="auto", required=False) or "auto"
+    raw_store = INPUTS.get_str(inputs, "store") or INPUTS.default("store")
     store = _STORE_CANONICAL.get(raw_store.strip().lower())
     if store is None:
         fix = "Valid stores: " + ", ".join(STORE_CHOICES)
@@ -143,11 +164,7 @@ def plan(current: TrustedRootCurrent, desired: TrustedRootDesired) -> list[Chang
     return [
         Change(
             f"import {desired.cert.describe()} into LocalMachine\\{desired.resolved_store}",
-            [
-                contract.make_op(
-                    "cert.import", store=desired.resolved_store, der_b64=desired.cert.blob
-                )
-            ],
+            [contract.cert_import(desired.resolved_store, der_b64=desired.cert.blob)],
         )
     ]
 
@@ -162,18 +179,14 @@ def delete_changes(
     return [
         Change(
             f"remove {desired.cert.describe()} from LocalMachine\\{desired.resolved_store}",
-            [
-                contract.make_op(
-                    "cert.remove", store=desired.resolved_store, thumbprint=desired.cert.thumbprint
-                )
-            ],
+            [contract.cert_remove(desired.resolved_store, desired.cert.thumbprint)],
         )
     ]
 
 
 class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
     kind = KIND
-    replace_on = ("certificate", "store")
+    inputs = INPUTS
     computed = ("thumbprint", "subject", "issuer", "not_after", "resolved_store", "adopted")
 
     def validate(self, inputs: Mapping[str, Any]) -> TrustedRootDesired:
@@ -185,18 +198,20 @@ class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
     def resource_id(self, connection: Connection, desired: TrustedRootDesired) -> str:
         return f"{connection.host}/{desired.resolved_store}/{desired.cert.thumbprint}"
 
-    def read_ops(self, desired: TrustedRootDesired) -> list[dict[str, Any]]:
-        return [contract.make_op("cert.list", store=desired.resolved_store)]
+    def read_plan(self, desired: TrustedRootDesired) -> ReadPlan:
+        return ReadPlan().add(STORE, contract.cert_list(desired.resolved_store))
 
-    def parse_current(self, desired: TrustedRootDesired, results: list[Any]) -> TrustedRootCurrent:
+    def parse_current(self, desired: TrustedRootDesired, reads: Reads) -> TrustedRootCurrent:
         wanted = desired.cert.thumbprint.upper()
-        found = any(
-            str(entry.get("thumbprint", "")).upper() == wanted
-            for entry in results[0].get("certificates", [])
-        )
+        found = any(entry["thumbprint"].upper() == wanted for entry in reads[STORE]["certificates"])
         return TrustedRootCurrent(present=found)
 
-    def plan(self, current: TrustedRootCurrent, desired: TrustedRootDesired) -> list[Change]:
+    def plan(
+        self,
+        current: TrustedRootCurrent,
+        desired: TrustedRootDesired,
+        previous: Mapping[str, Any] | None = None,
+    ) -> list[Change]:
         return plan(current, desired)
 
     def outputs(
@@ -246,7 +261,9 @@ class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
 
 
 class TrustedRoot(IisResource, module=TYPE_MODULE, name="TrustedRoot"):
-    """A CA certificate trusted by the host (LocalMachine\\Root or LocalMachine\\CA)."""
+    __doc__ = INPUTS.docstring(
+        "A CA certificate trusted by the host (LocalMachine\\Root or LocalMachine\\CA)."
+    )
 
     certificate: pulumi.Output[str]
     store: pulumi.Output[str]
@@ -263,18 +280,10 @@ class TrustedRoot(IisResource, module=TYPE_MODULE, name="TrustedRoot"):
         *,
         connection: Any,
         certificate: pulumi.Input[str],
-        store: pulumi.Input[str] = "auto",
+        store: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "certificate": certificate,
-            "store": store,
-            "thumbprint": None,
-            "subject": None,
-            "issuer": None,
-            "not_after": None,
-            "resolved_store": None,
-            "adopted": None,
-        }
+        props = INPUTS.props(
+            connection, TrustedRootProvider.computed, certificate=certificate, store=store
+        )
         super().__init__(TrustedRootProvider(), resource_name, props, opts)

@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from iis_clientcert.errors import ContractError
 from iis_clientcert.host.contract import (
     BOOTSTRAP,
-    ContractError,
     command_arguments,
     error_result,
     split_stdin,

@@ -14,6 +14,7 @@ from typing import Any
 
 from iis_clientcert.host.contract import (
     POWERSHELL,
+    Op,
     command_arguments,
     encode_stdin,
     make_op,
@@ -103,13 +104,13 @@ class AgentRunner:
             ShellCommand(self.user, self.auth, executable, arguments or [], stdin, "S1", "C1")
         )
 
-    def run(self, *ops: dict[str, Any]) -> dict[str, Any]:
+    def run(self, *ops: Op[Any]) -> dict[str, Any]:
         """Send one request (a batch of ops) and return the parsed result."""
         stdin = encode_stdin(agent_script(), make_request(list(ops)))
         outcome = self.command(POWERSHELL, command_arguments(), stdin)
         return parse_result(outcome.stdout)
 
-    def ok(self, *ops: dict[str, Any]) -> list[Any]:
+    def ok(self, *ops: Op[Any]) -> list[Any]:
         result = self.run(*ops)
         assert result["ok"], result.get("error")
         results: list[Any] = result["results"]

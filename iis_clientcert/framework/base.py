@@ -1,7 +1,9 @@
 """What every resource provider shares: validation plumbing, the pure diff, the host call.
 
-A resource module supplies a typed spec of its inputs (``validate``), how to read the
-host (``read_ops`` + ``parse_current``), a pure ``plan(current, desired)`` and how to
+A resource module declares its inputs once (``inputs``, see framework/inputs.py), turns
+them into a typed spec (``validate``), says what to read from the host as named ops
+(``read_plan``) and how to make its current state of the results (``parse_current``,
+which reads them by name), gives a pure ``plan(current, desired, previous)`` and how to
 turn live state back into inputs (``live_inputs``). :class:`IisProvider` turns those into
 Pulumi's check / diff / create / read / update / delete with these guarantees:
 
@@ -35,9 +37,11 @@ from pulumi.dynamic import (
 )
 from pulumi.output import Unknown
 
-from iis_clientcert.errors import AgentError, HostError, ValidationError
-from iis_clientcert.host.client import HostClient
+from iis_clientcert.errors import HostError, NotConvergedError, ValidationError
+from iis_clientcert.framework.inputs import Inputs
+from iis_clientcert.host.client import HostClient, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import Op, SiteInfo
 
 log = logging.getLogger("iis_clientcert")
 
@@ -70,7 +74,7 @@ class Change:
     """One step of a plan: what a person reads, and the ops that do it."""
 
     summary: str
-    ops: list[dict[str, Any]] = field(default_factory=list)
+    ops: list[Op[Any]] = field(default_factory=list)
 
 
 Desired = TypeVar("Desired")
@@ -88,8 +92,8 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     """Base of every resource provider. Subclasses implement the hooks below."""
 
     kind: ClassVar[str] = "Resource"
-    # Inputs whose change means a new object on the host (the id changes).
-    replace_on: ClassVar[tuple[str, ...]] = ()
+    # Every input, declared once (name, kind, default, doc, secret, replace).
+    inputs: ClassVar[Inputs] = Inputs("Resource")
     # Outputs that are computed, not inputs (kept out of the diff and of read's inputs).
     computed: ClassVar[tuple[str, ...]] = ()
     # Inputs that may be unknown during a preview (say, the thumbprint of a certificate
@@ -109,13 +113,22 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     def resource_id(self, connection: Connection, desired: Desired) -> str:
         raise NotImplementedError
 
-    def read_ops(self, desired: Desired) -> list[dict[str, Any]]:
+    def read_plan(self, desired: Desired) -> ReadPlan:
+        """What to read from the host, each op under a name (one batch)."""
         raise NotImplementedError
 
-    def parse_current(self, desired: Desired, results: list[Any]) -> Current:
+    def parse_current(self, desired: Desired, reads: Reads) -> Current:
+        """The current state, from the results of ``read_plan`` (read by name)."""
         raise NotImplementedError
 
-    def plan(self, current: Current, desired: Desired) -> list[Change]:
+    def plan(
+        self, current: Current, desired: Desired, previous: Mapping[str, Any] | None = None
+    ) -> list[Change]:
+        """The changes that take the host from ``current`` to ``desired`` (pure).
+
+        ``previous`` holds the stored outputs of an update (None at create, and when
+        checking that the writes took): what only the last run knows, say that a password
+        input changed although the host cannot show passwords."""
         raise NotImplementedError
 
     def advise(self, desired: Desired) -> list[str]:
@@ -123,13 +136,6 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         ValidationError for an error, return warnings. Kept out of ``validate`` so that a
         certificate that expired after it was deployed can still be refreshed and deleted."""
         return []
-
-    def plan_from(
-        self, current: Current, desired: Desired, previous: Mapping[str, Any] | None
-    ) -> list[Change]:
-        """The plan of an update, which may need the stored outputs (say, to know that a
-        password input changed when the host cannot show the password)."""
-        return self.plan(current, desired)
 
     def preflight(self, current: Current, desired: Desired) -> None:
         """Host-dependent validation after the first read, before any write."""
@@ -203,7 +209,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
                 continue
             if olds.get(key) != news.get(key) or is_unknown(news.get(key)):
                 changed.append(key)
-                if key in self.replace_on:
+                if key in self.inputs.replace_on:
                     replaces.append(key)
         return DiffResult(
             changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
@@ -226,8 +232,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         connection, desired = self._parse(props)
-        client = HostClient(connection)
-        current = self.parse_current(desired, client.call(self.read_ops(desired)))
+        current = self.parse_current(desired, HostClient(connection).read(self.read_plan(desired)))
         if not self.exists(current):
             return ReadResult(None, {})
         inputs = self.live_inputs(desired, current, props)
@@ -239,7 +244,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         connection, desired = self._parse(props)
         client = HostClient(connection)
-        current = self.parse_current(desired, client.call(self.read_ops(desired)))
+        current = self.parse_current(desired, client.read(self.read_plan(desired)))
         changes = self.delete_changes(desired, current, props)
         ops = [op for change in changes for op in change.ops]
         if ops:
@@ -261,26 +266,20 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         undo: Callable[[HostClient, Current], None] | None = None,
     ) -> Applied[Current]:
         client = HostClient(connection)
-        read_ops = self.read_ops(desired)
-        current = self.parse_current(desired, client.call(read_ops))
+        to_read = self.read_plan(desired)
+        current = self.parse_current(desired, client.read(to_read))
         self.preflight(current, desired)
-        changes = self.plan_from(current, desired, previous)
+        changes = self.plan(current, desired, previous)
         write_ops = [op for change in changes for op in change.ops]
         if not write_ops:
             return Applied(current, current, [])
         try:
             # Writes and the reads that verify them travel as one batch: one agent call.
-            results = client.call(write_ops + read_ops)
-            verified = self.parse_current(desired, results[len(write_ops) :])
+            verified = self.parse_current(desired, client.write_and_read(write_ops, to_read))
+            # Without ``previous``: what is left to do on the host, not what changed since.
             leftover = self.plan(verified, desired)
             if leftover:
-                raise AgentError(
-                    connection.host,
-                    None,
-                    "NotConverged",
-                    f"{self.kind}: the host does not show the desired state after writing "
-                    f"({'; '.join(c.summary for c in leftover)})",
-                )
+                raise NotConvergedError(connection.host, self.kind, [c.summary for c in leftover])
         except HostError:
             if undo is not None:
                 undo(client, current)
@@ -300,7 +299,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         """
         try:
             stored = self._outs(props, desired, before, before, None)
-            now = self.parse_current(desired, client.call(self.read_ops(desired)))
+            now = self.parse_current(desired, client.read(self.read_plan(desired)))
             changes = self.delete_changes(desired, now, stored)
             ops = [op for change in changes for op in change.ops]
             if ops:
@@ -340,68 +339,7 @@ def _endpoint_host(conn: Mapping[str, Any]) -> str:
     return (urlsplit(endpoint).hostname or "").lower()
 
 
-# --- small validation helpers shared by resources ------------------------------------
-
-
-def get_str(
-    kind: str,
-    props: Mapping[str, Any],
-    key: str,
-    *,
-    default: str | None = None,
-    required: bool = True,
-    allow_empty: bool = False,
-    max_len: int = 4096,
-    prefix: str = "",
-) -> str:
-    """``prefix`` is the path of the object ``props`` is inside (``many_to_one[0].``), so
-    a failure names the exact property, not just ``name``."""
-    value = props.get(key, default)
-    prop = prefix + key
-    if value is None:
-        if required:
-            raise ValidationError(kind, prop, None, "is required")
-        return ""
-    if not isinstance(value, str):
-        raise ValidationError(kind, prop, value, "must be a string")
-    if not allow_empty and required and not value.strip():
-        raise ValidationError(kind, prop, value, "must not be empty")
-    if "\x00" in value:
-        raise ValidationError(kind, prop, value, "must not contain a NUL character")
-    if len(value) > max_len:
-        raise ValidationError(kind, prop, None, f"is longer than {max_len} characters")
-    return value
-
-
-def get_bool(
-    kind: str, props: Mapping[str, Any], key: str, default: bool, prefix: str = ""
-) -> bool:
-    value = props.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ValidationError(kind, prefix + key, value, "must be true or false")
-    return value
-
-
-def get_int(kind: str, props: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = props.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # Pulumi numbers arrive as floats
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValidationError(kind, key, value, f"must be a whole number from {lo} to {hi}")
-    return value
-
-
-def get_list(kind: str, props: Mapping[str, Any], key: str) -> list[Any]:
-    value = props.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list | tuple):
-        raise ValidationError(kind, key, value, "must be a list")
-    return list(value)
+# --- small validation helpers shared by resources (more in framework/inputs.py) -------
 
 
 # Site names: IIS refuses these characters in a site name.
@@ -435,19 +373,17 @@ def validate_app_path(kind: str, value: str, key: str = "path") -> str:
     return value
 
 
-def site_exists(sites: Sequence[Mapping[str, Any]], site: str) -> Mapping[str, Any] | None:
+def site_exists(sites: Sequence[SiteInfo], site: str) -> SiteInfo | None:
     for entry in sites:
-        if entry.get("name") == site:
+        if entry["name"] == site:
             return entry
     return None
 
 
-def require_site(
-    kind: str, connection_host: str, sites: Sequence[Mapping[str, Any]], site: str
-) -> Mapping[str, Any]:
+def require_site(kind: str, connection_host: str, sites: Sequence[SiteInfo], site: str) -> SiteInfo:
     found = site_exists(sites, site)
     if found is None:
-        names = ", ".join(sorted(str(s.get("name")) for s in sites)) or "none"
+        names = ", ".join(sorted(s["name"] for s in sites)) or "none"
         raise ValidationError(
             kind,
             "site",

@@ -13,8 +13,24 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from iis_clientcert.framework.base import Change, IisProvider, require_site, site_exists
+from iis_clientcert.framework.inputs import Input
 from iis_clientcert.host import contract
+from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import SiteInfo
+
+# The inputs both resources have: where the attribute is written.
+SITE = Input("site", "str", "The IIS site's name.", required=True, replace=True)
+PATH = Input(
+    "path",
+    "str",
+    "An application or folder below the site ('/app', '/app/sub'); '' for the site itself.",
+    default="",
+    replace=True,
+)
+
+SITES = ReadKey[contract.SiteListResult]("sites")
+SECTION = ReadKey[contract.ConfigGetResult]("section")
 
 
 @dataclass(frozen=True)
@@ -32,7 +48,7 @@ class AttributeDesired:
 
 @dataclass(frozen=True)
 class AttributeCurrent:
-    sites: list[dict[str, Any]]
+    sites: list[SiteInfo]
     site_found: bool
     local: dict[str, str]  # attributes written at the location (empty if none)
     local_present: bool  # the section element exists at the location
@@ -49,7 +65,6 @@ def _with_attribute(local: Mapping[str, str], attribute: str, value: str) -> dic
 class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent]):
     section: ClassVar[str] = ""
     attribute: ClassVar[str] = ""
-    replace_on = ("site", "path")
     computed = ("location", "prior_present", "prior_value")
 
     def same_value(self, a: str | None, b: str | None) -> bool:
@@ -71,18 +86,20 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
     def resource_id(self, connection: Connection, desired: AttributeDesired) -> str:
         return f"{connection.host}/{desired.location}"
 
-    def read_ops(self, desired: AttributeDesired) -> list[dict[str, Any]]:
-        return [
-            contract.make_op("site.list"),
-            contract.make_op("config.get", section=self.section, location=desired.location),
-        ]
+    def read_plan(self, desired: AttributeDesired) -> ReadPlan:
+        return (
+            ReadPlan()
+            .add(SITES, contract.site_list())
+            .add(SECTION, contract.config_get(self.section, desired.location))
+        )
 
-    def parse_current(self, desired: AttributeDesired, results: list[Any]) -> AttributeCurrent:
-        sites = list(results[0]["sites"])
-        got = results[1]
-        present = bool(got.get("present"))
-        local = dict((got.get("element") or {}).get("attributes", {})) if present else {}
-        effective = (got.get("effective") or {}).get("attributes", {}).get(self.attribute)
+    def parse_current(self, desired: AttributeDesired, reads: Reads) -> AttributeCurrent:
+        sites = reads[SITES]["sites"]
+        got = reads[SECTION]
+        written = got["element"]
+        present = got["present"] and written is not None
+        local = dict(written["attributes"]) if present and written is not None else {}
+        effective = got["effective"]["attributes"].get(self.attribute)
         return AttributeCurrent(
             sites=sites,
             site_found=site_exists(sites, desired.site) is not None,
@@ -95,7 +112,12 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
     def preflight(self, current: AttributeCurrent, desired: AttributeDesired) -> None:
         require_site(self.kind, "the host", current.sites, desired.site)
 
-    def plan(self, current: AttributeCurrent, desired: AttributeDesired) -> list[Change]:
+    def plan(
+        self,
+        current: AttributeCurrent,
+        desired: AttributeDesired,
+        previous: Mapping[str, Any] | None = None,
+    ) -> list[Change]:
         found = current.local_value
         if found is not None and self.same_value(found, desired.value):
             return []
@@ -104,11 +126,10 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
             Change(
                 f"{self.attribute} at {desired.location!r}: {before} -> {desired.value}",
                 [
-                    contract.make_op(
-                        "config.set",
-                        section=self.section,
-                        location=desired.location,
-                        element=_with_attribute(current.local, self.attribute, desired.value),
+                    contract.config_set(
+                        self.section,
+                        desired.location,
+                        _with_attribute(current.local, self.attribute, desired.value),
                     )
                 ],
             )
@@ -157,11 +178,10 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
                 Change(
                     f"put back {self.attribute}={prior!r} at {desired.location!r}",
                     [
-                        contract.make_op(
-                            "config.set",
-                            section=self.section,
-                            location=desired.location,
-                            element=_with_attribute(current.local, self.attribute, str(prior)),
+                        contract.config_set(
+                            self.section,
+                            desired.location,
+                            _with_attribute(current.local, self.attribute, str(prior)),
                         )
                     ],
                 )
@@ -170,13 +190,8 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
             return []
         rest = {k: v for k, v in current.local.items() if k != self.attribute}
         op = (
-            contract.make_op(
-                "config.set",
-                section=self.section,
-                location=desired.location,
-                element=contract.element(rest),
-            )
+            contract.config_set(self.section, desired.location, contract.element(rest))
             if rest
-            else contract.make_op("config.clear", section=self.section, location=desired.location)
+            else contract.config_clear(self.section, desired.location)
         )
         return [Change(f"remove {self.attribute} from {desired.location!r} (inherit again)", [op])]

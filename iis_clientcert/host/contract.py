@@ -30,8 +30,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, Literal, TypedDict, TypeVar
+
+# ContractError lives with the other project errors (one hierarchy).
+from iis_clientcert.errors import ContractError
 
 PROTOCOL_VERSION: Final = 1
 
@@ -84,8 +88,145 @@ def split_stdin(payload: bytes) -> tuple[str, str]:
     text = payload.decode("utf-8")
     cut = text.find(REQUEST_MARKER)
     if cut < 0:
-        raise ValueError("agent payload marker missing")
+        raise ContractError("agent payload marker missing")
     return text[:cut], text[cut + len(REQUEST_MARKER) :]
+
+
+# --- op results ----------------------------------------------------------------------
+# What each op returns, as types: providers read results through them (mypy checks the
+# keys), HostClient checks every result against them (iis_clientcert.host.shapes), and the
+# contract suite checks the real results of the simulator and of a Windows host.
+
+
+class Element(TypedDict):
+    """A config element in the shape of the XML (see the module docstring)."""
+
+    attributes: dict[str, str]
+    children: dict[str, Element]
+    items: list[Element]
+    clear: bool
+
+
+class PasswordPolicy(TypedDict):
+    min_length: int
+    complexity: bool
+
+
+class HostFactsResult(TypedDict):
+    computer_name: str
+    os_caption: str
+    os_build: int
+    iis_version: str  # "" when IIS is not installed
+    web_cert_auth_installed: bool
+    client_auth_trust_mode: int
+    send_trusted_issuer_list: int
+    tls13_enabled: bool
+    password_policy: PasswordPolicy
+
+
+class BindingInfo(TypedDict):
+    protocol: str
+    binding_information: str  # ip:port:host_name
+    ssl_flags: int
+    # The HTTP.sys certificate binding of an https binding; None for other protocols or
+    # when HTTP.sys has none.
+    certificate_hash: str | None
+    certificate_store: str | None
+    client_cert_negotiation: bool
+
+
+class SiteInfo(TypedDict):
+    name: str
+    id: int
+    physical_path: str
+    bindings: list[BindingInfo]
+
+
+class SiteListResult(TypedDict):
+    sites: list[SiteInfo]
+
+
+class ConfigGetResult(TypedDict):
+    present: bool  # the section is written at the location itself
+    element: Element | None  # what is written there (None when not present)
+    effective: Element  # the value in force there (inherited and defaults included)
+
+
+class ChangedResult(TypedDict):
+    changed: bool
+
+
+class BindingSetResult(TypedDict):
+    changed: bool
+    created: bool
+
+
+class CertificateInfo(TypedDict):
+    thumbprint: str  # upper-case hex
+    subject: str
+    issuer: str
+    not_before: str  # ISO 8601, UTC
+    not_after: str
+    has_private_key: bool
+    der_b64: str
+
+
+class CertListResult(TypedDict):
+    certificates: list[CertificateInfo]
+
+
+class CertImportResult(TypedDict):
+    thumbprint: str
+    added: bool
+
+
+class RemovedResult(TypedDict):
+    removed: bool
+
+
+class UserGetResult(TypedDict):
+    exists: bool
+    name: str
+    full_name: str
+    description: str
+    disabled: bool
+    password_never_expires: bool
+    user_cannot_change_password: bool
+    groups: list[str]
+
+
+class UserSetResult(TypedDict):
+    created: bool
+    changed: list[str]  # the properties that changed ([] when created)
+
+
+class VerifyPasswordResult(TypedDict):
+    valid: bool
+    hresult: str | None  # the logon failure, e.g. "0x8007052E"
+
+
+class AceInfo(TypedDict):
+    identity: str
+    rights: str
+    type: Literal["Allow", "Deny"]
+    inherited: bool
+
+
+class AclGetResult(TypedDict):
+    exists: bool
+    aces: list[AceInfo]
+
+
+class LogonResult(TypedDict):
+    kind: Literal["one_to_one", "many_to_one"]
+    key: str  # the certificate blob (one-to-one) or the mapping's name (many-to-one)
+    user_name: str
+    valid: bool
+    hresult: str | None
+
+
+class VerifyLogonsResult(TypedDict):
+    results: list[LogonResult]
 
 
 # --- ops -----------------------------------------------------------------------------
@@ -106,8 +247,9 @@ class OpSpec:
     name: str
     summary: str
     writes: bool
+    # The TypedDict class of the op's result (a type object, checked by shapes.check).
+    result: Any
     args: dict[str, Arg] = field(default_factory=dict)
-    result: str = ""
     # The argument that names what the op touches, for audit logs and error messages.
     target: str | None = None
 
@@ -121,28 +263,20 @@ _OPS: list[OpSpec] = [
         "host.facts",
         "Facts about the host that decide what works.",
         writes=False,
-        result=(
-            "{computer_name, os_caption, os_build: int, iis_version, web_cert_auth_installed: bool,"
-            " client_auth_trust_mode: int, send_trusted_issuer_list: int, tls13_enabled: bool,"
-            " password_policy: {min_length: int, complexity: bool}}"
-        ),
+        result=HostFactsResult,
     ),
     OpSpec(
         "site.list",
         "Sites with their physical path and bindings.",
         writes=False,
-        result=(
-            "{sites: [{name, id: int, physical_path, bindings: [{protocol,"
-            " binding_information, ssl_flags: int, certificate_hash, certificate_store,"
-            " client_cert_negotiation: bool}]}]}"
-        ),
+        result=SiteListResult,
     ),
     OpSpec(
         "config.get",
         "Read a configuration section at a location of applicationHost.config.",
         writes=False,
         args={"section": Arg("str"), "location": Arg("str")},
-        result="{present: bool, element: Element | null, effective: Element}",
+        result=ConfigGetResult,
         target="location",
     ),
     OpSpec(
@@ -155,7 +289,7 @@ _OPS: list[OpSpec] = [
             "element": Arg("dict", secret=True),
             "target": Arg("str", required=False, choices=CONFIG_TARGETS),
         },
-        result="{changed: bool}",
+        result=ChangedResult,
         target="location",
     ),
     OpSpec(
@@ -167,7 +301,7 @@ _OPS: list[OpSpec] = [
             "location": Arg("str"),
             "target": Arg("str", required=False, choices=CONFIG_TARGETS),
         },
-        result="{changed: bool}",
+        result=ChangedResult,
         target="location",
     ),
     OpSpec(
@@ -182,7 +316,7 @@ _OPS: list[OpSpec] = [
             "certificate_store": Arg("str", choices=STORES),
             "client_cert_negotiation": Arg("bool"),
         },
-        result="{changed: bool, created: bool}",
+        result=BindingSetResult,
         target="site",
     ),
     OpSpec(
@@ -190,7 +324,7 @@ _OPS: list[OpSpec] = [
         "Remove a site's https binding and its HTTP.sys certificate binding.",
         writes=True,
         args={"site": Arg("str"), "binding_information": Arg("str")},
-        result="{changed: bool}",
+        result=ChangedResult,
         target="site",
     ),
     OpSpec(
@@ -198,10 +332,7 @@ _OPS: list[OpSpec] = [
         "Certificates in a LocalMachine store.",
         writes=False,
         args={"store": Arg("str", choices=STORES)},
-        result=(
-            "{certificates: [{thumbprint, subject, issuer, not_before, not_after,"
-            " has_private_key: bool, der_b64}]}"
-        ),
+        result=CertListResult,
         target="store",
     ),
     OpSpec(
@@ -215,7 +346,7 @@ _OPS: list[OpSpec] = [
             "pfx_password": Arg("str", required=False, secret=True),
             "exportable": Arg("bool", required=False),
         },
-        result="{thumbprint, added: bool}",
+        result=CertImportResult,
         target="store",
     ),
     OpSpec(
@@ -223,7 +354,7 @@ _OPS: list[OpSpec] = [
         "Remove a certificate (and its key) from a LocalMachine store.",
         writes=True,
         args={"store": Arg("str", choices=STORES), "thumbprint": Arg("str")},
-        result="{removed: bool}",
+        result=RemovedResult,
         target="thumbprint",
     ),
     OpSpec(
@@ -231,10 +362,7 @@ _OPS: list[OpSpec] = [
         "A local account.",
         writes=False,
         args={"name": Arg("str")},
-        result=(
-            "{exists: bool, name, full_name, description, disabled: bool,"
-            " password_never_expires: bool, user_cannot_change_password: bool, groups: [str]}"
-        ),
+        result=UserGetResult,
         target="name",
     ),
     OpSpec(
@@ -250,7 +378,7 @@ _OPS: list[OpSpec] = [
             "password_never_expires": Arg("bool", required=False),
             "user_cannot_change_password": Arg("bool", required=False),
         },
-        result="{created: bool, changed: [str]}",
+        result=UserSetResult,
         target="name",
     ),
     OpSpec(
@@ -258,7 +386,7 @@ _OPS: list[OpSpec] = [
         "Delete a local account.",
         writes=True,
         args={"name": Arg("str")},
-        result="{removed: bool}",
+        result=RemovedResult,
         target="name",
     ),
     OpSpec(
@@ -266,7 +394,7 @@ _OPS: list[OpSpec] = [
         "Whether a password logs the account on (LogonUser); the password is never returned.",
         writes=False,
         args={"name": Arg("str"), "password": Arg("str", secret=True)},
-        result="{valid: bool, hresult: str | null}",
+        result=VerifyPasswordResult,
         target="name",
     ),
     OpSpec(
@@ -274,7 +402,7 @@ _OPS: list[OpSpec] = [
         "Add a local account to a local group.",
         writes=True,
         args={"group": Arg("str"), "member": Arg("str")},
-        result="{changed: bool}",
+        result=ChangedResult,
         target="group",
     ),
     OpSpec(
@@ -282,7 +410,7 @@ _OPS: list[OpSpec] = [
         "Remove a local account from a local group.",
         writes=True,
         args={"group": Arg("str"), "member": Arg("str")},
-        result="{changed: bool}",
+        result=ChangedResult,
         target="group",
     ),
     OpSpec(
@@ -290,7 +418,7 @@ _OPS: list[OpSpec] = [
         "The explicit access rules of a folder.",
         writes=False,
         args={"path": Arg("str")},
-        result="{exists: bool, aces: [{identity, rights, type: Allow|Deny, inherited: bool}]}",
+        result=AclGetResult,
         target="path",
     ),
     OpSpec(
@@ -302,7 +430,7 @@ _OPS: list[OpSpec] = [
             "identity": Arg("str"),
             "rights": Arg("str", choices=FOLDER_RIGHTS),
         },
-        result="{changed: bool}",
+        result=ChangedResult,
         target="path",
     ),
     OpSpec(
@@ -310,7 +438,7 @@ _OPS: list[OpSpec] = [
         "Remove the explicit Allow rules of an identity on a folder.",
         writes=True,
         args={"path": Arg("str"), "identity": Arg("str")},
-        result="{changed: bool}",
+        result=ChangedResult,
         target="path",
     ),
     OpSpec(
@@ -318,7 +446,7 @@ _OPS: list[OpSpec] = [
         "Try the logon of every mapping of a site with its stored (encrypted) password.",
         writes=False,
         args={"site": Arg("str")},
-        result="{results: [{kind: one_to_one|many_to_one, key, user_name, valid: bool, hresult}]}",
+        result=VerifyLogonsResult,
         target="site",
     ),
 ]
@@ -427,10 +555,6 @@ def explain_hresult(hresult: str | int | None) -> WindowsCode | None:
 # --- request / result shape ----------------------------------------------------------
 
 
-class ContractError(ValueError):
-    """A request or result that does not follow the contract."""
-
-
 _JSON_KINDS: Final[dict[str, type | tuple[type, ...]]] = {
     "str": str,
     "int": int,
@@ -441,18 +565,174 @@ _JSON_KINDS: Final[dict[str, type | tuple[type, ...]]] = {
 
 ENCRYPTED_VALUE: Final = re.compile(r"^\[enc:[A-Za-z0-9]+:[^:\]]*:enc\]$")
 
-
-def make_op(op: str, **args: Any) -> dict[str, Any]:
-    """One op of a request, checked against the contract."""
-    entry = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}
-    validate_op(entry)
-    return entry
+R = TypeVar("R")
 
 
-def make_request(ops: list[dict[str, Any]]) -> dict[str, Any]:
-    request = {"version": PROTOCOL_VERSION, "ops": ops}
+@dataclass(frozen=True)
+class Op(Generic[R]):
+    """One op of a request, checked against the contract when made; ``R`` is the type of
+    its result (the op's ``OpSpec.result``). Build ops with the typed functions below
+    (``site_list()``, ``config_get(...)``) or, untyped, with :func:`make_op`."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_op(self.to_json())
+
+    @property
+    def spec(self) -> OpSpec:
+        return OPS[self.name]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.name, "args": dict(self.args)}
+
+
+def make_op(op: str, **args: Any) -> Op[Any]:
+    """One op of a request, checked against the contract (``None`` arguments are left out)."""
+    return Op(op, {k: v for k, v in args.items() if v is not None})
+
+
+def make_request(ops: Sequence[Op[Any]]) -> dict[str, Any]:
+    request = {"version": PROTOCOL_VERSION, "ops": [op.to_json() for op in ops]}
     validate_request(request)
     return request
+
+
+# --- typed op builders: one per op, named after it, its arguments as parameters (a test
+# keeps them in step with OPS) ----------------------------------------------------------
+
+
+def host_facts() -> Op[HostFactsResult]:
+    return make_op("host.facts")
+
+
+def site_list() -> Op[SiteListResult]:
+    return make_op("site.list")
+
+
+def config_get(section: str, location: str) -> Op[ConfigGetResult]:
+    return make_op("config.get", section=section, location=location)
+
+
+def config_set(
+    section: str, location: str, element: Mapping[str, Any], target: str | None = None
+) -> Op[ChangedResult]:
+    return make_op(
+        "config.set", section=section, location=location, element=dict(element), target=target
+    )
+
+
+def config_clear(section: str, location: str, target: str | None = None) -> Op[ChangedResult]:
+    return make_op("config.clear", section=section, location=location, target=target)
+
+
+def binding_set(
+    site: str,
+    binding_information: str,
+    ssl_flags: int,
+    certificate_hash: str,
+    certificate_store: str,
+    client_cert_negotiation: bool,
+) -> Op[BindingSetResult]:
+    return make_op(
+        "binding.set",
+        site=site,
+        binding_information=binding_information,
+        ssl_flags=ssl_flags,
+        certificate_hash=certificate_hash,
+        certificate_store=certificate_store,
+        client_cert_negotiation=client_cert_negotiation,
+    )
+
+
+def binding_remove(site: str, binding_information: str) -> Op[ChangedResult]:
+    return make_op("binding.remove", site=site, binding_information=binding_information)
+
+
+def cert_list(store: str) -> Op[CertListResult]:
+    return make_op("cert.list", store=store)
+
+
+def cert_import(
+    store: str,
+    der_b64: str | None = None,
+    pfx_b64: str | None = None,
+    pfx_password: str | None = None,
+    exportable: bool | None = None,
+) -> Op[CertImportResult]:
+    return make_op(
+        "cert.import",
+        store=store,
+        der_b64=der_b64,
+        pfx_b64=pfx_b64,
+        pfx_password=pfx_password,
+        exportable=exportable,
+    )
+
+
+def cert_remove(store: str, thumbprint: str) -> Op[RemovedResult]:
+    return make_op("cert.remove", store=store, thumbprint=thumbprint)
+
+
+def user_get(name: str) -> Op[UserGetResult]:
+    return make_op("user.get", name=name)
+
+
+def user_set(
+    name: str,
+    password: str | None = None,
+    full_name: str | None = None,
+    description: str | None = None,
+    disabled: bool | None = None,
+    password_never_expires: bool | None = None,
+    user_cannot_change_password: bool | None = None,
+) -> Op[UserSetResult]:
+    return make_op(
+        "user.set",
+        name=name,
+        password=password,
+        full_name=full_name,
+        description=description,
+        disabled=disabled,
+        password_never_expires=password_never_expires,
+        user_cannot_change_password=user_cannot_change_password,
+    )
+
+
+def user_delete(name: str) -> Op[RemovedResult]:
+    return make_op("user.delete", name=name)
+
+
+def user_verify_password(name: str, password: str) -> Op[VerifyPasswordResult]:
+    return make_op("user.verify_password", name=name, password=password)
+
+
+def group_add_member(group: str, member: str) -> Op[ChangedResult]:
+    return make_op("group.add_member", group=group, member=member)
+
+
+def group_remove_member(group: str, member: str) -> Op[ChangedResult]:
+    return make_op("group.remove_member", group=group, member=member)
+
+
+def acl_get(path: str) -> Op[AclGetResult]:
+    return make_op("acl.get", path=path)
+
+
+def acl_grant(path: str, identity: str, rights: str) -> Op[ChangedResult]:
+    return make_op("acl.grant", path=path, identity=identity, rights=rights)
+
+
+def acl_revoke(path: str, identity: str) -> Op[ChangedResult]:
+    return make_op("acl.revoke", path=path, identity=identity)
+
+
+def mapping_verify_logons(site: str) -> Op[VerifyLogonsResult]:
+    return make_op("mapping.verify_logons", site=site)
+
+
+# --- checking requests -----------------------------------------------------------------
 
 
 def validate_op(entry: Any) -> None:

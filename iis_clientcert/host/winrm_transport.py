@@ -39,9 +39,11 @@ from winrm.protocol import Protocol
 from iis_clientcert.errors import (
     AgentProtocolError,
     AuthenticationError,
+    ContractError,
     HostError,
     HostTimeoutError,
     HostUnreachableError,
+    IisClientCertError,
     TlsVerificationError,
     TransportError,
     WSManFaultError,
@@ -76,7 +78,7 @@ class CommandOutput:
 Stage = Literal["open_shell", "run_command", "send", "receive"]
 
 
-class _MappedError(Exception):
+class _MappedError(IisClientCertError):
     """A mapped error plus whether trying again can help."""
 
     def __init__(self, error: HostError, retryable: bool) -> None:
@@ -543,7 +545,7 @@ def run_agent_request(
     output = run_command(conn, payload, read_only=read_only)
     try:
         return contract.parse_result(output.stdout)
-    except contract.ContractError as exc:
+    except ContractError as exc:
         excerpt = scrub(clean_stderr(output.stderr), request_secrets(request, conn))
         if len(excerpt) > STDERR_EXCERPT:
             excerpt = excerpt[:STDERR_EXCERPT] + "..."

@@ -5,7 +5,8 @@
         --transport ntlm --username 'WEB01\\admin' --ca-bundle ca.pem [--site shop] [--json]
 
 The host is read with read-only contract ops in one batch (a second one for per-site
-details when the sites have to be found first). Every check is a pure function from those
+details when the sites have to be found first), each read under a name (ReadKey) and its
+result typed by the contract. Every check is a pure function from those
 results to findings, so each is unit-testable with fake results. A finding says what is
 wrong, what the user sees (the IIS status) and the fix. Nothing secret is ever printed:
 the ops return no passwords, and mapping blobs are shown by subject and thumbprint.
@@ -24,18 +25,27 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar
 
 from cryptography import x509
 
 from iis_clientcert.certs import CertInfo, load_certificate, verify_chain
-from iis_clientcert.errors import AgentError, CertificateError, IisClientCertError
+from iis_clientcert.errors import AgentError, CertificateError, IisClientCertError, UsageError
 from iis_clientcert.host import contract
-from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.client import HostClient, ReadKey, ReadPlan
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import (
+    CertListResult,
+    ConfigGetResult,
+    HostFactsResult,
+    Op,
+    SiteInfo,
+    SiteListResult,
+    VerifyLogonsResult,
+)
 
 Level = Literal["error", "warning", "ok"]
 
@@ -95,29 +105,31 @@ class OpFailure:
     message: str
 
 
-# A contract result (a JSON object), the failure that replaced it, or None (not read).
-Read = dict[str, Any] | OpFailure | None
+R = TypeVar("R")
+
+# A contract result, the failure that replaced it, or None (not read).
+Read: TypeAlias = R | OpFailure | None
 
 
 @dataclass(frozen=True)
 class SiteReads:
     name: str
-    site: dict[str, Any] | None  # the site.list entry; None when the site does not exist
-    ssl: Read = None
-    anonymous: Read = None
-    mapping: Read = None
-    ad_mapping: Read = None
-    logons: Read = None
+    site: SiteInfo | None  # the site.list entry; None when the site does not exist
+    ssl: Read[ConfigGetResult] = None
+    anonymous: Read[ConfigGetResult] = None
+    mapping: Read[ConfigGetResult] = None
+    ad_mapping: Read[ConfigGetResult] = None
+    logons: Read[VerifyLogonsResult] = None
     # config.get of the locked sections in the site's web.config, (section, result), when
     # the contract's config.get can read there (its optional ``target`` argument).
-    webconfig: tuple[tuple[str, Read], ...] = ()
+    webconfig: tuple[tuple[str, Read[ConfigGetResult]], ...] = ()
 
 
 @dataclass(frozen=True)
 class HostReads:
-    facts: Read
-    root: Read
-    ca: Read
+    facts: Read[HostFactsResult]
+    root: Read[CertListResult]
+    ca: Read[CertListResult]
     sites: tuple[SiteReads, ...]
     # Site names chosen by default (https binding) rather than by --site.
     sites_defaulted: bool = True
@@ -127,8 +139,8 @@ class HostReads:
 # --- small readers of contract results -----------------------------------------------
 
 
-def _ok(value: Read) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
+def _ok(value: Read[R]) -> R | None:
+    return None if value is None or isinstance(value, OpFailure) else value
 
 
 def _attr(el: Mapping[str, Any] | None, name: str, default: str = "") -> str:
@@ -142,7 +154,7 @@ def _bool_attr(el: Mapping[str, Any] | None, name: str, default: bool) -> bool:
     return default if raw == "" else raw.strip().lower() == "true"
 
 
-def _effective(value: Read) -> dict[str, Any] | None:
+def _effective(value: Read[ConfigGetResult]) -> Mapping[str, Any] | None:
     got = _ok(value)
     if got is None:
         return None
@@ -178,12 +190,12 @@ def _https_bindings(site: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     ]
 
 
-def _certs(value: Read) -> list[dict[str, Any]]:
-    got = _ok(value)
-    return [c for c in (got or {}).get("certificates", []) if isinstance(c, dict)]
+def _certs(value: Read[CertListResult]) -> list[Mapping[str, Any]]:
+    got: Mapping[str, Any] = _ok(value) or {}
+    return [c for c in got.get("certificates", []) if isinstance(c, dict)]
 
 
-def _load_store(value: Read) -> list[CertInfo]:
+def _load_store(value: Read[CertListResult]) -> list[CertInfo]:
     loaded = []
     for entry in _certs(value):
         try:
@@ -299,7 +311,7 @@ def check_root_store(reads: HostReads) -> list[Finding]:
         return [
             Finding("ok", CHECK_ROOT_STORE, None, "LocalMachine\\Root holds only self-signed roots")
         ]
-    facts = _ok(reads.facts) or {}
+    facts: Mapping[str, Any] = _ok(reads.facts) or {}
     status = "403.7" if int(facts.get("send_trusted_issuer_list", 0) or 0) == 1 else "403.16"
     return [
         Finding(
@@ -423,10 +435,10 @@ def _locked_finding(site_name: str | None, what: str, detail: str) -> Finding:
 
 def check_reads(reads: HostReads) -> list[Finding]:
     """Ops the host refused. A lock violation is the 500.19 case and has its own check."""
-    facts = _ok(reads.facts) or {}
+    facts: Mapping[str, Any] = _ok(reads.facts) or {}
     feature_missing = facts.get("web_cert_auth_installed") is False
     out = []
-    host_reads: list[tuple[str | None, str, Read]] = [
+    host_reads: list[tuple[str | None, str, Read[Any]]] = [
         (None, "host facts", reads.facts),
         (None, "LocalMachine\\Root", reads.root),
         (None, "LocalMachine\\CA", reads.ca),
@@ -837,19 +849,35 @@ class Caller(Protocol):
     @property
     def host(self) -> str: ...
 
-    def call(self, ops: list[dict[str, Any]]) -> list[Any]: ...
+    def call(self, ops: Sequence[Op[Any]]) -> list[Any]: ...
 
 
-def call_tolerant(
-    client: Caller, keyed: Sequence[tuple[Hashable, dict[str, Any]]]
-) -> dict[Hashable, Read]:
+class Gathered:
+    """What a tolerant read found, by name: a result, the OpFailure that replaced it, or
+    None when nothing was read under that name."""
+
+    def __init__(self) -> None:
+        self._found: dict[ReadKey[Any], Any] = {}
+
+    def __getitem__(self, key: ReadKey[R]) -> Read[R]:
+        found: Read[R] = self._found.get(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._found
+
+    def put(self, key: ReadKey[Any], value: Any) -> None:
+        self._found[key] = value
+
+
+def call_tolerant(client: Caller, plan: ReadPlan, into: Gathered | None = None) -> Gathered:
     """Run read-only ops as one batch; an op the agent refuses becomes an OpFailure.
 
     The agent stops at the first failing op: keep what completed, record the failure,
     and send the rest again (read-only, so repeating nothing is harmful).
     """
-    out: dict[Hashable, Read] = {}
-    pending = list(keyed)
+    out = into if into is not None else Gathered()
+    pending = list(zip(plan.keys, plan.ops, strict=True))
     while pending:
         try:
             results = client.call([op for _, op in pending])
@@ -858,32 +886,46 @@ def call_tolerant(
             if index is None or not 0 <= index < len(pending):
                 raise
             for (key, _), result in zip(pending[:index], exc.results, strict=False):
-                out[key] = result
+                out.put(key, result)
             key, op = pending[index]
-            out[key] = OpFailure(str(op["op"]), exc.code, exc.hresult, exc.agent_message)
+            out.put(key, OpFailure(op.name, exc.code, exc.hresult, exc.agent_message))
             pending = pending[index + 1 :]
             continue
-        out.update({key: result for (key, _), result in zip(pending, results, strict=True)})
+        for (key, _), result in zip(pending, results, strict=True):
+            out.put(key, result)
         break
     return out
 
 
-def _site_ops(name: str) -> list[tuple[Hashable, dict[str, Any]]]:
-    get = contract.make_op
-    return [
-        ((name, "ssl"), get("config.get", section=contract.SECTION_SSL, location=name)),
-        ((name, "anonymous"), get("config.get", section=contract.SECTION_ANONYMOUS, location=name)),
-        ((name, "mapping"), get("config.get", section=contract.SECTION_MAPPING, location=name)),
-        (
-            (name, "ad_mapping"),
-            get("config.get", section=contract.SECTION_AD_MAPPING, location=name),
-        ),
-        ((name, "logons"), get("mapping.verify_logons", site=name)),
-        *(
-            ((name, "webconfig", section), get("config.get", **webconfig_args(section, name)))
-            for section in (LOCKED_SECTIONS if reads_webconfig() else ())
-        ),
-    ]
+FACTS: Final = ReadKey[HostFactsResult]("facts")
+SITES: Final = ReadKey[SiteListResult]("sites")
+ROOT: Final = ReadKey[CertListResult]("root")
+CA: Final = ReadKey[CertListResult]("ca")
+
+
+def section_key(site: str, section: str, where: str = "apphost") -> ReadKey[ConfigGetResult]:
+    return ReadKey(f"{site}: {section} ({where})")
+
+
+def logons_key(site: str) -> ReadKey[VerifyLogonsResult]:
+    return ReadKey(f"{site}: logons")
+
+
+def _site_reads(plan: ReadPlan, name: str) -> ReadPlan:
+    for section in (
+        contract.SECTION_SSL,
+        contract.SECTION_ANONYMOUS,
+        contract.SECTION_MAPPING,
+        contract.SECTION_AD_MAPPING,
+    ):
+        plan.add(section_key(name, section), contract.config_get(section, name))
+    plan.add(logons_key(name), contract.mapping_verify_logons(name))
+    for section in LOCKED_SECTIONS if reads_webconfig() else ():
+        plan.add(
+            section_key(name, section, "webconfig"),
+            contract.make_op("config.get", **webconfig_args(section, name)),
+        )
+    return plan
 
 
 def reads_webconfig() -> bool:
@@ -901,19 +943,19 @@ def webconfig_args(section: str, site: str) -> dict[str, Any]:
 
 def gather(client: Caller, site_names: Sequence[str] = ()) -> HostReads:
     """Read the host: one batch when the sites are named, else one more for the sites."""
-    get = contract.make_op
-    keyed: list[tuple[Hashable, dict[str, Any]]] = [
-        ("facts", get("host.facts")),
-        ("sites", get("site.list")),
-        ("root", get("cert.list", store="Root")),
-        ("ca", get("cert.list", store="CA")),
-    ]
+    plan = (
+        ReadPlan()
+        .add(FACTS, contract.host_facts())
+        .add(SITES, contract.site_list())
+        .add(ROOT, contract.cert_list("Root"))
+        .add(CA, contract.cert_list("CA"))
+    )
     for name in site_names:
-        keyed += _site_ops(name)
-    got = call_tolerant(client, keyed)
-    listed = _ok(got.get("sites"))
+        _site_reads(plan, name)
+    got = call_tolerant(client, plan)
+    failure = got[SITES]
+    listed = _ok(failure)
     if listed is None:
-        failure = got.get("sites")
         raise AgentError(
             client.host,
             "site.list",
@@ -921,48 +963,39 @@ def gather(client: Caller, site_names: Sequence[str] = ()) -> HostReads:
             failure.message if isinstance(failure, OpFailure) else "site.list returned nothing",
             failure.hresult if isinstance(failure, OpFailure) else None,
         )
-    by_name = {str(s.get("name")): s for s in listed.get("sites", []) if isinstance(s, dict)}
+    by_name = {s["name"]: s for s in listed["sites"]}
     defaulted = not site_names
     if defaulted:
         site_names = [n for n, s in by_name.items() if _https_bindings(s)]
         if site_names:
-            got.update(call_tolerant(client, [kv for n in site_names for kv in _site_ops(n)]))
-    sites = []
-    for name in site_names:
-        site = by_name.get(name)
-        if site is None:
-            sites.append(SiteReads(name, None))
-            continue
-        sites.append(
-            SiteReads(
-                name,
-                site,
-                ssl=got.get((name, "ssl")),
-                anonymous=got.get((name, "anonymous")),
-                mapping=got.get((name, "mapping")),
-                ad_mapping=got.get((name, "ad_mapping")),
-                logons=got.get((name, "logons")),
-                webconfig=tuple(
-                    (section, got[(name, "webconfig", section)])
-                    for section in LOCKED_SECTIONS
-                    if (name, "webconfig", section) in got
-                ),
-            )
-        )
-    return HostReads(
-        facts=got.get("facts"),
-        root=got.get("root"),
-        ca=got.get("ca"),
-        sites=tuple(sites),
-        sites_defaulted=defaulted,
-    )
+            more = ReadPlan()
+            for name in site_names:
+                _site_reads(more, name)
+            call_tolerant(client, more, into=got)
+    sites = [_site_reads_of(got, name, by_name.get(name)) for name in site_names]
+    facts, root, ca = got[FACTS], got[ROOT], got[CA]
+    return HostReads(facts, root, ca, tuple(sites), sites_defaulted=defaulted)
+
+
+def _site_reads_of(got: Gathered, name: str, site: SiteInfo | None) -> SiteReads:
+    if site is None:
+        return SiteReads(name, None)
+    # One name at a time (not inside the call below: mypy then infers better).
+    ssl = got[section_key(name, contract.SECTION_SSL)]
+    anonymous = got[section_key(name, contract.SECTION_ANONYMOUS)]
+    mapping = got[section_key(name, contract.SECTION_MAPPING)]
+    ad_mapping = got[section_key(name, contract.SECTION_AD_MAPPING)]
+    logons = got[logons_key(name)]
+    webconfig = []
+    for section in LOCKED_SECTIONS:
+        key = section_key(name, section, "webconfig")
+        if key in got:
+            found = got[key]
+            webconfig.append((section, found))
+    return SiteReads(name, site, ssl, anonymous, mapping, ad_mapping, logons, tuple(webconfig))
 
 
 # --- command line ----------------------------------------------------------------------
-
-
-class UsageError(Exception):
-    """Bad command-line settings (exit 2, like a connection that cannot be made)."""
 
 
 def _read_text(path: str, what: str, base: Path | None = None) -> str:
@@ -1111,7 +1144,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             print(f"doctor: cannot check the host ({kind}): {exc}", file=sys.stderr)
         return 2
     findings = run_checks(reads)
-    facts = _ok(reads.facts) or {}
+    facts: Mapping[str, Any] = _ok(reads.facts) or {}
     host = connection.host
     if facts.get("computer_name"):
         os_caption, iis = facts.get("os_caption", "?"), facts.get("iis_version", "?")

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from iis_clientcert.errors import UsageError
+
 __all__ = ["ProbeResult", "probe"]
 
 
@@ -119,9 +121,9 @@ def probe(
     """
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"probe needs an https:// URL, not {url!r}")
+        raise UsageError(f"probe needs an https:// URL, not {url!r}")
     if (client_cert_pem is None) != (client_key_pem is None):
-        raise ValueError("give both client_cert_pem and client_key_pem, or neither")
+        raise UsageError("give both client_cert_pem and client_key_pem, or neither")
     host = parts.hostname
     port = parts.port or 443
     name = server_name or host

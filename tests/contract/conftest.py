@@ -4,6 +4,9 @@ IIS_TEST_CA_BUNDLE, optional IIS_TEST_SITE) is set.
 
 The Windows target changes the host it is given (test users, a test certificate, an https
 binding on port 44300+, config at the test site): point it at a disposable host.
+
+Every result an op returns through ``Target.call`` / ``Target.one`` is checked against the
+type the contract declares for it (``OpSpec.result``), on both targets.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from iis_clientcert.host import winrm_transport
+from iis_clientcert.host import contract, shapes, winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import Op
 from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
 
@@ -44,11 +48,21 @@ class Target:
         """A fresh short name (local account names are limited to 20 characters)."""
         return f"{prefix}{uuid.uuid4().hex[:8]}"
 
-    def call(self, *ops: dict[str, Any]) -> list[Any]:
-        return self.client.call(list(ops))
+    def call(self, *ops: Op[Any]) -> list[Any]:
+        results = self.client.call(list(ops))
+        for op, result in zip(ops, results, strict=True):
+            assert_shape(op.name, result)
+        return results
 
     def one(self, op: str, **args: Any) -> Any:
-        return self.client.call_one(op, **args)
+        result = self.client.call_one(op, **args)
+        assert_shape(op, result)
+        return result
+
+
+def assert_shape(op: str, result: Any) -> None:
+    """The result of ``op`` is what the contract declares (OpSpec.result)."""
+    assert shapes.problems(result, contract.OPS[op].result, op) == []
 
 
 def _windows_connection() -> Connection | None:

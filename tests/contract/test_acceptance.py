@@ -16,7 +16,7 @@ from iis_clientcert.errors import AgentError, AuthenticationError, HostError, Tl
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
-from iis_clientcert.host.contract import SECTION_MAPPING, element, make_op
+from iis_clientcert.host.contract import SECTION_MAPPING, Op, element, make_op
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.serve import Endpoint
@@ -107,7 +107,7 @@ def test_canary_secrets_appear_nowhere(recorded: tuple[Endpoint, list[Any]]) -> 
     ]
     errors: list[str] = []
 
-    def failing(*ops: dict[str, Any]) -> None:
+    def failing(*ops: Op[Any]) -> None:
         with pytest.raises(HostError) as caught:
             client.call(list(ops))
         errors.append(str(caught.value))

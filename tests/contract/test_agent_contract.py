@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from iis_clientcert.errors import AgentError
-from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.host import contract, shapes, winrm_transport
 from iis_clientcert.host.client import agent_script
 from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
@@ -653,3 +653,64 @@ def test_feature_missing(agent_host: Target, client_cert: pki.Issued) -> None:
         )
     finally:
         features.write_text(saved)
+
+
+# --- every op's result has the declared shape -------------------------------------------------
+
+
+def test_every_op_returns_its_declared_result_type(
+    agent_host: Target, server_cert: pki.Issued
+) -> None:
+    """One batch with every op of the contract, sent raw (not through HostClient, which
+    checks results itself): each real result is checked against OpSpec.result."""
+    site, folder = agent_host.site, agent_host.folder
+    name = agent_host.unique("ctshape")
+    facts = agent_host.one("host.facts")
+    pfx = base64.b64encode(server_cert.pfx(OTHER.encode(), legacy=True)).decode()
+    thumb = server_cert.thumbprint
+    info = "*:44302:shape.contract.test"
+    ops: list[contract.Op[Any]] = [
+        contract.host_facts(),
+        contract.site_list(),
+        contract.user_set(name, password=STRONG, description="contract shape"),
+        contract.user_get(name),
+        contract.user_verify_password(name, STRONG),
+        contract.group_add_member("Users", name),
+        contract.group_remove_member("Users", name),
+        contract.acl_grant(folder, name, "Read"),
+        contract.acl_get(folder),
+        contract.acl_revoke(folder, name),
+        contract.cert_import("My", pfx_b64=pfx, pfx_password=OTHER),
+        contract.cert_list("My"),
+        contract.binding_set(site, info, 1, thumb, "My", True),
+        contract.binding_remove(site, info),
+        contract.cert_remove("My", thumb),
+        contract.config_set(SECTION_SSL, site, element({"sslFlags": "Ssl"})),
+        contract.config_get(SECTION_SSL, site),
+        contract.config_clear(SECTION_SSL, site),
+        contract.user_delete(name),
+    ]
+    if facts["web_cert_auth_installed"]:
+        ops.insert(-1, contract.mapping_verify_logons(site))
+    request = contract.make_request(ops)
+    try:
+        result = winrm_transport.run_agent_request(
+            agent_host.client.connection, agent_script(), request
+        )
+    finally:
+        # Whatever the batch got to, leave the host as it was.
+        for cleanup in (
+            contract.binding_remove(site, info),
+            contract.cert_remove("My", thumb),
+            contract.config_clear(SECTION_SSL, site),
+            contract.user_delete(name),
+        ):
+            agent_host.client.call([cleanup])
+    assert result["ok"] is True, result.get("error")
+    assert len(result["results"]) == len(ops)
+    for op, value in zip(ops, result["results"], strict=True):
+        assert shapes.problems(value, op.spec.result, op.name) == []
+    checked = {op.name for op in ops}
+    missing = set(contract.OPS) - checked
+    # mapping.verify_logons needs Web-Cert-Auth (always there on the simulator).
+    assert missing == (set() if facts["web_cert_auth_installed"] else {"mapping.verify_logons"})

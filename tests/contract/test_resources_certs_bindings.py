@@ -20,6 +20,7 @@ from iis_clientcert.errors import ValidationError
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.contract import Op
 from iis_clientcert.providers import https_binding as hb
 from iis_clientcert.providers import server_certificate as sc
 from iis_clientcert.providers import trusted_root as tr
@@ -49,7 +50,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             yield {"connection": connection, "state": Path(endpoint.state_dir)}
 
 
-def _call(sim: dict[str, Any], *ops: dict[str, Any]) -> list[Any]:
+def _call(sim: dict[str, Any], *ops: Op[Any]) -> list[Any]:
     return HostClient(Connection.from_input(sim["connection"])).call(list(ops))
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from iis_clientcert.host import client as host
 from iis_clientcert.host import contract, winrm_transport
-from iis_clientcert.host.contract import element, make_op
+from iis_clientcert.host.contract import Op, element, make_op
 from iis_clientcert.tools import doctor
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
@@ -64,7 +64,7 @@ class Host:
     agent: AgentRunner
     pki: ClientPki
 
-    def ok(self, *ops: dict[str, Any]) -> list[Any]:
+    def ok(self, *ops: Op[Any]) -> list[Any]:
         return self.agent.ok(*ops)
 
     def mapping(self, entries: list[tuple[str, str]], *, enabled: bool = True) -> None:

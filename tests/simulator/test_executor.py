@@ -13,6 +13,7 @@ from iis_clientcert.host.contract import (
     POWERSHELL,
     SECTION_MAPPING,
     SECTION_SSL,
+    Op,
     command_arguments,
     element,
     encode_stdin,
@@ -32,7 +33,7 @@ def host(tmp_path: Path) -> AgentRunner:
     return AgentRunner(tmp_path / "host")
 
 
-def stdin_for(*ops: dict[str, Any]) -> bytes:
+def stdin_for(*ops: Op[Any]) -> bytes:
     return encode_stdin(agent_script(), make_request(list(ops)))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert.host.contract import make_op
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.testing import AgentRunner
 
@@ -88,7 +89,7 @@ def test_bad_certificates(host: AgentRunner, ca: pki.Issued) -> None:
     assert (truncated["code"], truncated["hresult"]) == ("BadCertificate", "0x80093102")
     garbage = host.error("cert.import", store="Root", der_b64=b64(b"not a certificate"))
     assert (garbage["code"], garbage["hresult"]) == ("BadCertificate", "0x8009310B")
-    both = host.run({"op": "cert.import", "args": {"store": "Root"}})
+    both = host.run(make_op("cert.import", store="Root"))
     assert both["error"]["code"] == "BadRequest"
 
 

@@ -18,6 +18,7 @@ from winrm.protocol import Protocol
 from iis_clientcert.host.contract import (
     POWERSHELL,
     SECTION_SSL,
+    Op,
     command_arguments,
     element,
     encode_stdin,
@@ -29,7 +30,7 @@ from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import agent_script, running_simulator
 
 
-def agent_call(endpoint: Endpoint, *ops: dict[str, Any]) -> dict[str, Any]:
+def agent_call(endpoint: Endpoint, *ops: Op[Any]) -> dict[str, Any]:
     protocol = Protocol(
         endpoint.winrm_https_url,
         transport="ssl",

@@ -154,3 +154,29 @@ def test_pfx_import_is_machine_persisted_and_not_exportable_by_default(agent: st
     exportable = agent.index("X509KeyStorageFlags]::Exportable")
     guard = agent.rfind("if ([bool](Get-Arg $A 'exportable' $false))", 0, exportable)
     assert guard != -1 and exportable - guard < 200
+
+
+def _redacted_by_agent(agent: str) -> tuple[set[str], set[str]]:
+    """What Invoke-Request hides from error messages: (string arguments taken as secrets,
+    arguments whose config element's password attributes are)."""
+    tree, source = _parse(agent)
+    body = next(
+        _text(n, source)
+        for n in _walk(tree.root_node)
+        if n.type == "function_statement" and "Invoke-Request" in _text(n, source).split("{")[0]
+    )
+    listed = re.search(r"\$script:Secrets\.Clear\(\)\s+foreach \(\$k in @\(([^)]*)\)\)", body)
+    assert listed, "Invoke-Request no longer lists the secret argument names"
+    strings = set(re.findall(r"'([^']+)'", listed.group(1)))
+    elements = set(re.findall(r"ContainsKey\('([^']+)'\)\)\s*\{\s*Add-ElementSecrets", body))
+    return strings, elements
+
+
+def test_the_agent_redacts_exactly_the_contracts_secret_arguments(agent: str) -> None:
+    # agent.ps1 carries its own list of secret argument names (it cannot import the
+    # contract); it must be the contract's `secret=True` arguments, no more, no fewer.
+    secret = [(name, arg) for spec in contract.OPS.values() for name, arg in spec.args.items()]
+    strings, elements = _redacted_by_agent(agent)
+    assert strings == {name for name, arg in secret if arg.secret and arg.kind == "str"}
+    assert elements == {name for name, arg in secret if arg.secret and arg.kind == "dict"}
+    assert {arg.kind for _, arg in secret if arg.secret} <= {"str", "dict"}

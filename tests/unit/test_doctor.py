@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from iis_clientcert.errors import AgentError
 from iis_clientcert.host import contract
-from iis_clientcert.host.contract import element
+from iis_clientcert.host.contract import Op, element
 from iis_clientcert.tools import doctor
 from iis_clientcert_simulator import pki
 
@@ -490,16 +490,16 @@ class FakeClient:
         self.answers = answers
         self.batches: list[list[str]] = []
 
-    def call(self, ops: list[dict[str, Any]]) -> list[Any]:
+    def call(self, ops: Sequence[Op[Any]]) -> list[Any]:
         contract.make_request(ops)  # the doctor sends only valid, read-only ops
-        assert all(not contract.OPS[op["op"]].writes for op in ops)
-        self.batches.append([op["op"] for op in ops])
+        assert all(not op.spec.writes for op in ops)
+        self.batches.append([op.name for op in ops])
         results: list[Any] = []
         for index, op in enumerate(ops):
-            answer = self.answers(op)
+            answer = self.answers(op.to_json())
             if isinstance(answer, doctor.OpFailure):
                 raise AgentError(
-                    self.host, op["op"], answer.code, answer.message, answer.hresult, index, results
+                    self.host, op.name, answer.code, answer.message, answer.hresult, index, results
                 )
             results.append(answer)
         return results

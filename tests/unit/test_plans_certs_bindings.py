@@ -15,6 +15,7 @@ import pytest
 
 from iis_clientcert.errors import ValidationError
 from iis_clientcert.framework.base import UNKNOWN
+from iis_clientcert.host.client import Reads
 from iis_clientcert.providers import https_binding as hb
 from iis_clientcert.providers import server_certificate as sc
 from iis_clientcert.providers import trusted_root as tr
@@ -31,7 +32,7 @@ PFX_PASSWORD = "Pfx-Pa55word!"
 
 
 def _ops(changes: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(op["op"], op["args"]) for change in changes for op in change.ops]
+    return [(op.name, dict(op.args)) for change in changes for op in change.ops]
 
 
 def _wrap(text: str, width: int = 64) -> str:
@@ -489,7 +490,12 @@ def test_server_certificate_plan(
     desired = sc.validate_inputs({"pfx": _pfx_b64(server_leaf), "password": PFX_PASSWORD})
     current = sc.parse_current(
         server_leaf.thumbprint,
-        [_cert_list(server_leaf.thumbprint if present else None, has_key), _site_list()],
+        Reads(
+            {
+                sc.CERTS: _cert_list(server_leaf.thumbprint if present else None, has_key),
+                sc.SITES: _site_list(),
+            }
+        ),
     )
     changes = sc.plan(current, desired)
     ops = _ops(changes)
@@ -532,7 +538,8 @@ def test_server_certificate_delete(
     provider = sc.ServerCertificateProvider()
     desired = provider.validate({"pfx": _pfx_b64(server_leaf), "password": PFX_PASSWORD})
     current = provider.parse_current(
-        desired, [_cert_list(thumb if present else None), _site_list(*bindings)]
+        desired,
+        Reads({sc.CERTS: _cert_list(thumb if present else None), sc.SITES: _site_list(*bindings)}),
     )
     changes = provider.delete_changes(desired, current, {"adopted": adopted})
     assert [name for name, _ in _ops(changes)] == expected_ops
@@ -756,14 +763,14 @@ def _host(
     site: str = "Default Web Site",
     other: list[dict[str, Any]] | None = None,
     certs: list[dict[str, Any]] | None = None,
-) -> list[Any]:
+) -> Reads:
     sites = [{"name": site, "id": 1, "physical_path": "C:\\inetpub\\wwwroot", "bindings": []}]
     sites[0]["bindings"] = [{"protocol": "http", "binding_information": "*:80:"}] + (bindings or [])
     if other is not None:
         sites.append({"name": "Other", "id": 2, "physical_path": "C:\\other", "bindings": other})
     if certs is None:
         certs = [{"thumbprint": THUMB, "has_private_key": True}]
-    return [{"sites": sites}, {"certificates": certs}]
+    return Reads({hb.SITES: {"sites": sites}, hb.CERTS: {"certificates": certs}})
 
 
 def _set_args(info: str = "*:443:", **over: Any) -> dict[str, Any]:
@@ -840,7 +847,7 @@ OTHER = "FEDCBA9876543210FEDCBA9876543210FEDCBA98"
     ],
 )
 def test_https_binding_plan(
-    overrides: dict[str, Any], host: list[Any], expected: list[tuple[str, dict[str, Any]]]
+    overrides: dict[str, Any], host: Reads, expected: list[tuple[str, dict[str, Any]]]
 ) -> None:
     desired = hb.validate_inputs(_binding_inputs(**overrides))
     current = hb.parse_current(desired, host)
@@ -880,7 +887,7 @@ def test_https_binding_plan_summary_names_the_difference() -> None:
         "taken-by-other-site",
     ],
 )
-def test_https_binding_preflight(host: list[Any], prop: str, expected: str) -> None:
+def test_https_binding_preflight(host: Reads, prop: str, expected: str) -> None:
     desired = hb.validate_inputs(_binding_inputs())
     current = hb.parse_current(desired, host)
     with pytest.raises(ValidationError) as caught:
@@ -929,7 +936,7 @@ PRIOR = {
     ],
 )
 def test_https_binding_delete(
-    host: list[Any], stored: dict[str, Any], expected: list[tuple[str, Any]]
+    host: Reads, stored: dict[str, Any], expected: list[tuple[str, Any]]
 ) -> None:
     provider = hb.HttpsBindingProvider()
     desired = provider.validate(_binding_inputs())

@@ -5,7 +5,7 @@ plan(current, desired) -> the ops a run would send."""
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -37,11 +37,11 @@ CONNECTION = {
     "username": "u",
     "password": "p",
 }
-SITES = [{"name": "shop"}, {"name": "Default Web Site"}]
+SITES: list[Any] = [{"name": "shop"}, {"name": "Default Web Site"}]
 
 
 def _ops(changes: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(op["op"], op["args"]) for change in changes for op in change.ops]
+    return [(op.name, dict(op.args)) for change in changes for op in change.ops]
 
 
 # --- SslSettings ---------------------------------------------------------------------------
@@ -413,8 +413,8 @@ def _mapping_current(
         sites=SITES,
         site_found=True,
         present=element is not None,
-        element=element,
-        logons=logons or [],
+        element=cast(Any, element),
+        logons=cast(Any, logons or []),
         accounts={},
     )
 
@@ -425,8 +425,8 @@ def test_mapping_plan_cases(alice: Issued, ca: Issued) -> None:
     # Absent -> one authoritative write, with passwords, collections cleared.
     (change,) = mapping_plan(_mapping_current(None), desired)
     (op,) = change.ops
-    assert op["op"] == "config.set" and op["args"]["location"] == "shop"
-    written = op["args"]["element"]
+    assert op.name == "config.set" and op.args["location"] == "shop"
+    written = op.args["element"]
     assert written["children"]["oneToOneMappings"]["clear"] is True
     assert (
         written["children"]["oneToOneMappings"]["items"][0]["attributes"]["password"]
