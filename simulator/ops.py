@@ -50,9 +50,7 @@ def _schema_for_write(session: Session, name: str, location: str) -> SectionSche
             f"{schema.path} is managed with site.list and binding.set/remove",
             HR_INVALID_DATA,
         )
-    if schema.path.lower() == SECTION_MAPPING.lower() and not session.feature(
-        "Web-Cert-Auth"
-    ):
+    if schema.path.lower() == SECTION_MAPPING.lower() and not session.feature("Web-Cert-Auth"):
         raise OpError(
             "FeatureMissing",
             f"The configuration section '{schema.path}' is not registered: the Windows feature "

@@ -120,10 +120,10 @@ class HostReads:
     sites: tuple[SiteReads, ...]
     # Site names chosen by default (https binding) rather than by --site.
     sites_defaulted: bool = True
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     # cert.revocation of the CA-store certificates and mapped certificates that name a CRL
     # distribution point (None: none does, or the contract cannot ask).
     revocation: Read = None
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
 # --- small readers of contract results -----------------------------------------------
