@@ -4,8 +4,11 @@ Run through `make demo` (which sets up the venv, the Pulumi CLI and the local en
 environment). Steps:
 1. the first time, a demo PKI in .work/demo-pki (root CA, server certificate as PFX, a
    client certificate mapped one to one, one matched by a many-to-one rule, one from an
-   unknown CA, an expired one);
-2. the IIS simulator in the background (state in .work/sim, WinRM on fixed loopback ports);
+   unknown CA, an expired one); the root's client certificates name its CRL distribution
+   point (DEMO_CRL_URL);
+2. the IIS simulator in the background (state in .work/sim, WinRM on fixed loopback ports),
+   and a fresh CRL of the demo root published where the simulator's host fetches it: IIS
+   checks client-certificate revocation, so without it every client would get 403.13;
 3. `pulumi up` of the dev stack (stacks/Pulumi.dev.yaml);
 4. a TLS connection to the site with each client certificate (and with none), printed as
    a table; exits non-zero when any row differs from what the configuration implies.
@@ -25,8 +28,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from iis_clientcert.tools.probe import ProbeResult, probe
-from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
+from iis_clientcert_simulator.pki import (
+    Issued,
+    PrivateKey,
+    make_ca,
+    make_crl,
+    make_leaf,
+    make_server,
+)
+from iis_clientcert_simulator.state import HostState
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work"
@@ -34,6 +48,10 @@ PKI = WORK / "demo-pki"
 SIM = WORK / "sim"
 STACK = "dev"
 SIM_PORT = int(os.environ.get("IIS_CLIENTCERT_SIM_PORT", "45986"))
+# Where the demo root publishes its CRL (the client certificates name it as their CDP).
+DEMO_CRL_URL = "http://pki.example-corp.test/crl/demo-root-ca.crl"
+# Bumped when the PKI's shape changes, so an older .work/demo-pki is made again.
+PKI_VERSION = "2: client certificates with a CRL distribution point"
 
 
 def say(text: str) -> None:
@@ -78,7 +96,8 @@ def save_pair(issued: Issued, stem: str) -> None:
 
 
 def ensure_pki() -> None:
-    if (PKI / "complete").exists():
+    marker = PKI / "complete"
+    if marker.exists() and marker.read_text().strip() == PKI_VERSION:
         say(f"demo PKI: reusing {PKI.relative_to(REPO)}")
         return
     say(f"demo PKI: creating {PKI.relative_to(REPO)}")
@@ -86,13 +105,16 @@ def ensure_pki() -> None:
     PKI.chmod(0o700)
     root = make_ca("IIS ClientCert Demo Root CA", subject_extra={"O": "Example Corp"})
     write(PKI / "demo-root-ca.pem", root.cert_pem())
+    # Kept (0600) to sign a fresh CRL at every run: a CRL past its nextUpdate is offline.
+    write(PKI / "demo-root-ca.key", root.key_pem(), private=True)
+    cdp = [DEMO_CRL_URL]
     server = make_server(root, "localhost", ip_addresses=("127.0.0.1",))
     pfx_password = pulumi(
         "config", "get", "--path", "passwords.shop/pfx", "-s", STACK, capture=True
     ).strip()
     write(PKI / "shop-server.pfx", server.pfx(pfx_password.encode()), private=True)
-    save_pair(make_leaf(root, "alice", subject_extra={"O": "Example Corp"}), "alice")
-    save_pair(make_leaf(root, "bob", subject_extra={"O": "Partner Ltd"}), "bob")
+    save_pair(make_leaf(root, "alice", subject_extra={"O": "Example Corp"}, crl_urls=cdp), "alice")
+    save_pair(make_leaf(root, "bob", subject_extra={"O": "Partner Ltd"}, crl_urls=cdp), "bob")
     stranger = make_ca("Unknown Demo CA")
     save_pair(make_leaf(stranger, "mallory", subject_extra={"O": "Partner Ltd"}), "mallory")
     now = datetime.now(UTC)
@@ -102,9 +124,22 @@ def ensure_pki() -> None:
         subject_extra={"O": "Partner Ltd"},
         not_before=now - timedelta(days=400),
         not_after=now - timedelta(days=30),
+        crl_urls=cdp,
     )
     save_pair(expired, "carol-expired")
-    (PKI / "complete").write_text("ok\n")
+    marker.write_text(PKI_VERSION + "\n")
+
+
+def publish_crl() -> None:
+    """Sign a fresh (empty) CRL with the demo root and serve it at DEMO_CRL_URL to the
+    simulator's host: HTTP.sys checks client-certificate revocation by default."""
+    cert = x509.load_pem_x509_certificate((PKI / "demo-root-ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((PKI / "demo-root-ca.key").read_bytes(), None)
+    if not isinstance(key, PrivateKey):
+        raise SystemExit("[demo] the demo root key is not EC or RSA")
+    crl = make_crl(Issued(cert, key))
+    HostState(SIM).publish_crl(DEMO_CRL_URL, crl.public_bytes(serialization.Encoding.DER))
+    say(f"demo PKI: CRL of the root published at {DEMO_CRL_URL} (reachable by the host)")
 
 
 def simulator_running() -> bool:
@@ -210,6 +245,7 @@ def up() -> int:
     except subprocess.CalledProcessError:
         pulumi("stack", "init", STACK)
     ensure_pki()
+    publish_crl()
     say("pulumi up -s dev")
     pulumi("up", "--yes", "--skip-preview", "-s", STACK)
     url = site_url("shop")

@@ -32,10 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     endpoint = simulator.start()
     front: HttpsFront | None = None
     try:
-        # --- HTTPS front (simulator/https_front.py): each site's https bindings on loopback,
-        # listed under "sites" in endpoint.json and kept current as bindings change.
+        # --- HTTPS front (simulator/https_front.py): each site's https (and http) bindings
+        # on loopback, listed under "sites" ("http_sites") in endpoint.json and kept current
+        # as bindings change.
         front = start_published(endpoint.state_dir)
-        endpoint = dataclasses.replace(endpoint, sites=front.urls())
+        endpoint = dataclasses.replace(endpoint, sites=front.urls(), http_sites=front.urls("http"))
         # --- end of HTTPS front
         # One line a script can wait for; the password stays in endpoint.json (0600).
         print(json.dumps(endpoint.public()), flush=True)

@@ -25,7 +25,12 @@ from iis_clientcert_simulator.errors import (
 )
 from iis_clientcert_simulator.files import atomic_write
 from iis_clientcert_simulator.machinekey import MachineKey
-from iis_clientcert_simulator.schema import CollectionSchema, ElementSchema, SectionSchema
+from iis_clientcert_simulator.schema import (
+    CollectionSchema,
+    ElementSchema,
+    SectionSchema,
+    section,
+)
 from iis_clientcert_simulator.xmldoc import (
     XmlDocument,
     append_child,
@@ -225,13 +230,54 @@ def build(
             seen.add(item_key)
             el.append(build(item, coll.item, coll.add_element, old.get(item_key), key, item_where))
 
-    for name, sub_data in children.items():
-        sub = schema.children.get(name)
-        if sub is None:
+    for name in children:
+        if name not in schema.children:
             raise _invalid(f"{where}: Unrecognized element '{name}'")
+    # Child elements in the schema's order, as IIS writes them (manyToOneMappings first).
+    for name, sub in schema.children.items():
+        if name not in children:
+            continue
         prev_child = child(previous, name) if previous is not None else None
-        el.append(build(sub_data, sub, name, prev_child, key, f"{where}/{name}"))
+        el.append(build(children[name], sub, name, prev_child, key, f"{where}/{name}"))
     return el
+
+
+def check_entries(coll: CollectionSchema, items: list[etree._Element], where: str) -> None:
+    """IIS's checks of a collection as it loads it: required and well-formed attributes,
+    each isUniqueKey attribute unique on its own (sites: name, and id), the isCombinedKey
+    attributes unique together (bindings: protocol + bindingInformation)."""
+    seen: dict[str, set[str]] = {}
+    combined: set[tuple[str, ...]] = set()
+    combined_attrs = [a for a in coll.item.attributes.values() if a.combined_key]
+    for item in items:
+        values = attrs(item)
+        for attr in coll.item.attributes.values():
+            if attr.required and attr.name not in values:
+                raise _invalid(f"{where}: Missing required attribute '{attr.name}'")
+            if attr.name in values:
+                attr.normalize(values[attr.name], where)
+        for attr in coll.unique_attributes():
+            raw = values.get(attr.name, attr.default or "")
+            folded = raw if attr.case_sensitive else raw.lower()
+            if folded in seen.setdefault(attr.name, set()):
+                raise OpError(
+                    "DuplicateKey",
+                    f"{where}: Cannot add duplicate collection entry of type "
+                    f"'{coll.add_element}' with unique key attribute '{attr.name}' set to "
+                    f"'{_short(raw)}'",
+                    HR_ALREADY_EXISTS,
+                )
+            seen[attr.name].add(folded)
+        if combined_attrs:
+            key = tuple(
+                values.get(a.name, a.default or "")
+                if a.case_sensitive
+                else values.get(a.name, a.default or "").lower()
+                for a in combined_attrs
+            )
+            if key in combined:
+                raise _duplicate(coll, values, where)
+            combined.add(key)
 
 
 # --- the file --------------------------------------------------------------------------
@@ -480,7 +526,26 @@ class Apphost(ConfigFile):
         return sites
 
     def site_elements(self) -> list[etree._Element]:
-        return [c for c in elements(self.sites_element()) if c.tag == "site"]
+        """The sites, checked as IIS checks them when it loads the file: a duplicate site
+        name or id, or a binding without protocol or bindingInformation, fails every read
+        (IIS_schema.xml: sites@name and sites@id are unique keys; binding attributes are
+        required nonEmptyString)."""
+        sites = [c for c in elements(self.sites_element()) if c.tag == "site"]
+        schema = section("system.applicationHost/sites")
+        coll = schema.collection
+        if coll is not None:
+            where = "system.applicationHost/sites"
+            check_entries(coll, sites, where)
+            holder = coll.item.children.get("bindings")
+            binding_coll = holder.collection if holder is not None else None
+            for site in sites:
+                if binding_coll is not None:
+                    check_entries(
+                        binding_coll,
+                        self.bindings(site),
+                        f"{where}/site[@name='{site.get('name', '')}']/bindings",
+                    )
+        return sites
 
     def find_site(self, name: str) -> etree._Element | None:
         for site in self.site_elements():

@@ -1,46 +1,59 @@
-"""The simulator's HTTPS front: each https binding served on loopback with IIS's
+"""The simulator's HTTPS front: each site binding served on loopback with IIS's
 client-certificate semantics, so "does this certificate get in, and as whom?" is testable.
 
 For every ``<binding protocol="https">`` of applicationHost.config that has an HTTP.sys
 SSL binding in httpsys.json, a listener on ``127.0.0.1:<ephemeral port>`` presents the
-bound certificate (and key) from the My store. The state folder is re-read for every
-request, and the set of listeners follows changes to applicationHost.config and
-httpsys.json, so a ``pulumi up`` takes effect without a restart.
+bound certificate (and key) from the My store; every ``<binding protocol="http">`` gets a
+plain listener. The state folder is re-read for every request, and the set of listeners
+follows changes to applicationHost.config and httpsys.json, so a ``pulumi up`` takes
+effect without a restart.
 
 Per request, for the binding's site (location path = site name):
 
+0. Plain http: ``access@sslFlags`` with Ssl128 answers 403.5, with Ssl 403.4 (IIS's
+   "SSL required" substatuses); client certificates play no part (there is no TLS).
 1. The client certificate is asked for in the TLS handshake when the HTTP.sys binding
    negotiates it (``clientcertnegotiation=enable``, or binding sslFlags 128). Otherwise
-   IIS asks after the handshake when ``access@sslFlags`` wants one: on TLS 1.2 that is a
-   renegotiation (emulated here by asking in the handshake, which yields the same
+   IIS asks after the handshake when ``access@sslFlags`` has SslNegotiateCert: on TLS 1.2
+   that is a renegotiation (emulated here by asking in the handshake, which yields the same
    certificate); TLS 1.3 forbids it, so the connection is reset (Windows Server 2022) or
    answered 500 with 0x80070032 (Server 2025, os_build >= 26100).
-2. No certificate and SslRequireCert: 403.7. A certificate is checked with
-   :func:`iis_clientcert.certs.verify_chain` against the Root store (roots) and the CA store
-   (intermediates): a non-self-signed certificate in Root fails every client certificate
-   (KB 2802568; 403.16, or 403.7 when SendTrustedIssuerList=1 because the client then
-   gets a broken issuer list and sends nothing); untrusted: 403.16; expired or not yet
-   valid: 403.17.
-3. ``iisClientCertificateMappingAuthentication`` (only when the Web-Cert-Auth feature is
-   installed): an enabled one-to-one mapping whose ``certificate`` is the exact base64 DER
-   blob, then the enabled many-to-one mappings in order (every rule must match; ``*``
+2. IIS uses a client certificate only when sslFlags has SslNegotiateCert (it is what makes
+   IIS ask HTTP.sys for the certificate); SslRequireCert without it is 403.7 even when the
+   handshake carried one. No certificate and SslRequireCert: 403.7.
+3. Trust, decided by the simulator's own code (trust.py: cryptography's verifier with a
+   Schannel policy, never the product's certificate code) from the chain the client sent
+   plus LocalMachine\\Root, CA and Disallowed: a non-self-signed certificate in Root fails
+   every client certificate (KB 2802568; 403.16 0x800B0109, or 403.7 when
+   SendTrustedIssuerList=1 because the client then gets a broken issuer list and sends
+   nothing); otherwise 403.16 with the chain error (0x800B010A, 0x800B0109, 0x800B0110,
+   0x800B0111...) or 403.17 (0x800B0101) for a certificate outside its validity.
+4. Revocation, on by default in HTTP.sys (``verifyclientcertrevocation``; the HTTP.sys
+   record's ``verify_client_cert_revocation`` false turns it off): each certificate of the
+   chain below the root that names a CRL distribution point needs a current CRL fetched
+   from one (published in DIR/crl, reachable per the host fact ``cdp_reachable``): revoked
+   is 403.13 0x80092010, no CRL 403.13 0x80092013.
+5. ``iisClientCertificateMappingAuthentication`` (only when the Web-Cert-Auth module is in
+   globalModules): an enabled one-to-one mapping whose ``certificate`` is the exact base64
+   DER blob, then the enabled many-to-one mappings in order (every rule must match; ``*``
    wildcards; compareCaseSensitive). The first many-to-one match decides: Deny is 403.12
    (mapper denied access); Allow logs the user on. A logon uses the stored (decrypted)
    password against users.json; a failure is 401.1 with the model's HRESULT (0x8007052E
-   for a wrong name or password).
-4. No mapping matched: anonymous access (``anonymousAuthentication@enabled``) gives 200
+   for a wrong name or password). A stored blob IIS cannot decode is 401.1 with the
+   CryptoAPI code when nothing else matched.
+6. No mapping matched: anonymous access (``anonymousAuthentication@enabled``) gives 200
    as its user (IUSR); otherwise 401.2 (server configuration denies logon).
 
-Not modelled: ClientAuthTrustMode 1/2, revocation (403.13), application-level locations
-(everything is evaluated at the site), plain http bindings.
+Not modelled: ClientAuthTrustMode 1/2, application-level locations (everything is
+evaluated at the site).
 
-The client certificate must reach our chain logic even when OpenSSL would reject it
+The client certificate must reach the trust decision even when OpenSSL would reject it
 (unknown CA, expired). Python 3.11's ``ssl`` has no verify callback, so an accept-all
 callback is installed on the context's ``SSL_CTX`` through ctypes (``_ssl`` keeps an
-existing callback when ``verify_mode`` changes). If that is not possible (not CPython,
-no libssl found), the front falls back to OpenSSL's own checks against Root + CA with
-time checks off; untrusted certificates then fail in the handshake and a warning is
-logged once.
+existing callback when ``verify_mode`` changes); the intermediates the client sent are read
+with ``SSL_get_peer_cert_chain``. If that is not possible (not CPython, no libssl found),
+the front falls back to OpenSSL's own checks against Root + CA with time checks off;
+untrusted certificates then fail in the handshake and a warning is logged once.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
+import datetime as dt
 import fnmatch
 import json
 import logging
@@ -61,7 +75,7 @@ import struct
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -69,15 +83,15 @@ from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
-from iis_clientcert.certs import CertInfo, load_certificate, rdn_value, verify_chain
 from iis_clientcert.host.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
-from iis_clientcert_simulator import schema
+from iis_clientcert_simulator import schema, trust
 from iis_clientcert_simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
-from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, OpError
+from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session
-from iis_clientcert_simulator.stores import b64, load_der, parse_binding_information, sslcert_key
+from iis_clientcert_simulator.stores import parse_binding_information, sslcert_key
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +99,14 @@ LOOPBACK = "127.0.0.1"
 SSL_FLAG_SSL = 8
 SSL_FLAG_NEGOTIATE = 32
 SSL_FLAG_REQUIRE = 64
+SSL_FLAG_128 = 256
 BINDING_SNI = 1
 BINDING_DISABLE_TLS13 = 32
 BINDING_NEGOTIATE_CLIENT_CERT = 128
 WINDOWS_2025_BUILD = 26100
 
-HR_CERT_UNTRUSTED_ROOT = "0x800B0109"
-HR_CERT_EXPIRED = "0x800B0101"
-HR_CERT_SIGNATURE = "0x80096004"
+HR_CERT_UNTRUSTED_ROOT = trust.HR_UNTRUSTED_ROOT
+HR_CERT_SIGNATURE = trust.HR_CERT_SIGNATURE
 HR_NOT_SUPPORTED = "0x80070032"
 
 Auth = Literal["one-to-one", "many-to-one", "anonymous"]
@@ -108,7 +122,7 @@ _HEAD = 2 * ctypes.sizeof(ctypes.c_void_p)
 
 
 def _accept_any(_preverify_ok: int, _store: int | None) -> int:
-    # Trust is decided by verify_chain after the handshake, as IIS decides it per request.
+    # Trust is decided by trust.decide_trust after the handshake, as IIS decides per request.
     return 1
 
 
@@ -141,6 +155,15 @@ def _find_libssl() -> ctypes.CDLL | None:
             lib.SSL_version.restype = ctypes.c_int
             lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
             lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+            # The client's intermediates: libssl's handle also resolves libcrypto's symbols.
+            lib.SSL_get_peer_cert_chain.argtypes = [ctypes.c_void_p]
+            lib.SSL_get_peer_cert_chain.restype = ctypes.c_void_p
+            lib.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
+            lib.OPENSSL_sk_num.restype = ctypes.c_int
+            lib.OPENSSL_sk_value.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            lib.OPENSSL_sk_value.restype = ctypes.c_void_p
+            lib.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+            lib.i2d_X509.restype = ctypes.c_int
         except (OSError, AttributeError):
             continue
         return lib
@@ -182,20 +205,49 @@ def _accept_all_client_certs(ctx: ssl.SSLContext) -> bool:
     return True
 
 
-def _ask_on_tls12(ssl_object: Any, _server_name: str | None, ctx: ssl.SSLContext) -> None:
-    """SNI callback (runs after version selection): on TLS 1.2 ask for the certificate in
-    the handshake, standing in for IIS's renegotiation; TLS 1.3 gets no request."""
+def _ssl_pointer(ssl_object: Any, ctx: ssl.SSLContext) -> int | None:
+    """The SSL* of a connection made with one of our contexts (None if it cannot be found)."""
     inner = getattr(ssl_object, "_sslobj", ssl_object)
     ctx_ptr = _CTX_POINTERS.get(id(ctx))
     if _LIBSSL is None or inner is None or ctx_ptr is None:
-        return
+        return None
     # PySSLSocket: PyObject_HEAD, the owner weakref, then SSL*; confirmed via its SSL_CTX.
     pointer = ctypes.c_void_p.from_address(id(inner) + _HEAD + ctypes.sizeof(ctypes.c_void_p))
     ssl_ptr = pointer.value
     if not ssl_ptr or _LIBSSL.SSL_get_SSL_CTX(ssl_ptr) != ctx_ptr:
-        return
-    if _LIBSSL.SSL_version(ssl_ptr) == 0x0303:
+        return None
+    return int(ssl_ptr)
+
+
+def _ask_on_tls12(ssl_object: Any, _server_name: str | None, ctx: ssl.SSLContext) -> None:
+    """SNI callback (runs after version selection): on TLS 1.2 ask for the certificate in
+    the handshake, standing in for IIS's renegotiation; TLS 1.3 gets no request."""
+    ssl_ptr = _ssl_pointer(ssl_object, ctx)
+    if _LIBSSL is not None and ssl_ptr is not None and _LIBSSL.SSL_version(ssl_ptr) == 0x0303:
         _LIBSSL.SSL_set_verify(ssl_ptr, _SSL_VERIFY_PEER, _ACCEPT_ANY)
+
+
+def peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """DER of the certificates the client sent after its own (its intermediates, maybe
+    its root): Schannel builds the chain with them. On the server side OpenSSL's list does
+    not hold the client's own certificate."""
+    ssl_ptr = _ssl_pointer(tls, tls.context)
+    if _LIBSSL is None or ssl_ptr is None:
+        return []
+    stack = _LIBSSL.SSL_get_peer_cert_chain(ssl_ptr)
+    if not stack:
+        return []
+    out: list[bytes] = []
+    for index in range(_LIBSSL.OPENSSL_sk_num(stack)):
+        cert = _LIBSSL.OPENSSL_sk_value(stack, index)
+        size = _LIBSSL.i2d_X509(cert, None) if cert else 0
+        if size <= 0:
+            continue
+        buffer = ctypes.create_string_buffer(size)
+        cursor = ctypes.c_void_p(ctypes.addressof(buffer))
+        if _LIBSSL.i2d_X509(cert, ctypes.byref(cursor)) == size:
+            out.append(buffer.raw)
+    return out
 
 
 # --- the state, as one request sees it ---------------------------------------------------
@@ -204,15 +256,23 @@ def _ask_on_tls12(ssl_object: Any, _server_name: str | None, ctx: ssl.SSLContext
 @dataclass(frozen=True)
 class Binding:
     site: str
+    protocol: str  # "https" | "http"
     binding_information: str
     ssl_flags: int
-    certificate_hash: str
-    certificate_store: str
-    client_cert_negotiation: bool
+    certificate_hash: str = ""
+    certificate_store: str = "My"
+    client_cert_negotiation: bool = False
+    # netsh http add sslcert verifyclientcertrevocation: enabled unless the HTTP.sys record
+    # says otherwise (Microsoft: "add sslcert"; KB 294305).
+    verify_client_cert_revocation: bool = True
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.site.lower(), self.binding_information.lower()
+    def key(self) -> tuple[str, str, str]:
+        return self.site.lower(), self.protocol, self.binding_information.lower()
+
+    @property
+    def secure(self) -> bool:
+        return self.protocol == "https"
 
 
 @dataclass(frozen=True)
@@ -256,15 +316,20 @@ class SiteView:
     many_to_one_enabled: bool
     one_to_one: tuple[OneToOne, ...]
     many_to_one: tuple[ManyToOne, ...]
-    roots: tuple[CertInfo, ...]
-    intermediates: tuple[CertInfo, ...]
+    roots: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...]
+    disallowed: tuple[x509.Certificate, ...]
     non_self_signed_roots: tuple[str, ...]
     send_trusted_issuer_list: bool
     users: dict[str, Any] = field(repr=False)
+    crls: dict[str, bytes] = field(default_factory=dict, repr=False)
+    cdp_reachable: dict[str, bool] = field(default_factory=dict)
 
     @property
-    def wants_cert(self) -> bool:
-        return bool(self.ssl_flags & (SSL_FLAG_NEGOTIATE | SSL_FLAG_REQUIRE))
+    def negotiates_cert(self) -> bool:
+        # Only SslNegotiateCert makes IIS ask for (and so use) a client certificate
+        # (Microsoft: "Access <access>" sslFlags; "SslRequireCert alone gives 403.7").
+        return bool(self.ssl_flags & SSL_FLAG_NEGOTIATE)
 
     @property
     def requires_cert(self) -> bool:
@@ -286,47 +351,52 @@ def _flags(value: str) -> int:
     return total
 
 
-def _store_infos(session: Session, store: str) -> list[CertInfo]:
-    out: list[CertInfo] = []
-    for entry in session.stores.list(store):
-        with contextlib.suppress(ValueError, OpError):
-            out.append(load_certificate(base64.b64decode(entry["der_b64"])))
-    return out
+def _https_binding(site: str, b: Any, httpsys: Any) -> Binding | None:
+    info = str(b.get("bindingInformation", ""))
+    try:
+        flags = int(str(b.get("sslFlags", "0")) or "0")
+        key = sslcert_key(info, flags)
+        ip, port, _host = parse_binding_information(info, flags)
+    except (OpError, ValueError):
+        return None
+    entry = httpsys.get(key)
+    wildcard = ("*", "0.0.0.0")  # noqa: S104 - binding text, not a socket address
+    if entry is None and not flags & BINDING_SNI and ip not in wildcard:
+        # HTTP.sys falls back to the 0.0.0.0 entry of the port.
+        entry = httpsys.get(f"ipport=0.0.0.0:{port}")
+    if entry is None:
+        return None  # no HTTP.sys SSL binding: nothing can serve it
+    return Binding(
+        site=site,
+        protocol="https",
+        binding_information=info,
+        ssl_flags=flags,
+        certificate_hash=str(entry.get("certificate_hash", "")).upper(),
+        certificate_store=str(entry.get("certificate_store", "My")),
+        client_cert_negotiation=bool(entry.get("client_cert_negotiation"))
+        or bool(flags & BINDING_NEGOTIATE_CLIENT_CERT),
+        verify_client_cert_revocation=_bool(entry.get("verify_client_cert_revocation"), True),
+    )
 
 
 def read_bindings(session: Session) -> list[Binding]:
-    """https bindings with their HTTP.sys SSL binding (those without one cannot serve)."""
+    """The site bindings the front serves: https ones with their HTTP.sys SSL binding (those
+    without one cannot serve), and http ones."""
     out: list[Binding] = []
     httpsys = session.httpsys
     for site in session.apphost.site_elements():
+        name = str(site.get("name", ""))
         for b in session.apphost.bindings(site):
-            if str(b.get("protocol", "")).lower() != "https":
-                continue
-            info = str(b.get("bindingInformation", ""))
-            try:
-                flags = int(str(b.get("sslFlags", "0")) or "0")
-                key = sslcert_key(info, flags)
-                ip, port, _host = parse_binding_information(info, flags)
-            except (OpError, ValueError):
-                continue
-            entry = httpsys.get(key)
-            wildcard = ("*", "0.0.0.0")  # noqa: S104 - binding text, not a socket address
-            if entry is None and not flags & BINDING_SNI and ip not in wildcard:
-                # HTTP.sys falls back to the 0.0.0.0 entry of the port.
-                entry = httpsys.get(f"ipport=0.0.0.0:{port}")
-            if entry is None:
-                continue
-            out.append(
-                Binding(
-                    site=str(site.get("name", "")),
-                    binding_information=info,
-                    ssl_flags=flags,
-                    certificate_hash=str(entry.get("certificate_hash", "")).upper(),
-                    certificate_store=str(entry.get("certificate_store", "My")),
-                    client_cert_negotiation=bool(entry.get("client_cert_negotiation"))
-                    or bool(flags & BINDING_NEGOTIATE_CLIENT_CERT),
-                )
-            )
+            protocol = str(b.get("protocol", "")).lower()
+            if protocol == "https":
+                found = _https_binding(name, b, httpsys)
+                if found is not None:
+                    out.append(found)
+            elif protocol == "http":
+                info = str(b.get("bindingInformation", ""))
+                with contextlib.suppress(OpError, ValueError):
+                    parse_binding_information(info, 0)
+                    out.append(Binding(name, "http", info, 0))
     return out
 
 
@@ -372,7 +442,7 @@ def read_site(session: Session, site: str) -> SiteView:
         )
         for item in mapping["children"].get("manyToOneMappings", {}).get("items", [])
     )
-    roots = _store_infos(session, "Root")
+    roots = session.stores.certificates("Root")
     return SiteView(
         site=site,
         computer=session.computer,
@@ -380,17 +450,20 @@ def read_site(session: Session, site: str) -> SiteView:
         anonymous_enabled=_bool(anon.get("enabled"), True),
         anonymous_user=str(anon.get("userName", "IUSR")),
         anonymous_password=_decrypt(session, anon.get("password")),
-        mapping_enabled=_bool(attrs.get("enabled"), False)
-        and session.state.feature("Web-Cert-Auth"),
+        mapping_enabled=_bool(attrs.get("enabled"), False) and session.feature("Web-Cert-Auth"),
         one_to_one_enabled=_bool(attrs.get("oneToOneCertificateMappingsEnabled"), True),
         many_to_one_enabled=_bool(attrs.get("manyToOneCertificateMappingsEnabled"), True),
         one_to_one=one_to_one,
         many_to_one=many_to_one,
         roots=tuple(roots),
-        intermediates=tuple(_store_infos(session, "CA")),
-        non_self_signed_roots=tuple(r.thumbprint for r in roots if not r.self_signed),
+        intermediates=tuple(session.stores.certificates("CA")),
+        disallowed=tuple(session.stores.certificates("Disallowed")),
+        # The seed's check (Issuer -ne Subject): KB 2802568.
+        non_self_signed_roots=tuple(trust.thumbprint(r) for r in roots if r.issuer != r.subject),
         send_trusted_issuer_list=int(session.facts.get("send_trusted_issuer_list", 0)) == 1,
         users=json.loads(json.dumps(session.accounts.data)),  # a private copy for logons
+        crls=session.state.published_crls(),
+        cdp_reachable=session.state.cdp_reachable(),
     )
 
 
@@ -406,7 +479,7 @@ class Decision:
     hresult: str | None = None
     detail: str = ""
 
-    def body(self, site: str, certificate: CertInfo | None, tls: str | None) -> dict[str, Any]:
+    def body(self, site: str, certificate: str | None, tls: str | None) -> dict[str, Any]:
         return {
             "status": self.status,
             "substatus": self.substatus,
@@ -414,19 +487,41 @@ class Decision:
             "auth": self.auth,
             "hresult": self.hresult,
             "site": site,
-            "certificate": certificate.thumbprint if certificate is not None else None,
+            "certificate": certificate,
             "tls": tls,
             "detail": self.detail,
         }
 
 
-def _rule_matches(rule: Rule, cert: CertInfo) -> bool:
-    try:
-        values = rdn_value(cert, rule.field, rule.sub_field)
-    except ValueError:
-        return False
+# IIS's names for the RDNs a many-to-one rule can name (and the spellings IIS Manager
+# accepts for them), read from the certificate by the simulator itself.
+_SUB_FIELDS: dict[str, x509.ObjectIdentifier] = {
+    "CN": NameOID.COMMON_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "C": NameOID.COUNTRY_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "S": NameOID.STATE_OR_PROVINCE_NAME,
+    "E": NameOID.EMAIL_ADDRESS,
+}
+_SUB_FIELD_ALIASES = {"ST": "S", "EMAILADDRESS": "E", "EMAIL": "E"}
+
+
+def _rdn_values(cert: x509.Certificate, field_name: str, sub_field: str) -> list[str]:
+    which = field_name.strip().lower()
+    if which not in ("subject", "issuer"):
+        return []
+    name = cert.subject if which == "subject" else cert.issuer
+    sub = sub_field.strip().upper()
+    oid = _SUB_FIELDS.get(_SUB_FIELD_ALIASES.get(sub, sub))
+    if oid is None:
+        return []
+    return [str(a.value) for a in name.get_attributes_for_oid(oid)]
+
+
+def _rule_matches(rule: Rule, cert: x509.Certificate) -> bool:
     pattern = rule.criteria
-    for value in values:
+    for value in _rdn_values(cert, rule.field, rule.sub_field):
         if rule.case_sensitive:
             if fnmatch.fnmatchcase(value, pattern):
                 return True
@@ -440,12 +535,51 @@ def _wildcard_only(pattern: str) -> str:
     return re.sub(r"([?\[\]])", r"[\1]", pattern)
 
 
-def _blob_problem(blob: str) -> str | None:
-    """The HRESULT IIS reports for a stored blob that is not a DER certificate, else None."""
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]*")
+
+
+def _der_total(data: bytes) -> int | None:
+    """Length of the outer DER element from its header; None if the header is cut short."""
+    if len(data) < 2:
+        return None
+    first = data[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 4 or len(data) < 2 + count:
+        return None if len(data) < 2 + count else -1
+    return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+
+
+def blob_problem(blob: str) -> str | None:
+    """The CryptoAPI code IIS reports for a stored one-to-one blob it cannot decode, or None.
+
+    The blob is decoded as stored, nothing cleaned up (FACTS, "IIS configuration": a
+    truncated or badly joined blob is 401.1 with 0x80093102, the "bad tag" variant
+    0x8009310B): decoding stops at the first character that is not base64 (a line break or
+    a space left by a copy-paste), so what decodes is the start of the DER. A DER element
+    longer than the data is CRYPT_E_ASN1_EOD (cut short); data that does not start with a
+    SEQUENCE tag (PEM armour, garbage) or is not a certificate is CRYPT_E_ASN1_BADTAG.
+    """
+    run = _BASE64_RUN.match(blob)
+    text = run.group(0) if run else ""
+    whole = text[: len(text) // 4 * 4]
+    rest = text[len(whole) :]
+    data = base64.b64decode(whole)
+    if len(rest) >= 2:
+        data += base64.b64decode(rest + "=" * (4 - len(rest)))
+    bad_tag, eod = f"0x{HR_ASN1_BADTAG & 0xFFFFFFFF:08X}", f"0x{HR_ASN1_EOD & 0xFFFFFFFF:08X}"
+    if data[:1] != b"\x30":
+        return bad_tag
+    total = _der_total(data)
+    if total is None or total > len(data):
+        return eod
+    if total < 0:
+        return bad_tag
     try:
-        load_der(b64(blob, "certificate"))
-    except OpError as exc:
-        return f"0x{(exc.hresult or HR_ASN1_BADTAG) & 0xFFFFFFFF:08X}"
+        x509.load_der_x509_certificate(data[:total])
+    except ValueError:
+        return bad_tag
     return None
 
 
@@ -475,15 +609,42 @@ def _anonymous(view: SiteView) -> Decision:
     return Decision(200, 0, who, "anonymous")
 
 
-def decide(view: SiteView, cert_der: bytes | None) -> Decision:
-    """IIS's answer for a request to ``view.site`` with this client certificate."""
-    cert: CertInfo | None = None
-    if cert_der is not None and view.wants_cert:
+def _load_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
+    out: list[x509.Certificate] = []
+    for data in ders:
+        with contextlib.suppress(ValueError):
+            out.append(x509.load_der_x509_certificate(data))
+    return out
+
+
+def decide(
+    view: SiteView,
+    cert_der: bytes | None,
+    sent: Sequence[bytes] = (),
+    *,
+    secure: bool = True,
+    check_revocation: bool = True,
+    at: dt.datetime | None = None,
+) -> Decision:
+    """IIS's answer for a request to ``view.site`` with this client certificate (and the
+    intermediates the client sent), over https (``secure``) or plain http."""
+    if not secure:
+        # IIS's SSL check on a plain request: Ssl128 is 403.5, Ssl 403.4 (Microsoft: "The
+        # HTTP status code in IIS"); with no TLS there is no client certificate at all.
+        if view.ssl_flags & SSL_FLAG_128:
+            return Decision(403, 5, detail="the site requires SSL with a 128-bit key (Ssl128)")
+        if view.ssl_flags & SSL_FLAG_SSL:
+            return Decision(403, 4, detail="the site requires SSL (sslFlags Ssl)")
+        return _anonymous(view)
+    if not view.negotiates_cert:
+        cert_der = None  # IIS never asks HTTP.sys for it: whatever the handshake carried
+    cert: x509.Certificate | None = None
+    if cert_der is not None:
         if view.non_self_signed_roots and view.send_trusted_issuer_list:
             cert_der = None  # the broken issuer list makes clients send nothing
         else:
             try:
-                cert = load_certificate(cert_der)
+                cert = x509.load_der_x509_certificate(cert_der)
             except ValueError as exc:
                 return Decision(403, 16, hresult=HR_CERT_SIGNATURE, detail=str(exc))
     if cert is None:
@@ -499,28 +660,32 @@ def decide(view: SiteView, cert_der: bytes | None) -> Decision:
             detail="LocalMachine\\Root holds non-self-signed certificates "
             f"({', '.join(view.non_self_signed_roots)}); see KB 2802568",
         )
-    chain = verify_chain(cert, view.roots, view.intermediates)
-    if chain.status in ("expired", "not_yet_valid"):
-        return Decision(403, 17, hresult=HR_CERT_EXPIRED, detail=chain.message)
-    if chain.status == "bad_signature":
-        return Decision(403, 16, hresult=HR_CERT_SIGNATURE, detail=chain.message)
-    if not chain.ok:
-        return Decision(403, 16, hresult=HR_CERT_UNTRUSTED_ROOT, detail=chain.message)
+    verdict = trust.decide_trust(
+        cert, _load_chain(sent), view.roots, view.intermediates, view.disallowed, at=at
+    )
+    if not verdict.ok:
+        return Decision(403, verdict.substatus, hresult=verdict.hresult, detail=verdict.detail)
+    if check_revocation:
+        fetch = trust.crl_fetcher(view.crls, view.cdp_reachable)
+        revoked = trust.check_revocation(verdict.path, fetch, at)
+        if not revoked.ok:
+            return Decision(403, 13, hresult=revoked.hresult, detail=revoked.detail)
 
     if view.mapping_enabled:
         broken: str | None = None
+        presented = trust.blob(cert)
         if view.one_to_one_enabled:
             for one in view.one_to_one:
                 if not one.enabled:
                     continue
-                if one.certificate == cert.blob:
+                if one.certificate == presented:
                     who, hresult = _logon(view, one.user_name, one.password)
                     if who is None:
                         return Decision(
                             401, 1, None, None, hresult, "the mapped user cannot log on"
                         )
                     return Decision(200, 0, who, "one-to-one")
-                broken = broken or _blob_problem(one.certificate)
+                broken = broken or blob_problem(one.certificate)
         if view.many_to_one_enabled:
             for many in view.many_to_one:
                 if not many.enabled:
@@ -657,7 +822,7 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     front: HttpsFront
-    binding_key: tuple[str, str]
+    binding_key: tuple[str, str, str]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Failed handshakes and resets are answers here, not server errors.
@@ -678,10 +843,14 @@ class _Handler(BaseHTTPRequestHandler):
     reset_after_request = False
     tls13_failure = False
     client_der: bytes | None = None
+    client_chain: tuple[bytes, ...] = ()
 
     def setup(self) -> None:
         front = self.server.front
         self.request.settimeout(self.timeout)
+        if self.server.binding_key[1] == "http":
+            super().setup()  # plain http: no TLS, no client certificate
+            return
         plan = front.plan_connection(self.server.binding_key)
         if plan is None:
             self._reset(self.request)
@@ -695,6 +864,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.request = self.connection = self.tls
         version = self.tls.version()
         self.client_der = self.tls.getpeercert(binary_form=True)
+        if self.client_der is not None:
+            self.client_chain = tuple(c for c in peer_chain(self.tls) if c != self.client_der)
         if mode == "after" and version == "TLSv1.3" and self.client_der is None:
             # IIS would renegotiate for the certificate; TLS 1.3 forbids that.
             self.tls13_failure = True
@@ -733,14 +904,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, send_body: bool) -> None:
         front = self.server.front
         tls = self.tls.version() if self.tls is not None else None
-        result = front.answer(self.server.binding_key, self.client_der, self.tls13_failure)
+        result = front.answer(
+            self.server.binding_key, self.client_der, self.tls13_failure, self.client_chain
+        )
         if result is None:  # Windows Server 2022: the connection is reset
             self.close_connection = True
             if self.tls is not None:
                 self._reset(self.tls)
             return
-        site, decision, cert = result
-        body = json.dumps(decision.body(site, cert, tls)).encode("utf-8")
+        site, decision, thumb = result
+        body = json.dumps(decision.body(site, thumb, tls)).encode("utf-8")
         self.send_response(decision.status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -765,14 +938,15 @@ class _Listener:
 
     @property
     def url(self) -> str:
-        return f"https://{LOOPBACK}:{self.server.server_address[1]}/"
+        return f"{self.binding.protocol}://{LOOPBACK}:{self.server.server_address[1]}/"
 
 
 class HttpsFront:
-    """Serves every https binding of the state folder on loopback (see the module docstring).
+    """Serves every https and http binding of the state folder on loopback (see the module
+    docstring).
 
-    ``on_change`` is called with :meth:`urls` whenever the set of listeners changes (the
-    serve command uses it to keep endpoint.json's ``sites`` current).
+    ``on_change`` is called with :meth:`urls` (the https ones) whenever the set of listeners
+    changes (the serve command uses it to keep endpoint.json's ``sites`` current).
     """
 
     def __init__(
@@ -786,7 +960,7 @@ class HttpsFront:
         self.poll_interval = poll_interval
         self.on_change = on_change
         self._lock = threading.RLock()
-        self._listeners: dict[tuple[str, str], _Listener] = {}
+        self._listeners: dict[tuple[str, str, str], _Listener] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -829,12 +1003,14 @@ class HttpsFront:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def urls(self) -> dict[str, list[str]]:
-        """{site name: ["https://127.0.0.1:<port>/", ...]}, one URL per served binding."""
+    def urls(self, protocol: str = "https") -> dict[str, list[str]]:
+        """{site name: ["https://127.0.0.1:<port>/", ...]}, one URL per served binding of
+        ``protocol`` ("https", or "http" for the plain bindings)."""
         with self._lock:
             out: dict[str, list[str]] = {}
             for listener in self._listeners.values():
-                out.setdefault(listener.binding.site, []).append(listener.url)
+                if listener.binding.protocol == protocol:
+                    out.setdefault(listener.binding.site, []).append(listener.url)
             return {site: sorted(urls) for site, urls in sorted(out.items())}
 
     def bindings(self) -> dict[str, Binding]:
@@ -867,7 +1043,7 @@ class HttpsFront:
         with self._lock:
             self._stamp = self._files_stamp()
             if not self.state.apphost.exists():
-                wanted: dict[tuple[str, str], Binding] = {}
+                wanted: dict[tuple[str, str, str], Binding] = {}
             else:
                 with self.state.locked():
                     wanted = {b.key: b for b in read_bindings(Session(self.state))}
@@ -895,13 +1071,14 @@ class HttpsFront:
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.2},
-            name=f"https-front {binding.site} {binding.binding_information}",
+            name=f"front {binding.protocol} {binding.site} {binding.binding_information}",
             daemon=True,
         )
         thread.start()
         log.info(
-            "serving %s (%s) on %s",
+            "serving %s (%s %s) on %s",
             binding.site,
+            binding.protocol,
             binding.binding_information,
             server.server_address,
         )
@@ -915,12 +1092,12 @@ class HttpsFront:
 
     # --- per connection / request -------------------------------------------------------
 
-    def _binding(self, key: tuple[str, str]) -> Binding | None:
+    def _binding(self, key: tuple[str, str, str]) -> Binding | None:
         with self._lock:
             listener = self._listeners.get(key)
             return listener.binding if listener is not None else None
 
-    def plan_connection(self, key: tuple[str, str]) -> tuple[ssl.SSLContext, CertMode] | None:
+    def plan_connection(self, key: tuple[str, str, str]) -> tuple[ssl.SSLContext, CertMode] | None:
         """The TLS context for a new connection, from the state as it is now."""
         binding = self._binding(key)
         contexts = self._contexts
@@ -936,7 +1113,8 @@ class HttpsFront:
         tls13 = bool(facts.get("tls13_enabled", True)) and not (
             fresh.ssl_flags & BINDING_DISABLE_TLS13
         )
-        wants = bool(view_flags & (SSL_FLAG_NEGOTIATE | SSL_FLAG_REQUIRE))
+        # IIS asks for a certificate after the handshake only for SslNegotiateCert.
+        wants = bool(view_flags & SSL_FLAG_NEGOTIATE)
         mode: CertMode = (
             "handshake" if fresh.client_cert_negotiation else ("after" if wants else "none")
         )
@@ -944,17 +1122,24 @@ class HttpsFront:
         return None if ctx is None else (ctx, mode)
 
     def answer(
-        self, key: tuple[str, str], cert_der: bytes | None, tls13_failure: bool
-    ) -> tuple[str, Decision, CertInfo | None] | None:
-        """IIS's answer to one request; None means "reset the connection"."""
+        self,
+        key: tuple[str, str, str],
+        cert_der: bytes | None,
+        tls13_failure: bool,
+        chain: Sequence[bytes] = (),
+    ) -> tuple[str, Decision, str | None] | None:
+        """IIS's answer to one request (site, decision, client certificate thumbprint);
+        None means "reset the connection"."""
         binding = self._binding(key)
         if binding is None:
             return None
         with self.state.locked():
             session = Session(self.state)
+            # The HTTP.sys record as it is now (its revocation setting may have changed).
+            binding = {b.key: b for b in read_bindings(session)}.get(key, binding)
             view = read_site(session, binding.site)
             build = int(session.facts.get("os_build", 20348))
-        if tls13_failure and view.wants_cert:
+        if tls13_failure and view.negotiates_cert:
             if build >= WINDOWS_2025_BUILD:
                 return (
                     binding.site,
@@ -968,35 +1153,51 @@ class HttpsFront:
                 )
             log.info("%s: TLS 1.3 without handshake negotiation: connection reset", binding.site)
             return None
-        decision = decide(view, cert_der)
-        cert: CertInfo | None = None
-        if cert_der is not None:
+        decision = decide(
+            view,
+            cert_der,
+            chain,
+            secure=binding.secure,
+            check_revocation=binding.verify_client_cert_revocation,
+        )
+        thumb: str | None = None
+        if cert_der is not None and binding.secure:
             with contextlib.suppress(ValueError):
-                cert = load_certificate(cert_der)
+                thumb = trust.thumbprint(x509.load_der_x509_certificate(cert_der))
         log.info(
-            "%s: %s.%s user=%s cert=%s",
+            "%s: %s.%s user=%s cert=%s %s",
             binding.site,
             decision.status,
             decision.substatus,
             decision.user,
-            cert.thumbprint if cert is not None else None,
+            thumb,
+            decision.hresult or "",
         )
-        return binding.site, decision, cert
+        return binding.site, decision, thumb
 
 
-def publish_sites(state_dir: str | os.PathLike[str], sites: dict[str, list[str]]) -> None:
-    """Write ``sites`` into DIR/endpoint.json (kept 0600: it also holds the admin password)."""
+def publish_sites(
+    state_dir: str | os.PathLike[str],
+    sites: dict[str, list[str]],
+    http_sites: dict[str, list[str]] | None = None,
+) -> None:
+    """Write ``sites`` (https URLs) and ``http_sites`` into DIR/endpoint.json (kept 0600: it
+    also holds the admin password)."""
     path = Path(state_dir) / "endpoint.json"
     data = read_json(path, {}) or {}
     data["sites"] = sites
+    if http_sites is not None:
+        data["http_sites"] = http_sites
     write_json(path, data, 0o600)
 
 
 def start_published(state_dir: str | os.PathLike[str]) -> HttpsFront:
-    """A started front that keeps endpoint.json's ``sites`` current (the serve command's)."""
-    front = HttpsFront(state_dir, on_change=lambda sites: publish_sites(state_dir, sites))
+    """A started front that keeps endpoint.json's ``sites`` and ``http_sites`` current (the
+    serve command's)."""
+    front = HttpsFront(state_dir)
+    front.on_change = lambda sites: publish_sites(state_dir, sites, front.urls("http"))
     front.start()
-    publish_sites(state_dir, front.urls())
+    publish_sites(state_dir, front.urls(), front.urls("http"))
     return front
 
 

@@ -6,12 +6,15 @@ each is idempotent (a repeat reports ``changed: false``).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
 from lxml import etree
 
 from iis_clientcert.host.contract import OPS, SECTION_MAPPING
+from iis_clientcert_simulator import trust
 from iis_clientcert_simulator.accounts import bare_name
 from iis_clientcert_simulator.apphost import (
     Apphost,
@@ -24,7 +27,7 @@ from iis_clientcert_simulator.apphost import (
 from iis_clientcert_simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
 from iis_clientcert_simulator.schema import SectionSchema, section
 from iis_clientcert_simulator.state import Session
-from iis_clientcert_simulator.stores import sslcert_key
+from iis_clientcert_simulator.stores import b64, load_der, sslcert_key
 from iis_clientcert_simulator.xmldoc import replace_child
 
 Handler = Callable[[Session, dict[str, Any]], dict[str, Any]]
@@ -47,9 +50,7 @@ def _schema_for_write(session: Session, name: str, location: str) -> SectionSche
             f"{schema.path} is managed with site.list and binding.set/remove",
             HR_INVALID_DATA,
         )
-    if schema.path.lower() == SECTION_MAPPING.lower() and not session.state.feature(
-        "Web-Cert-Auth"
-    ):
+    if schema.path.lower() == SECTION_MAPPING.lower() and not session.feature("Web-Cert-Auth"):
         raise OpError(
             "FeatureMissing",
             f"The configuration section '{schema.path}' is not registered: the Windows feature "
@@ -373,6 +374,41 @@ def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     return {"results": results}
 
 
+def cert_revocation(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    """Each certificate against the CRLs at its distribution points, fetched from this host
+    (published CRLs and the host fact ``cdp_reachable``), as HTTP.sys checks them."""
+    certs: list[x509.Certificate] = []
+    for index, value in enumerate(args["certificates"]):
+        if not isinstance(value, str):
+            raise OpError(
+                "BadRequest", f"certificates[{index}] must be base64 DER", HR_INVALID_DATA
+            )
+        certs.append(load_der(b64(value, f"certificates[{index}]")))
+    issuers = [*s.stores.certificates("Root"), *s.stores.certificates("CA"), *certs]
+    fetch = trust.crl_fetcher(s.state.published_crls(), s.state.cdp_reachable())
+    now = dt.datetime.now(dt.UTC)
+    results = []
+    for cert in certs:
+        issuer = next(
+            (
+                c
+                for c in issuers
+                if c.subject == cert.issuer and c != cert and trust.signed_by(cert, c)
+            ),
+            None,
+        )
+        found = trust.check_certificate(cert, issuer, fetch, now)
+        results.append(
+            {
+                "thumbprint": trust.thumbprint(cert),
+                "status": found.status,
+                "hresult": found.hresult,
+                "urls": list(found.urls) or trust.cdp_urls(cert),
+            }
+        )
+    return {"results": results}
+
+
 def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     facts = s.facts
     policy = facts.get("password_policy") or {}
@@ -381,7 +417,7 @@ def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
         "os_caption": facts.get("os_caption"),
         "os_build": int(facts.get("os_build", 0)),
         "iis_version": facts.get("iis_version"),
-        "web_cert_auth_installed": s.state.feature("Web-Cert-Auth"),
+        "web_cert_auth_installed": s.feature("Web-Cert-Auth"),
         "client_auth_trust_mode": int(facts.get("client_auth_trust_mode", 0)),
         "send_trusted_issuer_list": int(facts.get("send_trusted_issuer_list", 0)),
         "tls13_enabled": bool(facts.get("tls13_enabled", False)),
@@ -403,6 +439,7 @@ HANDLERS: dict[str, Handler] = {
     "cert.list": cert_list,
     "cert.import": cert_import,
     "cert.remove": cert_remove,
+    "cert.revocation": cert_revocation,
     "user.get": user_get,
     "user.set": user_set,
     "user.delete": user_delete,

@@ -26,6 +26,7 @@ __all__ = [
     "KeyType",
     "PrivateKey",
     "make_ca",
+    "make_crl",
     "make_intermediate",
     "make_leaf",
     "make_server",
@@ -223,6 +224,19 @@ def _build(
     return Issued(certificate=cert, key=key, issuer=issuer)
 
 
+def _cdp(crl_urls: Sequence[str]) -> list[tuple[x509.ExtensionType, bool]]:
+    """A CRL distribution points extension naming ``crl_urls`` (none when empty)."""
+    if not crl_urls:
+        return []
+    point = x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url) for url in crl_urls],
+        relative_name=None,
+        reasons=None,
+        crl_issuer=None,
+    )
+    return [(x509.CRLDistributionPoints([point]), False)]
+
+
 def _ca_extensions(path_length: int | None) -> list[tuple[x509.ExtensionType, bool]]:
     return [
         (x509.BasicConstraints(ca=True, path_length=path_length), True),
@@ -253,6 +267,7 @@ def make_ca(
     path_length: int | None = None,
     subject_extra: SubjectExtra | None = None,
     serial: int | None = None,
+    crl_urls: Sequence[str] = (),
 ) -> Issued:
     """A self-signed root CA (valid for ten years unless told otherwise)."""
     key = key if key is not None else new_key(key_type)
@@ -263,7 +278,7 @@ def make_ca(
         issuer=None,
         not_before=start,
         not_after=end,
-        extensions=_ca_extensions(path_length),
+        extensions=_ca_extensions(path_length) + _cdp(crl_urls),
         serial=serial,
     )
 
@@ -279,8 +294,12 @@ def make_intermediate(
     path_length: int | None = 0,
     subject_extra: SubjectExtra | None = None,
     serial: int | None = None,
+    crl_urls: Sequence[str] = (),
 ) -> Issued:
-    """A CA certificate signed by ``issuer`` (five years; path length 0 by default)."""
+    """A CA certificate signed by ``issuer`` (five years; path length 0 by default).
+
+    ``crl_urls`` become its CRL distribution points (where ``issuer`` publishes its CRL).
+    """
     key = key if key is not None else new_key(key_type)
     start, end = _validity(not_before, not_after, 1825)
     return _build(
@@ -289,7 +308,7 @@ def make_intermediate(
         issuer=issuer,
         not_before=start,
         not_after=end,
-        extensions=_ca_extensions(path_length),
+        extensions=_ca_extensions(path_length) + _cdp(crl_urls),
         serial=serial,
     )
 
@@ -311,12 +330,14 @@ def make_leaf(
     key: PrivateKey | None = None,
     key_type: KeyType = "ec",
     serial: int | None = None,
+    crl_urls: Sequence[str] = (),
 ) -> Issued:
     """An end-entity certificate (one year): a client certificate by default.
 
     ``self_signed=True`` (or ``issuer=None``) signs it with its own key. With
     ``include_eku=False`` no EKU extension is written, which Windows reads as "valid for
-    every purpose".
+    every purpose". ``crl_urls`` become its CRL distribution points (without any, a
+    revocation check has nothing to fetch).
     """
     if issuer is None and not self_signed:
         raise ValueError("make_leaf needs an issuer unless self_signed=True")
@@ -352,6 +373,7 @@ def make_leaf(
     san += [x509.RFC822Name(e) for e in emails]
     if san:
         exts.append((x509.SubjectAlternativeName(san), False))
+    exts += _cdp(crl_urls)
     return _build(
         subject=_name(common_name, subject_extra),
         key=key,
@@ -383,3 +405,40 @@ def make_server(
         key_type=key_type,
         not_after=not_after,
     )
+
+
+def make_crl(
+    issuer: Issued,
+    revoked: Sequence[Issued | x509.Certificate | int] = (),
+    *,
+    last_update: dt.datetime | None = None,
+    next_update: dt.datetime | None = None,
+    days: int = 7,
+) -> x509.CertificateRevocationList:
+    """A CRL signed by ``issuer`` listing ``revoked`` (certificates or serial numbers).
+
+    Valid from a day ago for ``days`` days unless ``last_update``/``next_update`` say
+    otherwise (a CRL past its nextUpdate is stale: Windows no longer uses it).
+    """
+    start = last_update if last_update is not None else _now() - dt.timedelta(days=1)
+    end = next_update if next_update is not None else _now() + dt.timedelta(days=days)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(start)
+        .next_update(end)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), False
+        )
+        .add_extension(x509.CRLNumber(int(start.timestamp())), False)
+    )
+    for item in revoked:
+        serial = (
+            item
+            if isinstance(item, int)
+            else (item.certificate if isinstance(item, Issued) else item).serial_number
+        )
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(start).build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256())

@@ -27,6 +27,7 @@ class AttributeSchema:
     case_sensitive: bool = False
     encrypted: bool = False
     non_empty: bool = False
+    site_name: bool = False
     # enum / flag names with their numeric values, in schema order.
     choices: tuple[tuple[str, int], ...] = ()
 
@@ -34,6 +35,13 @@ class AttributeSchema:
         """The value as IIS stores it; raises InvalidValue for what the schema refuses."""
         if self.non_empty and value == "":
             raise _invalid(f"{where}: the attribute '{self.name}' must be a non-empty string")
+        if self.site_name:
+            bad = sorted(set(value) & _SITE_NAME_FORBIDDEN)
+            if value.strip() == "" or bad:
+                raise _invalid(
+                    f"{where}: '{value}' is not a valid site name for '{self.name}' "
+                    f"(it must not be empty or contain {' '.join(sorted(_SITE_NAME_FORBIDDEN))})"
+                )
         if self.type == "bool":
             if value.lower() not in ("true", "false"):
                 raise _invalid(
@@ -96,8 +104,9 @@ class AttributeSchema:
         if not names:
             zero = [name for name, number in self.choices if number == 0]
             return zero[0] if zero else "0"
-        # IIS writes the names joined by commas without spaces.
-        return ",".join(names)
+        # IIS writes flags as their names joined by ", " ("Ssl, SslNegotiateCert"), as
+        # appcmd and Microsoft.Web.Administration leave them in applicationHost.config.
+        return ", ".join(names)
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,10 @@ class CollectionSchema:
     clear_element: str | None
     remove_element: str | None
     item: ElementSchema
+
+    def unique_attributes(self) -> list[AttributeSchema]:
+        """The isUniqueKey attributes: each one alone is unique in the collection."""
+        return [a for a in self.item.attributes.values() if a.unique_key]
 
     def key_attributes(self) -> list[AttributeSchema]:
         attrs = list(self.item.attributes.values())
@@ -142,6 +155,10 @@ def _invalid(message: str) -> OpError:
     return OpError("InvalidValue", message, HR_INVALID_DATA)
 
 
+# validationType="siteName": what IIS Manager refuses in a site name.
+_SITE_NAME_FORBIDDEN = frozenset('\\/?;:@&=+$,|"<>')
+
+
 def _bool(el: etree._Element, name: str) -> bool:
     return (el.get(name) or "false").lower() == "true"
 
@@ -163,6 +180,7 @@ def _parse_attribute(el: etree._Element) -> AttributeSchema:
         case_sensitive=_bool(el, "caseSensitive"),
         encrypted=_bool(el, "encrypted"),
         non_empty=el.get("validationType") == "nonEmptyString",
+        site_name=el.get("validationType") == "siteName",
         choices=choices,
     )
 

@@ -40,7 +40,8 @@ class Endpoint:
     client_cert: str
     client_key: str
     pid: int
-    sites: dict[str, Any] = field(default_factory=dict)
+    sites: dict[str, Any] = field(default_factory=dict)  # https URLs per site
+    http_sites: dict[str, Any] = field(default_factory=dict)  # plain http URLs per site
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,19 +4,27 @@ DIR/
   applicationHost.config         IIS configuration (see apphost.py)
   machine.key                    AES key for [enc:AesProvider:...:enc] values (0600)
   httpsys.json                   HTTP.sys SSL bindings (netsh http show sslcert)
-  certstore/LocalMachine/<Store>/<THUMBPRINT>.cer (+ .key in My, 0600)
+  certstore/LocalMachine/<Store>/<THUMBPRINT>.cer (+ .key in My, 0600); Root, CA, My and
+                                 Disallowed (distrusted certificates; Schannel honours it)
   users.json, acl.json           local accounts (password hashes only), folder ACEs
-  features.json, host.json       installed features, host facts
+  host.json                      host facts (OS, Schannel settings, CDP reachability...)
+  crl/index.json, crl/*.crl      CRLs as the network serves them: {url: file} (see publish_crl)
   webconfig/<site>/.../web.config   web.config files written with target="webconfig"
   pki/                           the simulator's CA (issues the shop and endpoint certificates)
   audit.log                      one JSON line per command
   faults.json                    injected faults (optional)
+
+Installed IIS features show where Windows shows them: as native modules in
+applicationHost.config's <globalModules> (Web-Cert-Auth is IISCertificateMappingAuthentication
+Module, which the agent looks for). State folders made by older simulators, whose
+applicationHost.config has no <globalModules>, fall back to their features.json.
 """
 
 from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -27,6 +35,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
 
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.accounts import Accounts, Folders, PasswordPolicy, default_aces
@@ -34,6 +43,7 @@ from iis_clientcert_simulator.apphost import Apphost, ConfigFile
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
 from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.stores import CertStores, HttpSys, sslcert_key
+from iis_clientcert_simulator.xmldoc import append_child, remove_child
 
 COMPUTER_NAME = "SIMIIS01"
 SHOP_HOST = "shop.simiis01.local"
@@ -47,6 +57,17 @@ HOST_FACTS: dict[str, Any] = {
     "client_auth_trust_mode": 0,
     "send_trusted_issuer_list": 0,
     "password_policy": {"min_length": 8, "complexity": True},
+    # {CDP URL: reachable?} for the CRL distribution points of client certificates: a URL
+    # not listed is reachable when a CRL is published there (see publish_crl).
+    "cdp_reachable": {},
+}
+
+# Windows feature -> the native module its installation adds to <globalModules> (the name
+# IIS Manager and the agent's Test-WebCertAuthInstalled look for) and its DLL.
+FEATURE_MODULES: dict[str, tuple[str, str]] = {
+    "Web-Cert-Auth": ("IISCertificateMappingAuthenticationModule", "iiscertmap.dll"),
+    "Web-Basic-Auth": ("BasicAuthenticationModule", "authbas.dll"),
+    "Web-Windows-Auth": ("WindowsAuthenticationModule", "authsspi.dll"),
 }
 
 # Physical paths of the two initial sites, as acl.json keys.
@@ -89,6 +110,7 @@ class HostState:
         self.pki = self.dir / "pki"
         self.ca_cert = self.pki / "ca.pem"
         self.ca_key = self.pki / "ca.key"
+        self.crl = self.dir / "crl"
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -154,15 +176,6 @@ class HostState:
             folders.add_folder(folder, default_aces(iis))
         folders.add_folder("C:\\inetpub", default_aces())
         write_json(self.acl, folders.data)
-        write_json(
-            self.features,
-            {
-                "Web-Server": True,
-                "Web-Cert-Auth": True,
-                "Web-Basic-Auth": False,
-                "Web-Windows-Auth": False,
-            },
-        )
         write_json(self.host, HOST_FACTS)
         self.audit.touch()
         # Last: its presence marks a complete first start.
@@ -176,7 +189,53 @@ class HostState:
         return facts
 
     def feature(self, name: str) -> bool:
-        return bool((read_json(self.features, {}) or {}).get(name, False))
+        """Whether a Windows feature is installed (its module in <globalModules>)."""
+        if not self.apphost.exists():
+            return False
+        return feature_installed(Apphost(self.apphost), name, self.features)
+
+    def set_feature(self, name: str, installed: bool) -> bool:
+        """Install or remove a feature's module, as Install-/Uninstall-WindowsFeature do."""
+        with self.locked():
+            config = Apphost(self.apphost)
+            changed = set_feature_module(config, name, installed)
+            config.save()
+            return changed
+
+    # --- CRLs as the network serves them ----------------------------------------------
+
+    def publish_crl(self, url: str, crl_der: bytes) -> None:
+        """Serve ``crl_der`` at ``url`` (replacing what was there), as a CA's web server would."""
+        with self.locked():
+            index = read_json(self.crl / "index.json", {}) or {}
+            name = hashlib.sha256(url.encode("utf-8")).hexdigest()[:32] + ".crl"
+            atomic_write(self.crl / name, crl_der)
+            index[url] = name
+            write_json(self.crl / "index.json", index)
+
+    def unpublish_crl(self, url: str) -> bool:
+        with self.locked():
+            index = read_json(self.crl / "index.json", {}) or {}
+            name = index.pop(url, None)
+            if name is None:
+                return False
+            (self.crl / str(name)).unlink(missing_ok=True)
+            write_json(self.crl / "index.json", index)
+            return True
+
+    def published_crls(self) -> dict[str, bytes]:
+        """{url: CRL DER} of every published CRL (reachability is a host fact on top)."""
+        index = read_json(self.crl / "index.json", {}) or {}
+        out: dict[str, bytes] = {}
+        for url, name in index.items():
+            path = self.crl / str(name)
+            if path.is_file():
+                out[str(url)] = path.read_bytes()
+        return out
+
+    def cdp_reachable(self) -> dict[str, bool]:
+        facts = self.host_facts().get("cdp_reachable") or {}
+        return {str(url): bool(ok) for url, ok in dict(facts).items()}
 
     def password_policy(self) -> PasswordPolicy:
         policy = self.host_facts().get("password_policy") or {}
@@ -230,6 +289,10 @@ class Session:
             self._webconfigs[path] = ConfigFile(path)
         return self._webconfigs[path]
 
+    def feature(self, name: str) -> bool:
+        """Whether a Windows feature is installed, from this session's applicationHost.config."""
+        return feature_installed(self.apphost, name, self.state.features)
+
     @property
     def accounts(self) -> Accounts:
         if self._users is None:
@@ -262,3 +325,47 @@ class Session:
         self._apphost = None
         self._webconfigs.clear()
         self._users = self._acl = self._httpsys = None
+
+
+def _global_modules(config: ConfigFile) -> etree._Element | None:
+    web = next((c for c in config.root if c.tag == "system.webServer"), None)
+    return next((c for c in web if c.tag == "globalModules"), None) if web is not None else None
+
+
+def feature_installed(config: ConfigFile, name: str, legacy: Path) -> bool:
+    """A feature is installed when its module is in <globalModules>; Web-Server always is.
+    Without a <globalModules> (an older simulator's state) features.json says."""
+    if name == "Web-Server":
+        return True
+    modules = _global_modules(config)
+    if modules is None:
+        return bool((read_json(legacy, {}) or {}).get(name, False))
+    module = FEATURE_MODULES.get(name, (name, ""))[0]
+    return any(c.tag == "add" and c.get("name") == module for c in modules)
+
+
+def set_feature_module(config: ConfigFile, name: str, installed: bool) -> bool:
+    """Add or remove a feature's module in <globalModules> and the server's <modules>."""
+    if name not in FEATURE_MODULES:
+        raise ValueError(f"unknown feature {name!r}; known: {sorted(FEATURE_MODULES)}")
+    module, dll = FEATURE_MODULES[name]
+    web = next((c for c in config.root if c.tag == "system.webServer"), None)
+    if web is None:
+        raise ValueError("applicationHost.config has no <system.webServer>")
+    changed = False
+    for tag, attributes in (
+        ("globalModules", {"name": module, "image": f"%windir%\\System32\\inetsrv\\{dll}"}),
+        ("modules", {"name": module, "lockItem": "true"}),
+    ):
+        holder = next((c for c in web if c.tag == tag), None)
+        if holder is None:
+            continue
+        found = [c for c in holder if c.tag == "add" and c.get("name") == module]
+        if installed and not found:
+            append_child(holder, etree.Element("add", attributes))
+            changed = True
+        elif not installed and found:
+            for el in found:
+                remove_child(el)
+            changed = True
+    return changed

@@ -25,6 +25,10 @@ from iis_clientcert_simulator.files import atomic_write
 
 # Windows spells these RDNs its own way (certutil / .NET X500DistinguishedName).
 _WINDOWS_NAMES = {NameOID.STATE_OR_PROVINCE_NAME: "S", NameOID.EMAIL_ADDRESS: "E"}
+# The stores the host has: the contract's, plus LocalMachine\Disallowed (explicitly
+# distrusted certificates), which Schannel honours when it checks a client certificate's
+# chain. The product never writes it, so no op names it; tests put certificates there.
+HOST_STORES = (*STORES, "Disallowed")
 IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
 
 
@@ -63,14 +67,14 @@ class CertStores:
         self.root = root  # DIR/certstore/LocalMachine
 
     def _dir(self, store: str) -> Path:
-        if store not in STORES:
+        if store not in HOST_STORES:
             raise OpError(
                 "NotFound", f"The certificate store '{store}' is not modelled", HR_NOT_FOUND
             )
         return self.root / store
 
     def ensure(self) -> None:
-        for store in STORES:
+        for store in HOST_STORES:
             self._dir(store).mkdir(parents=True, exist_ok=True)
 
     def _find(self, store: str, thumb: str) -> Path | None:
@@ -91,6 +95,16 @@ class CertStores:
     def certificate(self, store: str, thumb: str) -> x509.Certificate | None:
         path = self._find(store, thumb)
         return x509.load_der_x509_certificate(path.read_bytes()) if path is not None else None
+
+    def certificates(self, store: str) -> list[x509.Certificate]:
+        """The certificates of a store (an unreadable file is skipped, as a broken entry)."""
+        out: list[x509.Certificate] = []
+        for path in sorted(self._dir(store).glob("*.cer")):
+            try:
+                out.append(x509.load_der_x509_certificate(path.read_bytes()))
+            except ValueError:
+                continue
+        return out
 
     def list(self, store: str) -> list[dict[str, Any]]:
         out = []

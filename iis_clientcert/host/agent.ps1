@@ -1147,6 +1147,62 @@ function Invoke-CertRemove($A) {
     }
 }
 
+# --- revocation, as HTTP.sys checks a client certificate ---------------------------------
+
+function Get-CdpUrls($Cert) {
+    $urls = New-List
+    foreach ($ext in $Cert.Extensions) {
+        if ($ext.Oid.Value -ne '2.5.29.31') { continue }
+        foreach ($m in [regex]::Matches($ext.Format($false), 'URL=([^\s,]+)')) { [void]$urls.Add($m.Groups[1].Value) }
+    }
+    return , $urls
+}
+
+function Invoke-CertRevocation($A) {
+    $X509 = 'System.Security.Cryptography.X509Certificates'
+    $statusFlags = [System.Security.Cryptography.X509Certificates.X509ChainStatusFlags]
+    $results = New-List
+    foreach ($item in @(Get-RequiredArg $A 'certificates')) {
+        $cert = New-Object "$X509.X509Certificate2" (, (ConvertFrom-Base64Arg ([string]$item) 'certificates'))
+        $urls = Get-CdpUrls $cert
+        $status = 'no_cdp'
+        $hresult = $null
+        if ($urls.Count -gt 0) {
+            # The machine's chain engine, online, for this certificate only: the CRL is
+            # fetched from the CDP by this host, as HTTP.sys would fetch it.
+            $chain = New-Object "$X509.X509Chain" -ArgumentList $true
+            try {
+                $chain.ChainPolicy.RevocationMode = [System.Security.Cryptography.X509Certificates.X509RevocationMode]::Online
+                $chain.ChainPolicy.RevocationFlag = [System.Security.Cryptography.X509Certificates.X509RevocationFlag]::EndCertificateOnly
+                $chain.ChainPolicy.VerificationFlags = [System.Security.Cryptography.X509Certificates.X509VerificationFlags]::AllFlags
+                [void]$chain.Build($cert)
+                $flags = 0
+                if ($chain.ChainElements.Count -gt 0) {
+                    foreach ($s in $chain.ChainElements[0].ChainElementStatus) { $flags = $flags -bor [int]$s.Status }
+                }
+                if ($flags -band [int]$statusFlags::Revoked) {
+                    $status = 'revoked'
+                    $hresult = '0x80092010'
+                } elseif ($flags -band ([int]$statusFlags::OfflineRevocation -bor [int]$statusFlags::RevocationStatusUnknown)) {
+                    $status = 'offline'
+                    $hresult = '0x80092013'
+                } else {
+                    $status = 'good'
+                }
+            } finally {
+                $chain.Reset()
+            }
+        }
+        [void]$results.Add([ordered]@{
+                thumbprint = [string]$cert.Thumbprint.ToUpperInvariant()
+                status = $status
+                hresult = $hresult
+                urls = $urls
+            })
+    }
+    return [ordered]@{ results = $results }
+}
+
 # --- local users (ADSI WinNT: same behaviour on 2016 as on 2025) ---------------------------
 
 $script:UF_ACCOUNTDISABLE = 0x2
@@ -1535,6 +1591,7 @@ $Handlers = @{
     'cert.list' = { param($A) Invoke-CertList $A }
     'cert.import' = { param($A) Invoke-CertImport $A }
     'cert.remove' = { param($A) Invoke-CertRemove $A }
+    'cert.revocation' = { param($A) Invoke-CertRevocation $A }
     'user.get' = { param($A) Invoke-UserGet $A }
     'user.set' = { param($A) Invoke-UserSet $A }
     'user.delete' = { param($A) Invoke-UserDelete $A }

@@ -184,6 +184,17 @@ class RemovedResult(TypedDict):
     removed: bool
 
 
+class RevocationStatus(TypedDict):
+    thumbprint: str
+    status: Literal["good", "revoked", "offline", "no_cdp"]
+    hresult: str | None
+    urls: list[str]
+
+
+class CertRevocationResult(TypedDict):
+    results: list[RevocationStatus]
+
+
 class UserGetResult(TypedDict):
     exists: bool
     name: str
@@ -358,6 +369,14 @@ _OPS: list[OpSpec] = [
         target="thumbprint",
     ),
     OpSpec(
+        "cert.revocation",
+        "Whether this host can check the revocation of certificates as HTTP.sys does for "
+        "client certificates: the CRL at each CRL distribution point, fetched from the host.",
+        writes=False,
+        args={"certificates": Arg("list")},
+        result=CertRevocationResult,
+    ),
+    OpSpec(
         "user.get",
         "A local account.",
         writes=False,
@@ -506,6 +525,39 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "the certificate chain ends in a root that is not trusted",
         "add the issuing CA to LocalMachine\\Root (self-signed) or LocalMachine\\CA "
         "(intermediate), and keep non-self-signed certificates out of Root (KB 2802568)",
+    ),
+    0x800B010A: WindowsCode(
+        "CERT_E_CHAINING",
+        "no chain to a trusted root could be built: an issuing CA is missing",
+        "put the intermediate CAs in LocalMachine\\CA (or have clients send them) and the "
+        "root in LocalMachine\\Root",
+    ),
+    0x800B0110: WindowsCode(
+        "CERT_E_WRONG_USAGE",
+        "the certificate is not valid for client authentication (EKU)",
+        "issue a client certificate whose Enhanced Key Usage includes Client Authentication",
+    ),
+    0x800B0101: WindowsCode(
+        "CERT_E_EXPIRED",
+        "a certificate of the chain is expired or not yet valid",
+        "renew the certificate (or the CA certificate) and map the new one",
+    ),
+    0x800B0111: WindowsCode(
+        "TRUST_E_EXPLICIT_DISTRUST",
+        "a certificate of the chain is explicitly distrusted (LocalMachine\\Disallowed)",
+        "remove it from the Disallowed store only if the distrust was a mistake",
+    ),
+    0x80092010: WindowsCode(
+        "CRYPT_E_REVOKED",
+        "the certificate is revoked (on its issuer's CRL)",
+        "issue the client a new certificate and map that one",
+    ),
+    0x80092013: WindowsCode(
+        "CRYPT_E_REVOCATION_OFFLINE",
+        "the revocation server was offline: the host cannot fetch the CRL at the "
+        "certificate's CRL distribution point",
+        "let the host reach the CDP URL (proxy, firewall, DNS) or publish a current CRL there; "
+        "HTTP.sys's verifyclientcertrevocation=disable turns the check off for a binding",
     ),
     0x80070005: WindowsCode(
         "E_ACCESSDENIED",
@@ -673,6 +725,11 @@ def cert_import(
 
 def cert_remove(store: str, thumbprint: str) -> Op[RemovedResult]:
     return make_op("cert.remove", store=store, thumbprint=thumbprint)
+
+
+def cert_revocation(certificates: list[str]) -> Op[CertRevocationResult]:
+    """``certificates``: base64 DER of each certificate to check."""
+    return make_op("cert.revocation", certificates=certificates)
 
 
 def user_get(name: str) -> Op[UserGetResult]:

@@ -39,6 +39,7 @@ from iis_clientcert.host.client import HostClient, ReadKey, ReadPlan
 from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import (
     CertListResult,
+    CertRevocationResult,
     ConfigGetResult,
     HostFactsResult,
     Op,
@@ -70,6 +71,7 @@ CHECK_TRUST: Final = "mapping-trust"
 CHECK_EXPIRY: Final = "mapping-expiry"
 CHECK_LOGON: Final = "mapping-logon"
 CHECK_TLS13: Final = "tls13"
+CHECK_REVOCATION: Final = "revocation"
 
 HR_LOCKED: Final = "0x80070021"
 # The sslFlags the fixes recommend, as IIS writes them.
@@ -134,6 +136,9 @@ class HostReads:
     # Site names chosen by default (https binding) rather than by --site.
     sites_defaulted: bool = True
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # cert.revocation of the CA-store certificates and mapped certificates that name a CRL
+    # distribution point (None: none does, or the contract cannot ask).
+    revocation: Read[CertRevocationResult] = None
 
 
 # --- small readers of contract results -----------------------------------------------
@@ -802,12 +807,109 @@ def check_tls13(reads: HostReads, site: SiteReads) -> list[Finding]:
     return out
 
 
+def _has_cdp(der_b64: str) -> bool:
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(der_b64))
+        cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    except (ValueError, binascii.Error, x509.ExtensionNotFound):
+        return False
+    return True
+
+
+def revocation_candidates(
+    ca: Read[CertListResult], sites: Sequence[SiteReads]
+) -> dict[str, tuple[str, str]]:
+    """{der_b64: (label, who gets 403.13)} of the certificates whose CRL HTTP.sys fetches
+    when it checks a client certificate: the intermediates of LocalMachine\\CA and the mapped
+    one-to-one certificates, those that name a CRL distribution point. Roots are left out:
+    nobody signs a CRL for a root, and a chain's revocation check stops below it."""
+    out: dict[str, tuple[str, str]] = {}
+    for entry in _certs(ca):
+        blob = str(entry.get("der_b64", ""))
+        if _has_cdp(blob):
+            label = f"the intermediate CA {entry.get('subject', '?')} [{entry.get('thumbprint')}]"
+            out[blob] = (label, "every client certificate it issued")
+    for site in sites:
+        for mapped in mapped_certs(site):
+            if mapped.cert is not None and mapped.blob_problem is None and _has_cdp(mapped.blob):
+                out.setdefault(mapped.blob, (f"{mapped.label} (site {site.name})", "this client"))
+    return out
+
+
+def check_revocation(reads: HostReads) -> list[Finding]:
+    """HTTP.sys checks client-certificate revocation by default (verifyclientcertrevocation):
+    a CRL the host cannot fetch fails the certificate with 403.13 as surely as a revocation
+    (KB 294305)."""
+    got = _ok(reads.revocation)
+    if got is None:
+        return []
+    labels = {
+        _thumbprint_of(blob): label
+        for blob, label in revocation_candidates(reads.ca, reads.sites).items()
+    }
+    out = []
+    checked = 0
+    for entry in got["results"]:
+        checked += 1
+        label, who = labels.get(
+            str(entry.get("thumbprint", "")).upper(),
+            (f"certificate {entry.get('thumbprint', '?')}", "its clients"),
+        )
+        urls = ", ".join(str(u) for u in entry.get("urls", [])) or "its CRL distribution point"
+        status = entry.get("status")
+        if status == "offline":
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_REVOCATION,
+                    None,
+                    f"{label}: the host cannot fetch its CRL from {urls} "
+                    f"({_explain(str(entry.get('hresult') or '0x80092013'))}). HTTP.sys checks "
+                    f"revocation by default, so {who} gets 403.13",
+                    "let the host reach the CDP (proxy, firewall, DNS) and keep a current CRL "
+                    "published there; only if revocation must not be checked, turn it off for "
+                    "the binding (netsh http update sslcert ... verifyclientcertrevocation="
+                    "disable)",
+                )
+            )
+        elif status == "revoked":
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_REVOCATION,
+                    None,
+                    f"{label} is revoked (on the CRL at {urls}; "
+                    f"{_explain(str(entry.get('hresult') or '0x80092010'))}): {who} gets 403.13",
+                    "issue a new certificate and map it (CertificateMapping); a revoked CA "
+                    "needs a new CA certificate",
+                )
+            )
+    if not out and checked:
+        out.append(
+            Finding(
+                "ok",
+                CHECK_REVOCATION,
+                None,
+                f"the host fetches the CRLs of {checked} certificate(s) and none is revoked",
+            )
+        )
+    return out
+
+
+def _thumbprint_of(der_b64: str) -> str:
+    try:
+        return load_certificate(der_b64).thumbprint
+    except CertificateError:
+        return ""
+
+
 HOST_CHECKS: Final[tuple[CheckFn, ...]] = (
     check_root_store,
     check_feature,
     check_trust_mode,
     check_sites,
     check_reads,
+    check_revocation,
 )
 SITE_CHECKS: Final[tuple[SiteCheckFn, ...]] = (
     check_ssl_flags,
@@ -901,6 +1003,7 @@ FACTS: Final = ReadKey[HostFactsResult]("facts")
 SITES: Final = ReadKey[SiteListResult]("sites")
 ROOT: Final = ReadKey[CertListResult]("root")
 CA: Final = ReadKey[CertListResult]("ca")
+REVOCATION: Final = ReadKey[CertRevocationResult]("revocation")
 
 
 def section_key(site: str, section: str, where: str = "apphost") -> ReadKey[ConfigGetResult]:
@@ -974,7 +1077,14 @@ def gather(client: Caller, site_names: Sequence[str] = ()) -> HostReads:
             call_tolerant(client, more, into=got)
     sites = [_site_reads_of(got, name, by_name.get(name)) for name in site_names]
     facts, root, ca = got[FACTS], got[ROOT], got[CA]
-    return HostReads(facts, root, ca, tuple(sites), sites_defaulted=defaulted)
+    # One more batch, only when some certificate names a CRL distribution point.
+    candidates = revocation_candidates(ca, sites)
+    check = ReadPlan().add(REVOCATION, contract.cert_revocation(sorted(candidates)))
+    found = call_tolerant(client, check) if candidates else Gathered()
+    revocation = found[REVOCATION]
+    return HostReads(
+        facts, root, ca, tuple(sites), sites_defaulted=defaulted, revocation=revocation
+    )
 
 
 def _site_reads_of(got: Gathered, name: str, site: SiteInfo | None) -> SiteReads:

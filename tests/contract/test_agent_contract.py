@@ -25,6 +25,7 @@ from iis_clientcert.host.contract import (
     make_op,
 )
 from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.state import HostState
 from tests.contract.conftest import Target
 
 STRONG = "Str0ng-Passw0rd!"
@@ -368,6 +369,23 @@ def test_cert_der_import_list_remove(agent_host: Target, ca: pki.Issued) -> None
     assert first["thumbprint"] not in _thumbprints(agent_host, "Root")
 
 
+def test_cert_revocation_fetches_the_crl_from_the_host(agent_host: Target, ca: pki.Issued) -> None:
+    # .invalid never resolves (RFC 2606): no host, real or simulated, can fetch that CRL.
+    unreachable = "http://crl.iis-clientcert.invalid/contract.crl"
+    no_cdp = pki.make_leaf(ca, "contract-no-cdp")
+    offline = pki.make_leaf(ca, "contract-offline", crl_urls=[unreachable])
+    got = agent_host.one("cert.revocation", certificates=[blob(no_cdp), blob(offline)])
+    assert got["results"] == [
+        {"thumbprint": no_cdp.thumbprint, "status": "no_cdp", "hresult": None, "urls": []},
+        {
+            "thumbprint": offline.thumbprint,
+            "status": "offline",
+            "hresult": "0x80092013",
+            "urls": [unreachable],
+        },
+    ]
+
+
 @pytest.mark.parametrize(
     ("case", "args"),
     [
@@ -636,11 +654,8 @@ def test_feature_missing(agent_host: Target, client_cert: pki.Issued) -> None:
     if not agent_host.simulated:
         pytest.skip("the simulator can switch Web-Cert-Auth off; a real host is what it is")
     assert agent_host.state_dir is not None
-    features = agent_host.state_dir / "features.json"
-    saved = features.read_text()
-    data = json.loads(saved)
-    data["Web-Cert-Auth"] = False
-    features.write_text(json.dumps(data))
+    host = HostState(agent_host.state_dir)
+    host.set_feature("Web-Cert-Auth", False)  # its module leaves <globalModules>
     try:
         assert agent_host.one("host.facts")["web_cert_auth_installed"] is False
         expect_error(
@@ -652,7 +667,7 @@ def test_feature_missing(agent_host: Target, client_cert: pki.Issued) -> None:
             element=element({"enabled": "true"}),
         )
     finally:
-        features.write_text(saved)
+        host.set_feature("Web-Cert-Auth", True)
 
 
 # --- every op's result has the declared shape -------------------------------------------------
@@ -682,6 +697,7 @@ def test_every_op_returns_its_declared_result_type(
         contract.acl_revoke(folder, name),
         contract.cert_import("My", pfx_b64=pfx, pfx_password=OTHER),
         contract.cert_list("My"),
+        contract.cert_revocation([blob(server_cert)]),
         contract.binding_set(site, info, 1, thumb, "My", True),
         contract.binding_remove(site, info),
         contract.cert_remove("My", thumb),

@@ -15,6 +15,7 @@ from pulumi.automation import CommandError
 
 from iis_clientcert.host import winrm_transport
 from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.testing import running_simulator
 from iis_clientcert_simulator.wsman import faults_lock, write_faults
 from tests.engine.hostkit import host_client
@@ -356,17 +357,13 @@ def _break(kind: str, endpoint: Endpoint, conn: dict[str, Any]) -> tuple[dict[st
         return {**conn, "password": {"$secret": "wrong_password"}}, "password"
     if kind == "tls verification":
         return {k: v for k, v in conn.items() if k != "ca_bundle"}, "ca_bundle"
-    features = Path(endpoint.state_dir) / "features.json"
-    data = json.loads(features.read_text())
-    features.write_text(json.dumps({**data, "Web-Cert-Auth": False}))
+    HostState(Path(endpoint.state_dir)).set_feature("Web-Cert-Auth", False)
     return conn, "Web-Cert-Auth"
 
 
 def _repair(kind: str, endpoint: Endpoint) -> None:
     if kind == "missing feature":
-        features = Path(endpoint.state_dir) / "features.json"
-        data = json.loads(features.read_text())
-        features.write_text(json.dumps({**data, "Web-Cert-Auth": True}))
+        HostState(Path(endpoint.state_dir)).set_feature("Web-Cert-Auth", True)
 
 
 HOST_FAILURES = ["unreachable", "wrong credentials", "tls verification", "missing feature"]

@@ -18,16 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert.host import client as host
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.contract import Op, element, make_op
 from iis_clientcert.tools import doctor
 from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
 
 SITE = "shop"
 ALICE_PASSWORD = "Mapped-Passw0rd!x"
+CRL_URL = "http://pki.doctor.test/client-root.crl"
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def non_self_signed_in_root(h: Host) -> None:
 
 
 def web_cert_auth_missing(h: Host) -> None:
-    h.edit_json("features.json", **{"Web-Cert-Auth": False})
+    HostState(h.dir).set_feature("Web-Cert-Auth", False)
 
 
 def multi_line_blob(h: Host) -> None:
@@ -231,6 +234,37 @@ def exclusive_ca_trust(h: Host) -> None:
     h.edit_json("host.json", client_auth_trust_mode=2)
 
 
+def _carol(h: Host) -> pki.Issued:
+    """A mapped client certificate that names the CA's CRL distribution point."""
+    carol = pki.make_leaf(h.pki.ca, "carol", crl_urls=[CRL_URL])
+    h.mapping([(h.pki.alice.blob, "alice"), (carol.blob, "alice")])
+    return carol
+
+
+def _publish(h: Host, revoked: list[pki.Issued]) -> None:
+    crl = pki.make_crl(h.pki.ca, revoked).public_bytes(serialization.Encoding.DER)
+    HostState(h.dir).publish_crl(CRL_URL, crl)
+
+
+def unreachable_crl(h: Host) -> None:
+    _carol(h)
+    _publish(h, [])
+    h.edit_json("host.json", cdp_reachable={CRL_URL: False})  # a firewall in the way
+
+
+def no_crl_published(h: Host) -> None:
+    _carol(h)
+
+
+def revoked_mapping(h: Host) -> None:
+    _publish(h, [_carol(h)])
+
+
+def reachable_crl(h: Host) -> None:
+    _carol(h)
+    _publish(h, [])
+
+
 BREAKAGES: list[tuple[Breakage, set[tuple[str, str, str | None]]]] = [
     (non_self_signed_in_root, {("root-store", "error", None)}),
     (web_cert_auth_missing, {("web-cert-auth", "error", None)}),
@@ -247,6 +281,10 @@ BREAKAGES: list[tuple[Breakage, set[tuple[str, str, str | None]]]] = [
     (tls13_post_handshake, {("tls13", "error", SITE)}),
     (ad_mapping_on, {("ad-mapping", "error", SITE)}),
     (exclusive_ca_trust, {("schannel-trust", "warning", None)}),
+    (unreachable_crl, {("revocation", "error", None)}),
+    (no_crl_published, {("revocation", "error", None)}),
+    (revoked_mapping, {("revocation", "error", None)}),
+    (reachable_crl, set()),
 ]
 
 

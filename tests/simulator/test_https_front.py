@@ -1,22 +1,27 @@
 """The HTTPS front end to end: the state configured through agent ops, answers read with probe().
 
-One host for the module (site "shop", its https binding, a client CA in Root, users and
-mappings); tests that change the host put back what they changed.
+One host for the module (site "shop", its https binding, a client CA in Root whose
+certificates name a CRL distribution point with a published CRL, users and mappings); tests
+that change the host put back what they changed.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import http.client
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+import iis_clientcert_simulator
 from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
     SECTION_MAPPING,
@@ -28,11 +33,14 @@ from iis_clientcert.tools.probe import ProbeResult, probe
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.https_front import HttpsFront
 from iis_clientcert_simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
+from iis_clientcert_simulator.stores import CertStores
 from iis_clientcert_simulator.testing import AgentRunner
 
 ALICE_PW = "Wonder-Land-2024!"
 BOB_PW = "Builder-Tools-77#"
-REQUIRE = "Ssl,SslNegotiateCert,SslRequireCert"
+REQUIRE = "Ssl, SslNegotiateCert, SslRequireCert"
+# Where the client CA publishes its CRL (the simulator's host reaches it: published below).
+CLIENT_CRL = "http://pki.shop.test/crl/shop-clients.crl"
 
 
 @dataclass(frozen=True)
@@ -48,11 +56,16 @@ class Host:
     def url(self, site: str = "shop") -> str:
         return self.front.urls()[site][0]
 
-    def probe(self, name: str | None, **kwargs: Any) -> ProbeResult:
+    def probe(
+        self, name: str | None, chain: Sequence[pki.Issued] = (), **kwargs: Any
+    ) -> ProbeResult:
+        """Connect with certificate ``name`` (sending ``chain`` after it, as a client that
+        has its intermediates does)."""
         cert = self.certs[name] if name is not None else None
+        pem = b"".join([cert.cert_pem(), *(c.cert_pem() for c in chain)]) if cert else None
         return probe(
             self.url(),
-            client_cert_pem=cert.cert_pem() if cert is not None else None,
+            client_cert_pem=pem,
             client_key_pem=cert.key_pem() if cert is not None else None,
             ca_bundle=self.ca_bundle,
             server_name=SHOP_HOST,
@@ -62,6 +75,10 @@ class Host:
 
     def set_section(self, section: str, data: dict[str, Any], location: str = "shop") -> None:
         self.agent.one("config.set", section=section, location=location, element=data)
+
+    def publish_crl(self, revoked: Sequence[pki.Issued] = (), **kwargs: Any) -> None:
+        crl = pki.make_crl(self.client_ca, revoked, **kwargs)
+        self.state.publish_crl(CLIENT_CRL, crl.public_bytes(serialization.Encoding.DER))
 
     def binding(self, negotiate: bool, ssl_flags: int = 0) -> None:
         self.agent.one(
@@ -143,18 +160,29 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     stranger_ca = pki.make_ca("Stranger Root CA")
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     partner = {"O": "Partner Ltd", "OU": "WEB team"}
+    cdp = [CLIENT_CRL]
     certs = {
-        "alice": pki.make_leaf(client_ca, "alice"),
-        "partner": pki.make_leaf(client_ca, "p-0001", subject_extra=partner),
+        "alice": pki.make_leaf(client_ca, "alice", crl_urls=cdp),
+        "partner": pki.make_leaf(client_ca, "p-0001", subject_extra=partner, crl_urls=cdp),
         "partner-wrong-case": pki.make_leaf(
-            client_ca, "p-0002", subject_extra={"O": "partner ltd", "OU": "Web"}
+            client_ca, "p-0002", subject_extra={"O": "partner ltd", "OU": "Web"}, crl_urls=cdp
         ),
-        "evil": pki.make_leaf(client_ca, "evil-01", subject_extra=partner),
-        "nobody": pki.make_leaf(client_ca, "nobody", subject_extra={"O": "Elsewhere"}),
+        "evil": pki.make_leaf(client_ca, "evil-01", subject_extra=partner, crl_urls=cdp),
+        "nobody": pki.make_leaf(
+            client_ca, "nobody", subject_extra={"O": "Elsewhere"}, crl_urls=cdp
+        ),
         "unknown-ca": pki.make_leaf(stranger_ca, "alice"),
         "expired": pki.make_leaf(
-            client_ca, "old-alice", not_before=past, not_after=past + dt.timedelta(days=30)
+            client_ca,
+            "old-alice",
+            not_before=past,
+            not_after=past + dt.timedelta(days=30),
+            crl_urls=cdp,
         ),
+        # A partner certificate the CA revoked (it would otherwise map to bob).
+        "revoked": pki.make_leaf(client_ca, "p-0666", subject_extra=partner, crl_urls=cdp),
+        # No CRL distribution point at all: nothing for a revocation check to fetch.
+        "no-cdp": pki.make_leaf(client_ca, "p-0007", subject_extra=partner),
     }
 
     agent.ok(
@@ -185,6 +213,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     front = HttpsFront(directory, poll_interval=0.05)
     front.start()
     h = Host(state, agent, front, ca_bundle, server_thumbprint, certs, client_ca)
+    h.publish_crl(revoked=[certs["revoked"]])
     h.binding(negotiate=True)
     front.sync()
     try:
@@ -224,14 +253,164 @@ def test_case_sensitive_rule_refuses_other_case(host: Host) -> None:
     _expect(host.probe("partner-wrong-case"), "401.2")
 
 
-def test_unknown_ca_is_403_16(host: Host) -> None:
+def test_unknown_ca_is_403_16_chaining(host: Host) -> None:
+    # The client sends only its own certificate: no issuer anywhere, CERT_E_CHAINING.
     result = host.probe("unknown-ca")
     _expect(result, "403.16")
-    assert result.hresult == "0x800B0109"
+    assert result.hresult == "0x800B010A", result
+
+
+def test_untrusted_root_sent_by_the_client_is_403_16_untrusted_root(host: Host) -> None:
+    stranger_root = host.certs["unknown-ca"].chain_up()
+    result = host.probe("unknown-ca", chain=stranger_root)
+    _expect(result, "403.16")
+    assert result.hresult == "0x800B0109", result
+
+
+def test_intermediate_sent_by_the_client_completes_the_chain(host: Host) -> None:
+    # Schannel builds with what the client sends: an issuing CA that is in no store of
+    # the host still links the client certificate to the trusted root.
+    issuing = pki.make_intermediate(host.client_ca, "Shop Clients Issuing CA (sent)")
+    host.certs["sent-chain"] = pki.make_leaf(
+        issuing, "p-0100", subject_extra={"O": "Partner Ltd", "OU": "web"}
+    )
+    try:
+        _expect(host.probe("sent-chain"), "403.16")  # without it: chaining fails
+        result = host.probe("sent-chain", chain=[issuing])
+        _expect(result, "200.0", f"{COMPUTER_NAME}\\bob")
+    finally:
+        del host.certs["sent-chain"]
+
+
+def test_server_only_eku_is_403_16_wrong_usage(host: Host) -> None:
+    host.certs["server-eku"] = pki.make_leaf(
+        host.client_ca, "p-0200", client_auth=False, server_auth=True, crl_urls=[CLIENT_CRL]
+    )
+    try:
+        result = host.probe("server-eku")
+        _expect(result, "403.16")
+        assert result.hresult == "0x800B0110", result
+    finally:
+        del host.certs["server-eku"]
+
+
+def test_certificate_in_disallowed_store_is_403_16_explicit_distrust(host: Host) -> None:
+    stores = CertStores(host.state.certstore)
+    thumb, _ = stores.add("Disallowed", host.certs["alice"].certificate, None)
+    try:
+        result = host.probe("alice")
+        _expect(result, "403.16")
+        assert result.hresult == "0x800B0111", result
+        _expect(host.probe("partner"), "200.0")  # only the distrusted one
+    finally:
+        stores.remove("Disallowed", thumb)
+    _expect(host.probe("alice"), "200.0")
+
+
+def test_distrusted_intermediate_breaks_the_chains_through_it(host: Host) -> None:
+    issuing = pki.make_intermediate(host.client_ca, "Shop Clients Issuing CA (distrusted)")
+    host.certs["via-distrusted"] = pki.make_leaf(issuing, "p-0300")
+    stores = CertStores(host.state.certstore)
+    stores.add("CA", issuing.certificate, None)
+    thumb, _ = stores.add("Disallowed", issuing.certificate, None)
+    try:
+        result = host.probe("via-distrusted")
+        _expect(result, "403.16")
+        assert result.hresult == "0x800B0111", result
+    finally:
+        stores.remove("Disallowed", thumb)
+        stores.remove("CA", thumb)
+        del host.certs["via-distrusted"]
 
 
 def test_expired_certificate_is_403_17(host: Host) -> None:
-    _expect(host.probe("expired"), "403.17")
+    result = host.probe("expired")
+    _expect(result, "403.17")
+    assert result.hresult == "0x800B0101", result
+
+
+def test_front_decides_trust_without_the_products_certificate_code() -> None:
+    # A bug in the product's chain logic must not be able to hide in the tests: no module
+    # of the simulator imports iis_clientcert.certs (its trust decision is trust.py's).
+    package = Path(iis_clientcert_simulator.__file__).resolve().parent
+    offenders = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            offenders += [
+                f"{path.name}: {m}"
+                for m in modules
+                if m == "iis_clientcert.certs" or m.startswith("iis_clientcert.certs.")
+            ]
+    assert offenders == []
+    assert (package / "trust.py").exists()
+
+
+# --- revocation (HTTP.sys checks it by default) ------------------------------------------
+
+
+def test_revoked_certificate_is_403_13(host: Host) -> None:
+    result = host.probe("revoked")
+    _expect(result, "403.13")
+    assert result.hresult == "0x80092010", result
+
+
+def test_unreachable_crl_is_403_13_offline(host: Host) -> None:
+    undo = _with_json(host.state.host, {"cdp_reachable": {CLIENT_CRL: False}})
+    try:
+        result = host.probe("alice")
+        _expect(result, "403.13")
+        assert result.hresult == "0x80092013", result
+        # A certificate without a CDP has nothing to fetch: not refused (KB 294305).
+        _expect(host.probe("no-cdp"), "200.0", f"{COMPUTER_NAME}\\bob")
+    finally:
+        undo()
+    _expect(host.probe("alice"), "200.0")
+
+
+def test_stale_crl_is_403_13_offline(host: Host) -> None:
+    now = dt.datetime.now(dt.UTC)
+    host.publish_crl(
+        revoked=[host.certs["revoked"]],
+        last_update=now - dt.timedelta(days=10),
+        next_update=now - dt.timedelta(days=3),
+    )
+    try:
+        result = host.probe("alice")
+        _expect(result, "403.13")
+        assert result.hresult == "0x80092013", result
+    finally:
+        host.publish_crl(revoked=[host.certs["revoked"]])
+
+
+def test_crl_signed_by_another_ca_does_not_count(host: Host) -> None:
+    impostor = pki.make_ca("Shop Clients Root CA")  # same name, other key
+    crl = pki.make_crl(impostor)
+    host.state.publish_crl(CLIENT_CRL, crl.public_bytes(serialization.Encoding.DER))
+    try:
+        _expect(host.probe("alice"), "403.13")
+    finally:
+        host.publish_crl(revoked=[host.certs["revoked"]])
+
+
+def test_revocation_check_turned_off_on_the_binding(host: Host) -> None:
+    path = host.state.httpsys
+    data = json.loads(path.read_text("utf-8"))
+    for entry in data["sslcert"].values():
+        entry["verify_client_cert_revocation"] = False  # verifyclientcertrevocation=disable
+    before = path.read_text("utf-8")
+    path.write_text(json.dumps(data), "utf-8")
+    try:
+        _expect(host.probe("revoked"), "200.0", f"{COMPUTER_NAME}\\bob")
+    finally:
+        path.write_text(before, "utf-8")
+        host.binding(negotiate=True)  # a rewritten record: the default (on) again
+    _expect(host.probe("revoked"), "403.13")
 
 
 def test_no_certificate_is_403_7(host: Host) -> None:
@@ -457,11 +636,13 @@ def test_send_trusted_issuer_list_with_bad_root_is_403_7(host: Host) -> None:
 
 
 def test_mappings_ignored_without_web_cert_auth_feature(host: Host) -> None:
-    undo = _with_json(host.state.features, {"Web-Cert-Auth": False})
+    # Uninstall-WindowsFeature Web-Cert-Auth: its module leaves <globalModules>.
+    host.state.set_feature("Web-Cert-Auth", False)
     try:
+        assert host.agent.one("host.facts")["web_cert_auth_installed"] is False
         _expect(host.probe("alice"), "401.2")
     finally:
-        undo()
+        host.state.set_feature("Web-Cert-Auth", True)
     _expect(host.probe("alice"), "200.0")
 
 
@@ -478,6 +659,108 @@ def test_truncated_one_to_one_blob_is_401_1_asn1_eod(host: Host) -> None:
         result = host.probe("nobody")
         _expect(result, "401.1")
         assert result.hresult == "0x80093102"
+        _expect(host.probe("alice"), "200.0")  # other mappings are unaffected
+    finally:
+        host.set_section(SECTION_MAPPING, _mapping(host.certs["alice"].blob))
+
+
+# --- sslFlags: a certificate only with SslNegotiateCert -----------------------------------
+
+
+def test_require_cert_without_negotiate_cert_is_403_7(host: Host) -> None:
+    # The handshake carries alice's certificate (clientcertnegotiation=enable), but IIS asks
+    # HTTP.sys for it only when SslNegotiateCert is set: SslRequireCert alone is 403.7.
+    host.set_section(SECTION_SSL, element({"sslFlags": "Ssl, SslRequireCert"}))
+    try:
+        result = host.probe("alice")
+        _expect(result, "403.7")
+    finally:
+        host.set_section(SECTION_SSL, element({"sslFlags": REQUIRE}))
+    _expect(host.probe("alice"), "200.0")
+
+
+# --- plain http bindings ---------------------------------------------------------------
+
+
+def _http_get(url: str) -> tuple[int, int, dict[str, Any]]:
+    parts = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    conn = http.client.HTTPConnection(parts[0], int(parts[1]), timeout=10)
+    try:
+        conn.request("GET", "/", headers={"Host": "shop"})
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        return response.status, int(response.getheader("X-IIS-Substatus") or 0), body
+    finally:
+        conn.close()
+
+
+def test_http_bindings_are_served_too(host: Host) -> None:
+    urls = host.front.urls("http")
+    assert list(urls) == ["Default Web Site", "shop"]  # *:80: and the shop's *:8080:
+    assert all(u.startswith("http://127.0.0.1:") for us in urls.values() for u in us)
+    assert host.front.urls() == {"shop": [host.url()]}  # https stays as it was
+
+
+def test_plain_http_with_ssl_required_is_403_4(host: Host) -> None:
+    status, substatus, body = _http_get(host.front.urls("http")["shop"][0])
+    assert (status, substatus) == (403, 4), body
+    assert body["certificate"] is None and body["tls"] is None
+
+
+def test_plain_http_with_ssl128_is_403_5(host: Host) -> None:
+    host.set_section(SECTION_SSL, element({"sslFlags": "Ssl, Ssl128, SslNegotiateCert"}))
+    try:
+        status, substatus, _ = _http_get(host.front.urls("http")["shop"][0])
+        assert (status, substatus) == (403, 5)
+    finally:
+        host.set_section(SECTION_SSL, element({"sslFlags": REQUIRE}))
+
+
+def test_plain_http_without_ssl_is_anonymous_and_ignores_certificate_flags(host: Host) -> None:
+    # No TLS, no client certificate: SslNegotiateCert/SslRequireCert play no part.
+    host.set_section(SECTION_SSL, element({"sslFlags": "SslNegotiateCert"}))
+    host.set_section(SECTION_ANONYMOUS, element({"enabled": "true"}))
+    try:
+        status, substatus, body = _http_get(host.front.urls("http")["shop"][0])
+        assert (status, substatus, body["user"]) == (200, 0, "NT AUTHORITY\\IUSR")
+    finally:
+        host.set_section(SECTION_SSL, element({"sslFlags": REQUIRE}))
+        host.set_section(SECTION_ANONYMOUS, element({"enabled": "false"}))
+
+
+# --- damaged one-to-one blobs ----------------------------------------------------------
+
+
+def _with_blob(host: Host, blob: str) -> None:
+    mapping = _mapping(host.certs["alice"].blob)
+    one = mapping["children"]["oneToOneMappings"]
+    one["items"].append(element({"certificate": blob, "userName": "bob", "password": BOB_PW}))
+    host.set_section(SECTION_MAPPING, mapping)
+
+
+@pytest.mark.parametrize(
+    ("damage", "hresult"),
+    [
+        # Left as a PEM body wraps it: IIS stops at the first line break, the DER ends early.
+        (lambda b: "\r\n".join(b[i : i + 64] for i in range(0, len(b), 64)), "0x80093102"),
+        (lambda b: "\n".join(b[i : i + 76] for i in range(0, len(b), 76)), "0x80093102"),
+        # Lines joined with spaces, as a paste into a one-line field does.
+        (lambda b: " ".join(b[i : i + 64] for i in range(0, len(b), 64)), "0x80093102"),
+        # Cut short in the middle of a base64 quantum.
+        (lambda b: b[: len(b) // 2 + 1], "0x80093102"),
+        # PEM armour left on: not DER at all.
+        (lambda b: f"-----BEGIN CERTIFICATE-----{b}-----END CERTIFICATE-----", "0x8009310B"),
+    ],
+    ids=["crlf-wrapped", "lf-wrapped", "space-joined", "cut-mid-quantum", "pem-armour"],
+)
+def test_damaged_one_to_one_blob_is_401_1_not_401_2(
+    host: Host, damage: Callable[[str], str], hresult: str
+) -> None:
+    _with_blob(host, damage(host.certs["nobody"].blob))
+    try:
+        result = host.probe("nobody")
+        _expect(result, "401.1")
+        assert result.hresult == hresult, result
         _expect(host.probe("alice"), "200.0")  # other mappings are unaffected
     finally:
         host.set_section(SECTION_MAPPING, _mapping(host.certs["alice"].blob))

@@ -18,6 +18,7 @@ from iis_clientcert.host.contract import (
     is_encrypted_value,
     make_op,
 )
+from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.testing import AgentRunner
 
 CANARY = "Canary-Pw-7f3a!"
@@ -95,7 +96,8 @@ def test_flags_are_stored_as_comma_separated_names(host: AgentRunner) -> None:
         element=element({"sslFlags": "SslRequireCert, Ssl,  SslNegotiateCert"}),
     )
     got = host.one("config.get", section=SECTION_SSL, location="shop")
-    assert got["element"]["attributes"]["sslFlags"] == "Ssl,SslNegotiateCert,SslRequireCert"
+    # As IIS writes flags (appcmd, Microsoft.Web.Administration): names joined by ", ".
+    assert got["element"]["attributes"]["sslFlags"] == "Ssl, SslNegotiateCert, SslRequireCert"
 
 
 def test_second_identical_set_changes_nothing(host: AgentRunner) -> None:
@@ -125,7 +127,7 @@ def test_clear_removes_section_and_empty_location(host: AgentRunner) -> None:
     assert host.one("config.clear", section=SECTION_SSL, location="shop") == {"changed": True}
     assert host.one("config.clear", section=SECTION_SSL, location="shop") == {"changed": False}
     after = apphost(host).read_text()
-    assert "<location" not in after
+    assert etree.fromstring(after.encode()).findall("location") == []
     # Only whitespace at the insertion point may differ.
     assert after.split() == before.split()
 
@@ -395,7 +397,7 @@ def test_unknown_section(host: AgentRunner) -> None:
 
 
 def test_feature_missing(host: AgentRunner) -> None:
-    (host.state_dir / "features.json").write_text('{"Web-Cert-Auth": false}')
+    HostState(host.state_dir).set_feature("Web-Cert-Auth", False)
     error = host.error(
         "config.set",
         section=SECTION_MAPPING,
@@ -440,7 +442,7 @@ def test_hand_edits_survive_byte_for_byte(host: AgentRunner) -> None:
 
     # Everything hand-written is still there, byte for byte, except the one targeted line.
     expected_hand = hand.replace(
-        "<access sslFlags='Ssl' />", '<access sslFlags="Ssl,SslRequireCert" />'
+        "<access sslFlags='Ssl' />", '<access sslFlags="Ssl, SslRequireCert" />'
     )
     assert expected_hand in after
     old_lines, new_lines = original.splitlines(), after.splitlines()
@@ -453,7 +455,7 @@ def test_hand_edits_survive_byte_for_byte(host: AgentRunner) -> None:
         (
             "replace",
             ["                <access sslFlags='Ssl' />"],
-            ['                <access sslFlags="Ssl,SslRequireCert" />'],
+            ['                <access sslFlags="Ssl, SslRequireCert" />'],
         )
     ]
     # The new location for Default Web Site is an insertion, nothing else moved.
@@ -621,3 +623,130 @@ def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
     for site in ("shop", "Default Web Site"):
         for i in range(6):
             assert check.one("config.get", section=SECTION_SSL, location=f"{site}/p{i}")["present"]
+
+
+# --- the schema and the template as IIS 10 has them ----------------------------------------
+
+
+def test_fresh_host_looks_like_a_default_iis_10(host: AgentRunner) -> None:
+    root = etree.parse(str(apphost(host))).getroot()
+    assert root.find("configProtectedData/providers/add[@name='AesProvider']") is not None
+    modules = [m.get("name") for m in root.iterfind("system.webServer/globalModules/add")]
+    assert {"AnonymousAuthenticationModule", "StaticFileModule"} <= set(modules)
+    # Web-Cert-Auth shows where the agent looks for it: its module in <globalModules>.
+    assert "IISCertificateMappingAuthenticationModule" in modules
+    assert not (host.state_dir / "features.json").exists()
+    listed = host.one("config.get", section="system.webServer/globalModules", location="")
+    assert "IISCertificateMappingAuthenticationModule" in {
+        item["attributes"]["name"] for item in listed["effective"]["items"]
+    }
+    assert host.one("host.facts")["web_cert_auth_installed"] is True
+
+    assert HostState(host.state_dir).set_feature("Web-Cert-Auth", False)
+    root = etree.parse(str(apphost(host))).getroot()
+    modules = [m.get("name") for m in root.iterfind("system.webServer/globalModules/add")]
+    assert "IISCertificateMappingAuthenticationModule" not in modules
+    assert "AnonymousAuthenticationModule" in modules
+    assert host.one("host.facts")["web_cert_auth_installed"] is False
+
+
+def test_access_has_only_ssl_flags(host: AgentRunner) -> None:
+    # IIS_schema.xml declares sslFlags alone; "flags" belongs to handlers@accessPolicy.
+    error = host.error(
+        "config.set",
+        section=SECTION_SSL,
+        location="shop",
+        element=element({"sslFlags": "Ssl", "flags": "Read, Script"}),
+    )
+    assert error["code"] == "InvalidValue" and "Unrecognized attribute 'flags'" in error["message"]
+    got = host.one("config.get", section=SECTION_SSL, location="shop")
+    assert got["effective"]["attributes"] == {"sslFlags": "None"}
+
+
+def test_anonymous_authentication_attributes_and_defaults(host: AgentRunner) -> None:
+    got = host.one(
+        "config.get",
+        section="system.webServer/security/authentication/anonymousAuthentication",
+        location="shop",
+    )
+    attributes = got["effective"]["attributes"]
+    assert set(attributes) == {"enabled", "userName", "password", "logonMethod"}
+    assert attributes["enabled"] == "true" and attributes["userName"] == "IUSR"
+    error = host.error(
+        "config.set",
+        section=SECTION_ANONYMOUS,
+        location="shop",
+        element=element({"enabled": "true", "domain": "CORP"}),
+    )
+    assert "Unrecognized attribute 'domain'" in error["message"]
+
+
+def test_mapping_collections_come_in_iis_order(host: AgentRunner) -> None:
+    many = [element({"name": "p", "userName": "partner"})]
+    section = element(
+        {"enabled": "true"},
+        {
+            "oneToOneMappings": element(clear=True, items=[element({"certificate": BLOB})]),
+            "manyToOneMappings": element(clear=True, items=many),
+        },
+    )
+    host.one("config.set", section=SECTION_MAPPING, location="shop", element=section)
+    got = host.one("config.get", section=SECTION_MAPPING, location="shop")
+    assert list(got["effective"]["children"]) == ["manyToOneMappings", "oneToOneMappings"]
+    assert list(got["element"]["children"]) == ["manyToOneMappings", "oneToOneMappings"]
+    shop = etree.parse(str(apphost(host))).getroot().find("location[@path='shop']")
+    assert shop is not None
+    written = next(shop.iter(SECTION_MAPPING.split("/")[-1]))
+    assert [c.tag for c in written if isinstance(c.tag, str)] == [
+        "manyToOneMappings",
+        "oneToOneMappings",
+    ]
+
+
+def test_mapping_keys_and_case_flags_are_iis(host: AgentRunner) -> None:
+    # certificateSubField is a case-sensitive part of the rule's key: "CN" and "cn" differ.
+    rule = {"certificateField": "Subject", "certificateSubField": "CN", "matchCriteria": "a*"}
+    rules = element(items=[element(rule), element({**rule, "certificateSubField": "cn"})])
+    two = mapping(many=[element({"name": "p", "userName": "u"}, children={"rules": rules})])
+    assert host.one("config.set", section=SECTION_MAPPING, location="shop", element=two)
+    # A one-to-one userName has no nonEmptyString validation in IIS_schema.xml.
+    empty_user = mapping({"certificate": BLOB, "userName": ""})
+    assert host.one("config.set", section=SECTION_MAPPING, location="shop", element=empty_user)
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "words"),
+    [
+        (
+            ('<site name="shop" id="2">', '<site name="shop" id="1">'),
+            "DuplicateKey",
+            "unique key attribute 'id' set to '1'",
+        ),
+        (
+            ('<site name="shop" id="2">', '<site name="Default Web Site" id="2">'),
+            "DuplicateKey",
+            "unique key attribute 'name'",
+        ),
+        (
+            ('bindingInformation="*:8080:"', 'bindingInformation=""'),
+            "InvalidValue",
+            "'bindingInformation' must be a non-empty string",
+        ),
+        (
+            ('<binding protocol="http" bindingInformation="*:8080:" />', "<binding />"),
+            "InvalidValue",
+            "Missing required attribute 'protocol'",
+        ),
+        (('<site name="shop" id="2">', '<site name="shop" id="two">'), "InvalidValue", "uint"),
+    ],
+    ids=["site-id", "site-name", "empty-binding", "binding-without-protocol", "id-not-uint"],
+)
+def test_sites_are_checked_as_iis_loads_them(
+    host: AgentRunner, edit: tuple[str, str], code: str, words: str
+) -> None:
+    path = apphost(host)
+    text = path.read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    error = host.error("site.list")
+    assert error["code"] == code and words in error["message"], error

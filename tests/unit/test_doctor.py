@@ -20,6 +20,7 @@ from iis_clientcert_simulator import pki
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 ENC = "[enc:AesProvider:c2VjcmV0LWNpcGhlcnRleHQ=:enc]"
 SITE = "shop"
+CRL_URL = "http://pki.doctor.test/root.crl"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Pki:
     via_intermediate: pki.Issued
     expired: pki.Issued
     stranger: pki.Issued
+    with_cdp: pki.Issued  # names CRL_URL as its CRL distribution point
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,13 @@ def certs() -> Pki:
         expired=pki.make_leaf(ca, "old", not_before=start, not_after=NOW - dt.timedelta(days=1)),
         stranger=pki.make_leaf(
             other, "mallory", not_before=start, not_after=NOW + dt.timedelta(days=90)
+        ),
+        with_cdp=pki.make_leaf(
+            ca,
+            "carol",
+            not_before=start,
+            not_after=NOW + dt.timedelta(days=90),
+            crl_urls=[CRL_URL],
         ),
     )
 
@@ -149,7 +158,12 @@ def to_reads(raw: dict[str, Any], site_names: tuple[str, ...] | None = None) -> 
         webconfig=tuple(raw.get("webconfig", ())),
     )
     return doctor.HostReads(
-        facts=raw["facts"], root=raw["root"], ca=raw["ca"], sites=(site,), now=NOW
+        facts=raw["facts"],
+        root=raw["root"],
+        ca=raw["ca"],
+        sites=(site,),
+        now=NOW,
+        revocation=raw.get("revocation"),
     )
 
 
@@ -189,6 +203,24 @@ def m_missing_intermediate(raw: dict[str, Any], c: Pki) -> None:
 
 def m_expired(raw: dict[str, Any], c: Pki) -> None:
     set_blob(raw, c.expired.blob)
+
+
+def _revocation(raw: dict[str, Any], c: Pki, status: str, hresult: str | None) -> None:
+    set_blob(raw, c.with_cdp.blob)
+    entry = {"thumbprint": c.with_cdp.thumbprint, "status": status, "hresult": hresult}
+    raw["revocation"] = {"results": [{**entry, "urls": [CRL_URL]}]}
+
+
+def m_crl_unreachable(raw: dict[str, Any], c: Pki) -> None:
+    _revocation(raw, c, "offline", "0x80092013")
+
+
+def m_revoked(raw: dict[str, Any], c: Pki) -> None:
+    _revocation(raw, c, "revoked", "0x80092010")
+
+
+def m_crl_reachable(raw: dict[str, Any], c: Pki) -> None:
+    _revocation(raw, c, "good", None)
 
 
 def m_anonymous(raw: dict[str, Any], c: Pki) -> None:
@@ -353,6 +385,9 @@ CASES: list[tuple[str, Mutation | None, set[tuple[str, str]]]] = [
     ("exclusive_ca_trust", m_trust_mode, {("schannel-trust", "warning")}),
     ("ad_mapping_combined", m_ad_mapping, {("ad-mapping", "error")}),
     ("read_refused", m_read_failure, {("read", "error")}),
+    ("crl_unreachable", m_crl_unreachable, {("revocation", "error")}),
+    ("certificate_revoked", m_revoked, {("revocation", "error")}),
+    ("clean_crl_reachable", m_crl_reachable, set()),
 ]
 
 
@@ -407,6 +442,11 @@ def test_clean_host_reports_what_it_checked(certs: Pki) -> None:
         ),
         (m_trust_mode, ["ClientAuthTrustMode=2"]),
         (m_feature, ["Install-WindowsFeature Web-Cert-Auth"]),
+        (
+            m_crl_unreachable,
+            ["403.13", "0x80092013", CRL_URL, "carol", "verifyclientcertrevocation"],
+        ),
+        (m_revoked, ["403.13", "0x80092010", "carol", "revoked"]),
     ],
 )
 def test_findings_explain_status_and_fix(certs: Pki, mutate: Mutation, words: list[str]) -> None:
@@ -535,6 +575,8 @@ def answers_from(raw: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
             return raw[sections[args["section"]]]
         if name == "mapping.verify_logons":
             return raw["logons"]
+        if name == "cert.revocation":
+            return raw["revocation"]
         raise AssertionError(name)
 
     return answer
@@ -547,6 +589,17 @@ def test_gather_reads_https_sites_in_two_batches(certs: Pki) -> None:
     assert len(client.batches) == 2
     assert client.batches[0] == ["host.facts", "site.list", "cert.list", "cert.list"]
     assert doctor.problems(doctor.run_checks(replace(reads, now=NOW))) == []
+
+
+def test_gather_asks_for_revocation_only_when_a_certificate_names_a_cdp(certs: Pki) -> None:
+    raw = clean_results(certs)
+    m_crl_unreachable(raw, certs)
+    client = FakeClient(answers_from(raw))
+    reads = doctor.gather(client, [SITE])
+    assert client.batches[1:] == [["cert.revocation"]]
+    problems = doctor.problems(doctor.run_checks(replace(reads, now=NOW)))
+    assert [(f.check, f.level) for f in problems] == [("revocation", "error")]
+    assert reads.revocation == raw["revocation"]
 
 
 def test_gather_named_site_is_one_batch(certs: Pki) -> None:
@@ -659,7 +712,7 @@ def test_main_clean_and_broken(
     # Real time: the fixture certificates are valid around NOW only, so use fresh ones.
     ca = pki.make_ca("Live CA")
     leaf = pki.make_leaf(ca, "alice")
-    live = Pki(ca, certs.intermediate, certs.other_ca, leaf, leaf, leaf, leaf)
+    live = Pki(ca, certs.intermediate, certs.other_ca, leaf, leaf, leaf, leaf, leaf)
     raw = clean_results(live)
     code, out, _ = run_main(monkeypatch, capsys, raw)
     assert code == 0, out
