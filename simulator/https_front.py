@@ -86,7 +86,6 @@ SSL_FLAG_SSL = 8
 SSL_FLAG_NEGOTIATE = 32
 SSL_FLAG_REQUIRE = 64
 BINDING_SNI = 1
-BINDING_DISABLE_TLS13 = 32
 BINDING_NEGOTIATE_CLIENT_CERT = 128
 WINDOWS_2025_BUILD = 26100
 
@@ -209,6 +208,9 @@ class Binding:
     certificate_hash: str
     certificate_store: str
     client_cert_negotiation: bool
+    # HTTP.sys negotiates TLS, so its record decides (the binding's sslFlags bit 32 only
+    # matters through the record IIS or the agent writes from it).
+    disable_tls13: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -325,6 +327,7 @@ def read_bindings(session: Session) -> list[Binding]:
                     certificate_store=str(entry.get("certificate_store", "My")),
                     client_cert_negotiation=bool(entry.get("client_cert_negotiation"))
                     or bool(flags & BINDING_NEGOTIATE_CLIENT_CERT),
+                    disable_tls13=bool(entry.get("disabletls13")),
                 )
             )
     return out
@@ -933,9 +936,7 @@ class HttpsFront:
                 return None
             view_flags = read_site(session, fresh.site).ssl_flags
             facts = session.facts
-        tls13 = bool(facts.get("tls13_enabled", True)) and not (
-            fresh.ssl_flags & BINDING_DISABLE_TLS13
-        )
+        tls13 = bool(facts.get("tls13_enabled", True)) and not fresh.disable_tls13
         wants = bool(view_flags & (SSL_FLAG_NEGOTIATE | SSL_FLAG_REQUIRE))
         mode: CertMode = (
             "handshake" if fresh.client_cert_negotiation else ("after" if wants else "none")

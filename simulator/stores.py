@@ -13,10 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from iis_clientcert.host.contract import STORES
+from iis_clientcert.host.contract import SSLCERT_DEFAULTS, STORES
 from iis_clientcert_simulator.errors import (
+    HR_ALREADY_EXISTS,
     HR_ASN1_BADTAG,
     HR_ASN1_EOD,
+    HR_FILE_NOT_FOUND,
     HR_INVALID_PASSWORD,
     HR_NOT_FOUND,
     OpError,
@@ -201,8 +203,14 @@ def sslcert_key(info: str, ssl_flags: int) -> str:
 
 
 class HttpSys:
-    """httpsys.json: {"sslcert": {key: {certificate_hash, certificate_store, app_id,
-    client_cert_negotiation}}}."""
+    """httpsys.json: {"sslcert": {key: record}}, the HTTP Server API's SSL certificate store.
+
+    A record holds ``certificate_hash``, ``certificate_store``, ``app_id`` and every setting
+    of contract.SSLCERT_DEFAULTS (netsh's names). ``client_cert_negotiation`` repeats
+    ``clientcertnegotiation`` for readers of the file. Like netsh (and the HTTP Server API
+    under it), ``add`` refuses an existing key and ``update`` replaces the whole record: a
+    setting it is not given goes back to its default (FACTS.md "Real-host pitfalls").
+    """
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
@@ -210,19 +218,74 @@ class HttpSys:
 
     def get(self, key: str) -> dict[str, Any] | None:
         found = self.data["sslcert"].get(key)
-        return dict(found) if found is not None else None
+        if found is None:
+            return None
+        record = dict(found)
+        # Files written before settings were modelled: the defaults are what they held.
+        for name, default in SSLCERT_DEFAULTS.items():
+            record.setdefault(name, default)
+        record["clientcertnegotiation"] = bool(
+            record.get("client_cert_negotiation", record["clientcertnegotiation"])
+        )
+        record["client_cert_negotiation"] = record["clientcertnegotiation"]
+        return record
 
-    def set(self, key: str, cert_hash: str, store: str, negotiation: bool) -> bool:
-        entry = {
+    @staticmethod
+    def settings(record: dict[str, Any]) -> dict[str, Any]:
+        """The netsh settings of a record (what a rewrite must pass to keep them)."""
+        return {name: record.get(name, default) for name, default in SSLCERT_DEFAULTS.items()}
+
+    @staticmethod
+    def _record(
+        cert_hash: str, store: str, app_id: str, settings: dict[str, Any]
+    ) -> dict[str, Any]:
+        unknown = set(settings) - set(SSLCERT_DEFAULTS)
+        if unknown:
+            raise OpError(
+                "InvalidValue",
+                f"netsh http: unknown sslcert parameter(s) {', '.join(sorted(unknown))}",
+                0x80070057,
+            )
+        record: dict[str, Any] = {
             "certificate_hash": cert_hash.upper(),
             "certificate_store": store,
-            "app_id": IIS_APP_ID,
-            "client_cert_negotiation": negotiation,
+            "app_id": app_id,
         }
-        if self.data["sslcert"].get(key) == entry:
-            return False
-        self.data["sslcert"][key] = entry
-        return True
+        record.update({name: settings.get(name, d) for name, d in SSLCERT_DEFAULTS.items()})
+        record["client_cert_negotiation"] = bool(record["clientcertnegotiation"])
+        return record
+
+    def add(
+        self, key: str, cert_hash: str, store: str, app_id: str, settings: dict[str, Any]
+    ) -> None:
+        """``netsh http add sslcert``: a new record; an existing key is error 183."""
+        if key in self.data["sslcert"]:
+            raise OpError(
+                "DuplicateKey",
+                f"SSL Certificate add failed, Error: 183 Cannot create a file when that file "
+                f"already exists ({key})",
+                HR_ALREADY_EXISTS,
+            )
+        self.data["sslcert"][key] = self._record(cert_hash, store, app_id, settings)
+
+    def update(
+        self, key: str, cert_hash: str, store: str, app_id: str, settings: dict[str, Any]
+    ) -> None:
+        """``netsh http update sslcert``: the whole record is replaced; settings not
+        given take their defaults (the rule a writer must respect, win-acme #2831)."""
+        if key not in self.data["sslcert"]:
+            raise OpError(
+                "NotFound",
+                f"SSL Certificate update failed, Error: 2 The system cannot find the file "
+                f"specified ({key})",
+                HR_FILE_NOT_FOUND,
+            )
+        self.data["sslcert"][key] = self._record(cert_hash, store, app_id, settings)
+
+    def put(self, key: str, cert_hash: str, store: str, **settings: Any) -> None:
+        """Set up a record (first start, tests): add or replace, IIS's app id."""
+        self.data["sslcert"][key] = self._record(cert_hash, store, IIS_APP_ID, settings)
 
     def remove(self, key: str) -> bool:
+        """``netsh http delete sslcert``."""
         return self.data["sslcert"].pop(key, None) is not None

@@ -834,6 +834,53 @@ function Invoke-ConfigClear($A) {
 
 # --- sites and bindings ------------------------------------------------------------------
 
+# HTTP.sys SSL record settings by netsh parameter name, with the value a record gets when
+# netsh is not given them (contract.SSLCERT_DEFAULTS). `netsh http update sslcert`
+# replaces the whole record: a rewrite passes every setting found, or the owner's
+# DisableTLS13, OCSP, CTL ... settings are lost (FACTS.md "Real-host pitfalls", win-acme #2831).
+$script:SslCertDefaults = [ordered]@{
+    verifyclientcertrevocation = $true
+    verifyrevocationwithcachedclientcertonly = $false
+    usagecheck = $true
+    revocationfreshnesstime = 0
+    urlretrievaltimeout = 0
+    sslctlidentifier = ''
+    sslctlstorename = ''
+    dsmapperusage = $false
+    clientcertnegotiation = $false
+    reject = $false
+    disablehttp2 = $false
+    disablequic = $false
+    disabletls13 = $false
+    disableocspstapling = $false
+    enabletokenbinding = $false
+    logextendedevents = $false
+    disablelegacytls = $false
+    enablesessionticket = $false
+    disabletls12 = $false
+    disablesessionid = $false
+}
+# The HTTP_SERVICE_CONFIG_SSL_FLAG_* bit (http.h) of the registry's DefaultFlags behind
+# each boolean netsh setting.
+$script:SslFlagBits = [ordered]@{
+    dsmapperusage = 0x1
+    clientcertnegotiation = 0x2
+    reject = 0x8
+    disablehttp2 = 0x10
+    disablequic = 0x20
+    disabletls13 = 0x40
+    disableocspstapling = 0x80
+    enabletokenbinding = 0x100
+    logextendedevents = 0x200
+    disablelegacytls = 0x400
+    enablesessionticket = 0x800
+    disabletls12 = 0x1000
+    disablesessionid = 0x4000
+}
+# IIS binding sslFlags bits that stand for a record setting (contract.BINDING_FLAG_SETTINGS):
+# a bit set turns the setting on, a bit this write clears turns it off, others stay.
+$script:BindingFlagSettings = @(@(4, 'disablehttp2'), @(8, 'disableocspstapling'), @(16, 'disablequic'), @(32, 'disabletls13'), @(64, 'disablelegacytls'))
+
 function Get-SslEndpoint([string]$BindingInformation, [int]$SslFlags) {
     # HTTP.sys keys of an IIS https binding "ip:port:host": SNI -> host:port, else ip:port.
     $parts = $BindingInformation.Split(':')
@@ -848,16 +895,86 @@ function Get-SslEndpoint([string]$BindingInformation, [int]$SslFlags) {
     return @{ kind = 'ipport'; key = "$($ip):$port"; regKey = "$script:HttpParamsKey\SslBindingInfo\$($ip):$port" }
 }
 
-function Get-HttpSslBinding($Endpoint) {
-    $hash = Get-RegValue $Endpoint.regKey 'SslCertHash'
+function Get-HttpSslRecord($Endpoint) {
+    # The whole HTTP.sys record (what `netsh http show sslcert` shows), from HTTP's registry
+    # parameters, or $null.
+    $key = $Endpoint.regKey
+    $hash = Get-RegValue $key 'SslCertHash'
     if ($null -eq $hash) { return $null }
-    $flags = [int64](Get-RegValue $Endpoint.regKey 'DefaultFlags' 0)
+    $mode = [int64](Get-RegValue $key 'DefaultCertCheckMode' 0)
+    $flags = [int64](Get-RegValue $key 'DefaultFlags' 0)
+    $appId = Get-RegValue $key 'AppId'
+    if ($appId -is [byte[]] -and $appId.Length -eq 16) { $appId = (New-Object System.Guid (, [byte[]]$appId)).ToString('B') }
+    if ($null -eq $appId -or [string]$appId -eq '') { $appId = $script:IisAppId }
+    $settings = [ordered]@{}
+    foreach ($name in $script:SslCertDefaults.Keys) { $settings[$name] = $script:SslCertDefaults[$name] }
+    # DefaultCertCheckMode: 1 no revocation check, 2 cached only, 0x10000 no usage check.
+    $settings['verifyclientcertrevocation'] = (($mode -band 0x1) -eq 0)
+    $settings['verifyrevocationwithcachedclientcertonly'] = (($mode -band 0x2) -ne 0)
+    $settings['usagecheck'] = (($mode -band 0x10000) -eq 0)
+    $settings['revocationfreshnesstime'] = [int64](Get-RegValue $key 'DefaultRevocationFreshnessTime' 0)
+    $settings['urlretrievaltimeout'] = [int64](Get-RegValue $key 'DefaultRevocationUrlRetrievalTimeout' 0)
+    $settings['sslctlidentifier'] = [string](Get-RegValue $key 'DefaultSslCtlIdentifier' '')
+    $settings['sslctlstorename'] = [string](Get-RegValue $key 'DefaultSslCtlStoreName' '')
+    $known = 0L
+    foreach ($name in $script:SslFlagBits.Keys) {
+        $bit = [int64]$script:SslFlagBits[$name]
+        $settings[$name] = (($flags -band $bit) -ne 0)
+        $known = $known -bor $bit
+    }
     return @{
         hash = ([System.BitConverter]::ToString([byte[]]$hash)).Replace('-', '')
-        store = [string](Get-RegValue $Endpoint.regKey 'SslCertStoreName' 'MY')
-        # HTTP_SERVICE_CONFIG_SSL_FLAG_NEGOTIATE_CLIENT_CERT
-        negotiate = (($flags -band 2) -ne 0)
+        store = [string](Get-RegValue $key 'SslCertStoreName' 'MY')
+        appId = [string]$appId
+        negotiate = [bool]$settings['clientcertnegotiation']
+        settings = $settings
+        # Bits no netsh parameter can pass again (NO_RAW_FILTER 0x4, newer ones).
+        unknownFlags = ($flags -band (-bnot $known))
     }
+}
+
+function Test-SameSslSettings($Left, $Right) {
+    foreach ($name in $script:SslCertDefaults.Keys) {
+        if ([string]$Left[$name] -cne [string]$Right[$name]) { return $false }
+    }
+    return $true
+}
+
+function Get-NetshSslArgs([string]$Verb, $Endpoint, [string]$Hash, [string]$Store, [string]$AppId, $Settings) {
+    # Every setting that differs from its default, so an update (which replaces the whole
+    # record) keeps what the record held. Defaults are left out: netsh of older Windows
+    # does not know the newer parameters, and leaving one out means its default.
+    $list = New-Object 'System.Collections.Generic.List[string]'
+    foreach ($a in @('http', $Verb, 'sslcert', "$($Endpoint.kind)=$($Endpoint.key)", "certhash=$Hash", "appid=$AppId", "certstorename=$Store")) { $list.Add($a) }
+    foreach ($name in $script:SslCertDefaults.Keys) {
+        $value = $Settings[$name]
+        if ([string]$value -ceq [string]$script:SslCertDefaults[$name]) { continue }
+        if ($value -is [bool]) {
+            if ($value) { $text = 'enable' } else { $text = 'disable' }
+        } else {
+            $text = [string]$value
+        }
+        $list.Add("$name=$text")
+    }
+    return , $list.ToArray()
+}
+
+function Test-SslEndpointInUse($Endpoint) {
+    # Whether any site's https binding still maps to this HTTP.sys record.
+    $sm = New-ServerManager
+    try {
+        foreach ($s in $sm.Sites) {
+            foreach ($b in $s.Bindings) {
+                if ($b.Protocol -ne 'https') { continue }
+                $other = $null
+                try { $other = Get-SslEndpoint $b.BindingInformation (Get-BindingFlags $b) } catch { $other = $null }
+                if ($null -ne $other -and $other.key -eq $Endpoint.key) { return $true }
+            }
+        }
+    } finally {
+        $sm.Dispose()
+    }
+    return $false
 }
 
 function Get-BindingFlags($Binding) {
@@ -881,13 +998,15 @@ function Invoke-SiteList($A) {
                 $hash = $null
                 $store = $null
                 $negotiate = $false
+                $sslcert = $null
                 if ($b.Protocol -eq 'https') {
                     $ssl = $null
-                    try { $ssl = Get-HttpSslBinding (Get-SslEndpoint $b.BindingInformation $flags) } catch { $ssl = $null }
+                    try { $ssl = Get-HttpSslRecord (Get-SslEndpoint $b.BindingInformation $flags) } catch { $ssl = $null }
                     if ($null -ne $ssl) {
                         $hash = $ssl.hash
                         $store = $ssl.store
                         $negotiate = $ssl.negotiate
+                        $sslcert = $ssl.settings
                     }
                 }
                 [void]$bindings.Add([ordered]@{
@@ -897,6 +1016,7 @@ function Invoke-SiteList($A) {
                         certificate_hash = $hash
                         certificate_store = $store
                         client_cert_negotiation = $negotiate
+                        sslcert = $sslcert
                     })
             }
             [void]$sites.Add([ordered]@{
@@ -947,6 +1067,27 @@ function Invoke-Netsh([string[]]$Arguments) {
     }
 }
 
+function Find-HttpsBinding($Site, [string]$Info) {
+    foreach ($b in $Site.Bindings) {
+        if ($b.Protocol -eq 'https' -and [string]::Equals($b.BindingInformation, $Info, [System.StringComparison]::OrdinalIgnoreCase)) { return $b }
+    }
+    return $null
+}
+
+function Restore-BindingConfig([string]$SiteName, [string]$Info, $OldFlags, [bool]$Created) {
+    # Undo a binding.set's config change (config only: HTTP.sys is restored by the caller).
+    $sm = New-ServerManager
+    try {
+        $site = Get-SiteOrFail $sm $SiteName
+        $b = Find-HttpsBinding $site $Info
+        if ($null -eq $b) { return }
+        if ($Created) { $site.Bindings.Remove($b, $true) } else { $b.SetAttributeValue('sslFlags', [int]$OldFlags) }
+        $sm.CommitChanges()
+    } finally {
+        $sm.Dispose()
+    }
+}
+
 function Invoke-BindingSet($A) {
     $siteName = Get-RequiredString $A 'site'
     $info = Get-RequiredString $A 'binding_information'
@@ -963,46 +1104,86 @@ function Invoke-BindingSet($A) {
         # What netsh answers: ERROR_NO_SUCH_LOGON_SESSION.
         throw (New-AgentError 'BadCertificate' "SSL Certificate add failed: the certificate $hash has no private key" 0x80070520)
     }
+    $record = Get-HttpSslRecord $endpoint
+    if ($null -ne $record -and $record.unknownFlags -ne 0) {
+        # Refuse rather than drop them: netsh cannot pass these settings again.
+        throw (New-AgentError 'InvalidValue' ("the HTTP.sys certificate binding $($endpoint.kind)=$($endpoint.key) holds settings netsh cannot pass again (DefaultFlags bits 0x{0:X}); rewriting it would drop them: change it with the HTTP Server API or by hand" -f $record.unknownFlags) 0x80070032)
+    }
     $created = $false
     $changed = $false
+    $configChanged = $false
+    $oldFlags = 0
+    $oldEndpoint = $null
     $sm = New-ServerManager
     try {
         $site = Get-SiteOrFail $sm $siteName
-        $existing = $null
-        foreach ($b in $site.Bindings) {
-            if ($b.Protocol -eq 'https' -and [string]::Equals($b.BindingInformation, $info, [System.StringComparison]::OrdinalIgnoreCase)) { $existing = $b }
-        }
-        $needsWrite = $true
-        if ($null -ne $existing) {
-            $currentHash = ''
-            if ($null -ne $existing.CertificateHash) { $currentHash = ([System.BitConverter]::ToString($existing.CertificateHash)).Replace('-', '') }
-            $needsWrite = -not ($currentHash -eq $hash -and (Get-BindingFlags $existing) -eq $flags -and
-                [string]::Equals([string]$existing.CertificateStoreName, $storeName, [System.StringComparison]::OrdinalIgnoreCase))
-        } else {
-            $created = $true
-        }
-        if ($needsWrite) {
-            if ($null -ne $existing) { $site.Bindings.Remove($existing) }
-            # Microsoft.Web.Administration also writes the HTTP.sys certificate binding.
-            $binding = $site.Bindings.Add($info, (ConvertTo-Bytes $hash), $storeName)
+        $existing = Find-HttpsBinding $site $info
+        if ($null -eq $existing) {
+            # The protocol overload writes config only; Add(info, hash, store) would also write
+            # the HTTP.sys record afresh, without its other settings (win-acme #2831).
+            $binding = $site.Bindings.Add($info, 'https')
             $binding.SetAttributeValue('sslFlags', $flags)
+            $created = $true
+            $configChanged = $true
+        } else {
+            $oldFlags = Get-BindingFlags $existing
+            $oldEndpoint = Get-SslEndpoint $info $oldFlags
+            if ($oldFlags -ne $flags) {
+                # In place: Remove + Add through MWA rewrites (or deletes) the HTTP.sys record
+                # that every site on this ip:port shares (KB 2405568).
+                $existing.SetAttributeValue('sslFlags', $flags)
+                $configChanged = $true
+            }
+        }
+        if ($configChanged) {
             $sm.CommitChanges()
             $changed = $true
         }
     } finally {
         $sm.Dispose()
     }
-    $ssl = Get-HttpSslBinding $endpoint
-    $mode = 'disable'
-    if ($negotiate) { $mode = 'enable' }
-    $netshArgs = @('http', 'update', 'sslcert', "$($endpoint.kind)=$($endpoint.key)", "certhash=$hash", "appid=$script:IisAppId", "certstorename=$storeName", "clientcertnegotiation=$mode")
-    if ($null -eq $ssl) {
-        $netshArgs[1] = 'add'
-        Invoke-Netsh $netshArgs
-        $changed = $true
-    } elseif ($ssl.hash -ne $hash -or $ssl.negotiate -ne $negotiate) {
-        Invoke-Netsh $netshArgs
-        $changed = $true
+
+    # HTTP.sys: the whole record, every setting it held passed again.
+    $settings = [ordered]@{}
+    foreach ($name in $script:SslCertDefaults.Keys) {
+        if ($null -ne $record) { $settings[$name] = $record.settings[$name] } else { $settings[$name] = $script:SslCertDefaults[$name] }
+    }
+    $settings['clientcertnegotiation'] = $negotiate
+    foreach ($pair in $script:BindingFlagSettings) {
+        if (($flags -band $pair[0]) -ne 0) { $settings[$pair[1]] = $true }
+        elseif (($oldFlags -band $pair[0]) -ne 0) { $settings[$pair[1]] = $false }
+    }
+    $added = $false
+    $updated = $false
+    try {
+        if ($null -eq $record) {
+            Invoke-Netsh (Get-NetshSslArgs 'add' $endpoint $hash $storeName $script:IisAppId $settings)
+            $added = $true
+            $changed = $true
+        } elseif ($record.hash -ne $hash -or -not [string]::Equals($record.store, $storeName, [System.StringComparison]::OrdinalIgnoreCase) -or
+            -not (Test-SameSslSettings $record.settings $settings)) {
+            Invoke-Netsh (Get-NetshSslArgs 'update' $endpoint $hash $storeName $record.appId $settings)
+            $updated = $true
+            $changed = $true
+        }
+        if ($null -ne $oldEndpoint -and $oldEndpoint.key -ne $endpoint.key -and -not (Test-SslEndpointInUse $oldEndpoint) -and
+            $null -ne (Get-HttpSslRecord $oldEndpoint)) {
+            # The SNI bit moved the binding to another HTTP.sys key: the old record is unused.
+            Invoke-Netsh @('http', 'delete', 'sslcert', "$($oldEndpoint.kind)=$($oldEndpoint.key)")
+            $changed = $true
+        }
+    } catch {
+        # Undo this op's own changes, so a rerun finds the host as it was and not
+        # leftovers of ours that it would take for the owner's.
+        $failure = $_
+        try {
+            if ($added) { Invoke-Netsh @('http', 'delete', 'sslcert', "$($endpoint.kind)=$($endpoint.key)") }
+            if ($updated) { Invoke-Netsh (Get-NetshSslArgs 'update' $endpoint $record.hash $record.store $record.appId $record.settings) }
+            if ($configChanged) { Restore-BindingConfig $siteName $info $oldFlags $created }
+        } catch {
+            $null = $_  # the first failure is the one to report
+        }
+        throw $failure
     }
     return [ordered]@{ changed = $changed; created = $created }
 }
@@ -1012,27 +1193,41 @@ function Invoke-BindingRemove($A) {
     $info = Get-RequiredString $A 'binding_information'
     $sm = New-ServerManager
     $endpoint = $null
-    $stillUsed = $false
+    $flags = 0
     try {
         $site = Get-SiteOrFail $sm $siteName
-        $existing = $null
-        foreach ($b in $site.Bindings) {
-            if ($b.Protocol -eq 'https' -and [string]::Equals($b.BindingInformation, $info, [System.StringComparison]::OrdinalIgnoreCase)) { $existing = $b }
-        }
+        $existing = Find-HttpsBinding $site $info
         if ($null -eq $existing) { return [ordered]@{ changed = $false } }
-        $endpoint = Get-SslEndpoint $info (Get-BindingFlags $existing)
-        $site.Bindings.Remove($existing)
+        $flags = Get-BindingFlags $existing
+        $endpoint = Get-SslEndpoint $info $flags
+        # removeConfigOnly: otherwise MWA deletes the HTTP.sys record that every site on this
+        # ip:port shares (KB 2405568); the record is handled below, when no binding uses it.
+        $site.Bindings.Remove($existing, $true)
         $sm.CommitChanges()
-        foreach ($s in $sm.Sites) {
-            foreach ($b in $s.Bindings) {
-                if ($b.Protocol -eq 'https' -and (Get-SslEndpoint $b.BindingInformation (Get-BindingFlags $b)).key -eq $endpoint.key) { $stillUsed = $true }
-            }
-        }
     } finally {
         $sm.Dispose()
     }
-    if (-not $stillUsed -and $null -ne (Get-HttpSslBinding $endpoint)) {
-        Invoke-Netsh @('http', 'delete', 'sslcert', "$($endpoint.kind)=$($endpoint.key)")
+    if (-not (Test-SslEndpointInUse $endpoint) -and $null -ne (Get-HttpSslRecord $endpoint)) {
+        try {
+            Invoke-Netsh @('http', 'delete', 'sslcert', "$($endpoint.kind)=$($endpoint.key)")
+        } catch {
+            # Put the binding back (config only), so a rerun finds it and tries again instead
+            # of leaving an HTTP.sys record nobody owns.
+            $failure = $_
+            try {
+                $sm = New-ServerManager
+                try {
+                    $binding = (Get-SiteOrFail $sm $siteName).Bindings.Add($info, 'https')
+                    $binding.SetAttributeValue('sslFlags', $flags)
+                    $sm.CommitChanges()
+                } finally {
+                    $sm.Dispose()
+                }
+            } catch {
+                $null = $_
+            }
+            throw $failure
+        }
     }
     return [ordered]@{ changed = $true }
 }

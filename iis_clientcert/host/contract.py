@@ -113,6 +113,49 @@ class OpSpec:
 
 
 STORES: Final = ("Root", "CA", "My")
+
+# An HTTP.sys SSL certificate record's settings, by `netsh http add sslcert` parameter
+# name, with the value the record gets when an add or update does not name them. `netsh
+# http update sslcert` replaces the whole record (FACTS.md "Real-host pitfalls"): whoever
+# rewrites one passes every setting it found, or the owner's DisableTLS13, OCSP, CTL ...
+# settings are silently lost (win-acme #2831).
+SSLCERT_DEFAULTS: Final[dict[str, bool | int | str]] = {
+    "verifyclientcertrevocation": True,
+    "verifyrevocationwithcachedclientcertonly": False,
+    "usagecheck": True,
+    "revocationfreshnesstime": 0,
+    "urlretrievaltimeout": 0,
+    "sslctlidentifier": "",
+    "sslctlstorename": "",
+    "dsmapperusage": False,
+    "clientcertnegotiation": False,
+    "reject": False,
+    "disablehttp2": False,
+    "disablequic": False,
+    "disabletls13": False,
+    "disableocspstapling": False,
+    "enabletokenbinding": False,
+    "logextendedevents": False,
+    "disablelegacytls": False,
+    "enablesessionticket": False,
+    "disabletls12": False,
+    "disablesessionid": False,
+}
+
+# IIS binding sslFlags bits that stand for an HTTP.sys record setting (IIS 10 on Server
+# 2019+: IIS Manager's "Disable TLS 1.3 over TCP" etc. set both). binding.set turns the
+# setting on for a bit that is set and off for a bit it clears; others stay as found.
+BINDING_FLAG_SETTINGS: Final[dict[int, str]] = {
+    4: "disablehttp2",
+    8: "disableocspstapling",
+    16: "disablequic",
+    32: "disabletls13",
+    64: "disablelegacytls",
+}
+
+# Windows builds that open AES-256/PBES2 PFX files (Server 2019 = 17763 and later); older
+# ones fail with 0x80070056, which reads like a wrong password (FACTS.md).
+PFX_AES_MIN_BUILD: Final = 17763
 CONFIG_TARGETS: Final = ("apphost", "webconfig")
 FOLDER_RIGHTS: Final = ("Read", "ReadAndExecute", "Modify", "FullControl")
 
@@ -134,7 +177,7 @@ _OPS: list[OpSpec] = [
         result=(
             "{sites: [{name, id: int, physical_path, bindings: [{protocol,"
             " binding_information, ssl_flags: int, certificate_hash, certificate_store,"
-            " client_cert_negotiation: bool}]}]}"
+            " client_cert_negotiation: bool, sslcert: {SSLCERT_DEFAULTS names} | null}]}]}"
         ),
     ),
     OpSpec(
@@ -172,7 +215,9 @@ _OPS: list[OpSpec] = [
     ),
     OpSpec(
         "binding.set",
-        "Create or update a site's https binding and its HTTP.sys certificate binding.",
+        "Create or update a site's https binding and its HTTP.sys certificate binding. "
+        "The HTTP.sys record is rewritten whole with every setting it held (and the "
+        "binding's BINDING_FLAG_SETTINGS bits); the IIS binding is changed in config only.",
         writes=True,
         args={
             "site": Arg("str"),
@@ -187,7 +232,8 @@ _OPS: list[OpSpec] = [
     ),
     OpSpec(
         "binding.remove",
-        "Remove a site's https binding and its HTTP.sys certificate binding.",
+        "Remove a site's https binding (config only), then its HTTP.sys certificate binding "
+        "unless another site's https binding still uses the same ip:port or host:port.",
         writes=True,
         args={"site": Arg("str"), "binding_information": Arg("str")},
         result="{changed: bool}",

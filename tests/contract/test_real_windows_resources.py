@@ -1,0 +1,125 @@
+"""Resources on a simulator that does what a real Windows host does (issue 10).
+
+Each test leaves the host the way an owner or another tool would (an HTTP.sys setting
+set with netsh, a second site on the same ip:port, a password encrypted on another host,
+Windows Server 2016), drives the providers (no engine) and checks what the owner would
+see afterwards through the agent's own reads.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iis_clientcert.host import contract
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
+from iis_clientcert.providers import https_binding as hb
+from iis_clientcert.providers import server_certificate as sc
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.testing import put_sslcert, running_simulator, sslcert
+
+PFX_PASSWORD = "Real-Windows-Pfx-9!"
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with running_simulator(tmp_path / "state") as endpoint:
+        connection = {
+            "endpoint": endpoint.winrm_https_url,
+            "transport": "basic",
+            "username": endpoint.username,
+            "password": endpoint.password,
+            "ca_bundle": Path(endpoint.ca_bundle).read_text("utf-8"),
+        }
+        yield {"connection": connection, "state": Path(endpoint.state_dir)}
+
+
+def _call(sim: dict[str, Any], *ops: dict[str, Any]) -> list[Any]:
+    return HostClient(Connection.from_input(sim["connection"])).call(list(ops))
+
+
+def _https(sim: dict[str, Any], site: str) -> dict[str, dict[str, Any]]:
+    sites = _call(sim, contract.make_op("site.list"))[0]["sites"]
+    found = next(s for s in sites if s["name"] == site)
+    return {b["binding_information"]: b for b in found["bindings"] if b["protocol"] == "https"}
+
+
+def _checked(provider: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    result = provider.check({}, inputs)
+    assert result.failures == [], [f.reason for f in result.failures]
+    return dict(result.inputs)
+
+
+def _server_certificate(sim: dict[str, Any], issued: pki.Issued, **pfx: Any) -> Any:
+    data = base64.b64encode(issued.pfx(PFX_PASSWORD.encode(), **pfx)).decode()
+    provider = sc.ServerCertificateProvider()
+    inputs = _checked(
+        provider, {"connection": sim["connection"], "pfx": data, "password": PFX_PASSWORD}
+    )
+    return provider, provider.create(inputs)
+
+
+def _binding(sim: dict[str, Any], **inputs: Any) -> tuple[hb.HttpsBindingProvider, Any]:
+    provider = hb.HttpsBindingProvider()
+    return provider, provider.create(
+        _checked(provider, {"connection": sim["connection"], **inputs})
+    )
+
+
+# --- 5. HTTP.sys records kept whole ------------------------------------------------------
+
+
+def test_https_binding_keeps_the_owners_http_sys_settings(sim: dict[str, Any]) -> None:
+    # The owner turned TLS 1.3 off and set a CTL on shop's record with netsh; the binding's
+    # sslFlags say nothing of it. Adopting the binding with a new certificate, then giving
+    # it back, must leave both settings where the owner put them.
+    key = "ipport=0.0.0.0:443"
+    before = _https(sim, "shop")["*:443:"]
+    owner: dict[str, Any] = {
+        "disabletls13": True,
+        "sslctlidentifier": "Partners",
+        "sslctlstorename": "CA",
+    }
+    put_sslcert(sim["state"], key, before["certificate_hash"], **owner)
+    renewed = pki.make_server(pki.make_ca("Renewal CA"), "shop.simiis01.local")
+    _, cert = _server_certificate(sim, renewed)
+
+    provider, created = _binding(sim, site="shop", certificate_thumbprint=cert.outs["thumbprint"])
+    record = sslcert(sim["state"], key)
+    assert record is not None
+    assert record["certificate_hash"] == renewed.thumbprint
+    assert record["clientcertnegotiation"] is True
+    assert {k: record[k] for k in owner} == owner
+
+    provider.delete(created.id, created.outs)
+    record = sslcert(sim["state"], key)
+    assert record is not None
+    assert record["certificate_hash"] == before["certificate_hash"]
+    assert {k: record[k] for k in owner} == owner
+    assert _https(sim, "shop")["*:443:"]["sslcert"]["disabletls13"] is True
+
+
+def test_deleting_one_sites_binding_keeps_the_other_sites_certificate(
+    sim: dict[str, Any],
+) -> None:
+    # Two sites on *:44320 told apart by host header share one HTTP.sys record (KB 2405568).
+    issued = pki.make_server(pki.make_ca("Shared CA"), "a.test", extra_dns=["b.test"])
+    _, cert = _server_certificate(sim, issued)
+    thumb = cert.outs["thumbprint"]
+    shop, shop_binding = _binding(
+        sim, site="shop", port=44320, host_name="a.test", certificate_thumbprint=thumb
+    )
+    _binding(
+        sim, site="Default Web Site", port=44320, host_name="b.test", certificate_thumbprint=thumb
+    )
+
+    shop.delete(shop_binding.id, shop_binding.outs)
+    assert "*:44320:a.test" not in _https(sim, "shop")
+    other = _https(sim, "Default Web Site")["*:44320:b.test"]
+    assert other["certificate_hash"] == thumb
+    assert other["client_cert_negotiation"] is True

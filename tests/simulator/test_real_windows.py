@@ -1,0 +1,198 @@
+"""What a real Windows host does and a forgiving simulator would hide (issue 10).
+
+Each test sets the host up the way an owner or another tool leaves it, runs the agent's
+ops, and checks what the owner would notice afterwards: a lost HTTP.sys setting, another
+site's certificate binding gone, a half-made account, an orphan key, a read that fails
+as a whole for one bad value. Sources are cited where the rule is modelled.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iis_clientcert.host.contract import SSLCERT_DEFAULTS, make_op
+from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.state import HostState, Session
+from iis_clientcert_simulator.stores import HttpSys
+from iis_clientcert_simulator.testing import AgentRunner, put_sslcert, sslcert
+
+SHOP_KEY = "ipport=0.0.0.0:443"
+# What an owner sets with netsh (or IIS Manager) that no resource of ours manages.
+OWNER_SETTINGS: dict[str, Any] = {
+    "disabletls13": True,
+    "disablequic": True,
+    "disablehttp2": True,
+    "disablelegacytls": True,
+    "disableocspstapling": True,
+    "verifyclientcertrevocation": False,
+    "revocationfreshnesstime": 3600,
+    "sslctlidentifier": "Partner CAs",
+    "sslctlstorename": "ClientAuthIssuer",
+}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> AgentRunner:
+    return AgentRunner(tmp_path / "host")
+
+
+@pytest.fixture(scope="module")
+def ca() -> pki.Issued:
+    return pki.make_ca("Real Windows Test CA")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _https(host: AgentRunner, site: str) -> dict[str, dict[str, Any]]:
+    sites = {s["name"]: s for s in host.one("site.list")["sites"]}
+    return {
+        b["binding_information"]: b for b in sites[site]["bindings"] if b["protocol"] == "https"
+    }
+
+
+def _import(host: AgentRunner, issued: pki.Issued) -> str:
+    return str(host.one("cert.import", store="My", pfx_b64=b64(issued.pfx(None)))["thumbprint"])
+
+
+def _binding_set(host: AgentRunner, site: str, info: str, thumb: str, **kw: Any) -> Any:
+    args = {
+        "site": site,
+        "binding_information": info,
+        "ssl_flags": 0,
+        "certificate_hash": thumb,
+        "certificate_store": "My",
+        "client_cert_negotiation": True,
+        **kw,
+    }
+    return host.one("binding.set", **args)
+
+
+# --- 5. HTTP.sys records kept whole ------------------------------------------------------
+
+
+def test_netsh_update_replaces_the_whole_record() -> None:
+    # The model's rule itself (netsh http update sslcert; win-acme #2831).
+    httpsys = HttpSys({})
+    httpsys.put(SHOP_KEY, "AB" * 20, "My", **OWNER_SETTINGS)
+    httpsys.update(SHOP_KEY, "AB" * 20, "My", "{app}", {"clientcertnegotiation": True})
+    record = httpsys.get(SHOP_KEY)
+    assert record is not None
+    assert HttpSys.settings(record) == {**SSLCERT_DEFAULTS, "clientcertnegotiation": True}
+
+
+def test_turning_on_negotiation_keeps_the_owners_http_sys_settings(host: AgentRunner) -> None:
+    thumb = _https(host, "shop")["*:443:"]["certificate_hash"]
+    put_sslcert(host.state_dir, SHOP_KEY, thumb, **OWNER_SETTINGS)
+    assert _binding_set(host, "shop", "*:443:", thumb) == {"changed": True, "created": False}
+    record = sslcert(host.state_dir, SHOP_KEY)
+    assert record is not None
+    assert HttpSys.settings(record) == {
+        **SSLCERT_DEFAULTS,
+        **OWNER_SETTINGS,
+        "clientcertnegotiation": True,
+    }
+    # site.list shows the whole record, so a reader (and a real-host check) can see it.
+    assert _https(host, "shop")["*:443:"]["sslcert"]["disabletls13"] is True
+
+
+def test_a_new_certificate_keeps_the_owners_http_sys_settings(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    old = _https(host, "shop")["*:443:"]["certificate_hash"]
+    put_sslcert(host.state_dir, SHOP_KEY, old, **OWNER_SETTINGS, clientcertnegotiation=True)
+    renewed = _import(host, pki.make_server(ca, "shop.simiis01.local"))
+    assert _binding_set(host, "shop", "*:443:", renewed)["changed"] is True
+    record = sslcert(host.state_dir, SHOP_KEY)
+    assert record is not None and record["certificate_hash"] == renewed
+    assert HttpSys.settings(record) == {
+        **SSLCERT_DEFAULTS,
+        **OWNER_SETTINGS,
+        "clientcertnegotiation": True,
+    }
+
+
+def test_binding_flag_bits_reach_the_record_and_clearing_one_clears_it(
+    host: AgentRunner,
+) -> None:
+    thumb = _https(host, "shop")["*:443:"]["certificate_hash"]
+    _binding_set(host, "shop", "*:443:", thumb, ssl_flags=32)  # DisableTLS13
+    record = sslcert(host.state_dir, SHOP_KEY)
+    assert record is not None and record["disabletls13"] is True
+    _binding_set(host, "shop", "*:443:", thumb, ssl_flags=0)
+    record = sslcert(host.state_dir, SHOP_KEY)
+    assert record is not None and record["disabletls13"] is False
+
+
+def test_removing_one_sites_binding_keeps_the_record_another_site_shares(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    # Two sites on *:44310 told apart by host header: one HTTP.sys record (ipport) for both.
+    thumb = _import(host, pki.make_server(ca, "a.test", extra_dns=["b.test"]))
+    _binding_set(host, "shop", "*:44310:a.test", thumb)
+    _binding_set(host, "Default Web Site", "*:44310:b.test", thumb)
+    assert host.one("binding.remove", site="shop", binding_information="*:44310:a.test") == {
+        "changed": True
+    }
+    assert "*:44310:a.test" not in _https(host, "shop")
+    other = _https(host, "Default Web Site")["*:44310:b.test"]
+    assert other["certificate_hash"] == thumb and other["client_cert_negotiation"] is True
+    # The last user of the ip:port takes the record with it.
+    host.one("binding.remove", site="Default Web Site", binding_information="*:44310:b.test")
+    assert sslcert(host.state_dir, "ipport=0.0.0.0:44310") is None
+
+
+def test_mwa_remove_without_remove_config_only_drops_the_shared_record(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    # The model's rule (KB 2405568) that binding.remove must steer clear of.
+    from iis_clientcert_simulator.ops import _mwa_remove_binding
+
+    thumb = _import(host, pki.make_server(ca, "a.test", extra_dns=["b.test"]))
+    _binding_set(host, "shop", "*:44311:a.test", thumb)
+    _binding_set(host, "Default Web Site", "*:44311:b.test", thumb)
+    state = HostState(host.state_dir)
+    with state.locked():
+        session = Session(state)
+        _mwa_remove_binding(session, "shop", "*:44311:a.test", remove_config_only=False)
+        session.save()
+    assert sslcert(host.state_dir, "ipport=0.0.0.0:44311") is None
+    assert _https(host, "Default Web Site")["*:44311:b.test"]["certificate_hash"] is None
+
+
+def test_mwa_add_with_a_certificate_rewrites_the_record_without_its_settings(
+    host: AgentRunner,
+) -> None:
+    # The model's rule (win-acme #2831) that binding.set must steer clear of.
+    from iis_clientcert_simulator.ops import _mwa_add_binding_with_certificate
+
+    thumb = _https(host, "shop")["*:443:"]["certificate_hash"]
+    put_sslcert(host.state_dir, SHOP_KEY, thumb, **OWNER_SETTINGS, clientcertnegotiation=True)
+    state = HostState(host.state_dir)
+    with state.locked():
+        session = Session(state)
+        _mwa_add_binding_with_certificate(session, "shop", "*:443:", 0, thumb, "My")
+        session.save()
+    record = sslcert(host.state_dir, SHOP_KEY)
+    assert record is not None and HttpSys.settings(record) == SSLCERT_DEFAULTS
+
+
+def test_site_list_reports_no_record_as_null(host: AgentRunner) -> None:
+    host.ok(
+        make_op(
+            "binding.set",
+            site="shop",
+            binding_information="*:443:",
+            ssl_flags=0,
+            certificate_hash=_https(host, "shop")["*:443:"]["certificate_hash"],
+            certificate_store="My",
+            client_cert_negotiation=False,
+        )
+    )
+    assert _https(host, "Default Web Site") == {}
+    assert isinstance(_https(host, "shop")["*:443:"]["sslcert"], dict)

@@ -1,0 +1,126 @@
+"""agent.ps1 against what a real Windows host does (issue 10), read from the script.
+
+agent.ps1 cannot run here. The simulator's ops model these rules and the model tests
+prove the behaviour; these tests pin the calls the agent makes to get the same behaviour
+on Windows (each names the rule and its source), and the tables the agent shares with
+the contract.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from iis_clientcert.host import contract
+from tests.unit.test_agent_ps1 import _parse, _text, _walk
+
+
+@pytest.fixture(scope="module")
+def agent() -> str:
+    return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
+
+
+def function(agent: str, name: str) -> str:
+    """The text of one function of agent.ps1."""
+    tree, source = _parse(agent)
+    for node in _walk(tree.root_node):
+        if node.type != "function_statement":
+            continue
+        names = [c for c in node.children if c.type == "function_name"]
+        if names and _text(names[0], source).lower() == name.lower():
+            return _text(node, source)
+    raise AssertionError(f"agent.ps1 defines no function {name}")
+
+
+def _ordered_table(agent: str, variable: str) -> dict[str, str]:
+    match = re.search(rf"\${variable} = \[ordered\]@\{{(.*?)\n\}}", agent, re.S)
+    assert match, variable
+    pairs = re.findall(r"^\s*(\w+) = (.+?)\s*$", match.group(1), re.M)
+    return dict(pairs)
+
+
+def _ps_value(text: str) -> bool | int | str:
+    if text in ("$true", "$false"):
+        return text == "$true"
+    if text.startswith("'"):
+        return text.strip("'")
+    return int(text, 0)
+
+
+# --- 5. HTTP.sys records kept whole ----------------------------------------------------------
+
+
+def test_sslcert_settings_and_defaults_are_the_contracts(agent: str) -> None:
+    table = {k: _ps_value(v) for k, v in _ordered_table(agent, "script:SslCertDefaults").items()}
+    assert table == contract.SSLCERT_DEFAULTS
+
+
+def test_every_boolean_flag_setting_has_its_http_h_bit(agent: str) -> None:
+    bits = {k: int(v, 0) for k, v in _ordered_table(agent, "script:SslFlagBits").items()}
+    # http.h HTTP_SERVICE_CONFIG_SSL_FLAG_*: the ones netsh has a parameter for.
+    assert bits == {
+        "dsmapperusage": 0x1,
+        "clientcertnegotiation": 0x2,
+        "reject": 0x8,
+        "disablehttp2": 0x10,
+        "disablequic": 0x20,
+        "disabletls13": 0x40,
+        "disableocspstapling": 0x80,
+        "enabletokenbinding": 0x100,
+        "logextendedevents": 0x200,
+        "disablelegacytls": 0x400,
+        "enablesessionticket": 0x800,
+        "disabletls12": 0x1000,
+        "disablesessionid": 0x4000,
+    }
+    check_mode = {
+        "verifyclientcertrevocation",
+        "verifyrevocationwithcachedclientcertonly",
+        "usagecheck",
+    }
+    booleans = {k for k, v in contract.SSLCERT_DEFAULTS.items() if isinstance(v, bool)}
+    assert set(bits) == booleans - check_mode
+
+
+def test_binding_flag_settings_are_the_contracts(agent: str) -> None:
+    found = re.findall(
+        r"@\((\d+), '(\w+)'\)", agent[agent.index("$script:BindingFlagSettings") :][:400]
+    )
+    assert {int(bit): name for bit, name in found} == contract.BINDING_FLAG_SETTINGS
+
+
+def test_bindings_are_removed_config_only(agent: str) -> None:
+    # KB 2405568: Bindings.Remove(binding) also deletes the HTTP.sys record of the ip:port,
+    # which other sites share; removeConfigOnly leaves it to the agent.
+    removes = re.findall(r"\.Bindings\.Remove\(([^)]*)\)", agent)
+    assert removes and all(args.replace(" ", "").endswith(",$true") for args in removes), removes
+
+
+def test_bindings_are_added_without_a_certificate(agent: str) -> None:
+    # win-acme #2831: Bindings.Add(info, hash, store) writes the HTTP.sys record afresh and
+    # loses its other settings; the agent adds the binding to config and writes the record.
+    adds = re.findall(r"\.Bindings\.Add\(([^)]*)\)", agent)
+    assert adds and all(args.endswith("'https'") for args in adds), adds
+
+
+def test_binding_set_changes_flags_in_place_and_rewrites_the_record_whole(agent: str) -> None:
+    body = function(agent, "Invoke-BindingSet")
+    assert "$existing.SetAttributeValue('sslFlags', $flags)" in body
+    assert "Get-HttpSslRecord $endpoint" in body
+    # Every netsh add/update is built from the whole settings table.
+    assert re.findall(r"Get-NetshSslArgs '(add|update)'", body) == ["add", "update", "update"]
+    assert "'update', 'sslcert'" not in agent and "$netshArgs" not in body
+    builder = function(agent, "Get-NetshSslArgs")
+    assert "foreach ($name in $script:SslCertDefaults.Keys)" in builder
+
+
+def test_a_record_with_settings_netsh_cannot_pass_is_not_rewritten(agent: str) -> None:
+    body = function(agent, "Invoke-BindingSet")
+    guard = body.index("$record.unknownFlags -ne 0")
+    assert guard < body.index("CommitChanges()")
+
+
+def test_site_list_shows_the_whole_record(agent: str) -> None:
+    assert "sslcert = $sslcert" in function(agent, "Invoke-SiteList")
