@@ -33,6 +33,8 @@ HR_INVALID_PASSWORD = 0x80070056
 HR_ASN1_EOD = 0x80093102
 HR_ASN1_BADTAG = 0x8009310B
 HR_FAIL = 0x80004005
+# NTE_BAD_DATA: an encrypted configuration value this host's key cannot decrypt.
+HR_BAD_DATA = 0x80090005
 
 
 def injected_error(spec: dict[str, Any]) -> OpError:

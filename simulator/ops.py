@@ -16,6 +16,7 @@ from iis_clientcert.host.contract import (
     OPS,
     SECTION_MAPPING,
     SSLCERT_DEFAULTS,
+    is_encrypted_value,
 )
 from iis_clientcert_simulator.accounts import bare_name
 from iis_clientcert_simulator.apphost import (
@@ -24,9 +25,10 @@ from iis_clientcert_simulator.apphost import (
     build,
     merge,
     norm_location,
+    refuse_undecryptable,
     to_json,
 )
-from iis_clientcert_simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
+from iis_clientcert_simulator.errors import HR_BAD_DATA, HR_INVALID_DATA, HR_NOT_FOUND, OpError
 from iis_clientcert_simulator.schema import SectionSchema, section
 from iis_clientcert_simulator.state import Session
 from iis_clientcert_simulator.stores import IIS_APP_ID, HttpSys, sslcert_key
@@ -127,6 +129,7 @@ def _set_in_file(
     s: Session, root: etree._Element, schema: SectionSchema, data: Any, location: str
 ) -> bool:
     existing = ConfigFile.section_in(root, schema)
+    undecryptable: list[str] = []
     new = build(
         data,
         schema,
@@ -134,10 +137,12 @@ def _set_in_file(
         existing,
         s.key,
         f"{schema.path} in web.config of '{location}'",
+        undecryptable,
     )
+    if existing is not None and to_json(existing, schema) == to_json(new, schema):
+        return False
+    refuse_undecryptable(undecryptable)
     if existing is not None:
-        if to_json(existing, schema) == to_json(new, schema):
-            return False
         replace_child(existing, new)
     else:
         ConfigFile.put_section(root, new, schema)
@@ -420,9 +425,12 @@ def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             user_name = attrs.get("userName", "")
             if not user_name:
                 continue
-            plain = s.key.decrypt(attrs.get("password", ""))
+            stored = attrs.get("password", "")
+            plain = s.key.decrypt(stored) if is_encrypted_value(stored) else stored
             if plain is None:
-                verdict = {"valid": False, "hresult": "0x8007052E"}
+                # Per value: a password this host cannot decrypt fails its own mapping, with
+                # what IIS reports for it (NTE_BAD_DATA), not as a wrong password.
+                verdict = {"valid": False, "hresult": f"0x{HR_BAD_DATA:08X}"}
             else:
                 verdict = accounts.verify(bare_name(user_name, s.computer), plain)
             results.append(

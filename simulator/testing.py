@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from iis_clientcert.host.contract import (
     POWERSHELL,
     command_arguments,
@@ -22,6 +24,7 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.serve import Endpoint, Simulator
 from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.stores import HttpSys
@@ -180,3 +183,19 @@ def snapshot(state_dir: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in _VOLATILE and not p.name.startswith(".faults-")
     }
+
+
+def foreign_ciphertext(plain: str) -> str:
+    """``plain`` encrypted with another host's key: what a copied applicationHost.config
+    holds, and what this host cannot decrypt."""
+    return MachineKey(AESGCM.generate_key(bit_length=256)).encrypt(plain)
+
+
+def replace_in_apphost(state_dir: Path, old: str, new: str) -> None:
+    """Edit applicationHost.config by hand (as an owner with Notepad would)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        text = state.apphost.read_text("utf-8")
+        if old not in text:
+            raise ValueError("the text to replace is not in applicationHost.config")
+        state.apphost.write_text(text.replace(old, new), "utf-8")

@@ -452,28 +452,37 @@ function Assert-ElementShape($Element, [string]$Where) {
     foreach ($i in (Get-ElementPart $Element 'items')) { Assert-ElementShape $i "$Where/item" }
 }
 
-function Add-EncryptedValues($Element, $Schema, $List) {
+function Add-EncryptedValues($Element, $Schema, $List, $Paths = $null, [string]$Where = '') {
+    # Collects the [enc:...:enc] values of an Element; with $Paths, also where each sits
+    # ("oneToOneMappings/add[1]@password"), to name a value that cannot be decrypted.
     $attrs = Get-ElementPart $Element 'attributes'
     foreach ($name in @($attrs.Keys)) {
         $s = Get-AttrSchema $Schema $name
         $v = [string]$attrs[$name]
-        if ($null -ne $s -and $s.IsEncrypted -and (Test-EncryptedForm $v) -and -not $List.Contains($v)) { [void]$List.Add($v) }
+        if ($null -ne $s -and $s.IsEncrypted -and (Test-EncryptedForm $v)) {
+            if (-not $List.Contains($v)) { [void]$List.Add($v) }
+            if ($null -ne $Paths) { [void]$Paths.Add(@("$Where@$name", $v)) }
+        }
     }
     $children = Get-ElementPart $Element 'children'
-    foreach ($name in @($children.Keys)) { Add-EncryptedValues $children[$name] (Get-ChildSchema $Schema $name) $List }
+    foreach ($name in @($children.Keys)) { Add-EncryptedValues $children[$name] (Get-ChildSchema $Schema $name) $List $Paths "$Where/$name" }
     $names = Get-CollectionNames $Schema
+    $index = 0
     foreach ($item in (Get-ElementPart $Element 'items')) {
         $itemSchema = $null
         if ($names.isCollection) { $itemSchema = $Schema.CollectionSchema.GetAddElementSchema($names.add[0]) }
-        Add-EncryptedValues $item $itemSchema $List
+        Add-EncryptedValues $item $itemSchema $List $Paths "$Where/$($names.add[0])[$index]"
+        $index++
     }
 }
 
 function Unprotect-IisValues($Values) {
-    # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system:
+    # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system
+    # (values it cannot decrypt are missing from the map):
     # a copy of applicationHost.config (holding only ciphertext) gets one location per value
     # and is read with a read-only ServerManager. No plain value is ever written anywhere.
-    $map = @{}
+    # Ordinal: ciphertexts are case-sensitive base64 (a PowerShell @{} is not).
+    $map = New-Object 'System.Collections.Generic.Dictionary[string,string]' ([System.StringComparer]::Ordinal)
     if (@($Values).Count -eq 0) { return $map }
     $doc = Get-ApphostXml
     $paths = New-List
@@ -502,11 +511,13 @@ function Unprotect-IisValues($Values) {
         try {
             $cfg = $sm.GetApplicationHostConfiguration()
             for ($j = 0; $j -lt $paths.Count; $j++) {
-                $section = $cfg.GetSection('system.webServer/security/authentication/anonymousAuthentication', $paths[$j])
+                # Per value: one that this host's key cannot decrypt (another host's, a
+                # placeholder) is left out of the map, and the caller decides what it means.
                 try {
+                    $section = $cfg.GetSection('system.webServer/security/authentication/anonymousAuthentication', $paths[$j])
                     $map[[string]@($Values)[$j]] = [string]$section.GetAttributeValue('password')
                 } catch {
-                    throw (New-AgentError 'InvalidValue' 'an encrypted value cannot be decrypted with this host''s key (it was encrypted on another host)' 0x8007000D)
+                    $null = $_
                 }
             }
         } finally {
@@ -650,19 +661,21 @@ function ConvertFrom-ConfigElement($Element, $Candidates) {
     foreach ($attr in $Element.Attributes) {
         $s = $attr.Schema
         if ($null -ne $s -and $s.IsEncrypted) {
-            $plain = [string]$attr.Value
-            $value = ''
-            if ($plain -ne '') {
-                $value = '[enc:Unknown::enc]'
-                foreach ($c in $Candidates) {
-                    if ($null -ne $c -and $c.HasAttribute($attr.Name)) {
-                        $value = $c.GetAttribute($attr.Name)
-                        if (-not (Test-EncryptedForm $value)) { $value = '[enc:Unencrypted::enc]' }
-                        break
-                    }
+            # From the raw XML (nearest location that sets it): reading .Value would decrypt,
+            # and one value this host cannot decrypt would fail the whole read.
+            $value = $null
+            foreach ($c in $Candidates) {
+                if ($null -ne $c -and $c.HasAttribute($attr.Name)) {
+                    $value = $c.GetAttribute($attr.Name)
+                    if ($value -ne '' -and -not (Test-EncryptedForm $value)) { $value = '[enc:Unencrypted::enc]' }
+                    break
                 }
             }
-            $plain = $null
+            if ($null -eq $value) {
+                # Set where the raw XML does not show (a web.config): only whether it is empty.
+                $value = '[enc:Unknown::enc]'
+                try { if ([string]$attr.Value -eq '') { $value = '' } } catch { $null = $_ }
+            }
             $result.attributes[$attr.Name] = $value
         } else {
             $result.attributes[$attr.Name] = Format-AttrValue $attr.Value $s
@@ -796,14 +809,22 @@ function Invoke-ConfigSet($A) {
         }
         $plain = @{}
         $encrypted = New-List
-        Add-EncryptedValues $desired $schema $encrypted
+        $desiredPaths = New-List
+        Add-EncryptedValues $desired $schema $encrypted $desiredPaths "$sectionName at '$location'"
         Add-EncryptedValues $current $schema $encrypted
         if ($encrypted.Count -gt 0) {
-            # Compare plain text: an encrypted value differs on every write.
+            # Compare plain text: an encrypted value differs on every write. A current value
+            # that cannot be decrypted keeps its ciphertext here, so it compares "different".
             $plain = Unprotect-IisValues $encrypted
             if ((Get-ElementSignature $desired $schema $plain) -ceq (Get-ElementSignature $current $schema $plain)) {
                 return [ordered]@{ changed = $false }
             }
+        }
+        # IIS's API takes plain text and encrypts it: a desired ciphertext this host cannot
+        # decrypt would be encrypted twice. Name it and write nothing.
+        $bad = @($desiredPaths | Where-Object { -not $plain.ContainsKey([string]$_[1]) } | ForEach-Object { "'$($_[0].Split('@')[-1])' at $($_[0].Substring(0, $_[0].LastIndexOf('@')))" })
+        if ($bad.Count -gt 0) {
+            throw (New-AgentError 'InvalidValue' ("The encrypted value of " + ($bad -join ', ') + " cannot be decrypted with this host's key (it was encrypted on another host, or is a placeholder): give the plain value") 0x80090005)
         }
         # Authoritative: drop what this location holds, then write the element afresh.
         $section.RevertToParent()
@@ -1666,9 +1687,21 @@ function Invoke-MappingVerifyLogons($A) {
                 $userName = [string]$mapping.GetAttributeValue('userName')
                 if ($userName -eq '') { continue }
                 # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
-                $code = Test-Logon $userName ([string]$mapping.GetAttributeValue('password')) $logonType $domain
+                # Per mapping: a password this host cannot decrypt fails its own mapping
+                # (NTE_BAD_DATA), not the whole op, and is not a wrong password.
                 $hresult = $null
-                if ($code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $code) }
+                $code = -1
+                try {
+                    $password = [string]$mapping.GetAttributeValue('password')
+                } catch {
+                    $password = $null
+                    $hresult = '0x80090005'
+                }
+                if ($null -ne $password) {
+                    $code = Test-Logon $userName $password $logonType $domain
+                    $password = $null
+                    if ($code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $code) }
+                }
                 [void]$results.Add([ordered]@{
                         kind = $set[0]
                         key = [string]$mapping.GetAttributeValue($set[2])

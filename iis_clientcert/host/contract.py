@@ -452,6 +452,13 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "an object with that name or key already exists",
         "remove the duplicate or let the provider adopt the existing object",
     ),
+    0x80090005: WindowsCode(
+        "NTE_BAD_DATA",
+        "an encrypted configuration value cannot be decrypted with this host's key (it was "
+        "encrypted on another host, e.g. a copied applicationHost.config, or is a placeholder)",
+        "give the plain value (a password input) so it is encrypted with this host's key; "
+        "a mapping whose stored password cannot be decrypted is rewritten on the next update",
+    ),
     0x80070490: WindowsCode(
         "ERROR_NOT_FOUND",
         "the element was not found",

@@ -18,10 +18,17 @@ import pytest
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
+from iis_clientcert.providers import certificate_mapping as cm
 from iis_clientcert.providers import https_binding as hb
 from iis_clientcert.providers import server_certificate as sc
 from iis_clientcert_simulator import pki
-from iis_clientcert_simulator.testing import put_sslcert, running_simulator, sslcert
+from iis_clientcert_simulator.testing import (
+    foreign_ciphertext,
+    put_sslcert,
+    replace_in_apphost,
+    running_simulator,
+    sslcert,
+)
 
 PFX_PASSWORD = "Real-Windows-Pfx-9!"
 
@@ -123,3 +130,53 @@ def test_deleting_one_sites_binding_keeps_the_other_sites_certificate(
     other = _https(sim, "Default Web Site")["*:44320:b.test"]
     assert other["certificate_hash"] == thumb
     assert other["client_cert_negotiation"] is True
+
+
+# --- 6. Decrypting per value ---------------------------------------------------------------
+
+MAP_USER = "rw-mapuser"
+MAP_PASSWORD = "Mapped-Acc0unt-Pw!"
+
+
+def test_a_mapping_password_from_another_host_is_drift_that_up_repairs(
+    sim: dict[str, Any],
+) -> None:
+    # A copied applicationHost.config: one stored password is another host's ciphertext.
+    # Refresh shows drift (not an error), and an update writes the password again.
+    ca = pki.make_ca("Mapping CA")
+    alice = pki.make_leaf(ca, "alice")
+    _call(sim, contract.make_op("user.set", name=MAP_USER, password=MAP_PASSWORD))
+    provider = cm.CertificateMappingProvider()
+    inputs = _checked(
+        provider,
+        {
+            "connection": sim["connection"],
+            "site": "shop",
+            "one_to_one": [{"certificate": alice.cert_pem().decode(), "user_name": MAP_USER}],
+            "many_to_one": [
+                {
+                    "name": "partners",
+                    "user_name": MAP_USER,
+                    "rules": [{"field": "Subject", "sub_field": "O", "match": "Partner*"}],
+                }
+            ],
+            "passwords": {MAP_USER: MAP_PASSWORD},
+        },
+    )
+    created: Any = provider.create(inputs)
+    got = _call(
+        sim, contract.make_op("config.get", section=contract.SECTION_MAPPING, location="shop")
+    )[0]["element"]
+    mine = got["children"]["oneToOneMappings"]["items"][0]["attributes"]["password"]
+    replace_in_apphost(sim["state"], mine, foreign_ciphertext(MAP_PASSWORD))
+
+    read: Any = provider.read(created.id, created.outs)
+    assert read.inputs is not None and read.inputs["passwords"][MAP_USER] == ""
+    provider.update(created.id, created.outs, inputs)
+    logons = _call(sim, contract.make_op("mapping.verify_logons", site="shop"))[0]["results"]
+    assert [(r["kind"], r["valid"]) for r in logons] == [
+        ("one_to_one", True),
+        ("many_to_one", True),
+    ]
+    again: Any = provider.read(created.id, created.outs)
+    assert again.inputs is not None and again.inputs["passwords"][MAP_USER] == MAP_PASSWORD

@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 
-from iis_clientcert.host.contract import SSLCERT_DEFAULTS, make_op
+from iis_clientcert.host.contract import SSLCERT_DEFAULTS, element, make_op
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.state import HostState, Session
 from iis_clientcert_simulator.stores import HttpSys
-from iis_clientcert_simulator.testing import AgentRunner, put_sslcert, sslcert
+from iis_clientcert_simulator.testing import (
+    AgentRunner,
+    foreign_ciphertext,
+    put_sslcert,
+    replace_in_apphost,
+    sslcert,
+)
 
 SHOP_KEY = "ipport=0.0.0.0:443"
 # What an owner sets with netsh (or IIS Manager) that no resource of ours manages.
@@ -196,3 +202,117 @@ def test_site_list_reports_no_record_as_null(host: AgentRunner) -> None:
     )
     assert _https(host, "Default Web Site") == {}
     assert isinstance(_https(host, "shop")["*:443:"]["sslcert"], dict)
+
+
+# --- 6. Decrypting per value -------------------------------------------------------------
+
+MAPPING = "system.webServer/security/authentication/iisClientCertificateMappingAuthentication"
+ALICE_PW = "Wonder-Land-2024!"
+BOB_PW = "Builder-Crew-2024!"
+
+
+def _two_mappings(alice_pw: str, bob_pw: str) -> dict[str, Any]:
+    def one(cert: str, user: str, password: str) -> dict[str, Any]:
+        return element({"certificate": cert, "userName": user, "password": password})
+
+    return element(
+        {"enabled": "true"},
+        {
+            "oneToOneMappings": element(
+                clear=True,
+                items=[one("QUxJQ0U=", "alice", alice_pw), one("Qk9C", "bob", bob_pw)],
+            )
+        },
+    )
+
+
+@pytest.fixture
+def mapped(host: AgentRunner) -> AgentRunner:
+    host.ok(
+        make_op("user.set", name="alice", password=ALICE_PW),
+        make_op("user.set", name="bob", password=BOB_PW),
+        make_op(
+            "config.set", section=MAPPING, location="shop", element=_two_mappings(ALICE_PW, BOB_PW)
+        ),
+    )
+    return host
+
+
+def _stored_passwords(host: AgentRunner) -> list[str]:
+    got = host.one("config.get", section=MAPPING, location="shop")["element"]
+    return [i["attributes"]["password"] for i in got["children"]["oneToOneMappings"]["items"]]
+
+
+def _plant_foreign_ciphertext(host: AgentRunner, index: int) -> str:
+    """Replace one stored password with ciphertext from another host (a copied config)."""
+    mine = _stored_passwords(host)[index]
+    foreign = foreign_ciphertext(BOB_PW)
+    replace_in_apphost(host.state_dir, mine, foreign)
+    return foreign
+
+
+def test_a_foreign_ciphertext_fails_only_its_own_logon(mapped: AgentRunner) -> None:
+    _plant_foreign_ciphertext(mapped, 1)
+    results = mapped.one("mapping.verify_logons", site="shop")["results"]
+    assert [(r["user_name"], r["valid"], r["hresult"]) for r in results] == [
+        ("alice", True, None),
+        # NTE_BAD_DATA: cannot decrypt, which is not "wrong password" (0x8007052E).
+        ("bob", False, "0x80090005"),
+    ]
+
+
+def test_reading_a_section_with_a_foreign_ciphertext_shows_it_as_stored(
+    mapped: AgentRunner,
+) -> None:
+    foreign = _plant_foreign_ciphertext(mapped, 1)
+    got = mapped.one("config.get", section=MAPPING, location="shop")
+    items = got["effective"]["children"]["oneToOneMappings"]["items"]
+    assert items[1]["attributes"]["password"] == foreign
+
+
+def test_an_undecryptable_current_value_is_different_and_gets_rewritten(
+    mapped: AgentRunner,
+) -> None:
+    foreign = _plant_foreign_ciphertext(mapped, 1)
+    result = mapped.one(
+        "config.set", section=MAPPING, location="shop", element=_two_mappings(ALICE_PW, BOB_PW)
+    )
+    assert result == {"changed": True}
+    assert foreign not in _stored_passwords(mapped)
+    results = mapped.one("mapping.verify_logons", site="shop")["results"]
+    assert [r["valid"] for r in results] == [True, True]
+
+
+def test_an_undecryptable_desired_value_is_refused_by_name(mapped: AgentRunner) -> None:
+    # Through IIS's API a ciphertext is plain text to encrypt again: the agent must decrypt
+    # it first, and cannot. Say which value, and write nothing.
+    before = _stored_passwords(mapped)
+    error = mapped.error(
+        "config.set",
+        section=MAPPING,
+        location="shop",
+        element=_two_mappings(ALICE_PW, foreign_ciphertext(BOB_PW)),
+    )
+    assert (error["code"], error["hresult"]) == ("InvalidValue", "0x80090005")
+    assert "oneToOneMappings/add[1]" in error["message"] and "'password'" in error["message"]
+    assert _stored_passwords(mapped) == before
+
+
+def test_putting_back_what_was_read_needs_no_decryption(mapped: AgentRunner) -> None:
+    _plant_foreign_ciphertext(mapped, 1)
+    found = mapped.one("config.get", section=MAPPING, location="shop")["element"]
+    assert mapped.one("config.set", section=MAPPING, location="shop", element=found) == {
+        "changed": False
+    }
+
+
+def test_a_decryptable_ciphertext_equal_in_plain_text_is_no_change(mapped: AgentRunner) -> None:
+    # The agent compares passwords in plain text, so must the model.
+    stored = _stored_passwords(mapped)
+    again = HostState(mapped.state_dir)
+    with again.locked():
+        other = Session(again).key.encrypt(ALICE_PW)
+    assert other != stored[0]
+    assert mapped.one(
+        "config.set", section=MAPPING, location="shop", element=_two_mappings(other, BOB_PW)
+    ) == {"changed": False}

@@ -124,3 +124,33 @@ def test_a_record_with_settings_netsh_cannot_pass_is_not_rewritten(agent: str) -
 
 def test_site_list_shows_the_whole_record(agent: str) -> None:
     assert "sslcert = $sslcert" in function(agent, "Invoke-SiteList")
+
+
+# --- 6. Decrypting per value ------------------------------------------------------------------
+
+
+def test_decrypting_tolerates_each_value_it_cannot_decrypt(agent: str) -> None:
+    body = function(agent, "Unprotect-IisValues")
+    assert "throw" not in body
+    assert re.search(r"try \{\s*\$section = \$cfg\.GetSection", body)
+
+
+def test_reads_take_encrypted_values_from_the_raw_xml(agent: str) -> None:
+    # Reading .Value makes IIS decrypt: one foreign ciphertext would fail config.get whole.
+    body = function(agent, "ConvertFrom-ConfigElement")
+    encrypted = body[body.index("$s.IsEncrypted") :]
+    raw = encrypted.index("$c.GetAttribute($attr.Name)")
+    value = encrypted.index("$attr.Value")
+    assert raw < value and "try { if ([string]$attr.Value" in encrypted
+
+
+def test_config_set_names_a_desired_value_it_cannot_decrypt(agent: str) -> None:
+    body = function(agent, "Invoke-ConfigSet")
+    assert "$desiredPaths" in body and "0x80090005" in body
+    assert body.index("0x80090005") < body.index("$section.RevertToParent()")
+
+
+def test_verify_logons_decrypts_per_mapping(agent: str) -> None:
+    body = function(agent, "Invoke-MappingVerifyLogons")
+    assert re.search(r"try \{\s*\$password = \[string\]\$mapping\.GetAttributeValue", body)
+    assert "$hresult = '0x80090005'" in body
