@@ -20,7 +20,7 @@ import pulumi
 import pulumi.dynamic
 from pulumi.dynamic import DiffResult
 
-from iis_clientcert.certs import CertInfo, load_pfx
+from iis_clientcert.certs import CertInfo, legacy_pfx, load_pfx
 from iis_clientcert.errors import CertificateError, ValidationError
 from iis_clientcert.framework.base import Change, IisProvider, warn
 from iis_clientcert.framework.inputs import connection_input, secret
@@ -68,6 +68,7 @@ class ServerCertificateCurrent:
     present: bool
     has_private_key: bool
     used_by: tuple[str, ...]  # "site (binding information)" of https bindings using it
+    os_build: int = 0  # the host's Windows build (0: unknown)
 
 
 def validate_inputs(inputs: Mapping[str, Any]) -> ServerCertificateDesired:
@@ -143,11 +144,22 @@ def parse_current(thumbprint: str, results: Sequence[Any]) -> ServerCertificateC
         for binding in site.get("bindings", [])
         if str(binding.get("certificate_hash") or "").upper() == wanted
     )
+    facts = results[2] if len(results) > 2 and isinstance(results[2], dict) else {}
     return ServerCertificateCurrent(
         present=entry is not None,
         has_private_key=bool(entry and entry.get("has_private_key")),
         used_by=used_by,
+        os_build=int(facts.get("os_build") or 0),
     )
+
+
+def pfx_for_host(desired: ServerCertificateDesired, os_build: int) -> str:
+    """The PFX (base64) to send: re-wrapped as PBES1 SHA1/3DES for a host older than build
+    17763 (Server 2016), which cannot open AES/PBES2 and would call it a wrong password."""
+    if not 0 < os_build < contract.PFX_AES_MIN_BUILD:
+        return desired.pfx_b64
+    rewrapped = legacy_pfx(base64.b64decode(desired.pfx_b64), desired.password)
+    return base64.b64encode(rewrapped).decode("ascii")
 
 
 def plan(current: ServerCertificateCurrent, desired: ServerCertificateDesired) -> list[Change]:
@@ -161,7 +173,7 @@ def plan(current: ServerCertificateCurrent, desired: ServerCertificateDesired) -
                 contract.make_op(
                     "cert.import",
                     store=STORE,
-                    pfx_b64=desired.pfx_b64,
+                    pfx_b64=pfx_for_host(desired, current.os_build),
                     pfx_password=desired.password,
                     exportable=False,
                 )
@@ -206,8 +218,13 @@ class ServerCertificateProvider(IisProvider[ServerCertificateDesired, ServerCert
         return f"{connection.host}/{STORE}/{desired.info.thumbprint}"
 
     def read_ops(self, desired: ServerCertificateDesired) -> list[dict[str, Any]]:
-        # site.list tells delete whether a binding still uses the certificate.
-        return [contract.make_op("cert.list", store=STORE), contract.make_op("site.list")]
+        # site.list tells delete whether a binding still uses the certificate; host.facts
+        # the Windows build (Server 2016 needs the PFX re-wrapped).
+        return [
+            contract.make_op("cert.list", store=STORE),
+            contract.make_op("site.list"),
+            contract.make_op("host.facts"),
+        ]
 
     def parse_current(
         self, desired: ServerCertificateDesired, results: list[Any]

@@ -343,11 +343,28 @@ def cert_import(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     der, pfx = args.get("der_b64"), args.get("pfx_b64")
     if (der is None) == (pfx is None):
         raise OpError("BadRequest", "cert.import takes exactly one of der_b64 and pfx_b64")
+    store = args["store"]
     if der is not None:
-        thumb, added = s.stores.import_der(args["store"], der)
-    else:
-        assert pfx is not None
-        thumb, added = s.stores.import_pfx(args["store"], pfx, args.get("pfx_password"))
+        thumb, added = s.stores.import_der(store, der)
+        return {"thumbprint": thumb, "added": added}
+    assert pfx is not None
+    # As the agent: open the PFX without persisting its key, to learn the thumbprint; an
+    # entry that is there with its key needs nothing (persisting first would orphan a key
+    # container on every rerun: FACTS.md "Key containers").
+    opened = s.stores.open_pfx(pfx, args.get("pfx_password"), int(s.facts.get("os_build", 0)))
+    if s.stores.exists(store, opened.thumbprint) and (
+        opened.key_pem is None or s.stores.key_pem(store, opened.thumbprint) is not None
+    ):
+        return {"thumbprint": opened.thumbprint, "added": False}
+    container = s.stores.persist_key(opened.key_pem) if opened.key_pem is not None else None
+    try:
+        s.checkpoint("cert.import:after_key")
+        thumb, added = s.stores.add(store, opened.certificate, container)
+    except BaseException:
+        # Our own key container goes with the failure, as the agent removes it.
+        if container is not None:
+            container.unlink(missing_ok=True)
+        raise
     return {"thumbprint": thumb, "added": added}
 
 
@@ -364,7 +381,12 @@ def user_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 
 def user_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     props = {k: v for k, v in args.items() if k not in ("name", "password")}
-    return s.accounts.set_user(args["name"], args.get("password"), props)
+    result = s.accounts.set_user(args["name"], args.get("password"), props)
+    if result["created"]:
+        # The agent creates the account, then sets its properties and flags: a failure
+        # there must not leave a half-made account for a rerun to adopt.
+        s.checkpoint("user.set:after_create")
+    return result
 
 
 def user_delete(s: Session, args: dict[str, Any]) -> dict[str, Any]:

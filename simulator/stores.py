@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
+import os
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from iis_clientcert.host.contract import SSLCERT_DEFAULTS, STORES
+from iis_clientcert.host.contract import PFX_AES_MIN_BUILD, SSLCERT_DEFAULTS, STORES
 from iis_clientcert_simulator.errors import (
     HR_ALREADY_EXISTS,
     HR_ASN1_BADTAG,
@@ -58,6 +62,18 @@ def b64(value: str, what: str) -> bytes:
         return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise OpError("BadCertificate", f"{what} is not base64", HR_ASN1_BADTAG) from None
+
+
+@dataclass(frozen=True)
+class OpenedPfx:
+    thumbprint: str
+    certificate: x509.Certificate
+    key_pem: bytes | None = field(repr=False)
+
+
+# The PBES2 algorithm identifier (1.2.840.113549.1.5.13) as DER: in a PFX it names the
+# encryption of the key and certificate bags, in the clear.
+_PBES2_OID = bytes.fromhex("06092a864886f70d01050d")
 
 
 class CertStores:
@@ -112,7 +128,28 @@ class CertStores:
             )
         return out
 
-    def add(self, store: str, cert: x509.Certificate, key_pem: bytes | None) -> tuple[str, bool]:
+    # --- private keys: persisted key containers (MachineKeys) ------------------------
+
+    @property
+    def machine_keys(self) -> Path:
+        """Key containers a PFX import persisted (MachineKeySet|PersistKeySet) that no store
+        entry took: on Windows, %ProgramData%\\Microsoft\\Crypto\\...\\MachineKeys files
+        nothing references (orphans). A store entry's own key is <THUMBPRINT>.key."""
+        return self.root.parent / "MachineKeys"
+
+    def orphan_keys(self) -> builtins.list[str]:
+        return sorted(p.name for p in self.machine_keys.glob("*.key"))
+
+    def persist_key(self, key_pem: bytes) -> Path:
+        """What X509Certificate2Collection.Import with PersistKeySet does at once, before
+        anything is added to a store: a new key container on disk (FACTS.md)."""
+        path = self.machine_keys / f"{uuid.uuid4().hex}.key"
+        atomic_write(path, key_pem, 0o600)
+        return path
+
+    def add(self, store: str, cert: x509.Certificate, key: bytes | Path | None) -> tuple[str, bool]:
+        """X509Store.Add: the certificate, and its key (PEM, or a persisted container that
+        the entry takes over) unless the entry already has one."""
         thumb = thumbprint(cert)
         directory = self._dir(store)
         directory.mkdir(parents=True, exist_ok=True)
@@ -121,16 +158,30 @@ class CertStores:
         if added:
             atomic_write(path, cert.public_bytes(serialization.Encoding.DER))
         key_path = path.with_suffix(".key")
-        if key_pem is not None and not key_path.exists():
+        if key is not None and not key_path.exists():
             # Private keys: readable by the owner only, like the machine key store's ACL.
-            atomic_write(key_path, key_pem, 0o600)
+            if isinstance(key, Path):
+                os.replace(key, key_path)
+            else:
+                atomic_write(key_path, key, 0o600)
         return thumb, added
 
     def import_der(self, store: str, der_b64: str) -> tuple[str, bool]:
         return self.add(store, load_der(b64(der_b64, "der_b64")), None)
 
-    def import_pfx(self, store: str, pfx_b64: str, password: str | None) -> tuple[str, bool]:
+    def open_pfx(self, pfx_b64: str, password: str | None, os_build: int) -> OpenedPfx:
+        """Open a PFX without persisting its key (EphemeralKeySet), as the agent does first."""
         data = b64(pfx_b64, "pfx_b64")
+        if 0 < os_build < PFX_AES_MIN_BUILD and _PBES2_OID in data:
+            # Windows Server 2016's CryptoAPI knows no PBES2: it answers as for a wrong
+            # password (FACTS.md "PFX on Server 2016"); the agent says why.
+            raise OpError(
+                "BadCertificate",
+                "The specified network password is not correct: this host (Windows build "
+                f"{os_build}, older than {PFX_AES_MIN_BUILD}) cannot open a PFX encrypted "
+                "with AES-256/PBES2; export it with TripleDES-SHA1 (PBES1) instead",
+                HR_INVALID_PASSWORD,
+            )
         try:
             key, cert, _extra = pkcs12.load_key_and_certificates(
                 data, password.encode("utf-8") if password else None
@@ -155,7 +206,7 @@ class CertStores:
             if key is not None
             else None
         )
-        return self.add(store, cert, key_pem)
+        return OpenedPfx(thumbprint(cert), cert, key_pem)
 
     def remove(self, store: str, thumb: str) -> bool:
         path = self._find(store, thumb)

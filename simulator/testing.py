@@ -27,7 +27,7 @@ from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.serve import Endpoint, Simulator
 from iis_clientcert_simulator.state import HostState
-from iis_clientcert_simulator.stores import HttpSys
+from iis_clientcert_simulator.stores import CertStores, HttpSys
 from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand, faults_lock, write_faults
 
 
@@ -199,3 +199,9 @@ def replace_in_apphost(state_dir: Path, old: str, new: str) -> None:
         if old not in text:
             raise ValueError("the text to replace is not in applicationHost.config")
         state.apphost.write_text(text.replace(old, new), "utf-8")
+
+
+def orphan_keys(state_dir: Path) -> list[str]:
+    """Persisted key containers no certificate store entry took (see CertStores)."""
+    state = HostState(Path(state_dir))
+    return CertStores(state.certstore).orphan_keys()

@@ -1294,6 +1294,39 @@ function ConvertFrom-Base64Arg([string]$Text, [string]$Name) {
     }
 }
 
+function Test-Pbes2Pfx([byte[]]$Bytes) {
+    # The PBES2 algorithm identifier (1.2.840.113549.1.5.13, DER) is in the clear in a PFX
+    # whose key or certificates are AES-encrypted.
+    return ([System.BitConverter]::ToString($Bytes)).Contains('06-09-2A-86-48-86-F7-0D-01-05-0D')
+}
+
+function Get-PfxThumbprint([byte[]]$Bytes, [string]$Password) {
+    # Which certificate the PFX carries, learned without persisting its key:
+    # EphemeralKeySet (.NET 4.7.2+) keeps it in memory; without it, a machine key set that
+    # is not persisted goes again with Reset().
+    $storage = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]
+    $flags = $storage::MachineKeySet
+    if ([System.Enum]::GetNames($storage) -contains 'EphemeralKeySet') { $flags = [System.Enum]::Parse($storage, 'EphemeralKeySet') }
+    $collection = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
+    try {
+        $collection.Import($Bytes, $Password, $flags)
+    } catch {
+        $inner = Get-InnermostException $_.Exception
+        $build = [int](Get-RegValue 'SOFTWARE\Microsoft\Windows NT\CurrentVersion' 'CurrentBuildNumber' '0')
+        if ((ConvertTo-HResult32 $inner.HResult) -eq (ConvertTo-HResult32 0x80070056) -and $build -lt 17763 -and (Test-Pbes2Pfx $Bytes)) {
+            # What Windows reads as a wrong password is a PFX format this build cannot open.
+            throw (New-AgentError 'BadCertificate' "The specified network password is not correct: this host (Windows build $build, older than 17763) cannot open a PFX encrypted with AES-256/PBES2; export it with TripleDES-SHA1 (PBES1) instead" 0x80070056)
+        }
+        throw
+    }
+    try {
+        foreach ($c in $collection) { if ($c.HasPrivateKey) { return $c.Thumbprint.ToUpperInvariant() } }
+        throw (New-AgentError 'BadCertificate' 'the PFX holds no private key' 0x8009200D)
+    } finally {
+        foreach ($c in $collection) { $c.Reset() }
+    }
+}
+
 function Invoke-CertImport($A) {
     $storeName = Get-RequiredString $A 'store'
     $der = Get-Arg $A 'der_b64'
@@ -1302,32 +1335,51 @@ function Invoke-CertImport($A) {
     $X509 = 'System.Security.Cryptography.X509Certificates'
     if ($null -ne $der) {
         $cert = New-Object "$X509.X509Certificate2" (, (ConvertFrom-Base64Arg ([string]$der) 'der_b64'))
-    } else {
-        $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet -bor
-        [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::PersistKeySet
-        if ([bool](Get-Arg $A 'exportable' $false)) {
-            $flags = $flags -bor [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::Exportable
+        $thumbprint = $cert.Thumbprint.ToUpperInvariant()
+        $store = Open-Store $storeName $true
+        try {
+            $found = $store.Certificates.Find([System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $thumbprint, $false)
+            if ($found.Count -gt 0) { return [ordered]@{ thumbprint = $thumbprint; added = $false } }
+            $store.Add($cert)
+            return [ordered]@{ thumbprint = $thumbprint; added = $true }
+        } finally {
+            $store.Close()
         }
-        $bytes = ConvertFrom-Base64Arg ([string]$pfx) 'pfx_b64'
-        $collection = New-Object "$X509.X509Certificate2Collection"
-        # The password goes straight from the JSON request to the import API.
-        $collection.Import($bytes, [string](Get-Arg $A 'pfx_password' ''), $flags)
-        $cert = $null
-        foreach ($c in $collection) { if ($c.HasPrivateKey) { $cert = $c; break } }
-        if ($null -eq $cert) { throw (New-AgentError 'BadCertificate' 'the PFX holds no private key' 0x8009200D) }
     }
-    $thumbprint = $cert.Thumbprint.ToUpperInvariant()
-    $store = Open-Store $storeName $true
+    $bytes = ConvertFrom-Base64Arg ([string]$pfx) 'pfx_b64'
+    # The password goes straight from the JSON request to the import API.
+    $password = [string](Get-Arg $A 'pfx_password' '')
+    # The thumbprint first: PersistKeySet writes the key at import time, so importing a PFX
+    # that is already there with its key would leave an orphan key container on each rerun.
+    $thumbprint = Get-PfxThumbprint $bytes $password
+    $present = Find-Certificate $storeName $thumbprint
+    if ($null -ne $present -and $present.HasPrivateKey) { return [ordered]@{ thumbprint = $thumbprint; added = $false } }
+    $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet -bor
+    [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::PersistKeySet
+    if ([bool](Get-Arg $A 'exportable' $false)) {
+        $flags = $flags -bor [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::Exportable
+    }
+    $collection = New-Object "$X509.X509Certificate2Collection"
+    $collection.Import($bytes, $password, $flags)
+    $cert = $null
+    foreach ($c in $collection) { if ($c.HasPrivateKey -and $c.Thumbprint -ieq $thumbprint) { $cert = $c } }
+    $store = $null
     try {
-        $found = $store.Certificates.Find([System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $thumbprint, $false)
-        if ($found.Count -gt 0 -and ($found[0].HasPrivateKey -or -not $cert.HasPrivateKey)) {
-            return [ordered]@{ thumbprint = $thumbprint; added = $false }
-        }
+        if ($null -eq $cert) { throw (New-AgentError 'BadCertificate' 'the PFX holds no private key' 0x8009200D) }
+        $store = Open-Store $storeName $true
         $store.Add($cert)
-        return [ordered]@{ thumbprint = $thumbprint; added = $true }
+    } catch {
+        # The key containers this import persisted are ours: they go with the failure, so a
+        # rerun does not find (and keep) a key nobody uses.
+        $failure = $_
+        foreach ($c in $collection) { if ($c.HasPrivateKey) { Remove-PrivateKey $c } }
+        throw $failure
     } finally {
-        $store.Close()
+        if ($null -ne $store) { $store.Close() }
     }
+    # Other keys the PFX carried (rare) were persisted too, and no store entry uses them.
+    foreach ($c in $collection) { if ($c.HasPrivateKey -and $c.Thumbprint -ine $thumbprint) { Remove-PrivateKey $c } }
+    return [ordered]@{ thumbprint = $thumbprint; added = $true }
 }
 
 function Remove-PrivateKey($Cert) {
@@ -1477,35 +1529,52 @@ function Invoke-UserSet($A) {
         if ($null -ne $password) { [void]$user.psbase.Invoke('SetPassword', [string]$password) }
         $user.CommitChanges()
         $created = $true
-        $user = Find-LocalUser $name
-    } elseif ($null -ne $password -and -not (Test-PasswordIsCurrent $name ([string]$password))) {
-        [void]$user.psbase.Invoke('SetPassword', [string]$password)
-        [void]$changed.Add('password')
     }
-    $fullName = Get-Arg $A 'full_name'
-    if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
-        $user.Properties['FullName'].Value = [string]$fullName
-        [void]$changed.Add('full_name')
-    }
-    $description = Get-Arg $A 'description'
-    if ($null -ne $description -and [string](Get-AdsiValue $user 'Description' '') -cne [string]$description) {
-        $user.Properties['Description'].Value = [string]$description
-        [void]$changed.Add('description')
-    }
-    $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
-    $newFlags = $flags
-    foreach ($pair in @(@('disabled', $script:UF_ACCOUNTDISABLE), @('password_never_expires', $script:UF_DONT_EXPIRE_PASSWD), @('user_cannot_change_password', $script:UF_PASSWD_CANT_CHANGE))) {
-        $want = Get-Arg $A $pair[0]
-        if ($null -eq $want) { continue }
-        $bit = [int64]$pair[1]
-        $has = ($newFlags -band $bit) -ne 0
-        if ([bool]$want -ne $has) {
-            if ([bool]$want) { $newFlags = $newFlags -bor $bit } else { $newFlags = $newFlags -band (-bnot $bit) }
-            [void]$changed.Add($pair[0])
+    try {
+        if ($created) {
+            $user = Find-LocalUser $name
+        } elseif ($null -ne $password -and -not (Test-PasswordIsCurrent $name ([string]$password))) {
+            [void]$user.psbase.Invoke('SetPassword', [string]$password)
+            [void]$changed.Add('password')
         }
+        $fullName = Get-Arg $A 'full_name'
+        if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
+            $user.Properties['FullName'].Value = [string]$fullName
+            [void]$changed.Add('full_name')
+        }
+        $description = Get-Arg $A 'description'
+        if ($null -ne $description -and [string](Get-AdsiValue $user 'Description' '') -cne [string]$description) {
+            $user.Properties['Description'].Value = [string]$description
+            [void]$changed.Add('description')
+        }
+        $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
+        $newFlags = $flags
+        foreach ($pair in @(@('disabled', $script:UF_ACCOUNTDISABLE), @('password_never_expires', $script:UF_DONT_EXPIRE_PASSWD), @('user_cannot_change_password', $script:UF_PASSWD_CANT_CHANGE))) {
+            $want = Get-Arg $A $pair[0]
+            if ($null -eq $want) { continue }
+            $bit = [int64]$pair[1]
+            $has = ($newFlags -band $bit) -ne 0
+            if ([bool]$want -ne $has) {
+                if ([bool]$want) { $newFlags = $newFlags -bor $bit } else { $newFlags = $newFlags -band (-bnot $bit) }
+                [void]$changed.Add($pair[0])
+            }
+        }
+        if ($newFlags -ne $flags) { $user.Properties['UserFlags'].Value = [int]$newFlags }
+        if ($changed.Count -gt 0 -and -not ($changed.Count -eq 1 -and $changed[0] -eq 'password')) { $user.CommitChanges() }
+    } catch {
+        # An account this op created goes with the failure: a rerun must not find a
+        # half-made account and adopt it as the owner's.
+        $failure = $_
+        if ($created) {
+            try {
+                $leftover = Find-LocalUser $name
+                if ($null -ne $leftover) { (Get-Computer).Children.Remove($leftover) }
+            } catch {
+                $null = $_
+            }
+        }
+        throw $failure
     }
-    if ($newFlags -ne $flags) { $user.Properties['UserFlags'].Value = [int]$newFlags }
-    if ($changed.Count -gt 0 -and -not ($changed.Count -eq 1 -and $changed[0] -eq 'password')) { $user.CommitChanges() }
     if ($created) { $changed = New-List }
     return [ordered]@{ created = $created; changed = $changed }
 }

@@ -452,6 +452,13 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "an object with that name or key already exists",
         "remove the duplicate or let the provider adopt the existing object",
     ),
+    0x80070056: WindowsCode(
+        "ERROR_INVALID_PASSWORD",
+        "the PFX password is not correct; on Windows before build 17763 (Server 2016) also "
+        "what an AES-256/PBES2-encrypted PFX gives, which that Windows cannot open",
+        "give the PFX's password; for Server 2016 export the PFX with TripleDES-SHA1 (the "
+        "ServerCertificate resource re-wraps it for such a host itself)",
+    ),
     0x80090005: WindowsCode(
         "NTE_BAD_DATA",
         "an encrypted configuration value cannot be decrypted with this host's key (it was "

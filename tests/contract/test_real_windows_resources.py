@@ -24,9 +24,11 @@ from iis_clientcert.providers import server_certificate as sc
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.testing import (
     foreign_ciphertext,
+    orphan_keys,
     put_sslcert,
     replace_in_apphost,
     running_simulator,
+    set_host_facts,
     sslcert,
 )
 
@@ -180,3 +182,27 @@ def test_a_mapping_password_from_another_host_is_drift_that_up_repairs(
     ]
     again: Any = provider.read(created.id, created.outs)
     assert again.inputs is not None and again.inputs["passwords"][MAP_USER] == MAP_PASSWORD
+
+
+# --- 11. PFX import hygiene ----------------------------------------------------------------
+
+
+def test_server_certificate_on_server_2016_sends_a_pfx_it_can_open(sim: dict[str, Any]) -> None:
+    # An AES-256/PBES2 PFX (OpenSSL 3's default): Server 2016 cannot open it and says
+    # "wrong password" (0x80070056). The provider re-wraps it for that host.
+    set_host_facts(sim["state"], os_build=14393)
+    issued = pki.make_server(pki.make_ca("Old Host CA"), "old.example.test")
+    provider, created = _server_certificate(sim, issued)
+    assert created.outs["thumbprint"] == issued.thumbprint
+    listed = _call(sim, contract.make_op("cert.list", store="My"))[0]["certificates"]
+    mine = next(c for c in listed if c["thumbprint"] == issued.thumbprint)
+    assert mine["has_private_key"] is True
+    assert orphan_keys(sim["state"]) == []
+    # A rerun finds it: nothing is imported again, no key is persisted twice.
+    provider.create(_checked(provider, {**_server_inputs(sim, issued)}))
+    assert orphan_keys(sim["state"]) == []
+
+
+def _server_inputs(sim: dict[str, Any], issued: pki.Issued) -> dict[str, Any]:
+    data = base64.b64encode(issued.pfx(PFX_PASSWORD.encode())).decode()
+    return {"connection": sim["connection"], "pfx": data, "password": PFX_PASSWORD}

@@ -20,9 +20,13 @@ from iis_clientcert_simulator.state import HostState, Session
 from iis_clientcert_simulator.stores import HttpSys
 from iis_clientcert_simulator.testing import (
     AgentRunner,
+    fail_at,
     foreign_ciphertext,
+    orphan_keys,
     put_sslcert,
     replace_in_apphost,
+    set_host_facts,
+    snapshot,
     sslcert,
 )
 
@@ -316,3 +320,138 @@ def test_a_decryptable_ciphertext_equal_in_plain_text_is_no_change(mapped: Agent
     assert mapped.one(
         "config.set", section=MAPPING, location="shop", element=_two_mappings(other, BOB_PW)
     ) == {"changed": False}
+
+
+# --- 9. Atomic ops -----------------------------------------------------------------------
+
+PFX_PW = "Atomic-Pfx-Pw-5!"
+
+
+def _failed_at(host: AgentRunner, step: str, *ops: dict[str, Any]) -> dict[str, Any]:
+    fail_at(host.state_dir, step, code="Fault", message=f"injected at {step}")
+    result = host.run(*ops)
+    assert not result["ok"], result
+    error: dict[str, Any] = result["error"]
+    assert error["message"] == f"injected at {step}", error
+    return error
+
+
+def test_binding_set_failing_after_the_config_commit_leaves_the_host_as_it_was(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    thumb = _import(host, pki.make_server(ca, "atomic.test"))
+    before = snapshot(host.state_dir)
+    op = make_op(
+        "binding.set",
+        site="shop",
+        binding_information="*:44330:atomic.test",
+        ssl_flags=1,
+        certificate_hash=thumb,
+        certificate_store="My",
+        client_cert_negotiation=True,
+    )
+    _failed_at(host, "binding.set:after_config", op)
+    assert snapshot(host.state_dir) == before
+    # A rerun creates it, as new (nothing of ours was left to adopt).
+    assert host.ok(op) == [{"changed": True, "created": True}]
+
+
+def test_binding_set_failing_before_the_old_record_goes_leaves_the_host_as_it_was(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    # Turning SNI on moves the binding to a host:port record; the ip:port one goes last.
+    thumb = _import(host, pki.make_server(ca, "sni.test"))
+    _binding_set(host, "shop", "*:44332:sni.test", thumb)
+    before = snapshot(host.state_dir)
+    op = make_op(
+        "binding.set",
+        site="shop",
+        binding_information="*:44332:sni.test",
+        ssl_flags=1,
+        certificate_hash=thumb,
+        certificate_store="My",
+        client_cert_negotiation=True,
+    )
+    _failed_at(host, "binding.set:after_httpsys", op)
+    assert snapshot(host.state_dir) == before
+
+
+def test_binding_remove_failing_after_the_config_commit_leaves_the_host_as_it_was(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    thumb = _import(host, pki.make_server(ca, "atomic.test"))
+    _binding_set(host, "shop", "*:44331:atomic.test", thumb)
+    before = snapshot(host.state_dir)
+    op = make_op("binding.remove", site="shop", binding_information="*:44331:atomic.test")
+    _failed_at(host, "binding.remove:after_config", op)
+    assert snapshot(host.state_dir) == before
+    assert host.ok(op) == [{"changed": True}]
+
+
+def test_user_set_failing_after_the_account_exists_leaves_no_account(host: AgentRunner) -> None:
+    before = snapshot(host.state_dir)
+    op = make_op(
+        "user.set",
+        name="halfmade",
+        password="Half-Made-Pw-7!",
+        description="created, then its flags fail",
+        password_never_expires=True,
+    )
+    _failed_at(host, "user.set:after_create", op)
+    assert snapshot(host.state_dir) == before
+    assert host.one("user.get", name="halfmade")["exists"] is False
+    assert host.ok(op) == [{"created": True, "changed": []}]
+
+
+def test_cert_import_failing_after_the_key_is_persisted_leaves_no_key(
+    host: AgentRunner, ca: pki.Issued
+) -> None:
+    server = pki.make_server(ca, "atomic-key.test")
+    before = snapshot(host.state_dir)
+    op = make_op(
+        "cert.import",
+        store="My",
+        pfx_b64=b64(server.pfx(PFX_PW.encode())),
+        pfx_password=PFX_PW,
+    )
+    _failed_at(host, "cert.import:after_key", op)
+    assert snapshot(host.state_dir) == before
+    assert host.ok(op) == [{"thumbprint": server.thumbprint, "added": True}]
+
+
+# --- 11. PFX import hygiene --------------------------------------------------------------
+
+
+def test_importing_a_pfx_already_present_persists_no_key(host: AgentRunner, ca: pki.Issued) -> None:
+    # With PersistKeySet the key is written at import time, before any "already there"
+    # check (FACTS.md "Key containers"): the thumbprint must be known first.
+    server = pki.make_server(ca, "twice.test")
+    op = make_op(
+        "cert.import", store="My", pfx_b64=b64(server.pfx(PFX_PW.encode())), pfx_password=PFX_PW
+    )
+    assert host.ok(op) == [{"thumbprint": server.thumbprint, "added": True}]
+    before = snapshot(host.state_dir)
+    assert host.ok(op) == [{"thumbprint": server.thumbprint, "added": False}]
+    assert snapshot(host.state_dir) == before
+    assert orphan_keys(host.state_dir) == []
+
+
+def test_server_2016_refuses_an_aes_pfx_and_says_why(host: AgentRunner, ca: pki.Issued) -> None:
+    set_host_facts(host.state_dir, os_build=14393)
+    server = pki.make_server(ca, "old-host.test")
+    error = host.error(
+        "cert.import", store="My", pfx_b64=b64(server.pfx(PFX_PW.encode())), pfx_password=PFX_PW
+    )
+    assert (error["code"], error["hresult"]) == ("BadCertificate", "0x80070056")
+    assert "AES" in error["message"] and "14393" in error["message"]
+    assert orphan_keys(host.state_dir) == []
+    # The same certificate as a TripleDES-SHA1 PFX imports.
+    legacy = b64(server.pfx(PFX_PW.encode(), legacy=True))
+    assert host.one("cert.import", store="My", pfx_b64=legacy, pfx_password=PFX_PW)["added"]
+
+
+def test_server_2019_opens_an_aes_pfx(host: AgentRunner, ca: pki.Issued) -> None:
+    set_host_facts(host.state_dir, os_build=17763)
+    server = pki.make_server(ca, "new-host.test")
+    pfx = b64(server.pfx(PFX_PW.encode()))
+    assert host.one("cert.import", store="My", pfx_b64=pfx, pfx_password=PFX_PW)["added"]

@@ -154,3 +154,63 @@ def test_verify_logons_decrypts_per_mapping(agent: str) -> None:
     body = function(agent, "Invoke-MappingVerifyLogons")
     assert re.search(r"try \{\s*\$password = \[string\]\$mapping\.GetAttributeValue", body)
     assert "$hresult = '0x80090005'" in body
+
+
+# --- 9. Atomic ops ----------------------------------------------------------------------------
+
+
+def _catch_block(body: str) -> str:
+    return body[body.index("} catch {") :]
+
+
+def test_binding_set_undoes_its_config_and_http_sys_changes_on_failure(agent: str) -> None:
+    undo = _catch_block(function(agent, "Invoke-BindingSet"))
+    assert "if ($added) { Invoke-Netsh @('http', 'delete', 'sslcert'" in undo
+    assert "if ($updated) { Invoke-Netsh (Get-NetshSslArgs 'update' $endpoint $record.hash" in undo
+    assert "if ($configChanged) { Restore-BindingConfig" in undo
+    assert undo.rstrip().endswith("}") and "throw $failure" in undo
+    restore = function(agent, "Restore-BindingConfig")
+    assert "$site.Bindings.Remove($b, $true)" in restore
+    assert "$b.SetAttributeValue('sslFlags', [int]$OldFlags)" in restore
+
+
+def test_binding_remove_puts_the_binding_back_when_http_sys_fails(agent: str) -> None:
+    undo = _catch_block(function(agent, "Invoke-BindingRemove"))
+    assert ".Bindings.Add($info, 'https')" in undo and "throw $failure" in undo
+
+
+def test_user_set_removes_the_account_it_created_when_a_later_step_fails(agent: str) -> None:
+    body = function(agent, "Invoke-UserSet")
+    create = body.index("$computer.Create('user', $name)")
+    guarded = body.index("try {", create)
+    assert guarded < body.index("$user.Properties['UserFlags'].Value")
+    undo = _catch_block(body[guarded:])
+    assert "if ($created)" in undo and "Children.Remove($leftover)" in undo
+
+
+def test_cert_import_removes_the_keys_it_persisted_when_the_store_add_fails(agent: str) -> None:
+    body = function(agent, "Invoke-CertImport")
+    add = body.index("$store.Add($cert)\n    } catch {")
+    undo = body[add:]
+    assert "Remove-PrivateKey $c" in undo[: undo.index("throw $failure")]
+
+
+# --- 11. PFX import hygiene -------------------------------------------------------------------
+
+
+def test_the_thumbprint_is_known_before_a_key_is_persisted(agent: str) -> None:
+    body = function(agent, "Invoke-CertImport")
+    probe = body.index("$thumbprint = Get-PfxThumbprint $bytes $password")
+    present = body.index("if ($null -ne $present -and $present.HasPrivateKey) { return")
+    persisted = body.index("X509KeyStorageFlags]::PersistKeySet")
+    assert probe < present < persisted
+    opener = function(agent, "Get-PfxThumbprint")
+    assert "PersistKeySet" not in opener and "EphemeralKeySet" in opener
+    assert "$c.Reset()" in opener[opener.index("finally") :]
+
+
+def test_an_aes_pfx_on_server_2016_is_explained_not_called_a_wrong_password(agent: str) -> None:
+    opener = function(agent, "Get-PfxThumbprint")
+    assert "$build -lt 17763 -and (Test-Pbes2Pfx $Bytes)" in opener
+    assert "AES-256/PBES2" in opener and "0x80070056" in opener
+    assert "06-09-2A-86-48-86-F7-0D-01-05-0D" in function(agent, "Test-Pbes2Pfx")
