@@ -29,7 +29,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert_simulator import pki
-from iis_clientcert_simulator.accounts import Accounts, Folders, PasswordPolicy, default_aces
+from iis_clientcert_simulator.accounts import (
+    Accounts,
+    Domain,
+    Folders,
+    PasswordPolicy,
+    default_aces,
+)
 from iis_clientcert_simulator.apphost import Apphost, ConfigFile
 from iis_clientcert_simulator.errors import injected_error
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
@@ -236,7 +242,12 @@ class Session:
     def accounts(self) -> Accounts:
         if self._users is None:
             self._users = _JsonDoc(self.state.users, {})
-        return Accounts(self._users.data, self.computer, self.state.password_policy())
+        return Accounts(
+            self._users.data,
+            self.computer,
+            self.state.password_policy(),
+            Domain.from_facts(self.facts),
+        )
 
     @property
     def folders(self) -> Folders:

@@ -1665,20 +1665,28 @@ function Get-FolderOrFail([string]$Path) {
 }
 
 function Resolve-Identity([string]$Identity) {
-    # A bare name is a local account; a SID of an unknown name means NotFound.
-    $name = $Identity
-    if (-not $name.Contains('\') -and -not $name.Contains('@')) { $name = "$env:COMPUTERNAME\$Identity" }
-    $account = New-Object System.Security.Principal.NTAccount($name)
-    try {
-        return $account.Translate([System.Security.Principal.SecurityIdentifier])
-    } catch {
-        $fallback = New-Object System.Security.Principal.NTAccount($Identity)
+    # A bare name is this computer's account or group, or a well-known / built-in name
+    # (SYSTEM, IUSR, IIS_IUSRS, Users): never a domain account of the same name, which
+    # NTAccount's lookup of a bare name finds on a domain member (FACTS.md "Account names").
+    $sidType = [System.Security.Principal.SecurityIdentifier]
+    if ($Identity.Contains('\') -or $Identity.Contains('@')) {
         try {
-            return $fallback.Translate([System.Security.Principal.SecurityIdentifier])
+            return (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType)
         } catch {
             throw (New-AgentError 'NotFound' "account '$Identity' does not exist" 0x80070534)
         }
     }
+    try {
+        return (New-Object System.Security.Principal.NTAccount("$env:COMPUTERNAME\$Identity")).Translate($sidType)
+    } catch {
+        $null = $_
+    }
+    $sid = $null
+    try { $sid = (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType) } catch { $sid = $null }
+    # S-1-5-21-... are accounts of a machine or a domain: this computer's were tried above,
+    # so one found now is a domain's. Well-known and built-in SIDs have no such part.
+    if ($null -ne $sid -and -not $sid.Value.StartsWith('S-1-5-21-')) { return $sid }
+    throw (New-AgentError 'NotFound' "no local account or group named '$Identity' (a domain account is written DOMAIN\$Identity)" 0x80070534)
 }
 
 function Invoke-AclGet($A) {
@@ -1788,6 +1796,43 @@ function Invoke-MappingVerifyLogons($A) {
 
 # --- host facts --------------------------------------------------------------------------
 
+function Get-PasswordPolicy {
+    # The host's effective policy, as the SAM applies it to new passwords (FACTS.md "Password
+    # policy facts"): the minimum length from the computer's WinNT domain object (what
+    # NetUserModalsGet reads; the ",computer" object has no such property), complexity from
+    # the security database, which only secedit exports. Group Policy writes both.
+    $minLength = $null
+    try { $minLength = [int](([ADSI]"WinNT://$env:COMPUTERNAME").Properties['MinPasswordLength'].Value) } catch { $minLength = $null }
+    $complexity = $null
+    $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    try {
+        [void][System.IO.Directory]::CreateDirectory($dir)
+        $cfg = Join-Path $dir 'policy.inf'
+        $ErrorActionPreference = 'Continue'
+        $null = & "$env:windir\system32\secedit.exe" /export /cfg $cfg /areas SECURITYPOLICY /quiet 2>&1
+        $ErrorActionPreference = 'Stop'
+        if ($LASTEXITCODE -eq 0 -and (Test-Path -LiteralPath $cfg)) {
+            # secedit writes UTF-16; [System Access] holds "Name = value" lines.
+            foreach ($line in [System.IO.File]::ReadAllLines($cfg)) {
+                if ($line -match '^\s*PasswordComplexity\s*=\s*(\d+)') { $complexity = ([int]$Matches[1] -ne 0) }
+                if ($null -eq $minLength -and $line -match '^\s*MinimumPasswordLength\s*=\s*(\d+)') { $minLength = [int]$Matches[1] }
+            }
+        }
+    } catch {
+        $null = $_
+    } finally {
+        $ErrorActionPreference = 'Stop'
+        Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue
+    }
+    if ($null -eq $minLength) {
+        throw (New-AgentError 'AccessDenied' 'cannot read the host''s password policy (WinNT MinPasswordLength, secedit /export)' 0x80070005)
+    }
+    # Unreadable complexity: assume the rule on (the Windows Server default), so a password
+    # the host would refuse is refused before anything is written.
+    if ($null -eq $complexity) { $complexity = $true }
+    return [ordered]@{ min_length = $minLength; complexity = [bool]$complexity }
+}
+
 function Invoke-HostFacts($A) {
     $cv = 'SOFTWARE\Microsoft\Windows NT\CurrentVersion'
     $build = [int](Get-RegValue $cv 'CurrentBuildNumber' '0')
@@ -1803,8 +1848,7 @@ function Invoke-HostFacts($A) {
     $disabledByDefault = Get-RegValue $tls13Key 'DisabledByDefault'
     if ($null -ne $enabled) { $tls13 = ([int64]$enabled -ne 0) }
     if ($null -ne $disabledByDefault -and [int64]$disabledByDefault -ne 0) { $tls13 = $false }
-    $minLength = 0
-    try { $minLength = [int]((Get-Computer).Properties['MinPasswordLength'].Value) } catch { $minLength = 0 }
+    $policy = Get-PasswordPolicy
     return [ordered]@{
         computer_name = [string]$env:COMPUTERNAME
         os_caption = [string](Get-RegValue $cv 'ProductName' 'Windows')
@@ -1814,8 +1858,7 @@ function Invoke-HostFacts($A) {
         client_auth_trust_mode = [int](Get-RegValue $script:SchannelKey 'ClientAuthTrustMode' 0)
         send_trusted_issuer_list = [int](Get-RegValue $script:SchannelKey 'SendTrustedIssuerList' 0)
         tls13_enabled = [bool]$tls13
-        # Complexity lives in the security policy database (secedit): assumed on.
-        password_policy = [ordered]@{ min_length = $minLength; complexity = $true }
+        password_policy = $policy
     }
 }
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert.errors import ValidationError
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
 from iis_clientcert.providers import certificate_mapping as cm
 from iis_clientcert.providers import https_binding as hb
+from iis_clientcert.providers import local_user as lu
 from iis_clientcert.providers import server_certificate as sc
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.testing import (
@@ -206,3 +208,22 @@ def test_server_certificate_on_server_2016_sends_a_pfx_it_can_open(sim: dict[str
 def _server_inputs(sim: dict[str, Any], issued: pki.Issued) -> dict[str, Any]:
     data = base64.b64encode(issued.pfx(PFX_PASSWORD.encode())).decode()
     return {"connection": sim["connection"], "pfx": data, "password": PFX_PASSWORD}
+
+
+# --- 10. Host facts that are true ----------------------------------------------------------
+
+
+def test_local_user_follows_the_hosts_password_policy(sim: dict[str, Any]) -> None:
+    # A host with a 16-character minimum (a domain policy, say): the provider learns it from
+    # host.facts and refuses before writing, naming the host's minimum.
+    set_host_facts(sim["state"], password_policy={"min_length": 16, "complexity": True})
+    provider = lu.LocalUserProvider()
+    inputs = _checked(
+        provider,
+        {"connection": sim["connection"], "name": "rw-policy", "password": "Twelve-Ch4rs"},
+    )
+    with pytest.raises(ValidationError) as caught:
+        provider.create(inputs)
+    assert caught.value.property == "password" and "16" in str(caught.value)
+    got = _call(sim, contract.make_op("user.get", name="rw-policy"))[0]
+    assert got["exists"] is False

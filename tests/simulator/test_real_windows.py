@@ -455,3 +455,45 @@ def test_server_2019_opens_an_aes_pfx(host: AgentRunner, ca: pki.Issued) -> None
     server = pki.make_server(ca, "new-host.test")
     pfx = b64(server.pfx(PFX_PW.encode()))
     assert host.one("cert.import", store="My", pfx_b64=pfx, pfx_password=PFX_PW)["added"]
+
+
+# --- 10. Host facts that are true ----------------------------------------------------------
+
+SHOP_FOLDER = "C:\\inetpub\\shop"
+DOMAIN = {"name": "CONTOSO", "accounts": ["svc-web", "bob"]}
+
+
+def _explicit(host: AgentRunner) -> list[tuple[str, str]]:
+    aces = host.one("acl.get", path=SHOP_FOLDER)["aces"]
+    return [(a["identity"], a["rights"]) for a in aces if not a["inherited"]]
+
+
+def test_a_bare_name_never_reaches_a_domain_account(host: AgentRunner) -> None:
+    # On a domain member, NTAccount("svc-web") finds CONTOSO\svc-web when there is no local
+    # svc-web (FACTS.md "Account names"): granting it access would be a silent mistake.
+    set_host_facts(host.state_dir, domain=DOMAIN)
+    error = host.error("acl.grant", path=SHOP_FOLDER, identity="svc-web", rights="Read")
+    assert (error["code"], error["hresult"]) == ("NotFound", "0x80070534")
+    assert _explicit(host) == []
+    # Said as a domain account, it is one.
+    host.one("acl.grant", path=SHOP_FOLDER, identity="CONTOSO\\svc-web", rights="Read")
+    assert _explicit(host) == [("CONTOSO\\svc-web", "Read")]
+
+
+def test_a_bare_name_means_the_local_account_of_that_name(host: AgentRunner) -> None:
+    set_host_facts(host.state_dir, domain=DOMAIN)
+    host.one("user.set", name="bob", password="Local-Acc0unt-Pw!")
+    host.one("acl.grant", path=SHOP_FOLDER, identity="bob", rights="ReadAndExecute")
+    assert _explicit(host) == [("SIMIIS01\\bob", "ReadAndExecute")]
+    # Built-in groups and well-known names stay reachable by their bare names.
+    host.one("acl.grant", path=SHOP_FOLDER, identity="IIS_IUSRS", rights="Read")
+    assert ("BUILTIN\\IIS_IUSRS", "Read") in _explicit(host)
+
+
+def test_host_facts_report_the_hosts_password_policy(host: AgentRunner) -> None:
+    set_host_facts(host.state_dir, password_policy={"min_length": 14, "complexity": False})
+    assert host.one("host.facts")["password_policy"] == {"min_length": 14, "complexity": False}
+    # The same policy decides user.set.
+    error = host.error("user.set", name="shortpw", password="Sh0rt-Pw-9!")
+    assert error["code"] == "PolicyViolation" and "14" in error["message"]
+    assert host.one("user.set", name="longpw", password="only lower case letters")["created"]

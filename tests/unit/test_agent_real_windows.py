@@ -214,3 +214,29 @@ def test_an_aes_pfx_on_server_2016_is_explained_not_called_a_wrong_password(agen
     assert "$build -lt 17763 -and (Test-Pbes2Pfx $Bytes)" in opener
     assert "AES-256/PBES2" in opener and "0x80070056" in opener
     assert "06-09-2A-86-48-86-F7-0D-01-05-0D" in function(agent, "Test-Pbes2Pfx")
+
+
+# --- 10. Host facts that are true -------------------------------------------------------------
+
+
+def test_host_facts_read_the_password_policy_from_the_host(agent: str) -> None:
+    facts = function(agent, "Invoke-HostFacts")
+    assert "password_policy = $policy" in facts and "$policy = Get-PasswordPolicy" in facts
+    assert "complexity = $true" not in facts and "$minLength = 0" not in facts
+    policy = function(agent, "Get-PasswordPolicy")
+    # The WinNT domain object of the computer carries MinPasswordLength; ",computer" does not.
+    assert "[ADSI]\"WinNT://$env:COMPUTERNAME\").Properties['MinPasswordLength']" in policy
+    assert "WinNT://$env:COMPUTERNAME,computer" not in policy
+    assert "PasswordComplexity" in policy and "/areas SECURITYPOLICY" in policy
+    # Only a fixed command line: the export goes to a private folder, no value on it.
+    secedit = re.search(r"& \"\$env:windir\\system32\\secedit\.exe\" (.*)", policy)
+    assert secedit and secedit.group(1).startswith("/export /cfg $cfg /areas SECURITYPOLICY")
+
+
+def test_a_bare_name_resolves_to_a_local_account_only(agent: str) -> None:
+    body = function(agent, "Resolve-Identity")
+    local = body.index('NTAccount("$env:COMPUTERNAME\\$Identity")')
+    bare = body.index("NTAccount($Identity)).Translate($sidType) } catch")
+    assert local < bare
+    # What the bare lookup finds is kept only when it is no machine or domain account.
+    assert "-not $sid.Value.StartsWith('S-1-5-21-')" in body[bare:]
