@@ -23,6 +23,10 @@ Encrypted attributes (``password``) are written as plain text and encrypted by t
 (Microsoft.Web.Administration on Windows), and read back only in their encrypted
 ``[enc:Provider:...:enc]`` form. A value already in that form is stored as it is, which
 lets a resource put back a section it found (restore without ever seeing the password).
+Values are decrypted one by one: a stored value the host cannot decrypt (another host's
+ciphertext, a placeholder) compares as different, and a desired one fails the write with
+InvalidValue / 0x80090005 naming it, unless the write changes nothing (IIS's API takes
+plain text, so the agent must decrypt what it writes).
 """
 
 from __future__ import annotations
