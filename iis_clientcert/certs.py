@@ -673,6 +673,44 @@ def load_pfx(data: CertInput, password: Password, *, require_key: bool = True) -
     return PfxBundle(certificate=infos[0], chain=infos[1:], has_key=loaded.has_key, pfx_der=raw)
 
 
+def legacy_pfx(pfx_der: bytes, password: Password) -> bytes:
+    """The same key and certificates as a PFX that Windows before build 17763 (Server 2016)
+    opens: PBES1 SHA1/3DES for key and certificates, a SHA-1 MAC. Those builds cannot open
+    AES-256/PBES2 (OpenSSL 3's and Windows 2019's default) and answer 0x80070056, as for a
+    wrong password (FACTS.md "PFX on Server 2016"). Same password; without one, unchanged.
+    """
+    secret = _password_bytes(password)
+    if not secret:
+        return pfx_der
+    p12 = _load_pkcs12(pfx_der, password, "the PFX")
+    if p12 is None or p12.cert is None:
+        raise CertificateError("not_a_certificate", "the PFX holds no certificate")
+    key = p12.key
+    if key is not None and not isinstance(
+        key,
+        rsa.RSAPrivateKey
+        | ec.EllipticCurvePrivateKey
+        | dsa.DSAPrivateKey
+        | ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey,
+    ):
+        raise CertificateError("not_a_certificate", "the PFX holds a key PKCS#12 cannot carry")
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(2048)
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())  # noqa: S303 - what the old PFX format and Windows 2016 use
+        .build(secret)
+    )
+    return pkcs12.serialize_key_and_certificates(
+        p12.cert.friendly_name,
+        key,
+        p12.cert.certificate,
+        p12.additional_certs or None,
+        encryption,
+    )
+
+
 # ------------------------------------------------------------------------ chain checking
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import DiffResult
 
-from iis_clientcert.certs import CertInfo, load_pfx
+from iis_clientcert.certs import CertInfo, legacy_pfx, load_pfx
 from iis_clientcert.errors import CertificateError, ValidationError
 from iis_clientcert.framework.base import EXPIRY_WARNING_DAYS, Change, IisProvider, warn
 from iis_clientcert.framework.diffing import same_object_diff
@@ -49,6 +49,7 @@ INPUTS = Inputs(
 CERTS = ReadKey[contract.CertListResult]("certificates")
 # Tells delete whether an https binding still uses the certificate.
 SITES = ReadKey[contract.SiteListResult]("sites")
+FACTS = ReadKey[contract.HostFactsResult]("facts")
 
 # CertificateError kinds that are the password's fault, not the PFX's.
 _PASSWORD_KINDS = ("wrong_password", "pfx_needs_password")
@@ -87,6 +88,7 @@ class ServerCertificateCurrent:
     present: bool
     has_private_key: bool
     used_by: tuple[str, ...]  # "site (binding information)" of https bindings using it
+    os_build: int = 0  # the host's Windows build (0: unknown)
 
 
 def validate_inputs(inputs: Mapping[str, Any]) -> ServerCertificateDesired:
@@ -161,7 +163,17 @@ def parse_current(thumbprint: str, reads: Reads) -> ServerCertificateCurrent:
         present=entry is not None,
         has_private_key=entry is not None and entry["has_private_key"],
         used_by=used_by,
+        os_build=reads[FACTS]["os_build"],
     )
+
+
+def pfx_for_host(desired: ServerCertificateDesired, os_build: int) -> str:
+    """The PFX (base64) to send: re-wrapped as PBES1 SHA1/3DES for a host older than build
+    17763 (Server 2016), which cannot open AES/PBES2 and would call it a wrong password."""
+    if not 0 < os_build < contract.PFX_AES_MIN_BUILD:
+        return desired.pfx_b64
+    rewrapped = legacy_pfx(base64.b64decode(desired.pfx_b64), desired.password)
+    return base64.b64encode(rewrapped).decode("ascii")
 
 
 def plan(current: ServerCertificateCurrent, desired: ServerCertificateDesired) -> list[Change]:
@@ -173,7 +185,10 @@ def plan(current: ServerCertificateCurrent, desired: ServerCertificateDesired) -
             f"import {what}{desired.info.describe()} into LocalMachine\\My",
             [
                 contract.cert_import(
-                    STORE, pfx_b64=desired.pfx_b64, pfx_password=desired.password, exportable=False
+                    STORE,
+                    pfx_b64=pfx_for_host(desired, current.os_build),
+                    pfx_password=desired.password,
+                    exportable=False,
                 )
             ],
         )
@@ -216,7 +231,14 @@ class ServerCertificateProvider(IisProvider[ServerCertificateDesired, ServerCert
         return f"{connection.host}/{STORE}/{desired.info.thumbprint}"
 
     def read_plan(self, desired: ServerCertificateDesired) -> ReadPlan:
-        return ReadPlan().add(CERTS, contract.cert_list(STORE)).add(SITES, contract.site_list())
+        # site.list tells delete whether a binding still uses the certificate; host.facts
+        # the Windows build (Server 2016 needs the PFX re-wrapped).
+        return (
+            ReadPlan()
+            .add(CERTS, contract.cert_list(STORE))
+            .add(SITES, contract.site_list())
+            .add(FACTS, contract.host_facts())
+        )
 
     def parse_current(
         self, desired: ServerCertificateDesired, reads: Reads

@@ -120,13 +120,36 @@ def bare_name(identity: str, computer: str) -> str:
     return identity
 
 
+@dataclass(frozen=True)
+class Domain:
+    """The domain a host is a member of (host.json ``domain: {name, accounts}``): only the
+    account names matter here, to show which lookups could reach them."""
+
+    name: str
+    accounts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any]) -> Domain | None:
+        value = facts.get("domain")
+        if not isinstance(value, dict) or not value.get("name"):
+            return None
+        return cls(str(value["name"]), tuple(str(a) for a in value.get("accounts") or ()))
+
+
 class Accounts:
     """users.json as a mutable document: {"users": {...}, "groups": {...}}."""
 
-    def __init__(self, data: dict[str, Any], computer: str, policy: PasswordPolicy) -> None:
+    def __init__(
+        self,
+        data: dict[str, Any],
+        computer: str,
+        policy: PasswordPolicy,
+        domain: Domain | None = None,
+    ) -> None:
         self.data = data
         self.computer = computer
         self.policy = policy
+        self.domain = domain
         data.setdefault("users", {})
         groups = data.setdefault("groups", {})
         for name, description in BUILTIN_GROUPS.items():
@@ -288,22 +311,44 @@ class Accounts:
         groups.remove(gkey)
         return True
 
-    def resolve_identity(self, identity: str) -> str:
-        """An ACE identity as Windows shows it: SIMIIS01\\bob, BUILTIN\\Users, NT AUTHORITY\\..."""
+    def lookup_account_name(self, identity: str) -> str:
+        """Windows' LookupAccountName (what NTAccount.Translate does): well-known names,
+        built-in groups, this computer's accounts, then the domain's. On a domain member a
+        bare name that is no local account finds the domain account of that name."""
         known = WELL_KNOWN.get(identity.lower())
         if known is not None:
             return known
-        key = self._key(identity)
-        if key is not None:
-            return f"{self.computer}\\{key}"
-        gkey = self._group_key(identity)
-        if gkey is not None:
-            return f"BUILTIN\\{gkey}"
+        prefix, sep, rest = identity.rpartition("\\")
+        bare = rest if sep else identity
+        if not sep or prefix.lower() in (".", self.computer.lower(), "builtin"):
+            key = self._key(bare)
+            if key is not None:
+                return f"{self.computer}\\{key}"
+            gkey = self._group_key(bare)
+            if gkey is not None:
+                return f"BUILTIN\\{gkey}"
+        domain = self.domain
+        if domain is not None and (not sep or prefix.lower() == domain.name.lower()):
+            for account in domain.accounts:
+                if account.lower() == bare.lower():
+                    return f"{domain.name}\\{account}"
         raise OpError(
             "NotFound",
             f"Some or all identity references could not be translated: '{identity}'",
             0x80070534,  # ERROR_NONE_MAPPED
         )
+
+    def resolve_identity(self, identity: str) -> str:
+        """An ACE identity as the agent resolves it: SIMIIS01\\bob, BUILTIN\\Users, NT
+        AUTHORITY\\..., or a DOMAIN\\name given as such."""
+        if "\\" in identity or "@" in identity:
+            return self.lookup_account_name(identity)  # the domain was said
+        # A bare name: a well-known name, or this computer's account or group; never a
+        # domain account of the same name (FACTS.md "Account names").
+        known = WELL_KNOWN.get(identity.lower())
+        if known is not None:
+            return known
+        return self.lookup_account_name(f"{self.computer}\\{identity}")
 
 
 # --- folders -------------------------------------------------------------------------

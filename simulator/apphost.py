@@ -15,9 +15,10 @@ from typing import Any
 
 from lxml import etree
 
-from iis_clientcert.host.contract import element
+from iis_clientcert.host.contract import element, is_encrypted_value
 from iis_clientcert_simulator.errors import (
     HR_ALREADY_EXISTS,
+    HR_BAD_DATA,
     HR_INVALID_DATA,
     HR_LOCK_VIOLATION,
     HR_NOT_FOUND,
@@ -140,6 +141,23 @@ def merge(schema: ElementSchema, levels: list[etree._Element | None]) -> dict[st
     return element(attributes, children, items, False)
 
 
+def refuse_undecryptable(undecryptable: list[str]) -> None:
+    """A write that changes something rewrites every encrypted value through IIS's API,
+    which takes plain text: a ciphertext this host cannot decrypt (from another host, a
+    placeholder) cannot be written, and is named (issue 10: decrypting per value)."""
+    if undecryptable:
+        raise OpError(
+            "InvalidValue",
+            "The encrypted value of "
+            + ", ".join(
+                f"'{p.rpartition('@')[2]}' at {p.rpartition('@')[0]}" for p in undecryptable
+            )
+            + " cannot be decrypted with this host's key (it was encrypted on another host, "
+            "or is a placeholder): give the plain value",
+            HR_BAD_DATA,
+        )
+
+
 def _invalid(message: str) -> OpError:
     return OpError("InvalidValue", message, HR_INVALID_DATA)
 
@@ -169,8 +187,15 @@ def build(
     previous: etree._Element | None,
     key: MachineKey,
     where: str,
+    undecryptable: list[str] | None = None,
 ) -> etree._Element:
-    """Element JSON -> XML, validated against the schema (see the module docstring)."""
+    """Element JSON -> XML, validated against the schema (see the module docstring).
+
+    Encrypted values this host cannot decrypt are kept as they are and named in
+    ``undecryptable``: the caller refuses them unless the write changes nothing.
+    """
+    if undecryptable is None:
+        undecryptable = []
     if not isinstance(data, dict):
         raise _invalid(f"{where}: an element must be an object")
     unknown = set(data) - _ELEMENT_KEYS
@@ -194,6 +219,8 @@ def build(
             raise _invalid(f"{where}: the value of '{name}' must be a string, as in the XML")
         stored = attr.normalize(value, where)
         if attr.encrypted:
+            if is_encrypted_value(stored) and key.decrypt(stored) is None:
+                undecryptable.append(f"{where}@{name}")
             stored = key.seal(stored, previous.get(name) if previous is not None else None)
         el.set(name, stored)
 
@@ -228,7 +255,17 @@ def build(
             if item_key in seen:
                 raise _duplicate(coll, normal, where)
             seen.add(item_key)
-            el.append(build(item, coll.item, coll.add_element, old.get(item_key), key, item_where))
+            el.append(
+                build(
+                    item,
+                    coll.item,
+                    coll.add_element,
+                    old.get(item_key),
+                    key,
+                    item_where,
+                    undecryptable,
+                )
+            )
 
     for name in children:
         if name not in schema.children:
@@ -238,7 +275,9 @@ def build(
         if name not in children:
             continue
         prev_child = child(previous, name) if previous is not None else None
-        el.append(build(children[name], sub, name, prev_child, key, f"{where}/{name}"))
+        el.append(
+            build(children[name], sub, name, prev_child, key, f"{where}/{name}", undecryptable)
+        )
     return el
 
 
@@ -437,10 +476,12 @@ class Apphost(ConfigFile):
     def set_section(self, schema: SectionSchema, location: str, data: Any, key: MachineKey) -> bool:
         where = f"{schema.path} at '{norm_location(location) or 'MACHINE/WEBROOT/APPHOST'}'"
         existing = self.find_section(schema, location)
-        new = build(data, schema, schema.xml_path[-1], existing, key, where)
+        undecryptable: list[str] = []
+        new = build(data, schema, schema.xml_path[-1], existing, key, where, undecryptable)
         self._check_inherited_keys(schema, location, new, where)
         if existing is not None and to_json(existing, schema) == to_json(new, schema):
             return False
+        refuse_undecryptable(undecryptable)
         if existing is not None:
             replace_child(existing, new)
             return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from iis_clientcert.host.contract import ERROR_CODES
 
 
@@ -31,3 +33,21 @@ HR_INVALID_PASSWORD = 0x80070056
 HR_ASN1_EOD = 0x80093102
 HR_ASN1_BADTAG = 0x8009310B
 HR_FAIL = 0x80004005
+# NTE_BAD_DATA: an encrypted configuration value this host's key cannot decrypt.
+HR_BAD_DATA = 0x80090005
+
+
+def injected_error(spec: dict[str, Any]) -> OpError:
+    """The OpError a faults.json entry (``fail_op``, ``fail_step``) describes: ``code``
+    (default Fault), ``hresult`` (default 0x80004005) and ``message``."""
+    code = str(spec.get("code", "Fault"))
+    message = str(spec.get("message", "injected fault"))
+    hresult_raw = spec.get("hresult", "0x80004005")
+    try:
+        hresult = int(hresult_raw, 16) if isinstance(hresult_raw, str) else int(hresult_raw)
+    except (TypeError, ValueError):
+        hresult = HR_FAIL
+    try:
+        return OpError(code, message, hresult)
+    except ValueError:
+        return OpError("Fault", message, hresult)

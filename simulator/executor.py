@@ -28,7 +28,7 @@ from iis_clientcert.host.contract import (
     validate_request,
 )
 from iis_clientcert_simulator import audit
-from iis_clientcert_simulator.errors import HR_FAIL, OpError
+from iis_clientcert_simulator.errors import HR_FAIL, OpError, injected_error
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.ops import HANDLERS
 from iis_clientcert_simulator.powershell_errors import (
@@ -305,17 +305,7 @@ class Executor:
             return None
         del faults["fail_op"]
         write_json(self.state.faults, faults)
-        code = str(spec.get("code", "Fault"))
-        message = str(spec.get("message", "injected fault"))
-        hresult_raw = spec.get("hresult", "0x80004005")
-        try:
-            hresult = int(hresult_raw, 16) if isinstance(hresult_raw, str) else int(hresult_raw)
-        except (TypeError, ValueError):
-            hresult = HR_FAIL
-        try:
-            return OpError(code, message, hresult)
-        except ValueError:
-            return OpError("Fault", message, hresult)
+        return injected_error(spec)
 
     def _audit(
         self,

@@ -29,7 +29,7 @@ Per request, for the binding's site (location path = site name):
    nothing); otherwise 403.16 with the chain error (0x800B010A, 0x800B0109, 0x800B0110,
    0x800B0111...) or 403.17 (0x800B0101) for a certificate outside its validity.
 4. Revocation, on by default in HTTP.sys (``verifyclientcertrevocation``; the HTTP.sys
-   record's ``verify_client_cert_revocation`` false turns it off): each certificate of the
+   record's ``verifyclientcertrevocation`` false turns it off): each certificate of the
    chain below the root that names a CRL distribution point needs a current CRL fetched
    from one (published in DIR/crl, reachable per the host fact ``cdp_reachable``): revoked
    is 403.13 0x80092010, no CRL 403.13 0x80092013.
@@ -101,7 +101,6 @@ SSL_FLAG_NEGOTIATE = 32
 SSL_FLAG_REQUIRE = 64
 SSL_FLAG_128 = 256
 BINDING_SNI = 1
-BINDING_DISABLE_TLS13 = 32
 BINDING_NEGOTIATE_CLIENT_CERT = 128
 WINDOWS_2025_BUILD = 26100
 
@@ -265,6 +264,9 @@ class Binding:
     # netsh http add sslcert verifyclientcertrevocation: enabled unless the HTTP.sys record
     # says otherwise (Microsoft: "add sslcert"; KB 294305).
     verify_client_cert_revocation: bool = True
+    # HTTP.sys negotiates TLS, so its record decides (the binding's sslFlags bit 32 only
+    # matters through the record IIS or the agent writes from it).
+    disable_tls13: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -375,7 +377,8 @@ def _https_binding(site: str, b: Any, httpsys: Any) -> Binding | None:
         certificate_store=str(entry.get("certificate_store", "My")),
         client_cert_negotiation=bool(entry.get("client_cert_negotiation"))
         or bool(flags & BINDING_NEGOTIATE_CLIENT_CERT),
-        verify_client_cert_revocation=_bool(entry.get("verify_client_cert_revocation"), True),
+        verify_client_cert_revocation=_bool(entry.get("verifyclientcertrevocation"), True),
+        disable_tls13=_bool(entry.get("disabletls13"), False),
     )
 
 
@@ -1110,9 +1113,7 @@ class HttpsFront:
                 return None
             view_flags = read_site(session, fresh.site).ssl_flags
             facts = session.facts
-        tls13 = bool(facts.get("tls13_enabled", True)) and not (
-            fresh.ssl_flags & BINDING_DISABLE_TLS13
-        )
+        tls13 = bool(facts.get("tls13_enabled", True)) and not fresh.disable_tls13
         # IIS asks for a certificate after the handshake only for SslNegotiateCert.
         wants = bool(view_flags & SSL_FLAG_NEGOTIATE)
         mode: CertMode = (

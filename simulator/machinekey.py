@@ -52,10 +52,12 @@ class MachineKey:
             return None
 
     def seal(self, value: str, previous: str | None = None) -> str:
-        """What to store for ``value``: as is when already encrypted; the previous ciphertext
-        when it holds the same plain text (so an identical write changes nothing)."""
+        """What to store for ``value``: the previous ciphertext when it holds the same plain
+        text (so an identical write changes nothing, as the agent compares plain text);
+        else a value already encrypted as it is, plain text encrypted."""
+        plain = self.decrypt(value) if is_encrypted_value(value) else value
+        if previous is not None and plain is not None and self.decrypt(previous) == plain:
+            return previous
         if is_encrypted_value(value):
             return value
-        if previous is not None and self.decrypt(previous) == value:
-            return previous
         return self.encrypt(value)

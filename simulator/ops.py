@@ -13,7 +13,13 @@ from typing import Any
 from cryptography import x509
 from lxml import etree
 
-from iis_clientcert.host.contract import OPS, SECTION_MAPPING
+from iis_clientcert.host.contract import (
+    BINDING_FLAG_SETTINGS,
+    OPS,
+    SECTION_MAPPING,
+    SSLCERT_DEFAULTS,
+    is_encrypted_value,
+)
 from iis_clientcert_simulator import trust
 from iis_clientcert_simulator.accounts import bare_name
 from iis_clientcert_simulator.apphost import (
@@ -22,12 +28,13 @@ from iis_clientcert_simulator.apphost import (
     build,
     merge,
     norm_location,
+    refuse_undecryptable,
     to_json,
 )
-from iis_clientcert_simulator.errors import HR_INVALID_DATA, HR_NOT_FOUND, OpError
+from iis_clientcert_simulator.errors import HR_BAD_DATA, HR_INVALID_DATA, HR_NOT_FOUND, OpError
 from iis_clientcert_simulator.schema import SectionSchema, section
 from iis_clientcert_simulator.state import Session
-from iis_clientcert_simulator.stores import b64, load_der, sslcert_key
+from iis_clientcert_simulator.stores import IIS_APP_ID, HttpSys, b64, load_der, sslcert_key
 from iis_clientcert_simulator.xmldoc import replace_child
 
 Handler = Callable[[Session, dict[str, Any]], dict[str, Any]]
@@ -123,6 +130,7 @@ def _set_in_file(
     s: Session, root: etree._Element, schema: SectionSchema, data: Any, location: str
 ) -> bool:
     existing = ConfigFile.section_in(root, schema)
+    undecryptable: list[str] = []
     new = build(
         data,
         schema,
@@ -130,10 +138,12 @@ def _set_in_file(
         existing,
         s.key,
         f"{schema.path} in web.config of '{location}'",
+        undecryptable,
     )
+    if existing is not None and to_json(existing, schema) == to_json(new, schema):
+        return False
+    refuse_undecryptable(undecryptable)
     if existing is not None:
-        if to_json(existing, schema) == to_json(new, schema):
-            return False
         replace_child(existing, new)
     else:
         ConfigFile.put_section(root, new, schema)
@@ -180,6 +190,7 @@ def site_list(s: Session, args: dict[str, Any]) -> dict[str, Any]:
                     "certificate_hash": entry["certificate_hash"] if entry else None,
                     "certificate_store": entry["certificate_store"] if entry else None,
                     "client_cert_negotiation": bool(entry and entry["client_cert_negotiation"]),
+                    "sslcert": HttpSys.settings(entry) if entry else None,
                 }
             )
         sites.append(
@@ -210,7 +221,50 @@ def _https_bindings_using(s: Session, key: str) -> int:
     return count
 
 
+# --- what Microsoft.Web.Administration does to HTTP.sys ------------------------------
+
+
+def _mwa_remove_binding(s: Session, site_name: str, info: str, remove_config_only: bool) -> None:
+    """``Bindings.Remove(binding[, removeConfigOnly])`` + commit. Without removeConfigOnly
+    MWA also deletes the HTTP.sys record of the binding's ip:port (or host:port), even when
+    another site's binding shares it (KB 2405568)."""
+    site = s.apphost.require_site(site_name)
+    for b in Apphost.bindings(site):
+        if (
+            b.get("protocol", "").lower() == "https"
+            and b.get("bindingInformation", "").lower() == info.lower()
+        ):
+            key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+            s.apphost.remove_binding(site_name, "https", info)
+            if not remove_config_only:
+                s.httpsys.remove(key)
+            return
+
+
+def _mwa_add_binding_with_certificate(
+    s: Session, site_name: str, info: str, flags: int, thumb: str, store: str
+) -> None:
+    """``Bindings.Add(info, hash, store)`` + commit: MWA writes the HTTP.sys record afresh
+    with the certificate only, so every other setting of the record is lost (win-acme
+    #2831)."""
+    s.apphost.set_binding(site_name, "https", info, flags)
+    s.httpsys.put(sslcert_key(info, flags), thumb, store)
+
+
+def _find_https(site: etree._Element, info: str) -> etree._Element | None:
+    for b in Apphost.bindings(site):
+        if (
+            b.get("protocol", "").lower() == "https"
+            and b.get("bindingInformation", "").lower() == info.lower()
+        ):
+            return b
+    return None
+
+
 def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    """As agent.ps1 does it: the IIS binding in config only (sslFlags changed in place,
+    never Remove + Add, which would rewrite HTTP.sys), then the HTTP.sys record rewritten
+    with every setting it held (netsh update replaces the whole record)."""
     site_name = args["site"]
     info = args["binding_information"]
     flags = args["ssl_flags"]
@@ -231,34 +285,49 @@ def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             "(A specified logon session does not exist)",
             HR_NO_SUCH_LOGON_SESSION,
         )
-    old_key = None
-    for b in Apphost.bindings(site):
-        if (
-            b.get("protocol", "").lower() == "https"
-            and b.get("bindingInformation", "").lower() == info.lower()
-        ):
-            old_key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+    existing = _find_https(site, info)
+    old_flags = int(existing.get("sslFlags", "0") or 0) if existing is not None else 0
+    old_key = sslcert_key(info, old_flags) if existing is not None else None
     changed, created = s.apphost.set_binding(site_name, "https", info, flags)
+    s.checkpoint("binding.set:after_config")
+
     httpsys = s.httpsys
+    record = httpsys.get(key)
+    settings = HttpSys.settings(record) if record is not None else dict(SSLCERT_DEFAULTS)
+    settings["clientcertnegotiation"] = bool(args["client_cert_negotiation"])
+    for bit, name in BINDING_FLAG_SETTINGS.items():
+        if flags & bit:
+            settings[name] = True
+        elif old_flags & bit:
+            settings[name] = False  # the bit this write clears
+    if record is None:
+        httpsys.add(key, thumb, store, IIS_APP_ID, settings)
+        changed = True
+    elif (
+        record["certificate_hash"] != thumb
+        or record["certificate_store"].lower() != store.lower()
+        or HttpSys.settings(record) != settings
+    ):
+        # Every setting re-passed, the owner's app id kept.
+        httpsys.update(key, thumb, store, str(record.get("app_id") or IIS_APP_ID), settings)
+        changed = True
     if old_key is not None and old_key != key and _https_bindings_using(s, old_key) == 0:
+        s.checkpoint("binding.set:after_httpsys")
         changed = httpsys.remove(old_key) or changed
-    changed = httpsys.set(key, thumb, store, args["client_cert_negotiation"]) or changed
     return {"changed": changed, "created": created}
 
 
 def binding_remove(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    """The IIS binding with removeConfigOnly (MWA would otherwise delete the HTTP.sys record
+    every site on the ip:port shares, KB 2405568), then the record if no binding uses it."""
     site = s.apphost.require_site(args["site"])
     info = args["binding_information"]
-    key = None
-    for b in Apphost.bindings(site):
-        if (
-            b.get("protocol", "").lower() == "https"
-            and b.get("bindingInformation", "").lower() == info.lower()
-        ):
-            key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
-    if key is None:
+    existing = _find_https(site, info)
+    if existing is None:
         return {"changed": False}
-    s.apphost.remove_binding(args["site"], "https", info)
+    key = sslcert_key(info, int(existing.get("sslFlags", "0") or 0))
+    _mwa_remove_binding(s, args["site"], info, remove_config_only=True)
+    s.checkpoint("binding.remove:after_config")
     if _https_bindings_using(s, key) == 0:
         s.httpsys.remove(key)
     return {"changed": True}
@@ -275,11 +344,28 @@ def cert_import(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     der, pfx = args.get("der_b64"), args.get("pfx_b64")
     if (der is None) == (pfx is None):
         raise OpError("BadRequest", "cert.import takes exactly one of der_b64 and pfx_b64")
+    store = args["store"]
     if der is not None:
-        thumb, added = s.stores.import_der(args["store"], der)
-    else:
-        assert pfx is not None
-        thumb, added = s.stores.import_pfx(args["store"], pfx, args.get("pfx_password"))
+        thumb, added = s.stores.import_der(store, der)
+        return {"thumbprint": thumb, "added": added}
+    assert pfx is not None
+    # As the agent: open the PFX without persisting its key, to learn the thumbprint; an
+    # entry that is there with its key needs nothing (persisting first would orphan a key
+    # container on every rerun: FACTS.md "Key containers").
+    opened = s.stores.open_pfx(pfx, args.get("pfx_password"), int(s.facts.get("os_build", 0)))
+    if s.stores.exists(store, opened.thumbprint) and (
+        opened.key_pem is None or s.stores.key_pem(store, opened.thumbprint) is not None
+    ):
+        return {"thumbprint": opened.thumbprint, "added": False}
+    container = s.stores.persist_key(opened.key_pem) if opened.key_pem is not None else None
+    try:
+        s.checkpoint("cert.import:after_key")
+        thumb, added = s.stores.add(store, opened.certificate, container)
+    except BaseException:
+        # Our own key container goes with the failure, as the agent removes it.
+        if container is not None:
+            container.unlink(missing_ok=True)
+        raise
     return {"thumbprint": thumb, "added": added}
 
 
@@ -296,7 +382,12 @@ def user_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 
 def user_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     props = {k: v for k, v in args.items() if k not in ("name", "password")}
-    return s.accounts.set_user(args["name"], args.get("password"), props)
+    result = s.accounts.set_user(args["name"], args.get("password"), props)
+    if result["created"]:
+        # The agent creates the account, then sets its properties and flags: a failure
+        # there must not leave a half-made account for a rerun to adopt.
+        s.checkpoint("user.set:after_create")
+    return result
 
 
 def user_delete(s: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -357,9 +448,12 @@ def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             user_name = attrs.get("userName", "")
             if not user_name:
                 continue
-            plain = s.key.decrypt(attrs.get("password", ""))
+            stored = attrs.get("password", "")
+            plain = s.key.decrypt(stored) if is_encrypted_value(stored) else stored
             if plain is None:
-                verdict = {"valid": False, "hresult": "0x8007052E"}
+                # Per value: a password this host cannot decrypt fails its own mapping, with
+                # what IIS reports for it (NTE_BAD_DATA), not as a wrong password.
+                verdict = {"valid": False, "hresult": f"0x{HR_BAD_DATA:08X}"}
             else:
                 verdict = accounts.verify(bare_name(user_name, s.computer), plain)
             results.append(

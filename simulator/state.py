@@ -12,7 +12,7 @@ DIR/
   webconfig/<site>/.../web.config   web.config files written with target="webconfig"
   pki/                           the simulator's CA (issues the shop and endpoint certificates)
   audit.log                      one JSON line per command
-  faults.json                    injected faults (optional)
+  faults.json                    injected faults (optional): fail_op, fail_step, ...
 
 Installed IIS features show where Windows shows them: as native modules in
 applicationHost.config's <globalModules> (Web-Cert-Auth is IISCertificateMappingAuthentication
@@ -38,11 +38,19 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from iis_clientcert_simulator import pki
-from iis_clientcert_simulator.accounts import Accounts, Folders, PasswordPolicy, default_aces
+from iis_clientcert_simulator.accounts import (
+    Accounts,
+    Domain,
+    Folders,
+    PasswordPolicy,
+    default_aces,
+)
 from iis_clientcert_simulator.apphost import Apphost, ConfigFile
+from iis_clientcert_simulator.errors import injected_error
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
 from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.stores import CertStores, HttpSys, sslcert_key
+from iis_clientcert_simulator.wsman import faults_lock
 from iis_clientcert_simulator.xmldoc import append_child, remove_child
 
 COMPUTER_NAME = "SIMIIS01"
@@ -160,7 +168,7 @@ class HostState:
         shop = pki.make_server(ca, SHOP_HOST, extra_dns=["shop", "localhost"])
         shop_thumb, _ = stores.add("My", shop.certificate, shop.key_pem())
         httpsys = HttpSys({})
-        httpsys.set(sslcert_key("*:443:", 0), shop_thumb, "My", False)
+        httpsys.put(sslcert_key("*:443:", 0), shop_thumb, "My")
         write_json(self.httpsys, httpsys.data)
         write_json(self.users, Accounts.initial(COMPUTER_NAME))
         folders = Folders({})
@@ -297,7 +305,12 @@ class Session:
     def accounts(self) -> Accounts:
         if self._users is None:
             self._users = _JsonDoc(self.state.users, {})
-        return Accounts(self._users.data, self.computer, self.state.password_policy())
+        return Accounts(
+            self._users.data,
+            self.computer,
+            self.state.password_policy(),
+            Domain.from_facts(self.facts),
+        )
 
     @property
     def folders(self) -> Folders:
@@ -310,6 +323,22 @@ class Session:
         if self._httpsys is None:
             self._httpsys = _JsonDoc(self.state.httpsys, {})
         return HttpSys(self._httpsys.data)
+
+    def checkpoint(self, step: str) -> None:
+        """A point in the middle of an op (e.g. "binding.set:after_config") where faults.json
+        ``fail_step: {"step": ...}`` makes the op fail, once: the proof that an op failing
+        half way leaves the host as it found it (issue 10, point 9)."""
+        with faults_lock(self.state.faults):
+            try:
+                faults = read_json(self.state.faults, {}) or {}
+            except (ValueError, OSError):
+                return
+            spec = faults.get("fail_step") if isinstance(faults, dict) else None
+            if not isinstance(spec, dict) or spec.get("step") != step:
+                return
+            del faults["fail_step"]
+            write_json(self.state.faults, faults)
+        raise injected_error(spec)
 
     def save(self) -> None:
         if self._apphost is not None:

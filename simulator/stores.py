@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
+import os
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +17,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from iis_clientcert.host.contract import STORES
+from iis_clientcert.host.contract import PFX_AES_MIN_BUILD, SSLCERT_DEFAULTS, STORES
 from iis_clientcert_simulator.errors import (
+    HR_ALREADY_EXISTS,
     HR_ASN1_BADTAG,
     HR_ASN1_EOD,
+    HR_FILE_NOT_FOUND,
     HR_INVALID_PASSWORD,
     HR_NOT_FOUND,
     OpError,
@@ -60,6 +66,18 @@ def b64(value: str, what: str) -> bytes:
         return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise OpError("BadCertificate", f"{what} is not base64", HR_ASN1_BADTAG) from None
+
+
+@dataclass(frozen=True)
+class OpenedPfx:
+    thumbprint: str
+    certificate: x509.Certificate
+    key_pem: bytes | None = field(repr=False)
+
+
+# The PBES2 algorithm identifier (1.2.840.113549.1.5.13) as DER: in a PFX it names the
+# encryption of the key and certificate bags, in the clear.
+_PBES2_OID = bytes.fromhex("06092a864886f70d01050d")
 
 
 class CertStores:
@@ -124,7 +142,28 @@ class CertStores:
             )
         return out
 
-    def add(self, store: str, cert: x509.Certificate, key_pem: bytes | None) -> tuple[str, bool]:
+    # --- private keys: persisted key containers (MachineKeys) ------------------------
+
+    @property
+    def machine_keys(self) -> Path:
+        """Key containers a PFX import persisted (MachineKeySet|PersistKeySet) that no store
+        entry took: on Windows, %ProgramData%\\Microsoft\\Crypto\\...\\MachineKeys files
+        nothing references (orphans). A store entry's own key is <THUMBPRINT>.key."""
+        return self.root.parent / "MachineKeys"
+
+    def orphan_keys(self) -> builtins.list[str]:
+        return sorted(p.name for p in self.machine_keys.glob("*.key"))
+
+    def persist_key(self, key_pem: bytes) -> Path:
+        """What X509Certificate2Collection.Import with PersistKeySet does at once, before
+        anything is added to a store: a new key container on disk (FACTS.md)."""
+        path = self.machine_keys / f"{uuid.uuid4().hex}.key"
+        atomic_write(path, key_pem, 0o600)
+        return path
+
+    def add(self, store: str, cert: x509.Certificate, key: bytes | Path | None) -> tuple[str, bool]:
+        """X509Store.Add: the certificate, and its key (PEM, or a persisted container that
+        the entry takes over) unless the entry already has one."""
         thumb = thumbprint(cert)
         directory = self._dir(store)
         directory.mkdir(parents=True, exist_ok=True)
@@ -133,16 +172,30 @@ class CertStores:
         if added:
             atomic_write(path, cert.public_bytes(serialization.Encoding.DER))
         key_path = path.with_suffix(".key")
-        if key_pem is not None and not key_path.exists():
+        if key is not None and not key_path.exists():
             # Private keys: readable by the owner only, like the machine key store's ACL.
-            atomic_write(key_path, key_pem, 0o600)
+            if isinstance(key, Path):
+                os.replace(key, key_path)
+            else:
+                atomic_write(key_path, key, 0o600)
         return thumb, added
 
     def import_der(self, store: str, der_b64: str) -> tuple[str, bool]:
         return self.add(store, load_der(b64(der_b64, "der_b64")), None)
 
-    def import_pfx(self, store: str, pfx_b64: str, password: str | None) -> tuple[str, bool]:
+    def open_pfx(self, pfx_b64: str, password: str | None, os_build: int) -> OpenedPfx:
+        """Open a PFX without persisting its key (EphemeralKeySet), as the agent does first."""
         data = b64(pfx_b64, "pfx_b64")
+        if 0 < os_build < PFX_AES_MIN_BUILD and _PBES2_OID in data:
+            # Windows Server 2016's CryptoAPI knows no PBES2: it answers as for a wrong
+            # password (FACTS.md "PFX on Server 2016"); the agent says why.
+            raise OpError(
+                "BadCertificate",
+                "The specified network password is not correct: this host (Windows build "
+                f"{os_build}, older than {PFX_AES_MIN_BUILD}) cannot open a PFX encrypted "
+                "with AES-256/PBES2; export it with TripleDES-SHA1 (PBES1) instead",
+                HR_INVALID_PASSWORD,
+            )
         try:
             key, cert, _extra = pkcs12.load_key_and_certificates(
                 data, password.encode("utf-8") if password else None
@@ -167,7 +220,7 @@ class CertStores:
             if key is not None
             else None
         )
-        return self.add(store, cert, key_pem)
+        return OpenedPfx(thumbprint(cert), cert, key_pem)
 
     def remove(self, store: str, thumb: str) -> bool:
         path = self._find(store, thumb)
@@ -215,8 +268,14 @@ def sslcert_key(info: str, ssl_flags: int) -> str:
 
 
 class HttpSys:
-    """httpsys.json: {"sslcert": {key: {certificate_hash, certificate_store, app_id,
-    client_cert_negotiation}}}."""
+    """httpsys.json: {"sslcert": {key: record}}, the HTTP Server API's SSL certificate store.
+
+    A record holds ``certificate_hash``, ``certificate_store``, ``app_id`` and every setting
+    of contract.SSLCERT_DEFAULTS (netsh's names). ``client_cert_negotiation`` repeats
+    ``clientcertnegotiation`` for readers of the file. Like netsh (and the HTTP Server API
+    under it), ``add`` refuses an existing key and ``update`` replaces the whole record: a
+    setting it is not given goes back to its default (FACTS.md "Real-host pitfalls").
+    """
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
@@ -224,19 +283,74 @@ class HttpSys:
 
     def get(self, key: str) -> dict[str, Any] | None:
         found = self.data["sslcert"].get(key)
-        return dict(found) if found is not None else None
+        if found is None:
+            return None
+        record = dict(found)
+        # Files written before settings were modelled: the defaults are what they held.
+        for name, default in SSLCERT_DEFAULTS.items():
+            record.setdefault(name, default)
+        record["clientcertnegotiation"] = bool(
+            record.get("client_cert_negotiation", record["clientcertnegotiation"])
+        )
+        record["client_cert_negotiation"] = record["clientcertnegotiation"]
+        return record
 
-    def set(self, key: str, cert_hash: str, store: str, negotiation: bool) -> bool:
-        entry = {
+    @staticmethod
+    def settings(record: dict[str, Any]) -> dict[str, Any]:
+        """The netsh settings of a record (what a rewrite must pass to keep them)."""
+        return {name: record.get(name, default) for name, default in SSLCERT_DEFAULTS.items()}
+
+    @staticmethod
+    def _record(
+        cert_hash: str, store: str, app_id: str, settings: dict[str, Any]
+    ) -> dict[str, Any]:
+        unknown = set(settings) - set(SSLCERT_DEFAULTS)
+        if unknown:
+            raise OpError(
+                "InvalidValue",
+                f"netsh http: unknown sslcert parameter(s) {', '.join(sorted(unknown))}",
+                0x80070057,
+            )
+        record: dict[str, Any] = {
             "certificate_hash": cert_hash.upper(),
             "certificate_store": store,
-            "app_id": IIS_APP_ID,
-            "client_cert_negotiation": negotiation,
+            "app_id": app_id,
         }
-        if self.data["sslcert"].get(key) == entry:
-            return False
-        self.data["sslcert"][key] = entry
-        return True
+        record.update({name: settings.get(name, d) for name, d in SSLCERT_DEFAULTS.items()})
+        record["client_cert_negotiation"] = bool(record["clientcertnegotiation"])
+        return record
+
+    def add(
+        self, key: str, cert_hash: str, store: str, app_id: str, settings: dict[str, Any]
+    ) -> None:
+        """``netsh http add sslcert``: a new record; an existing key is error 183."""
+        if key in self.data["sslcert"]:
+            raise OpError(
+                "DuplicateKey",
+                f"SSL Certificate add failed, Error: 183 Cannot create a file when that file "
+                f"already exists ({key})",
+                HR_ALREADY_EXISTS,
+            )
+        self.data["sslcert"][key] = self._record(cert_hash, store, app_id, settings)
+
+    def update(
+        self, key: str, cert_hash: str, store: str, app_id: str, settings: dict[str, Any]
+    ) -> None:
+        """``netsh http update sslcert``: the whole record is replaced; settings not
+        given take their defaults (the rule a writer must respect, win-acme #2831)."""
+        if key not in self.data["sslcert"]:
+            raise OpError(
+                "NotFound",
+                f"SSL Certificate update failed, Error: 2 The system cannot find the file "
+                f"specified ({key})",
+                HR_FILE_NOT_FOUND,
+            )
+        self.data["sslcert"][key] = self._record(cert_hash, store, app_id, settings)
+
+    def put(self, key: str, cert_hash: str, store: str, **settings: Any) -> None:
+        """Set up a record (first start, tests): add or replace, IIS's app id."""
+        self.data["sslcert"][key] = self._record(cert_hash, store, IIS_APP_ID, settings)
 
     def remove(self, key: str) -> bool:
+        """``netsh http delete sslcert``."""
         return self.data["sslcert"].pop(key, None) is not None

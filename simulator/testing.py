@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from iis_clientcert.host.contract import (
     POWERSHELL,
     Op,
@@ -22,8 +24,12 @@ from iis_clientcert.host.contract import (
     parse_result,
 )
 from iis_clientcert_simulator.executor import Executor
+from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.serve import Endpoint, Simulator
-from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand
+from iis_clientcert_simulator.state import HostState
+from iis_clientcert_simulator.stores import CertStores, HttpSys
+from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand, faults_lock, write_faults
 
 
 @contextmanager
@@ -124,3 +130,80 @@ class AgentRunner:
         assert not result["ok"], result
         error: dict[str, Any] = result["error"]
         return error
+
+
+# --- setting up a host the way a test needs it (under the state lock) -----------------
+
+
+def set_host_facts(state_dir: Path, **facts: Any) -> None:
+    """Merge facts into host.json (os_build, password_policy, domain, ...)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        data = read_json(state.host, {}) or {}
+        data.update(facts)
+        write_json(state.host, data)
+
+
+def put_sslcert(
+    state_dir: Path, key: str, cert_hash: str, store: str = "My", **settings: Any
+) -> None:
+    """Create or replace an HTTP.sys record as its owner would with netsh, e.g.
+    ``put_sslcert(d, "ipport=0.0.0.0:443", thumb, disabletls13=True)``."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        data = read_json(state.httpsys, {}) or {}
+        HttpSys(data).put(key, cert_hash, store, **settings)
+        write_json(state.httpsys, data)
+
+
+def sslcert(state_dir: Path, key: str) -> dict[str, Any] | None:
+    """An HTTP.sys record as ``netsh http show sslcert`` would show it (None if absent)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        return HttpSys(read_json(state.httpsys, {}) or {}).get(key)
+
+
+def fail_at(state_dir: Path, step: str, **spec: Any) -> None:
+    """Make the next op that reaches ``step`` (e.g. "binding.set:after_config") fail there,
+    once (faults.json ``fail_step``; code, hresult and message as for ``fail_op``)."""
+    path = HostState(Path(state_dir)).faults
+    with faults_lock(path):
+        data = read_json(path, {}) or {}
+        data["fail_step"] = {"step": step, **spec}
+        write_faults(path, data)
+
+
+# Files that change with every request, whatever the request did.
+_VOLATILE = frozenset({"audit.log", "faults.json", ".lock"})
+
+
+def snapshot(state_dir: Path) -> dict[str, bytes]:
+    """Every file of the host state (but the audit log and faults), for before/after."""
+    root = Path(state_dir)
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in _VOLATILE and not p.name.startswith(".faults-")
+    }
+
+
+def foreign_ciphertext(plain: str) -> str:
+    """``plain`` encrypted with another host's key: what a copied applicationHost.config
+    holds, and what this host cannot decrypt."""
+    return MachineKey(AESGCM.generate_key(bit_length=256)).encrypt(plain)
+
+
+def replace_in_apphost(state_dir: Path, old: str, new: str) -> None:
+    """Edit applicationHost.config by hand (as an owner with Notepad would)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        text = state.apphost.read_text("utf-8")
+        if old not in text:
+            raise ValueError("the text to replace is not in applicationHost.config")
+        state.apphost.write_text(text.replace(old, new), "utf-8")
+
+
+def orphan_keys(state_dir: Path) -> list[str]:
+    """Persisted key containers no certificate store entry took (see CertStores)."""
+    state = HostState(Path(state_dir))
+    return CertStores(state.certstore).orphan_keys()

@@ -452,28 +452,37 @@ function Assert-ElementShape($Element, [string]$Where) {
     foreach ($i in (Get-ElementPart $Element 'items')) { Assert-ElementShape $i "$Where/item" }
 }
 
-function Add-EncryptedValues($Element, $Schema, $List) {
+function Add-EncryptedValues($Element, $Schema, $List, $Paths = $null, [string]$Where = '') {
+    # Collects the [enc:...:enc] values of an Element; with $Paths, also where each sits
+    # ("oneToOneMappings/add[1]@password"), to name a value that cannot be decrypted.
     $attrs = Get-ElementPart $Element 'attributes'
     foreach ($name in @($attrs.Keys)) {
         $s = Get-AttrSchema $Schema $name
         $v = [string]$attrs[$name]
-        if ($null -ne $s -and $s.IsEncrypted -and (Test-EncryptedForm $v) -and -not $List.Contains($v)) { [void]$List.Add($v) }
+        if ($null -ne $s -and $s.IsEncrypted -and (Test-EncryptedForm $v)) {
+            if (-not $List.Contains($v)) { [void]$List.Add($v) }
+            if ($null -ne $Paths) { [void]$Paths.Add(@("$Where@$name", $v)) }
+        }
     }
     $children = Get-ElementPart $Element 'children'
-    foreach ($name in @($children.Keys)) { Add-EncryptedValues $children[$name] (Get-ChildSchema $Schema $name) $List }
+    foreach ($name in @($children.Keys)) { Add-EncryptedValues $children[$name] (Get-ChildSchema $Schema $name) $List $Paths "$Where/$name" }
     $names = Get-CollectionNames $Schema
+    $index = 0
     foreach ($item in (Get-ElementPart $Element 'items')) {
         $itemSchema = $null
         if ($names.isCollection) { $itemSchema = $Schema.CollectionSchema.GetAddElementSchema($names.add[0]) }
-        Add-EncryptedValues $item $itemSchema $List
+        Add-EncryptedValues $item $itemSchema $List $Paths "$Where/$($names.add[0])[$index]"
+        $index++
     }
 }
 
 function Unprotect-IisValues($Values) {
-    # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system:
+    # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system
+    # (values it cannot decrypt are missing from the map):
     # a copy of applicationHost.config (holding only ciphertext) gets one location per value
     # and is read with a read-only ServerManager. No plain value is ever written anywhere.
-    $map = @{}
+    # Ordinal: ciphertexts are case-sensitive base64 (a PowerShell @{} is not).
+    $map = New-Object 'System.Collections.Generic.Dictionary[string,string]' ([System.StringComparer]::Ordinal)
     if (@($Values).Count -eq 0) { return $map }
     $doc = Get-ApphostXml
     $paths = New-List
@@ -502,11 +511,13 @@ function Unprotect-IisValues($Values) {
         try {
             $cfg = $sm.GetApplicationHostConfiguration()
             for ($j = 0; $j -lt $paths.Count; $j++) {
-                $section = $cfg.GetSection('system.webServer/security/authentication/anonymousAuthentication', $paths[$j])
+                # Per value: one that this host's key cannot decrypt (another host's, a
+                # placeholder) is left out of the map, and the caller decides what it means.
                 try {
+                    $section = $cfg.GetSection('system.webServer/security/authentication/anonymousAuthentication', $paths[$j])
                     $map[[string]@($Values)[$j]] = [string]$section.GetAttributeValue('password')
                 } catch {
-                    throw (New-AgentError 'InvalidValue' 'an encrypted value cannot be decrypted with this host''s key (it was encrypted on another host)' 0x8007000D)
+                    $null = $_
                 }
             }
         } finally {
@@ -650,19 +661,21 @@ function ConvertFrom-ConfigElement($Element, $Candidates) {
     foreach ($attr in $Element.Attributes) {
         $s = $attr.Schema
         if ($null -ne $s -and $s.IsEncrypted) {
-            $plain = [string]$attr.Value
-            $value = ''
-            if ($plain -ne '') {
-                $value = '[enc:Unknown::enc]'
-                foreach ($c in $Candidates) {
-                    if ($null -ne $c -and $c.HasAttribute($attr.Name)) {
-                        $value = $c.GetAttribute($attr.Name)
-                        if (-not (Test-EncryptedForm $value)) { $value = '[enc:Unencrypted::enc]' }
-                        break
-                    }
+            # From the raw XML (nearest location that sets it): reading .Value would decrypt,
+            # and one value this host cannot decrypt would fail the whole read.
+            $value = $null
+            foreach ($c in $Candidates) {
+                if ($null -ne $c -and $c.HasAttribute($attr.Name)) {
+                    $value = $c.GetAttribute($attr.Name)
+                    if ($value -ne '' -and -not (Test-EncryptedForm $value)) { $value = '[enc:Unencrypted::enc]' }
+                    break
                 }
             }
-            $plain = $null
+            if ($null -eq $value) {
+                # Set where the raw XML does not show (a web.config): only whether it is empty.
+                $value = '[enc:Unknown::enc]'
+                try { if ([string]$attr.Value -eq '') { $value = '' } } catch { $null = $_ }
+            }
             $result.attributes[$attr.Name] = $value
         } else {
             $result.attributes[$attr.Name] = Format-AttrValue $attr.Value $s
@@ -796,14 +809,22 @@ function Invoke-ConfigSet($A) {
         }
         $plain = @{}
         $encrypted = New-List
-        Add-EncryptedValues $desired $schema $encrypted
+        $desiredPaths = New-List
+        Add-EncryptedValues $desired $schema $encrypted $desiredPaths "$sectionName at '$location'"
         Add-EncryptedValues $current $schema $encrypted
         if ($encrypted.Count -gt 0) {
-            # Compare plain text: an encrypted value differs on every write.
+            # Compare plain text: an encrypted value differs on every write. A current value
+            # that cannot be decrypted keeps its ciphertext here, so it compares "different".
             $plain = Unprotect-IisValues $encrypted
             if ((Get-ElementSignature $desired $schema $plain) -ceq (Get-ElementSignature $current $schema $plain)) {
                 return [ordered]@{ changed = $false }
             }
+        }
+        # IIS's API takes plain text and encrypts it: a desired ciphertext this host cannot
+        # decrypt would be encrypted twice. Name it and write nothing.
+        $bad = @($desiredPaths | Where-Object { -not $plain.ContainsKey([string]$_[1]) } | ForEach-Object { "'$($_[0].Split('@')[-1])' at $($_[0].Substring(0, $_[0].LastIndexOf('@')))" })
+        if ($bad.Count -gt 0) {
+            throw (New-AgentError 'InvalidValue' ("The encrypted value of " + ($bad -join ', ') + " cannot be decrypted with this host's key (it was encrypted on another host, or is a placeholder): give the plain value") 0x80090005)
         }
         # Authoritative: drop what this location holds, then write the element afresh.
         $section.RevertToParent()
@@ -834,6 +855,53 @@ function Invoke-ConfigClear($A) {
 
 # --- sites and bindings ------------------------------------------------------------------
 
+# HTTP.sys SSL record settings by netsh parameter name, with the value a record gets when
+# netsh is not given them (contract.SSLCERT_DEFAULTS). `netsh http update sslcert`
+# replaces the whole record: a rewrite passes every setting found, or the owner's
+# DisableTLS13, OCSP, CTL ... settings are lost (FACTS.md "Real-host pitfalls", win-acme #2831).
+$script:SslCertDefaults = [ordered]@{
+    verifyclientcertrevocation = $true
+    verifyrevocationwithcachedclientcertonly = $false
+    usagecheck = $true
+    revocationfreshnesstime = 0
+    urlretrievaltimeout = 0
+    sslctlidentifier = ''
+    sslctlstorename = ''
+    dsmapperusage = $false
+    clientcertnegotiation = $false
+    reject = $false
+    disablehttp2 = $false
+    disablequic = $false
+    disabletls13 = $false
+    disableocspstapling = $false
+    enabletokenbinding = $false
+    logextendedevents = $false
+    disablelegacytls = $false
+    enablesessionticket = $false
+    disabletls12 = $false
+    disablesessionid = $false
+}
+# The HTTP_SERVICE_CONFIG_SSL_FLAG_* bit (http.h) of the registry's DefaultFlags behind
+# each boolean netsh setting.
+$script:SslFlagBits = [ordered]@{
+    dsmapperusage = 0x1
+    clientcertnegotiation = 0x2
+    reject = 0x8
+    disablehttp2 = 0x10
+    disablequic = 0x20
+    disabletls13 = 0x40
+    disableocspstapling = 0x80
+    enabletokenbinding = 0x100
+    logextendedevents = 0x200
+    disablelegacytls = 0x400
+    enablesessionticket = 0x800
+    disabletls12 = 0x1000
+    disablesessionid = 0x4000
+}
+# IIS binding sslFlags bits that stand for a record setting (contract.BINDING_FLAG_SETTINGS):
+# a bit set turns the setting on, a bit this write clears turns it off, others stay.
+$script:BindingFlagSettings = @(@(4, 'disablehttp2'), @(8, 'disableocspstapling'), @(16, 'disablequic'), @(32, 'disabletls13'), @(64, 'disablelegacytls'))
+
 function Get-SslEndpoint([string]$BindingInformation, [int]$SslFlags) {
     # HTTP.sys keys of an IIS https binding "ip:port:host": SNI -> host:port, else ip:port.
     $parts = $BindingInformation.Split(':')
@@ -848,16 +916,86 @@ function Get-SslEndpoint([string]$BindingInformation, [int]$SslFlags) {
     return @{ kind = 'ipport'; key = "$($ip):$port"; regKey = "$script:HttpParamsKey\SslBindingInfo\$($ip):$port" }
 }
 
-function Get-HttpSslBinding($Endpoint) {
-    $hash = Get-RegValue $Endpoint.regKey 'SslCertHash'
+function Get-HttpSslRecord($Endpoint) {
+    # The whole HTTP.sys record (what `netsh http show sslcert` shows), from HTTP's registry
+    # parameters, or $null.
+    $key = $Endpoint.regKey
+    $hash = Get-RegValue $key 'SslCertHash'
     if ($null -eq $hash) { return $null }
-    $flags = [int64](Get-RegValue $Endpoint.regKey 'DefaultFlags' 0)
+    $mode = [int64](Get-RegValue $key 'DefaultCertCheckMode' 0)
+    $flags = [int64](Get-RegValue $key 'DefaultFlags' 0)
+    $appId = Get-RegValue $key 'AppId'
+    if ($appId -is [byte[]] -and $appId.Length -eq 16) { $appId = (New-Object System.Guid (, [byte[]]$appId)).ToString('B') }
+    if ($null -eq $appId -or [string]$appId -eq '') { $appId = $script:IisAppId }
+    $settings = [ordered]@{}
+    foreach ($name in $script:SslCertDefaults.Keys) { $settings[$name] = $script:SslCertDefaults[$name] }
+    # DefaultCertCheckMode: 1 no revocation check, 2 cached only, 0x10000 no usage check.
+    $settings['verifyclientcertrevocation'] = (($mode -band 0x1) -eq 0)
+    $settings['verifyrevocationwithcachedclientcertonly'] = (($mode -band 0x2) -ne 0)
+    $settings['usagecheck'] = (($mode -band 0x10000) -eq 0)
+    $settings['revocationfreshnesstime'] = [int64](Get-RegValue $key 'DefaultRevocationFreshnessTime' 0)
+    $settings['urlretrievaltimeout'] = [int64](Get-RegValue $key 'DefaultRevocationUrlRetrievalTimeout' 0)
+    $settings['sslctlidentifier'] = [string](Get-RegValue $key 'DefaultSslCtlIdentifier' '')
+    $settings['sslctlstorename'] = [string](Get-RegValue $key 'DefaultSslCtlStoreName' '')
+    $known = 0L
+    foreach ($name in $script:SslFlagBits.Keys) {
+        $bit = [int64]$script:SslFlagBits[$name]
+        $settings[$name] = (($flags -band $bit) -ne 0)
+        $known = $known -bor $bit
+    }
     return @{
         hash = ([System.BitConverter]::ToString([byte[]]$hash)).Replace('-', '')
-        store = [string](Get-RegValue $Endpoint.regKey 'SslCertStoreName' 'MY')
-        # HTTP_SERVICE_CONFIG_SSL_FLAG_NEGOTIATE_CLIENT_CERT
-        negotiate = (($flags -band 2) -ne 0)
+        store = [string](Get-RegValue $key 'SslCertStoreName' 'MY')
+        appId = [string]$appId
+        negotiate = [bool]$settings['clientcertnegotiation']
+        settings = $settings
+        # Bits no netsh parameter can pass again (NO_RAW_FILTER 0x4, newer ones).
+        unknownFlags = ($flags -band (-bnot $known))
     }
+}
+
+function Test-SameSslSettings($Left, $Right) {
+    foreach ($name in $script:SslCertDefaults.Keys) {
+        if ([string]$Left[$name] -cne [string]$Right[$name]) { return $false }
+    }
+    return $true
+}
+
+function Get-NetshSslArgs([string]$Verb, $Endpoint, [string]$Hash, [string]$Store, [string]$AppId, $Settings) {
+    # Every setting that differs from its default, so an update (which replaces the whole
+    # record) keeps what the record held. Defaults are left out: netsh of older Windows
+    # does not know the newer parameters, and leaving one out means its default.
+    $list = New-Object 'System.Collections.Generic.List[string]'
+    foreach ($a in @('http', $Verb, 'sslcert', "$($Endpoint.kind)=$($Endpoint.key)", "certhash=$Hash", "appid=$AppId", "certstorename=$Store")) { $list.Add($a) }
+    foreach ($name in $script:SslCertDefaults.Keys) {
+        $value = $Settings[$name]
+        if ([string]$value -ceq [string]$script:SslCertDefaults[$name]) { continue }
+        if ($value -is [bool]) {
+            if ($value) { $text = 'enable' } else { $text = 'disable' }
+        } else {
+            $text = [string]$value
+        }
+        $list.Add("$name=$text")
+    }
+    return , $list.ToArray()
+}
+
+function Test-SslEndpointInUse($Endpoint) {
+    # Whether any site's https binding still maps to this HTTP.sys record.
+    $sm = New-ServerManager
+    try {
+        foreach ($s in $sm.Sites) {
+            foreach ($b in $s.Bindings) {
+                if ($b.Protocol -ne 'https') { continue }
+                $other = $null
+                try { $other = Get-SslEndpoint $b.BindingInformation (Get-BindingFlags $b) } catch { $other = $null }
+                if ($null -ne $other -and $other.key -eq $Endpoint.key) { return $true }
+            }
+        }
+    } finally {
+        $sm.Dispose()
+    }
+    return $false
 }
 
 function Get-BindingFlags($Binding) {
@@ -881,13 +1019,15 @@ function Invoke-SiteList($A) {
                 $hash = $null
                 $store = $null
                 $negotiate = $false
+                $sslcert = $null
                 if ($b.Protocol -eq 'https') {
                     $ssl = $null
-                    try { $ssl = Get-HttpSslBinding (Get-SslEndpoint $b.BindingInformation $flags) } catch { $ssl = $null }
+                    try { $ssl = Get-HttpSslRecord (Get-SslEndpoint $b.BindingInformation $flags) } catch { $ssl = $null }
                     if ($null -ne $ssl) {
                         $hash = $ssl.hash
                         $store = $ssl.store
                         $negotiate = $ssl.negotiate
+                        $sslcert = $ssl.settings
                     }
                 }
                 [void]$bindings.Add([ordered]@{
@@ -897,6 +1037,7 @@ function Invoke-SiteList($A) {
                         certificate_hash = $hash
                         certificate_store = $store
                         client_cert_negotiation = $negotiate
+                        sslcert = $sslcert
                     })
             }
             [void]$sites.Add([ordered]@{
@@ -947,6 +1088,27 @@ function Invoke-Netsh([string[]]$Arguments) {
     }
 }
 
+function Find-HttpsBinding($Site, [string]$Info) {
+    foreach ($b in $Site.Bindings) {
+        if ($b.Protocol -eq 'https' -and [string]::Equals($b.BindingInformation, $Info, [System.StringComparison]::OrdinalIgnoreCase)) { return $b }
+    }
+    return $null
+}
+
+function Restore-BindingConfig([string]$SiteName, [string]$Info, $OldFlags, [bool]$Created) {
+    # Undo a binding.set's config change (config only: HTTP.sys is restored by the caller).
+    $sm = New-ServerManager
+    try {
+        $site = Get-SiteOrFail $sm $SiteName
+        $b = Find-HttpsBinding $site $Info
+        if ($null -eq $b) { return }
+        if ($Created) { $site.Bindings.Remove($b, $true) } else { $b.SetAttributeValue('sslFlags', [int]$OldFlags) }
+        $sm.CommitChanges()
+    } finally {
+        $sm.Dispose()
+    }
+}
+
 function Invoke-BindingSet($A) {
     $siteName = Get-RequiredString $A 'site'
     $info = Get-RequiredString $A 'binding_information'
@@ -963,46 +1125,86 @@ function Invoke-BindingSet($A) {
         # What netsh answers: ERROR_NO_SUCH_LOGON_SESSION.
         throw (New-AgentError 'BadCertificate' "SSL Certificate add failed: the certificate $hash has no private key" 0x80070520)
     }
+    $record = Get-HttpSslRecord $endpoint
+    if ($null -ne $record -and $record.unknownFlags -ne 0) {
+        # Refuse rather than drop them: netsh cannot pass these settings again.
+        throw (New-AgentError 'InvalidValue' ("the HTTP.sys certificate binding $($endpoint.kind)=$($endpoint.key) holds settings netsh cannot pass again (DefaultFlags bits 0x{0:X}); rewriting it would drop them: change it with the HTTP Server API or by hand" -f $record.unknownFlags) 0x80070032)
+    }
     $created = $false
     $changed = $false
+    $configChanged = $false
+    $oldFlags = 0
+    $oldEndpoint = $null
     $sm = New-ServerManager
     try {
         $site = Get-SiteOrFail $sm $siteName
-        $existing = $null
-        foreach ($b in $site.Bindings) {
-            if ($b.Protocol -eq 'https' -and [string]::Equals($b.BindingInformation, $info, [System.StringComparison]::OrdinalIgnoreCase)) { $existing = $b }
-        }
-        $needsWrite = $true
-        if ($null -ne $existing) {
-            $currentHash = ''
-            if ($null -ne $existing.CertificateHash) { $currentHash = ([System.BitConverter]::ToString($existing.CertificateHash)).Replace('-', '') }
-            $needsWrite = -not ($currentHash -eq $hash -and (Get-BindingFlags $existing) -eq $flags -and
-                [string]::Equals([string]$existing.CertificateStoreName, $storeName, [System.StringComparison]::OrdinalIgnoreCase))
-        } else {
-            $created = $true
-        }
-        if ($needsWrite) {
-            if ($null -ne $existing) { $site.Bindings.Remove($existing) }
-            # Microsoft.Web.Administration also writes the HTTP.sys certificate binding.
-            $binding = $site.Bindings.Add($info, (ConvertTo-Bytes $hash), $storeName)
+        $existing = Find-HttpsBinding $site $info
+        if ($null -eq $existing) {
+            # The protocol overload writes config only; Add(info, hash, store) would also write
+            # the HTTP.sys record afresh, without its other settings (win-acme #2831).
+            $binding = $site.Bindings.Add($info, 'https')
             $binding.SetAttributeValue('sslFlags', $flags)
+            $created = $true
+            $configChanged = $true
+        } else {
+            $oldFlags = Get-BindingFlags $existing
+            $oldEndpoint = Get-SslEndpoint $info $oldFlags
+            if ($oldFlags -ne $flags) {
+                # In place: Remove + Add through MWA rewrites (or deletes) the HTTP.sys record
+                # that every site on this ip:port shares (KB 2405568).
+                $existing.SetAttributeValue('sslFlags', $flags)
+                $configChanged = $true
+            }
+        }
+        if ($configChanged) {
             $sm.CommitChanges()
             $changed = $true
         }
     } finally {
         $sm.Dispose()
     }
-    $ssl = Get-HttpSslBinding $endpoint
-    $mode = 'disable'
-    if ($negotiate) { $mode = 'enable' }
-    $netshArgs = @('http', 'update', 'sslcert', "$($endpoint.kind)=$($endpoint.key)", "certhash=$hash", "appid=$script:IisAppId", "certstorename=$storeName", "clientcertnegotiation=$mode")
-    if ($null -eq $ssl) {
-        $netshArgs[1] = 'add'
-        Invoke-Netsh $netshArgs
-        $changed = $true
-    } elseif ($ssl.hash -ne $hash -or $ssl.negotiate -ne $negotiate) {
-        Invoke-Netsh $netshArgs
-        $changed = $true
+
+    # HTTP.sys: the whole record, every setting it held passed again.
+    $settings = [ordered]@{}
+    foreach ($name in $script:SslCertDefaults.Keys) {
+        if ($null -ne $record) { $settings[$name] = $record.settings[$name] } else { $settings[$name] = $script:SslCertDefaults[$name] }
+    }
+    $settings['clientcertnegotiation'] = $negotiate
+    foreach ($pair in $script:BindingFlagSettings) {
+        if (($flags -band $pair[0]) -ne 0) { $settings[$pair[1]] = $true }
+        elseif (($oldFlags -band $pair[0]) -ne 0) { $settings[$pair[1]] = $false }
+    }
+    $added = $false
+    $updated = $false
+    try {
+        if ($null -eq $record) {
+            Invoke-Netsh (Get-NetshSslArgs 'add' $endpoint $hash $storeName $script:IisAppId $settings)
+            $added = $true
+            $changed = $true
+        } elseif ($record.hash -ne $hash -or -not [string]::Equals($record.store, $storeName, [System.StringComparison]::OrdinalIgnoreCase) -or
+            -not (Test-SameSslSettings $record.settings $settings)) {
+            Invoke-Netsh (Get-NetshSslArgs 'update' $endpoint $hash $storeName $record.appId $settings)
+            $updated = $true
+            $changed = $true
+        }
+        if ($null -ne $oldEndpoint -and $oldEndpoint.key -ne $endpoint.key -and -not (Test-SslEndpointInUse $oldEndpoint) -and
+            $null -ne (Get-HttpSslRecord $oldEndpoint)) {
+            # The SNI bit moved the binding to another HTTP.sys key: the old record is unused.
+            Invoke-Netsh @('http', 'delete', 'sslcert', "$($oldEndpoint.kind)=$($oldEndpoint.key)")
+            $changed = $true
+        }
+    } catch {
+        # Undo this op's own changes, so a rerun finds the host as it was and not
+        # leftovers of ours that it would take for the owner's.
+        $failure = $_
+        try {
+            if ($added) { Invoke-Netsh @('http', 'delete', 'sslcert', "$($endpoint.kind)=$($endpoint.key)") }
+            if ($updated) { Invoke-Netsh (Get-NetshSslArgs 'update' $endpoint $record.hash $record.store $record.appId $record.settings) }
+            if ($configChanged) { Restore-BindingConfig $siteName $info $oldFlags $created }
+        } catch {
+            $null = $_  # the first failure is the one to report
+        }
+        throw $failure
     }
     return [ordered]@{ changed = $changed; created = $created }
 }
@@ -1012,27 +1214,41 @@ function Invoke-BindingRemove($A) {
     $info = Get-RequiredString $A 'binding_information'
     $sm = New-ServerManager
     $endpoint = $null
-    $stillUsed = $false
+    $flags = 0
     try {
         $site = Get-SiteOrFail $sm $siteName
-        $existing = $null
-        foreach ($b in $site.Bindings) {
-            if ($b.Protocol -eq 'https' -and [string]::Equals($b.BindingInformation, $info, [System.StringComparison]::OrdinalIgnoreCase)) { $existing = $b }
-        }
+        $existing = Find-HttpsBinding $site $info
         if ($null -eq $existing) { return [ordered]@{ changed = $false } }
-        $endpoint = Get-SslEndpoint $info (Get-BindingFlags $existing)
-        $site.Bindings.Remove($existing)
+        $flags = Get-BindingFlags $existing
+        $endpoint = Get-SslEndpoint $info $flags
+        # removeConfigOnly: otherwise MWA deletes the HTTP.sys record that every site on this
+        # ip:port shares (KB 2405568); the record is handled below, when no binding uses it.
+        $site.Bindings.Remove($existing, $true)
         $sm.CommitChanges()
-        foreach ($s in $sm.Sites) {
-            foreach ($b in $s.Bindings) {
-                if ($b.Protocol -eq 'https' -and (Get-SslEndpoint $b.BindingInformation (Get-BindingFlags $b)).key -eq $endpoint.key) { $stillUsed = $true }
-            }
-        }
     } finally {
         $sm.Dispose()
     }
-    if (-not $stillUsed -and $null -ne (Get-HttpSslBinding $endpoint)) {
-        Invoke-Netsh @('http', 'delete', 'sslcert', "$($endpoint.kind)=$($endpoint.key)")
+    if (-not (Test-SslEndpointInUse $endpoint) -and $null -ne (Get-HttpSslRecord $endpoint)) {
+        try {
+            Invoke-Netsh @('http', 'delete', 'sslcert', "$($endpoint.kind)=$($endpoint.key)")
+        } catch {
+            # Put the binding back (config only), so a rerun finds it and tries again instead
+            # of leaving an HTTP.sys record nobody owns.
+            $failure = $_
+            try {
+                $sm = New-ServerManager
+                try {
+                    $binding = (Get-SiteOrFail $sm $siteName).Bindings.Add($info, 'https')
+                    $binding.SetAttributeValue('sslFlags', $flags)
+                    $sm.CommitChanges()
+                } finally {
+                    $sm.Dispose()
+                }
+            } catch {
+                $null = $_
+            }
+            throw $failure
+        }
     }
     return [ordered]@{ changed = $true }
 }
@@ -1078,6 +1294,39 @@ function ConvertFrom-Base64Arg([string]$Text, [string]$Name) {
     }
 }
 
+function Test-Pbes2Pfx([byte[]]$Bytes) {
+    # The PBES2 algorithm identifier (1.2.840.113549.1.5.13, DER) is in the clear in a PFX
+    # whose key or certificates are AES-encrypted.
+    return ([System.BitConverter]::ToString($Bytes)).Contains('06-09-2A-86-48-86-F7-0D-01-05-0D')
+}
+
+function Get-PfxThumbprint([byte[]]$Bytes, [string]$Password) {
+    # Which certificate the PFX carries, learned without persisting its key:
+    # EphemeralKeySet (.NET 4.7.2+) keeps it in memory; without it, a machine key set that
+    # is not persisted goes again with Reset().
+    $storage = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]
+    $flags = $storage::MachineKeySet
+    if ([System.Enum]::GetNames($storage) -contains 'EphemeralKeySet') { $flags = [System.Enum]::Parse($storage, 'EphemeralKeySet') }
+    $collection = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
+    try {
+        $collection.Import($Bytes, $Password, $flags)
+    } catch {
+        $inner = Get-InnermostException $_.Exception
+        $build = [int](Get-RegValue 'SOFTWARE\Microsoft\Windows NT\CurrentVersion' 'CurrentBuildNumber' '0')
+        if ((ConvertTo-HResult32 $inner.HResult) -eq (ConvertTo-HResult32 0x80070056) -and $build -lt 17763 -and (Test-Pbes2Pfx $Bytes)) {
+            # What Windows reads as a wrong password is a PFX format this build cannot open.
+            throw (New-AgentError 'BadCertificate' "The specified network password is not correct: this host (Windows build $build, older than 17763) cannot open a PFX encrypted with AES-256/PBES2; export it with TripleDES-SHA1 (PBES1) instead" 0x80070056)
+        }
+        throw
+    }
+    try {
+        foreach ($c in $collection) { if ($c.HasPrivateKey) { return $c.Thumbprint.ToUpperInvariant() } }
+        throw (New-AgentError 'BadCertificate' 'the PFX holds no private key' 0x8009200D)
+    } finally {
+        foreach ($c in $collection) { $c.Reset() }
+    }
+}
+
 function Invoke-CertImport($A) {
     $storeName = Get-RequiredString $A 'store'
     $der = Get-Arg $A 'der_b64'
@@ -1086,32 +1335,51 @@ function Invoke-CertImport($A) {
     $X509 = 'System.Security.Cryptography.X509Certificates'
     if ($null -ne $der) {
         $cert = New-Object "$X509.X509Certificate2" (, (ConvertFrom-Base64Arg ([string]$der) 'der_b64'))
-    } else {
-        $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet -bor
-        [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::PersistKeySet
-        if ([bool](Get-Arg $A 'exportable' $false)) {
-            $flags = $flags -bor [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::Exportable
+        $thumbprint = $cert.Thumbprint.ToUpperInvariant()
+        $store = Open-Store $storeName $true
+        try {
+            $found = $store.Certificates.Find([System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $thumbprint, $false)
+            if ($found.Count -gt 0) { return [ordered]@{ thumbprint = $thumbprint; added = $false } }
+            $store.Add($cert)
+            return [ordered]@{ thumbprint = $thumbprint; added = $true }
+        } finally {
+            $store.Close()
         }
-        $bytes = ConvertFrom-Base64Arg ([string]$pfx) 'pfx_b64'
-        $collection = New-Object "$X509.X509Certificate2Collection"
-        # The password goes straight from the JSON request to the import API.
-        $collection.Import($bytes, [string](Get-Arg $A 'pfx_password' ''), $flags)
-        $cert = $null
-        foreach ($c in $collection) { if ($c.HasPrivateKey) { $cert = $c; break } }
-        if ($null -eq $cert) { throw (New-AgentError 'BadCertificate' 'the PFX holds no private key' 0x8009200D) }
     }
-    $thumbprint = $cert.Thumbprint.ToUpperInvariant()
-    $store = Open-Store $storeName $true
+    $bytes = ConvertFrom-Base64Arg ([string]$pfx) 'pfx_b64'
+    # The password goes straight from the JSON request to the import API.
+    $password = [string](Get-Arg $A 'pfx_password' '')
+    # The thumbprint first: PersistKeySet writes the key at import time, so importing a PFX
+    # that is already there with its key would leave an orphan key container on each rerun.
+    $thumbprint = Get-PfxThumbprint $bytes $password
+    $present = Find-Certificate $storeName $thumbprint
+    if ($null -ne $present -and $present.HasPrivateKey) { return [ordered]@{ thumbprint = $thumbprint; added = $false } }
+    $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet -bor
+    [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::PersistKeySet
+    if ([bool](Get-Arg $A 'exportable' $false)) {
+        $flags = $flags -bor [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::Exportable
+    }
+    $collection = New-Object "$X509.X509Certificate2Collection"
+    $collection.Import($bytes, $password, $flags)
+    $cert = $null
+    foreach ($c in $collection) { if ($c.HasPrivateKey -and $c.Thumbprint -ieq $thumbprint) { $cert = $c } }
+    $store = $null
     try {
-        $found = $store.Certificates.Find([System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $thumbprint, $false)
-        if ($found.Count -gt 0 -and ($found[0].HasPrivateKey -or -not $cert.HasPrivateKey)) {
-            return [ordered]@{ thumbprint = $thumbprint; added = $false }
-        }
+        if ($null -eq $cert) { throw (New-AgentError 'BadCertificate' 'the PFX holds no private key' 0x8009200D) }
+        $store = Open-Store $storeName $true
         $store.Add($cert)
-        return [ordered]@{ thumbprint = $thumbprint; added = $true }
+    } catch {
+        # The key containers this import persisted are ours: they go with the failure, so a
+        # rerun does not find (and keep) a key nobody uses.
+        $failure = $_
+        foreach ($c in $collection) { if ($c.HasPrivateKey) { Remove-PrivateKey $c } }
+        throw $failure
     } finally {
-        $store.Close()
+        if ($null -ne $store) { $store.Close() }
     }
+    # Other keys the PFX carried (rare) were persisted too, and no store entry uses them.
+    foreach ($c in $collection) { if ($c.HasPrivateKey -and $c.Thumbprint -ine $thumbprint) { Remove-PrivateKey $c } }
+    return [ordered]@{ thumbprint = $thumbprint; added = $true }
 }
 
 function Remove-PrivateKey($Cert) {
@@ -1317,35 +1585,52 @@ function Invoke-UserSet($A) {
         if ($null -ne $password) { [void]$user.psbase.Invoke('SetPassword', [string]$password) }
         $user.CommitChanges()
         $created = $true
-        $user = Find-LocalUser $name
-    } elseif ($null -ne $password -and -not (Test-PasswordIsCurrent $name ([string]$password))) {
-        [void]$user.psbase.Invoke('SetPassword', [string]$password)
-        [void]$changed.Add('password')
     }
-    $fullName = Get-Arg $A 'full_name'
-    if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
-        $user.Properties['FullName'].Value = [string]$fullName
-        [void]$changed.Add('full_name')
-    }
-    $description = Get-Arg $A 'description'
-    if ($null -ne $description -and [string](Get-AdsiValue $user 'Description' '') -cne [string]$description) {
-        $user.Properties['Description'].Value = [string]$description
-        [void]$changed.Add('description')
-    }
-    $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
-    $newFlags = $flags
-    foreach ($pair in @(@('disabled', $script:UF_ACCOUNTDISABLE), @('password_never_expires', $script:UF_DONT_EXPIRE_PASSWD), @('user_cannot_change_password', $script:UF_PASSWD_CANT_CHANGE))) {
-        $want = Get-Arg $A $pair[0]
-        if ($null -eq $want) { continue }
-        $bit = [int64]$pair[1]
-        $has = ($newFlags -band $bit) -ne 0
-        if ([bool]$want -ne $has) {
-            if ([bool]$want) { $newFlags = $newFlags -bor $bit } else { $newFlags = $newFlags -band (-bnot $bit) }
-            [void]$changed.Add($pair[0])
+    try {
+        if ($created) {
+            $user = Find-LocalUser $name
+        } elseif ($null -ne $password -and -not (Test-PasswordIsCurrent $name ([string]$password))) {
+            [void]$user.psbase.Invoke('SetPassword', [string]$password)
+            [void]$changed.Add('password')
         }
+        $fullName = Get-Arg $A 'full_name'
+        if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
+            $user.Properties['FullName'].Value = [string]$fullName
+            [void]$changed.Add('full_name')
+        }
+        $description = Get-Arg $A 'description'
+        if ($null -ne $description -and [string](Get-AdsiValue $user 'Description' '') -cne [string]$description) {
+            $user.Properties['Description'].Value = [string]$description
+            [void]$changed.Add('description')
+        }
+        $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
+        $newFlags = $flags
+        foreach ($pair in @(@('disabled', $script:UF_ACCOUNTDISABLE), @('password_never_expires', $script:UF_DONT_EXPIRE_PASSWD), @('user_cannot_change_password', $script:UF_PASSWD_CANT_CHANGE))) {
+            $want = Get-Arg $A $pair[0]
+            if ($null -eq $want) { continue }
+            $bit = [int64]$pair[1]
+            $has = ($newFlags -band $bit) -ne 0
+            if ([bool]$want -ne $has) {
+                if ([bool]$want) { $newFlags = $newFlags -bor $bit } else { $newFlags = $newFlags -band (-bnot $bit) }
+                [void]$changed.Add($pair[0])
+            }
+        }
+        if ($newFlags -ne $flags) { $user.Properties['UserFlags'].Value = [int]$newFlags }
+        if ($changed.Count -gt 0 -and -not ($changed.Count -eq 1 -and $changed[0] -eq 'password')) { $user.CommitChanges() }
+    } catch {
+        # An account this op created goes with the failure: a rerun must not find a
+        # half-made account and adopt it as the owner's.
+        $failure = $_
+        if ($created) {
+            try {
+                $leftover = Find-LocalUser $name
+                if ($null -ne $leftover) { (Get-Computer).Children.Remove($leftover) }
+            } catch {
+                $null = $_
+            }
+        }
+        throw $failure
     }
-    if ($newFlags -ne $flags) { $user.Properties['UserFlags'].Value = [int]$newFlags }
-    if ($changed.Count -gt 0 -and -not ($changed.Count -eq 1 -and $changed[0] -eq 'password')) { $user.CommitChanges() }
     if ($created) { $changed = New-List }
     return [ordered]@{ created = $created; changed = $changed }
 }
@@ -1436,20 +1721,28 @@ function Get-FolderOrFail([string]$Path) {
 }
 
 function Resolve-Identity([string]$Identity) {
-    # A bare name is a local account; a SID of an unknown name means NotFound.
-    $name = $Identity
-    if (-not $name.Contains('\') -and -not $name.Contains('@')) { $name = "$env:COMPUTERNAME\$Identity" }
-    $account = New-Object System.Security.Principal.NTAccount($name)
-    try {
-        return $account.Translate([System.Security.Principal.SecurityIdentifier])
-    } catch {
-        $fallback = New-Object System.Security.Principal.NTAccount($Identity)
+    # A bare name is this computer's account or group, or a well-known / built-in name
+    # (SYSTEM, IUSR, IIS_IUSRS, Users): never a domain account of the same name, which
+    # NTAccount's lookup of a bare name finds on a domain member (FACTS.md "Account names").
+    $sidType = [System.Security.Principal.SecurityIdentifier]
+    if ($Identity.Contains('\') -or $Identity.Contains('@')) {
         try {
-            return $fallback.Translate([System.Security.Principal.SecurityIdentifier])
+            return (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType)
         } catch {
             throw (New-AgentError 'NotFound' "account '$Identity' does not exist" 0x80070534)
         }
     }
+    try {
+        return (New-Object System.Security.Principal.NTAccount("$env:COMPUTERNAME\$Identity")).Translate($sidType)
+    } catch {
+        $null = $_
+    }
+    $sid = $null
+    try { $sid = (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType) } catch { $sid = $null }
+    # S-1-5-21-... are accounts of a machine or a domain: this computer's were tried above,
+    # so one found now is a domain's. Well-known and built-in SIDs have no such part.
+    if ($null -ne $sid -and -not $sid.Value.StartsWith('S-1-5-21-')) { return $sid }
+    throw (New-AgentError 'NotFound' "no local account or group named '$Identity' (a domain account is written DOMAIN\$Identity)" 0x80070534)
 }
 
 function Invoke-AclGet($A) {
@@ -1527,9 +1820,21 @@ function Invoke-MappingVerifyLogons($A) {
                 $userName = [string]$mapping.GetAttributeValue('userName')
                 if ($userName -eq '') { continue }
                 # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
-                $code = Test-Logon $userName ([string]$mapping.GetAttributeValue('password')) $logonType $domain
+                # Per mapping: a password this host cannot decrypt fails its own mapping
+                # (NTE_BAD_DATA), not the whole op, and is not a wrong password.
                 $hresult = $null
-                if ($code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $code) }
+                $code = -1
+                try {
+                    $password = [string]$mapping.GetAttributeValue('password')
+                } catch {
+                    $password = $null
+                    $hresult = '0x80090005'
+                }
+                if ($null -ne $password) {
+                    $code = Test-Logon $userName $password $logonType $domain
+                    $password = $null
+                    if ($code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $code) }
+                }
                 [void]$results.Add([ordered]@{
                         kind = $set[0]
                         key = [string]$mapping.GetAttributeValue($set[2])
@@ -1547,6 +1852,43 @@ function Invoke-MappingVerifyLogons($A) {
 
 # --- host facts --------------------------------------------------------------------------
 
+function Get-PasswordPolicy {
+    # The host's effective policy, as the SAM applies it to new passwords (FACTS.md "Password
+    # policy facts"): the minimum length from the computer's WinNT domain object (what
+    # NetUserModalsGet reads; the ",computer" object has no such property), complexity from
+    # the security database, which only secedit exports. Group Policy writes both.
+    $minLength = $null
+    try { $minLength = [int](([ADSI]"WinNT://$env:COMPUTERNAME").Properties['MinPasswordLength'].Value) } catch { $minLength = $null }
+    $complexity = $null
+    $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    try {
+        [void][System.IO.Directory]::CreateDirectory($dir)
+        $cfg = Join-Path $dir 'policy.inf'
+        $ErrorActionPreference = 'Continue'
+        $null = & "$env:windir\system32\secedit.exe" /export /cfg $cfg /areas SECURITYPOLICY /quiet 2>&1
+        $ErrorActionPreference = 'Stop'
+        if ($LASTEXITCODE -eq 0 -and (Test-Path -LiteralPath $cfg)) {
+            # secedit writes UTF-16; [System Access] holds "Name = value" lines.
+            foreach ($line in [System.IO.File]::ReadAllLines($cfg)) {
+                if ($line -match '^\s*PasswordComplexity\s*=\s*(\d+)') { $complexity = ([int]$Matches[1] -ne 0) }
+                if ($null -eq $minLength -and $line -match '^\s*MinimumPasswordLength\s*=\s*(\d+)') { $minLength = [int]$Matches[1] }
+            }
+        }
+    } catch {
+        $null = $_
+    } finally {
+        $ErrorActionPreference = 'Stop'
+        Remove-Item -LiteralPath $dir -Recurse -Force -ErrorAction SilentlyContinue
+    }
+    if ($null -eq $minLength) {
+        throw (New-AgentError 'AccessDenied' 'cannot read the host''s password policy (WinNT MinPasswordLength, secedit /export)' 0x80070005)
+    }
+    # Unreadable complexity: assume the rule on (the Windows Server default), so a password
+    # the host would refuse is refused before anything is written.
+    if ($null -eq $complexity) { $complexity = $true }
+    return [ordered]@{ min_length = $minLength; complexity = [bool]$complexity }
+}
+
 function Invoke-HostFacts($A) {
     $cv = 'SOFTWARE\Microsoft\Windows NT\CurrentVersion'
     $build = [int](Get-RegValue $cv 'CurrentBuildNumber' '0')
@@ -1562,8 +1904,7 @@ function Invoke-HostFacts($A) {
     $disabledByDefault = Get-RegValue $tls13Key 'DisabledByDefault'
     if ($null -ne $enabled) { $tls13 = ([int64]$enabled -ne 0) }
     if ($null -ne $disabledByDefault -and [int64]$disabledByDefault -ne 0) { $tls13 = $false }
-    $minLength = 0
-    try { $minLength = [int]((Get-Computer).Properties['MinPasswordLength'].Value) } catch { $minLength = 0 }
+    $policy = Get-PasswordPolicy
     return [ordered]@{
         computer_name = [string]$env:COMPUTERNAME
         os_caption = [string](Get-RegValue $cv 'ProductName' 'Windows')
@@ -1573,8 +1914,7 @@ function Invoke-HostFacts($A) {
         client_auth_trust_mode = [int](Get-RegValue $script:SchannelKey 'ClientAuthTrustMode' 0)
         send_trusted_issuer_list = [int](Get-RegValue $script:SchannelKey 'SendTrustedIssuerList' 0)
         tls13_enabled = [bool]$tls13
-        # Complexity lives in the security policy database (secedit): assumed on.
-        password_policy = [ordered]@{ min_length = $minLength; complexity = $true }
+        password_policy = $policy
     }
 }
 

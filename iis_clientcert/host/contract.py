@@ -23,6 +23,10 @@ Encrypted attributes (``password``) are written as plain text and encrypted by t
 (Microsoft.Web.Administration on Windows), and read back only in their encrypted
 ``[enc:Provider:...:enc]`` form. A value already in that form is stored as it is, which
 lets a resource put back a section it found (restore without ever seeing the password).
+Values are decrypted one by one: a stored value the host cannot decrypt (another host's
+ciphertext, a placeholder) compares as different, and a desired one fails the write with
+InvalidValue / 0x80090005 naming it, unless the write changes nothing (IIS's API takes
+plain text, so the agent must decrypt what it writes).
 """
 
 from __future__ import annotations
@@ -133,6 +137,9 @@ class BindingInfo(TypedDict):
     certificate_hash: str | None
     certificate_store: str | None
     client_cert_negotiation: bool
+    # The whole HTTP.sys record (netsh's setting names, see SSLCERT_DEFAULTS), so a change
+    # can pass every setting again; None when HTTP.sys has none.
+    sslcert: dict[str, bool | int | str] | None
 
 
 class SiteInfo(TypedDict):
@@ -266,6 +273,49 @@ class OpSpec:
 
 
 STORES: Final = ("Root", "CA", "My")
+
+# An HTTP.sys SSL certificate record's settings, by `netsh http add sslcert` parameter
+# name, with the value the record gets when an add or update does not name them. `netsh
+# http update sslcert` replaces the whole record (FACTS.md "Real-host pitfalls"): whoever
+# rewrites one passes every setting it found, or the owner's DisableTLS13, OCSP, CTL ...
+# settings are silently lost (win-acme #2831).
+SSLCERT_DEFAULTS: Final[dict[str, bool | int | str]] = {
+    "verifyclientcertrevocation": True,
+    "verifyrevocationwithcachedclientcertonly": False,
+    "usagecheck": True,
+    "revocationfreshnesstime": 0,
+    "urlretrievaltimeout": 0,
+    "sslctlidentifier": "",
+    "sslctlstorename": "",
+    "dsmapperusage": False,
+    "clientcertnegotiation": False,
+    "reject": False,
+    "disablehttp2": False,
+    "disablequic": False,
+    "disabletls13": False,
+    "disableocspstapling": False,
+    "enabletokenbinding": False,
+    "logextendedevents": False,
+    "disablelegacytls": False,
+    "enablesessionticket": False,
+    "disabletls12": False,
+    "disablesessionid": False,
+}
+
+# IIS binding sslFlags bits that stand for an HTTP.sys record setting (IIS 10 on Server
+# 2019+: IIS Manager's "Disable TLS 1.3 over TCP" etc. set both). binding.set turns the
+# setting on for a bit that is set and off for a bit it clears; others stay as found.
+BINDING_FLAG_SETTINGS: Final[dict[int, str]] = {
+    4: "disablehttp2",
+    8: "disableocspstapling",
+    16: "disablequic",
+    32: "disabletls13",
+    64: "disablelegacytls",
+}
+
+# Windows builds that open AES-256/PBES2 PFX files (Server 2019 = 17763 and later); older
+# ones fail with 0x80070056, which reads like a wrong password (FACTS.md).
+PFX_AES_MIN_BUILD: Final = 17763
 CONFIG_TARGETS: Final = ("apphost", "webconfig")
 FOLDER_RIGHTS: Final = ("Read", "ReadAndExecute", "Modify", "FullControl")
 
@@ -317,7 +367,9 @@ _OPS: list[OpSpec] = [
     ),
     OpSpec(
         "binding.set",
-        "Create or update a site's https binding and its HTTP.sys certificate binding.",
+        "Create or update a site's https binding and its HTTP.sys certificate binding. "
+        "The HTTP.sys record is rewritten whole with every setting it held (and the "
+        "binding's BINDING_FLAG_SETTINGS bits); the IIS binding is changed in config only.",
         writes=True,
         args={
             "site": Arg("str"),
@@ -332,7 +384,8 @@ _OPS: list[OpSpec] = [
     ),
     OpSpec(
         "binding.remove",
-        "Remove a site's https binding and its HTTP.sys certificate binding.",
+        "Remove a site's https binding (config only), then its HTTP.sys certificate binding "
+        "unless another site's https binding still uses the same ip:port or host:port.",
         writes=True,
         args={"site": Arg("str"), "binding_information": Arg("str")},
         result=ChangedResult,
@@ -585,6 +638,20 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "ERROR_ALREADY_EXISTS",
         "an object with that name or key already exists",
         "remove the duplicate or let the provider adopt the existing object",
+    ),
+    0x80070056: WindowsCode(
+        "ERROR_INVALID_PASSWORD",
+        "the PFX password is not correct; on Windows before build 17763 (Server 2016) also "
+        "what an AES-256/PBES2-encrypted PFX gives, which that Windows cannot open",
+        "give the PFX's password; for Server 2016 export the PFX with TripleDES-SHA1 (the "
+        "ServerCertificate resource re-wraps it for such a host itself)",
+    ),
+    0x80090005: WindowsCode(
+        "NTE_BAD_DATA",
+        "an encrypted configuration value cannot be decrypted with this host's key (it was "
+        "encrypted on another host, e.g. a copied applicationHost.config, or is a placeholder)",
+        "give the plain value (a password input) so it is encrypted with this host's key; "
+        "a mapping whose stored password cannot be decrypted is rewritten on the next update",
     ),
     0x80070490: WindowsCode(
         "ERROR_NOT_FOUND",

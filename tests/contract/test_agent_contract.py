@@ -94,9 +94,12 @@ def test_site_list(agent_host: Target) -> None:
             "certificate_hash",
             "certificate_store",
             "client_cert_negotiation",
+            "sslcert",
         }
         assert isinstance(b["ssl_flags"], int)
         assert isinstance(b["client_cert_negotiation"], bool)
+        if b["sslcert"] is not None:  # the whole HTTP.sys record, by netsh's names
+            assert set(b["sslcert"]) == set(contract.SSLCERT_DEFAULTS)
 
 
 # --- config.get / config.set / config.clear -------------------------------------------------

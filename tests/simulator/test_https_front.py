@@ -402,7 +402,7 @@ def test_revocation_check_turned_off_on_the_binding(host: Host) -> None:
     path = host.state.httpsys
     data = json.loads(path.read_text("utf-8"))
     for entry in data["sslcert"].values():
-        entry["verify_client_cert_revocation"] = False  # verifyclientcertrevocation=disable
+        entry["verifyclientcertrevocation"] = False  # netsh ... verifyclientcertrevocation=disable
     before = path.read_text("utf-8")
     path.write_text(json.dumps(data), "utf-8")
     try:

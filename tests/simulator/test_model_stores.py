@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from iis_clientcert.host.contract import make_op
+from iis_clientcert.host.contract import SSLCERT_DEFAULTS, make_op
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.testing import AgentRunner
 
@@ -119,6 +119,7 @@ def test_binding_set_update_remove(host: AgentRunner, ca: pki.Issued) -> None:
             "certificate_hash": server.thumbprint,
             "certificate_store": "My",
             "client_cert_negotiation": True,
+            "sslcert": {**SSLCERT_DEFAULTS, "clientcertnegotiation": True},
         }
     ]
     sslcert = json.loads((host.state_dir / "httpsys.json").read_text())["sslcert"]

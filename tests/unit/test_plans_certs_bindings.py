@@ -479,6 +479,11 @@ def _site_list(*bindings: tuple[str, str, str]) -> dict[str, Any]:
     return {"sites": list(sites.values())}
 
 
+def _facts(os_build: int = 20348) -> dict[str, Any]:
+    """host.facts as a Server 2022 answers (only os_build matters to ServerCertificate)."""
+    return {"os_build": os_build}
+
+
 @pytest.mark.parametrize(
     ("present", "has_key", "expected"),
     [(False, False, ["cert.import"]), (True, False, ["cert.import"]), (True, True, [])],
@@ -494,6 +499,7 @@ def test_server_certificate_plan(
             {
                 sc.CERTS: _cert_list(server_leaf.thumbprint if present else None, has_key),
                 sc.SITES: _site_list(),
+                sc.FACTS: _facts(),
             }
         ),
     )
@@ -539,7 +545,13 @@ def test_server_certificate_delete(
     desired = provider.validate({"pfx": _pfx_b64(server_leaf), "password": PFX_PASSWORD})
     current = provider.parse_current(
         desired,
-        Reads({sc.CERTS: _cert_list(thumb if present else None), sc.SITES: _site_list(*bindings)}),
+        Reads(
+            {
+                sc.CERTS: _cert_list(thumb if present else None),
+                sc.SITES: _site_list(*bindings),
+                sc.FACTS: _facts(),
+            }
+        ),
     )
     changes = provider.delete_changes(desired, current, {"adopted": adopted})
     assert [name for name, _ in _ops(changes)] == expected_ops
