@@ -607,7 +607,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         }
 
     def resource_id(self, connection: Connection, desired: MappingDesired) -> str:
-        return f"{connection.host}/{desired.site}"
+        return f"{connection.authority}/{desired.site}"
 
     def read_ops(self, desired: MappingDesired) -> list[dict[str, Any]]:
         return [

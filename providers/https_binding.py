@@ -419,7 +419,7 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
         }
 
     def resource_id(self, connection: Connection, desired: BindingDesired) -> str:
-        return f"{connection.host}/{desired.site}/https/{desired.binding_information}"
+        return f"{connection.authority}/{desired.site}/https/{desired.binding_information}"
 
     def read_ops(self, desired: BindingDesired) -> list[dict[str, Any]]:
         return [contract.make_op("site.list"), contract.make_op("cert.list", store=desired.store)]

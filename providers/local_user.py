@@ -277,7 +277,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         }
 
     def resource_id(self, connection: Connection, desired: UserDesired) -> str:
-        return f"{connection.host}/{desired.name}"
+        return f"{connection.authority}/{desired.name}"
 
     def read_ops(self, desired: UserDesired) -> list[dict[str, Any]]:
         ops = [

@@ -183,7 +183,7 @@ class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
         return {"certificate": desired.cert.blob, "store": desired.store}
 
     def resource_id(self, connection: Connection, desired: TrustedRootDesired) -> str:
-        return f"{connection.host}/{desired.resolved_store}/{desired.cert.thumbprint}"
+        return f"{connection.authority}/{desired.resolved_store}/{desired.cert.thumbprint}"
 
     def read_ops(self, desired: TrustedRootDesired) -> list[dict[str, Any]]:
         return [contract.make_op("cert.list", store=desired.resolved_store)]
