@@ -353,8 +353,14 @@ def _checks(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
                     prop,
                     info.subject,
                     "does not chain to any of trusted_roots: IIS would answer 403.16",
-                    "Add its issuing CA to trusted_roots, or set "
-                    "allow_untrusted_client_certificates=True if the host trusts it already.",
+                    (
+                        "Declare its issuing CA on the ClientCertHost (and name it in "
+                        "trusted_roots, if the site names any)"
+                        if host_form
+                        else "Add its issuing CA to trusted_roots"
+                    )
+                    + ", or set allow_untrusted_client_certificates=True if the host "
+                    "trusts it already.",
                 )
     # Last, once this site's own arguments are sound: what it claims on its host.
     reg.claim_site(authority, site, where)
