@@ -218,8 +218,6 @@ class ClientCertHost(pulumi.ComponentResource):
                 coerce(ServerPfx, p, where, f"server_certificates[{i}]")
                 for i, p in enumerate(spec.server_certificates)
             ]
-            _unique(where, "trusted_roots", [str(ca.name) for ca in cas])
-            _unique(where, "server_certificates", [p.name for p in pfxs])
             reg = register()
             view = {
                 "authority": authority,
@@ -227,6 +225,9 @@ class ClientCertHost(pulumi.ComponentResource):
                 "users": [{"name": u.name} for u in users],
             }
             checked = when_known(view, lambda v: _check_host(where, v, reg))
+            # Names are resource names: unique now, even when the values come later.
+            _unique(where, "trusted_roots", [str(ca.name) for ca in cas])
+            _unique(where, "server_certificates", [p.name for p in pfxs])
         except ValidationError as exc:
             raise ArgsError.of(exc) from None
         super().__init__(TYPE, name, None, opts)

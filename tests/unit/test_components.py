@@ -524,8 +524,12 @@ def test_a_host_owns_what_its_sites_share(mocks: _Mocks, pki_set: dict[str, pki.
             lambda p: {"trusted_roots": [TrustedCa(certificate=later(pem(p["ca"])))]},
             "trusted_roots[0].name: is required when the certificate is an Output",
         ),
+        (
+            lambda p: {"trusted_roots": [pem(p["ca"]), pem(p["ca"])]},
+            "is the same certificate as trusted_roots[0]",
+        ),
     ],
-    ids=["ca-twice", "account-twice", "output-without-name"],
+    ids=["ca-twice", "account-twice", "output-without-name", "plain-ca-twice"],
 )
 def test_a_host_refuses_the_same_object_twice(
     mocks: _Mocks,
