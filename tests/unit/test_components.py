@@ -5,6 +5,7 @@ port checks per host endpoint (with its port), both argument styles, typed expor
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,14 @@ class _Mocks(pulumi.runtime.Mocks):
 
 
 STACK_OUTPUTS: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_asyncio() -> None:
+    """A failed check leaves futures nobody awaits; Pulumi's language host silences
+    asyncio's complaints about them for the whole process, and so do these tests (the
+    futures may be collected only when the process ends)."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 @pytest.fixture
