@@ -9,8 +9,14 @@ Shape (namespace ``iis-clientcert``; see stacks/Pulumi.prod.yaml):
     passwords:   secret object: a user's name (or "<site>/<user>"), "<site>/pfx", a host's
                  name (its WinRM password) or "<host>/client_key"
 
-Every error names the configuration key and the fix. Secrets are never read here: the
-``passwords`` object's key names are, and each value leaves as a secret Output.
+Every error names the configuration key and the fix (a ``pulumi.RunError``: Pulumi prints
+it as one line, without a traceback). Secrets are never read here: the ``passwords``
+object's key names are, and each value leaves as a secret Output.
+
+The sites list their CAs, accounts and PFX; ``StackConfig.program`` gives each host one
+owner of them (a ClientCertHost): a CA or an account two sites of one host list is one
+object on that host, kept while any site lists it. Aliases keep the resources of stacks
+made when each site owned its own.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import base64
 import difflib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
+from iis_clientcert import certs
+from iis_clientcert.components import ServerPfx, TrustedCa, moved_from_site
+from iis_clientcert.components.client_cert_host import ClientCertHostArgs
 from iis_clientcert.components.client_cert_site import (
     ClientCertSiteArgs,
     HttpsEndpoint,
@@ -32,7 +42,7 @@ from iis_clientcert.components.client_cert_site import (
     Rule,
     SiteUser,
 )
-from iis_clientcert.errors import IisClientCertError
+from iis_clientcert.errors import CertificateError, IisClientCertError
 from iis_clientcert.framework.inputs import ConnectionArgs
 from iis_clientcert.host import contract
 
@@ -67,8 +77,9 @@ RULE_KEYS = ("sub_field", "match", "field", "case_sensitive")
 SECRET_KEYS = ("password", "pfx_password", "client_key")
 
 
-class ConfigError(IisClientCertError, ValueError):
-    """A stack configuration value that cannot be used; names the key and the fix."""
+class ConfigError(IisClientCertError, pulumi.RunError, ValueError):
+    """A mistake in the stack's configuration, naming the key and the fix: a RunError, so
+    Pulumi prints it alone, no traceback."""
 
     def __init__(self, key: str, problem: str, fix: str) -> None:
         self.key = key
@@ -96,9 +107,13 @@ class Secrets:
         return cls(names, value_of)
 
     def get(self, *names: str) -> pulumi.Output[str]:
+        return self._value_of(self.key(*names))
+
+    def key(self, *names: str) -> str:
+        """The first of ``names`` that is set."""
         for name in names:
             if name in self._names:
-                return self._value_of(name)
+                return name
         raise ConfigError(
             f"passwords.{names[0]}",
             "is not set" + (f" (nor passwords.{names[1]})" if len(names) > 1 else ""),
@@ -352,3 +367,158 @@ class StackConfig:
             args = self.site(i, spec, hosts)
             out.append((f"{spec['host']}-{args.site}", args))
         return out
+
+    def program(self, hosts_value: Any, sites_value: Any) -> Program:
+        """The whole configuration with one owner per host-scoped object: a ClientCertHost
+        per host that has sites, holding every CA, account and PFX its sites list (each
+        once), and the sites referring to them by name."""
+        planned = Program()
+        owners: dict[str, _HostPlan] = {}
+        for resource_name, args in self.sites(hosts_value, sites_value):
+            index = len(planned.sites)
+            host = str(sites_value[index]["host"])
+            owner = owners.setdefault(host, _HostPlan(host, args.connection))
+            planned.sites.append(owner.take(index, resource_name, args, self.secrets))
+        planned.hosts = {name: owner.args() for name, owner in owners.items()}
+        return planned
+
+
+@dataclass
+class SitePlan:
+    resource_name: str
+    host: str  # the key under hosts (and the ClientCertHost's name)
+    args: ClientCertSiteArgs  # without host: the program passes the ClientCertHost
+
+
+@dataclass
+class Program:
+    hosts: dict[str, ClientCertHostArgs] = field(default_factory=dict)
+    sites: list[SitePlan] = field(default_factory=list)
+
+
+@dataclass
+class _Account:
+    user: SiteUser
+    key: str  # where it is declared first: sites[i].users[j]
+    password_key: str
+    groups: list[Any] = field(default_factory=list)
+    folder_access: list[Any] = field(default_factory=list)
+
+
+class _HostPlan:
+    """Collects the host-scoped objects of one host's sites, each once, in config order
+    (so the owner of each is deterministic)."""
+
+    def __init__(self, name: str, connection: Any) -> None:
+        self.name = name
+        self.connection = connection
+        self.roots: dict[str, TrustedCa] = {}  # thumbprint -> CA
+        self.accounts: dict[str, _Account] = {}  # lower-cased name -> account
+        self.pfxs: dict[str, ServerPfx] = {}  # PFX text -> server certificate
+
+    def take(
+        self, index: int, resource_name: str, args: ClientCertSiteArgs, secrets: Secrets
+    ) -> SitePlan:
+        key = f"sites[{index}]"
+        site = str(args.site)
+        names = []
+        for j, text in enumerate(args.trusted_roots):
+            try:
+                thumbprint = certs.load_certificate(str(text)).thumbprint
+            except CertificateError as exc:
+                raise ConfigError(
+                    f"{key}.trusted_roots[{j}]",
+                    f"cannot be read ({exc.kind}): {exc}",
+                    "Give a PEM, DER or base64 certificate file",
+                ) from None
+            ca = self.roots.get(thumbprint)
+            if ca is None:
+                # Named by the certificate, so no site's removal renames it.
+                ca = self.roots[thumbprint] = TrustedCa(
+                    certificate=text,
+                    name=thumbprint[:16].lower(),
+                    # Where it was when each site owned its CAs (the first site listing it).
+                    aliases=[moved_from_site(resource_name, f"{resource_name}-root-{j}")],
+                )
+            names.append(str(ca.name))
+        for j, user in enumerate(args.users):
+            assert isinstance(user, SiteUser)
+            self._account(f"{key}.users[{j}]", site, resource_name, user, secrets)
+        https = args.https
+        if isinstance(https, HttpsEndpoint) and https.pfx is not None:
+            text = str(https.pfx)
+            pfx = self.pfxs.get(text)
+            if pfx is None:
+                pfx = self.pfxs[text] = ServerPfx(
+                    name=site,
+                    pfx=text,
+                    password=https.password,
+                    aliases=[moved_from_site(resource_name, f"{resource_name}-server-cert")],
+                )
+            https.certificate, https.pfx, https.password = pfx.name, None, None
+        args.connection = None
+        args.users = []
+        args.trusted_roots = names
+        return SitePlan(resource_name, self.name, args)
+
+    def _account(
+        self, key: str, site: str, resource_name: str, user: SiteUser, secrets: Secrets
+    ) -> None:
+        name = str(user.name)
+        password_key = secrets.key(f"{site}/{name}", name)
+        found = self.accounts.get(name.lower())
+        if found is None:
+            self.accounts[name.lower()] = _Account(
+                SiteUser(
+                    name=name,
+                    password=user.password,
+                    full_name=user.full_name,
+                    description=user.description,
+                    disabled=user.disabled,
+                    aliases=[moved_from_site(resource_name, f"{resource_name}-user-{name}")],
+                ),
+                key,
+                password_key,
+                list(user.groups or []),  # type: ignore[arg-type]
+                list(user.folder_access or []),  # type: ignore[arg-type]
+            )
+            return
+        # One account on the host: it has one password and one description; what each site
+        # needs of it (groups, folder access) adds up.
+        if found.password_key != password_key:
+            raise ConfigError(
+                key,
+                f"declares account {name!r} again ({found.key}) with another password "
+                f"(passwords.{password_key}, there passwords.{found.password_key})",
+                f"One account on a host has one password: set passwords.{name} and remove "
+                "the site-specific ones",
+            )
+        for attr in ("full_name", "description", "disabled"):
+            mine, theirs = getattr(user, attr), getattr(found.user, attr)
+            if mine not in (None, theirs) and theirs is not None and mine != theirs:
+                raise ConfigError(
+                    f"{key}.{attr}",
+                    f"is {mine!r}, but {found.key} declares account {name!r} with {theirs!r}",
+                    "One account on a host: give it the same value in both places (or in one)",
+                )
+            if theirs is None and mine is not None:
+                setattr(found.user, attr, mine)
+        found.groups += [g for g in user.groups or [] if g not in found.groups]  # type: ignore[union-attr]
+        found.folder_access += [
+            f
+            for f in user.folder_access or []  # type: ignore[union-attr]
+            if f not in found.folder_access
+        ]
+
+    def args(self) -> ClientCertHostArgs:
+        users = []
+        for account in self.accounts.values():
+            account.user.groups = account.groups
+            account.user.folder_access = account.folder_access
+            users.append(account.user)
+        return ClientCertHostArgs(
+            connection=self.connection,
+            trusted_roots=list(self.roots.values()),
+            users=users,
+            server_certificates=list(self.pfxs.values()),
+        )

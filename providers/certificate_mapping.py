@@ -659,7 +659,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         }
 
     def resource_id(self, connection: Connection, desired: MappingDesired) -> str:
-        return f"{connection.host}/{desired.site}"
+        return f"{connection.authority}/{desired.site}"
 
     def read_plan(self, desired: MappingDesired) -> ReadPlan:
         reads = (

@@ -445,7 +445,7 @@ class HttpsBindingProvider(IisProvider[BindingDesired, BindingCurrent]):
         }
 
     def resource_id(self, connection: Connection, desired: BindingDesired) -> str:
-        return f"{connection.host}/{desired.site}/https/{desired.binding_information}"
+        return f"{connection.authority}/{desired.site}/https/{desired.binding_information}"
 
     def read_plan(self, desired: BindingDesired) -> ReadPlan:
         return (

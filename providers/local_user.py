@@ -310,7 +310,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         }
 
     def resource_id(self, connection: Connection, desired: UserDesired) -> str:
-        return f"{connection.host}/{desired.name}"
+        return f"{connection.authority}/{desired.name}"
 
     def read_plan(self, desired: UserDesired) -> ReadPlan:
         reads = (

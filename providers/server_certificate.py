@@ -228,7 +228,7 @@ class ServerCertificateProvider(IisProvider[ServerCertificateDesired, ServerCert
         return {"pfx": desired.pfx_b64, "password": desired.password}
 
     def resource_id(self, connection: Connection, desired: ServerCertificateDesired) -> str:
-        return f"{connection.host}/{STORE}/{desired.info.thumbprint}"
+        return f"{connection.authority}/{STORE}/{desired.info.thumbprint}"
 
     def read_plan(self, desired: ServerCertificateDesired) -> ReadPlan:
         # site.list tells delete whether a binding still uses the certificate; host.facts

@@ -196,7 +196,7 @@ class TrustedRootProvider(IisProvider[TrustedRootDesired, TrustedRootCurrent]):
         return {"certificate": desired.cert.blob, "store": desired.store}
 
     def resource_id(self, connection: Connection, desired: TrustedRootDesired) -> str:
-        return f"{connection.host}/{desired.resolved_store}/{desired.cert.thumbprint}"
+        return f"{connection.authority}/{desired.resolved_store}/{desired.cert.thumbprint}"
 
     def read_plan(self, desired: TrustedRootDesired) -> ReadPlan:
         return ReadPlan().add(STORE, contract.cert_list(desired.resolved_store))

@@ -239,6 +239,8 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         inputs["connection"] = props["connection"]
         outs = dict(inputs)
         outs.update(self.outputs(desired, None, current, props))
+        # The stored id stands: resources created before ids carried the endpoint's scheme
+        # and port keep the id they were created with (only create makes new ids).
         return ReadResult(id_, outs, inputs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Required, TypedDict
 
 import pulumi
 
@@ -38,6 +38,22 @@ class ConnectionArgs:
     connect_timeout: pulumi.Input[float] | None = None
     operation_timeout: pulumi.Input[float] | None = None
     read_timeout: pulumi.Input[float] | None = None
+
+
+class ConnectionArgsDict(TypedDict, total=False):
+    """ConnectionArgs as a dict (the ``...ArgsDict`` style of Pulumi's own SDKs)."""
+
+    endpoint: Required[pulumi.Input[str]]
+    transport: pulumi.Input[str]
+    username: pulumi.Input[str] | None
+    password: pulumi.Input[str] | None
+    client_cert_pem: pulumi.Input[str] | None
+    client_key_pem: pulumi.Input[str] | None
+    ca_bundle: pulumi.Input[str] | None
+    verify_tls: pulumi.Input[bool]
+    connect_timeout: pulumi.Input[float] | None
+    operation_timeout: pulumi.Input[float] | None
+    read_timeout: pulumi.Input[float] | None
 
 
 def secret(value: Any) -> Any:

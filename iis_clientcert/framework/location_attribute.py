@@ -84,7 +84,7 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
         return dict(desired.fields)
 
     def resource_id(self, connection: Connection, desired: AttributeDesired) -> str:
-        return f"{connection.host}/{desired.location}"
+        return f"{connection.authority}/{desired.location}"
 
     def read_plan(self, desired: AttributeDesired) -> ReadPlan:
         return (

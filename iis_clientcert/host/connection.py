@@ -58,6 +58,12 @@ class Connection:
         return (urlsplit(self.endpoint).hostname or "").lower()
 
     @property
+    def authority(self) -> str:
+        """``scheme://host:port`` of the endpoint (default port filled in): the
+        connection's part of every resource id, so two hosts behind one name differ."""
+        return endpoint_authority(self.endpoint)
+
+    @property
     def is_https(self) -> bool:
         return self.endpoint.lower().startswith("https://")
 
@@ -92,6 +98,23 @@ class Connection:
             digest.update(repr(getattr(self, name)).encode("utf-8"))
             digest.update(b"\0")
         return digest.hexdigest()
+
+
+def endpoint_authority(endpoint: str) -> str:
+    """``https://web01:5986`` for ``https://WEB01/wsman``: scheme, host and port (WinRM's
+    default port for the scheme when none is given), lower-cased. The same host reached on
+    another port or scheme is another authority."""
+    parts = urlsplit(endpoint.strip())
+    scheme = parts.scheme.lower() or "https"
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = 5986 if scheme == "https" else 5985
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
 
 
 # --- validation ----------------------------------------------------------------------

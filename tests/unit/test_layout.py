@@ -21,6 +21,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from iis_clientcert import providers
 from iis_clientcert.components import ClientCertSiteArgs
+from iis_clientcert.framework.inputs import ConnectionArgsDict
 from iis_clientcert.framework.resource import LEGACY_TYPE, type_token, with_legacy_alias
 from iis_clientcert.host import contract
 from iis_clientcert.providers.ssl_settings import SslSettingsProvider
@@ -61,7 +62,11 @@ PINNED: dict[str, tuple[str, str]] = {
     ),
 }
 
-CONNECTION = {"endpoint": "https://web01:5986/wsman", "username": "u", "password": "p"}
+CONNECTION: ConnectionArgsDict = {
+    "endpoint": "https://web01:5986/wsman",
+    "username": "u",
+    "password": "p",
+}
 # Just enough inputs to construct each resource (the provider is not called under mocks).
 INPUTS: dict[str, dict[str, Any]] = {
     "AnonymousAuthentication": {"site": "shop"},

@@ -1023,7 +1023,7 @@ def test_https_binding_id() -> None:
     desired = provider.validate(_binding_inputs(host_name="a.example", port=444))
     assert (
         provider.resource_id(Connection.from_input(CONNECTION), desired)
-        == "web01/Default Web Site/https/*:444:a.example"
+        == "https://web01:5986/Default Web Site/https/*:444:a.example"
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pulumi
 import pytest
 
+from iis_clientcert.components import SiteUser, TrustedCa
 from iis_clientcert_simulator.pki import make_ca, make_leaf
 from stack_config import ConfigError, Secrets, StackConfig
 
@@ -46,11 +47,11 @@ def _site(**extra: Any) -> dict[str, Any]:
 def test_a_good_configuration(stack: StackConfig, tmp_path: Path) -> None:
     ((name, args),) = stack.sites(HOSTS, [_site()])
     assert name == "web01-shop"
-    assert args.users[0].password == "<secret alice>"
+    assert cast("SiteUser", args.users[0]).password == "<secret alice>"
     assert args.connection.password == "<secret web01>"  # type: ignore[union-attr]
     # A DER file is handed on as base64 (the providers accept it in any form).
     der = (tmp_path / "certs" / "alice.der").read_bytes()
-    assert args.one_to_one[0].certificate == base64.b64encode(der).decode()
+    assert cast("Any", args.one_to_one[0]).certificate == base64.b64encode(der).decode()
     assert args.ssl_flags == ["Ssl", "SslNegotiateCert", "SslRequireCert"]
 
 
@@ -125,3 +126,54 @@ def test_simulator_that_is_not_running(stack: StackConfig, tmp_path: Path) -> No
         stack.sites({"sim": {"simulator": "sim"}}, [_site(host="sim")])
     assert err.value.key == "hosts.sim.simulator"
     assert "make demo" in str(err.value)
+
+
+def test_a_mistake_is_a_run_error_pulumi_prints_without_a_traceback(stack: StackConfig) -> None:
+    with pytest.raises(pulumi.RunError):
+        stack.sites(HOSTS, [_site(anonymous_enabled="no")])
+
+
+def test_the_program_gives_each_host_one_owner_of_what_its_sites_share(
+    stack: StackConfig, tmp_path: Path
+) -> None:
+    sites = [
+        _site(users=[{"name": "alice", "folder_access": [{"path": "C:\\inetpub\\shop"}]}]),
+        _site(
+            name="intranet",
+            users=[{"name": "alice", "folder_access": [{"path": "C:\\inetpub\\intranet"}]}],
+        ),
+    ]
+    program = stack.program(HOSTS, sites)
+    host = program.hosts["web01"]
+    # The CA and the account both sites list: once, on the host.
+    assert len(host.trusted_roots) == 1 and len(host.users) == 1
+    (ca,) = host.trusted_roots
+    (alice,) = host.users
+    assert isinstance(ca, TrustedCa) and isinstance(alice, SiteUser)
+    assert [f["path"] for f in alice.folder_access] == [  # type: ignore[union-attr, index]
+        "C:\\inetpub\\shop",
+        "C:\\inetpub\\intranet",
+    ]
+    assert [(p.resource_name, p.host) for p in program.sites] == [
+        ("web01-shop", "web01"),
+        ("web01-intranet", "web01"),
+    ]
+    for plan in program.sites:
+        assert plan.args.trusted_roots == [ca.name]  # by name
+        assert plan.args.users == [] and plan.args.connection is None
+        assert cast("Any", plan.args.one_to_one[0]).user == "alice"
+    # Existing stacks keep the objects: each alias names the first site that listed it.
+    assert len(ca.aliases) == 1 and len(alice.aliases) == 1
+
+
+def test_one_account_with_two_passwords_is_refused_naming_both(
+    stack: StackConfig, tmp_path: Path
+) -> None:
+    names = {"web01", "alice", "shop/alice", "intranet/alice"}
+    two = StackConfig(tmp_path, Secrets(names, _secret_stub))
+    with pytest.raises(ConfigError) as err:
+        two.program(HOSTS, [_site(), _site(name="intranet")])
+    assert err.value.key == "sites[1].users[0]"
+    assert "again (sites[0].users[0])" in str(err.value)
+    assert "passwords.intranet/alice, there passwords.shop/alice" in str(err.value)
+    assert "set passwords.alice" in str(err.value)
