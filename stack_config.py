@@ -438,7 +438,9 @@ class _HostPlan:
                     certificate=text,
                     name=thumbprint[:16].lower(),
                     # Where it was when each site owned its CAs (the first site listing it).
-                    aliases=[moved_from_site(resource_name, f"{resource_name}-root-{j}")],
+                    aliases=moved_from_site(
+                        resource_name, f"{resource_name}-root-{j}", "TrustedRoot"
+                    ),
                 )
             names.append(str(ca.name))
         for j, user in enumerate(args.users):
@@ -453,7 +455,9 @@ class _HostPlan:
                     name=site,
                     pfx=text,
                     password=https.password,
-                    aliases=[moved_from_site(resource_name, f"{resource_name}-server-cert")],
+                    aliases=moved_from_site(
+                        resource_name, f"{resource_name}-server-cert", "ServerCertificate"
+                    ),
                 )
             https.certificate, https.pfx, https.password = pfx.name, None, None
         args.connection = None
@@ -475,7 +479,9 @@ class _HostPlan:
                     full_name=user.full_name,
                     description=user.description,
                     disabled=user.disabled,
-                    aliases=[moved_from_site(resource_name, f"{resource_name}-user-{name}")],
+                    aliases=moved_from_site(
+                        resource_name, f"{resource_name}-user-{name}", "LocalUser"
+                    ),
                 ),
                 key,
                 password_key,

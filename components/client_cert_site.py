@@ -53,6 +53,7 @@ from iis_clientcert.components.checks import (
 from iis_clientcert.components.client_cert_host import ClientCertHost, local_user
 from iis_clientcert.errors import CertificateError, ValidationError
 from iis_clientcert.framework.inputs import ConnectionArgs, ConnectionArgsDict
+from iis_clientcert.framework.resource import LEGACY_TYPE, type_token
 from iis_clientcert.host import contract
 from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
 from iis_clientcert.providers.certificate_mapping import CertificateMapping
@@ -65,7 +66,6 @@ from iis_clientcert.providers.trusted_root import TrustedRoot
 KIND = "ClientCertSite"
 TYPE = "iis-clientcert:index:ClientCertSite"
 # The type of every dynamic resource in the stacks made so far (aliases name it).
-DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
 
 __all__ = [
     "ClientCertSite",
@@ -117,11 +117,18 @@ class ClientCertSiteArgsDict(TypedDict, total=False):
     host: ClientCertHost | None
 
 
-def moved_from_site(site: str, child: str) -> pulumi.Output[str]:
-    """The URN a resource had as the child ``child`` of the ClientCertSite named ``site``:
-    an alias for a CA, account or server certificate that moves to a ClientCertHost, so an
-    existing stack keeps the object (README, "Upgrading")."""
-    return pulumi.create_urn(child, DYNAMIC_TYPE, parent=pulumi.create_urn(site, TYPE))
+def moved_from_site(site: str, child: str, kind: str) -> list[pulumi.Output[str]]:
+    """The URNs a resource of class ``kind`` had as the child ``child`` of the ClientCertSite
+    named ``site``: aliases for a CA, account or server certificate that moves to a
+    ClientCertHost, so an existing stack keeps the object (README, "Upgrading").
+
+    Both types: a stack made before the resources had their own types holds the legacy one,
+    and the engine matches an alias only as a whole URN (a type alias and a parent alias of
+    one resource are not combined)."""
+    parent = pulumi.create_urn(site, TYPE)
+    return [
+        pulumi.create_urn(child, type_, parent=parent) for type_ in (type_token(kind), LEGACY_TYPE)
+    ]
 
 
 # --- arguments -----------------------------------------------------------------------------

@@ -629,12 +629,17 @@ def test_the_connections_part_of_an_id_has_scheme_host_and_port(
     assert connection.authority == authority
 
 
-def test_moved_from_site_names_the_old_child(mocks: _Mocks) -> None:
-    urn = run(lambda: moved_from_site("web01-shop", "web01-shop-root-0"))
-    assert urn == (
-        "urn:pulumi:stack::project::iis-clientcert:index:ClientCertSite$"
-        "pulumi-python:dynamic:Resource::web01-shop-root-0"
+def test_moved_from_site_names_the_old_child_with_either_type(mocks: _Mocks) -> None:
+    urns = run(
+        lambda: pulumi.Output.all(
+            *moved_from_site("web01-shop", "web01-shop-root-0", "TrustedRoot")
+        )
     )
+    prefix = "urn:pulumi:stack::project::iis-clientcert:index:ClientCertSite$"
+    assert urns == [
+        prefix + "pulumi-python:dynamic/iis-clientcert:TrustedRoot::web01-shop-root-0",
+        prefix + "pulumi-python:dynamic:Resource::web01-shop-root-0",
+    ]
 
 
 def test_read_site_checks_the_shape_of_another_stacks_outputs(mocks: _Mocks) -> None:
