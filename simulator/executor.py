@@ -37,7 +37,12 @@ from iis_clientcert_simulator.powershell_errors import (
     not_recognized_powershell,
 )
 from iis_clientcert_simulator.state import HostState, Session
-from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand, faults_lock
+from iis_clientcert_simulator.wsman import (
+    CommandOutcome,
+    ShellCommand,
+    StdinNeverEnds,
+    faults_lock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +132,11 @@ def _powershell_script(args: list[str]) -> str | None:
     return ""
 
 
+def _reads_stdin_to_end(script: str) -> bool:
+    """Whether a PowerShell script waits for the end of its standard input (from its text)."""
+    return "OpenStandardInput()" in script and ".ReadToEnd()" in script
+
+
 def _first_word(script: str) -> str:
     match = re.match(r"\s*([^\s;|(){}]+)", script)
     return match.group(1) if match else ""
@@ -163,6 +173,12 @@ class Executor:
                 command=_basename(argv[0]) if argv else "",
             )
             return outcome
+        if command.console_mode_stdin and _reads_stdin_to_end(BOOTSTRAP):
+            # Console-mode stdin never reaches its end: the bootstrap's ReadToEnd() waits for
+            # good, the agent never sees its request and nothing runs (FACTS.md, "Real-host
+            # pitfalls": stdin mode; MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN).
+            self._audit(base, "agent", [], "StdinConsoleMode", None, started)
+            raise StdinNeverEnds
         result, exit_code = self._run_agent(command.stdin, base, started)
         return CommandOutcome(
             stdout=json.dumps(result, separators=(",", ":")).encode("utf-8") if result else b"",

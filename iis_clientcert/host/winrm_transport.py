@@ -62,6 +62,9 @@ MAX_IDLE: Final = 4
 CODEPAGE_UTF8: Final = 65001
 # stderr shown in an AgentProtocolError.
 STDERR_EXCERPT: Final = 1500
+# A command's output is awaited at least this long (and 5 read timeouts): slow ops answer
+# Receive with operation timeouts meanwhile.
+MIN_RECEIVE_SECONDS: float = 300.0
 
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests
 
@@ -443,7 +446,7 @@ def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
             for index, part in enumerate(parts):
                 protocol.send_command_input(shell_id, command_id, part, end=index == len(parts) - 1)
             stage = "receive"
-            deadline = time.monotonic() + max(300.0, 5 * conn.read_timeout)
+            deadline = time.monotonic() + max(MIN_RECEIVE_SECONDS, 5 * conn.read_timeout)
             output = _receive(protocol, shell_id, command_id, deadline)
         except Exception as exc:
             _tidy(protocol, shell_id, command_id)
