@@ -1,7 +1,7 @@
 """Run one agent request as one WinRM command, with pywinrm's ``Protocol``.
 
-Create shell -> Command (the constant bootstrap) -> Send (agent script + JSON request on
-stdin) -> Receive until Done -> Signal terminate -> Delete shell. Nothing variable is ever
+Create shell -> Command (the constant bootstrap, stdin in pipe mode, no cmd.exe) -> Send
+(agent script + JSON request on stdin, the last part with End) -> Receive until Done -> Signal terminate -> Delete shell. Nothing variable is ever
 on the command line; the request (and so every secret) travels only as stdin data.
 
 Retry policy: a failure while opening the shell or starting the command is retried with
@@ -434,8 +434,17 @@ def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
         try:
             shell_id = protocol.open_shell(codepage=CODEPAGE_UTF8, noprofile=True)
             stage = "run_command"
+            # Pipe-mode stdin: the agent and its request arrive on stdin and the bootstrap
+            # reads it to the end, which console-mode stdin (pywinrm's default) never has
+            # (MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN; Ansible's winrm plugin sends
+            # console_mode_stdin=False whenever it feeds stdin). No cmd.exe: WinRS starts
+            # PowerShell itself, so no cmd parsing and no 8191-character line limit.
             command_id = protocol.run_command(
-                shell_id, contract.POWERSHELL, contract.command_arguments()
+                shell_id,
+                contract.POWERSHELL,
+                contract.command_arguments(),
+                console_mode_stdin=False,
+                skip_cmd_shell=True,
             )
         except Exception as exc:
             _tidy(protocol, shell_id, None)
