@@ -1,7 +1,8 @@
 """Runs the commands the WS-Management server receives: agent requests only.
 
-A command is an agent request when it is ``powershell.exe`` with exactly the contract's
-bootstrap arguments (or a script that is the bootstrap) and stdin carries the genuine
+A command is an agent request when it is ``powershell.exe`` (Windows PowerShell 5.1) or
+``pwsh.exe`` (PowerShell 7, when the host has it) with exactly the contract's bootstrap
+arguments (or a script that is the bootstrap) and stdin carries the genuine
 providers/agent.ps1, the marker and a JSON request. Anything else fails the way
 powershell.exe or cmd.exe would. Requests run under the state lock, op by op, stopping at
 the first error; every command leaves one line in audit.log.
@@ -31,13 +32,16 @@ from iis_clientcert_simulator import audit
 from iis_clientcert_simulator.errors import HR_FAIL, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.ops import HANDLERS
+from iis_clientcert_simulator.powershell_editions import EXECUTABLES, Edition, violations
 from iis_clientcert_simulator.powershell_errors import (
+    clixml_error,
     decode_encoded_command,
     not_recognized_cmd,
     not_recognized_powershell,
 )
 from iis_clientcert_simulator.state import HostState, Session
 from iis_clientcert_simulator.wsman import (
+    CommandNotStarted,
     CommandOutcome,
     ShellCommand,
     StdinNeverEnds,
@@ -52,7 +56,9 @@ _MARKER_MISSING = (
     '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}'
 )
 _PAYLOAD_EXIT = 2
-_POWERSHELL_NAMES = ("powershell.exe", "powershell")
+_POWERSHELL_NAMES = tuple(EXECUTABLES)
+# What CreateProcess answers for a program that is not there (WINRS_SKIP_CMD_SHELL=TRUE).
+_FILE_NOT_FOUND = 0x80070002
 # powershell.exe parameters that take a value (so the value is not the command).
 _VALUE_PARAMS = (
     "-executionpolicy",
@@ -132,6 +138,14 @@ def _powershell_script(args: list[str]) -> str | None:
     return ""
 
 
+def _outcome(result: dict[str, Any], exit_code: int) -> CommandOutcome:
+    return CommandOutcome(
+        stdout=json.dumps(result, separators=(",", ":")).encode("utf-8"),
+        stderr=b"",
+        exit_code=exit_code,
+    )
+
+
 def _reads_stdin_to_end(script: str) -> bool:
     """Whether a PowerShell script waits for the end of its standard input (from its text)."""
     return "OpenStandardInput()" in script and ".ReadToEnd()" in script
@@ -160,7 +174,18 @@ class Executor:
             "shell_id": command.shell_id,
             "command_id": command.command_id,
         }
-        if not self._is_agent_command(argv):
+        program = _basename(argv[0]).lower() if argv else ""
+        edition = EXECUTABLES.get(program)
+        if edition is not None and edition not in self.state.powershell_editions():
+            # PowerShell 7 is a separate install (Windows Server ships 5.1 only): the program
+            # is not there. Without cmd.exe, WinRS's CreateProcess fails the command.
+            self._audit(base, "rejected", [], "NotInstalled", None, started, command=program)
+            if command.skip_cmd_shell:
+                raise CommandNotStarted(
+                    _FILE_NOT_FOUND, "The system cannot find the file specified."
+                )
+            return not_recognized_cmd(argv[0])
+        if edition is None or not self._is_agent_command(argv):
             outcome = self._reject(argv)
             # Only the program name: a foreign command line may carry anything.
             self._audit(
@@ -179,12 +204,7 @@ class Executor:
             # pitfalls": stdin mode; MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN).
             self._audit(base, "agent", [], "StdinConsoleMode", None, started)
             raise StdinNeverEnds
-        result, exit_code = self._run_agent(command.stdin, base, started)
-        return CommandOutcome(
-            stdout=json.dumps(result, separators=(",", ":")).encode("utf-8") if result else b"",
-            stderr=b"",
-            exit_code=exit_code,
-        )
+        return self._run_agent(command.stdin, edition, base, started)
 
     # --- what is an agent command -----------------------------------------------------
 
@@ -232,27 +252,41 @@ class Executor:
         return None
 
     def _run_agent(
-        self, stdin: bytes, base: dict[str, Any], started: float
-    ) -> tuple[dict[str, Any], int]:
+        self, stdin: bytes, edition: Edition, base: dict[str, Any], started: float
+    ) -> CommandOutcome:
         try:
             script, request_text = split_stdin(stdin)
         except (ValueError, UnicodeDecodeError):
             self._audit(base, "agent", [], "BadRequest", None, started)
-            return json.loads(_MARKER_MISSING), _PAYLOAD_EXIT
+            return _outcome(json.loads(_MARKER_MISSING), _PAYLOAD_EXIT)
         problem = self._check_script(script)
         if problem is not None:
             self._audit(base, "agent", [], "BadRequest", None, started)
-            return error_result(None, None, "BadRequest", problem), _PAYLOAD_EXIT
+            return _outcome(error_result(None, None, "BadRequest", problem), _PAYLOAD_EXIT)
+        missing = violations(script, edition)
+        if missing:
+            # The edition played lacks an API the agent calls: PowerShell stops the script
+            # with an error record on stderr, nothing on stdout, exit code 1.
+            self._audit(base, "agent", [], "PowerShellError", None, started)
+            first = missing[0]
+            lines = [
+                first.api.error,
+                f"At line:{first.line}",
+                *[v.message(edition) for v in missing],
+            ]
+            return CommandOutcome(stdout=b"", stderr=clixml_error(lines), exit_code=1)
         try:
             request = json.loads(request_text)
             validate_request(request)
         except json.JSONDecodeError as exc:
             self._audit(base, "agent", [], "BadRequest", None, started)
-            return error_result(None, None, "BadRequest", f"the request is not JSON ({exc.msg})"), 0
+            return _outcome(
+                error_result(None, None, "BadRequest", f"the request is not JSON ({exc.msg})"), 0
+            )
         except ContractError as exc:
             self._audit(base, "agent", [], "BadRequest", None, started)
-            return error_result(None, None, "BadRequest", str(exc)), 0
-        return self.run_ops(request["ops"], base, started), 0
+            return _outcome(error_result(None, None, "BadRequest", str(exc)), 0)
+        return _outcome(self.run_ops(request["ops"], base, started), 0)
 
     def run_ops(
         self,

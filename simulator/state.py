@@ -47,6 +47,10 @@ HOST_FACTS: dict[str, Any] = {
     "client_auth_trust_mode": 0,
     "send_trusted_issuer_list": 0,
     "password_policy": {"min_length": 8, "complexity": True},
+    # PowerShell editions installed: "Desktop" (Windows PowerShell 5.1, powershell.exe, part
+    # of every Windows Server) and "Core" (PowerShell 7, pwsh.exe, a separate install). The
+    # default is a stock server: 5.1 only.
+    "powershell_editions": ["Desktop"],
 }
 
 # Physical paths of the two initial sites, as acl.json keys.
@@ -174,6 +178,10 @@ class HostState:
         facts: dict[str, Any] = dict(HOST_FACTS)
         facts.update(read_json(self.host, {}) or {})
         return facts
+
+    def powershell_editions(self) -> tuple[str, ...]:
+        editions = self.host_facts().get("powershell_editions") or []
+        return tuple(str(e) for e in editions)
 
     def feature(self, name: str) -> bool:
         return bool((read_json(self.features, {}) or {}).get(name, False))

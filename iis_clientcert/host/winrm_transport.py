@@ -1,8 +1,9 @@
 """Run one agent request as one WinRM command, with pywinrm's ``Protocol``.
 
 Create shell -> Command (the constant bootstrap, stdin in pipe mode, no cmd.exe) -> Send
-(agent script + JSON request on stdin, the last part with End) -> Receive until Done -> Signal terminate -> Delete shell. Nothing variable is ever
-on the command line; the request (and so every secret) travels only as stdin data.
+(agent script + JSON request on stdin, the last part with End) -> Receive until Done ->
+Signal terminate -> Delete shell. Nothing variable is ever on the command line; the request
+(and so every secret) travels only as stdin data.
 
 Retry policy: a failure while opening the shell or starting the command is retried with
 backoff, because nothing can run before the request arrives on stdin (the bootstrap reads

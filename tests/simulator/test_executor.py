@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from iis_clientcert.host.contract import (
 from iis_clientcert_simulator import audit, executor
 from iis_clientcert_simulator.powershell_errors import encode_command
 from iis_clientcert_simulator.testing import AgentRunner, agent_script
+from iis_clientcert_simulator.wsman import CommandNotStarted
 
 CANARY = "Exec-Canary-Pw-1!"
 
@@ -249,3 +251,87 @@ def test_audit_log_names_ops_and_targets_without_secrets(host: AgentRunner) -> N
     assert lines[-1]["result"] == "PolicyViolation"
     for key in ("time", "shell_id", "command_id", "duration_ms"):
         assert key in ok_line
+
+
+# --- both PowerShells (FACTS.md, "Real-host pitfalls": PowerShell 7) -----------------------
+
+
+def _install_powershell_7(host: AgentRunner) -> None:
+    facts = json.loads(host.state_dir.joinpath("host.json").read_text())
+    facts["powershell_editions"] = ["Desktop", "Core"]
+    host.state_dir.joinpath("host.json").write_text(json.dumps(facts))
+
+
+def _run_as(host: AgentRunner, program: str, *ops: dict[str, Any], **kwargs: Any) -> Any:
+    return host.command(program, command_arguments(), stdin_for(*ops), **kwargs)
+
+
+def test_pwsh_is_missing_on_a_stock_server(host: AgentRunner) -> None:
+    # Without cmd.exe, WinRS's CreateProcess fails; through cmd.exe, cmd says so.
+    with pytest.raises(CommandNotStarted) as caught:
+        _run_as(host, "pwsh.exe", make_op("host.facts"))
+    assert caught.value.code == 0x80070002
+    outcome = _run_as(host, "pwsh.exe", make_op("host.facts"), skip_cmd_shell=False)
+    assert outcome.exit_code == 9009 and b"'pwsh.exe' is not recognized" in outcome.stderr
+    assert audit_lines(host)[-1]["result"] == "NotInstalled"
+
+
+@pytest.mark.parametrize("program", ["pwsh.exe", "C:\\Program Files\\PowerShell\\7\\pwsh.exe"])
+def test_the_agent_runs_under_powershell_7(host: AgentRunner, program: str) -> None:
+    _install_powershell_7(host)
+    outcome = _run_as(host, program, make_op("host.facts"), make_op("site.list"))
+    result = parse_result(outcome.stdout)
+    assert result["ok"], outcome.stderr
+    assert result["results"][0]["computer_name"] == "SIMIIS01"
+
+
+def test_the_agent_runs_under_windows_powershell(host: AgentRunner) -> None:
+    outcome = _run_as(host, "powershell.exe", make_op("host.facts"))
+    assert parse_result(outcome.stdout)["ok"], outcome.stderr
+
+
+def _with_agent(monkeypatch: pytest.MonkeyPatch, script: str) -> bytes:
+    """Make ``script`` the agent this host expects; the stdin of a host.facts request."""
+    digest = hashlib.sha256(executor._normalize_script(script)).hexdigest()
+    monkeypatch.setattr(executor, "agent_script_digest", lambda: digest)
+    return encode_stdin(script, make_request([make_op("host.facts")]))
+
+
+def test_powershell_7_refuses_an_agent_that_needs_windows_powershell(
+    host: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_powershell_7(host)
+    script = agent_script().replace(
+        "Set-StrictMode -Version Latest\n",
+        "Set-StrictMode -Version Latest\nAdd-Type -AssemblyName System.Web.Extensions\n",
+    )
+    stdin = _with_agent(monkeypatch, script)
+    outcome = host.command("pwsh.exe", command_arguments(), stdin)
+    assert (outcome.exit_code, outcome.stdout) == (1, b"")
+    assert b"System.Web.Extensions" in outcome.stderr
+    assert audit_lines(host)[-1]["result"] == "PowerShellError"
+    # Windows PowerShell 5.1 has the assembly.
+    outcome = host.command("powershell.exe", command_arguments(), stdin)
+    assert parse_result(outcome.stdout)["ok"]
+
+
+def test_windows_powershell_refuses_an_agent_that_needs_powershell_7(
+    host: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_powershell_7(host)
+    line = "$request = ConvertFrom-Json -AsHashtable $RequestJson\n"
+    script = agent_script().replace(
+        "Set-StrictMode -Version Latest\n", "Set-StrictMode -Version Latest\n" + line
+    )
+    stdin = _with_agent(monkeypatch, script)
+    outcome = host.command("powershell.exe", command_arguments(), stdin)
+    assert outcome.exit_code == 1 and b"AsHashtable" in outcome.stderr
+    assert parse_result(host.command("pwsh.exe", command_arguments(), stdin).stdout)["ok"]
+    # The same call in a block that runs on PowerShell 7 only is fine on both.
+    guarded = agent_script().replace(
+        "Set-StrictMode -Version Latest\n",
+        "Set-StrictMode -Version Latest\nif (-not $script:IsDesktop) {\n    " + line + "}\n",
+    )
+    stdin = _with_agent(monkeypatch, guarded)
+    outcome = host.command("powershell.exe", command_arguments(), stdin)
+    assert parse_result(outcome.stdout)["ok"], outcome.stderr

@@ -154,3 +154,94 @@ def test_pfx_import_is_machine_persisted_and_not_exportable_by_default(agent: st
     exportable = agent.index("X509KeyStorageFlags]::Exportable")
     guard = agent.rfind("if ([bool](Get-Arg $A 'exportable' $false))", 0, exportable)
     assert guard != -1 and exportable - guard < 200
+
+
+# --- both PowerShells (FACTS.md, "Real-host pitfalls": PowerShell 7) -----------------------
+
+
+def _edition_of_block(node: Any, source: bytes) -> str | None:
+    """The edition a node runs on: inside `if ($script:IsDesktop) {...} else {...}` blocks."""
+    while node is not None:
+        parent = node.parent
+        if node.type == "statement_block" and parent is not None:
+            branch_if, inverted = None, False
+            if parent.type == "if_statement":
+                branch_if = parent
+            elif parent.type == "else_clause" and parent.parent is not None:
+                branch_if, inverted = parent.parent, True
+            if branch_if is not None:
+                kids = branch_if.children
+                opened = next(i for i, c in enumerate(kids) if c.type == "(")
+                condition = _text(kids[opened + 1], source).strip()
+                desktop = {"$script:IsDesktop": True, "-not $script:IsDesktop": False}.get(
+                    condition
+                )
+                if desktop is not None:
+                    return "Desktop" if desktop != inverted else "Core"
+        node = parent
+    return None
+
+
+def _uses(text: str, patterns: Any) -> list[tuple[int, str]]:
+    """(offset, what) of each use of an API of ``patterns`` outside comments."""
+    tree, _ = _parse(text)
+    comments = [(n.start_byte, n.end_byte) for n in _walk(tree.root_node) if n.type == "comment"]
+    found = []
+    for api in patterns:
+        for match in api.pattern.finditer(text):
+            start = len(text[: match.start()].encode("utf-8"))
+            if not any(a <= start < b for a, b in comments):
+                found.append((start, api.what))
+    return found
+
+
+def test_no_api_missing_from_either_powershell_outside_a_block_for_the_other(agent: str) -> None:
+    from iis_clientcert_simulator.powershell_editions import CORE_ONLY, DESKTOP_ONLY
+
+    tree, source = _parse(agent)
+    wrong = []
+    for patterns, needs in ((DESKTOP_ONLY, "Desktop"), (CORE_ONLY, "Core")):
+        for offset, what in _uses(agent, patterns):
+            node = tree.root_node.descendant_for_byte_range(offset, offset + 1)
+            if _edition_of_block(node, source) != needs:
+                line = source[:offset].count(b"\n") + 1
+                wrong.append(f"line {line}: {what} outside an edition block for {needs}")
+    assert wrong == []
+
+
+def test_the_edition_test_uses_psedition(agent: str) -> None:
+    # $IsCoreCLR does not exist in 5.1 (an error under Set-StrictMode); PSEdition is
+    # 'Desktop' there and 'Core' in PowerShell 7.
+    assert "$script:IsDesktop = ($PSVersionTable.PSEdition -ne 'Core')" in agent
+    assert "Add-Type -AssemblyName" not in agent  # no System.Web(.Extensions) on any edition
+
+
+def _string_searches(text: str) -> list[str]:
+    """IndexOf/LastIndexOf/StartsWith/EndsWith calls that compare strings."""
+    tree, source = _parse(text)
+    calls = []
+    for node in _walk(tree.root_node):
+        if node.type != "invokation_expression":
+            continue
+        names = [c for c in node.children if c.type == "member_name"]
+        if not names or _text(names[-1], source) not in (
+            "IndexOf",
+            "LastIndexOf",
+            "StartsWith",
+            "EndsWith",
+        ):
+            continue
+        calls.append(_text(node, source))
+    return calls
+
+
+@pytest.mark.parametrize("which", ["agent", "bootstrap"])
+def test_string_searches_compare_ordinally(agent: str, which: str) -> None:
+    # String.IndexOf(string) compares with the current culture: with ICU (.NET 5+ on
+    # recent Windows) "\r\n" is one text element, so a marker after a CR is not found.
+    text = agent if which == "agent" else contract.BOOTSTRAP
+    calls = _string_searches(text)
+    if which == "bootstrap":
+        assert calls, "the bootstrap finds its marker with IndexOf"
+    cultural = [c for c in calls if not re.search(r"StringComparison\]::Ordinal|\[char\]", c)]
+    assert cultural == []

@@ -25,6 +25,7 @@ from iis_clientcert.errors import (
     HostUnreachableError,
     TlsVerificationError,
     TransportError,
+    WSManFaultError,
 )
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.client import HostClient
@@ -267,6 +268,31 @@ def test_a_call_finishes_where_console_mode_stdin_would_hang(
     conn = basic(sim, operation_timeout=1, read_timeout=2)
     result = HostClient(conn).call_one("user.set", name="pipemode1", password=CANARY)
     assert result["created"] is True
+
+
+def _powershell_editions(sim: Endpoint, editions: list[str]) -> None:
+    path = Path(sim.state_dir) / "host.json"
+    facts = json.loads(path.read_text())
+    facts["powershell_editions"] = editions
+    path.write_text(json.dumps(facts))
+
+
+def test_pwsh_connection_runs_the_agent_under_powershell_7(sim: Endpoint) -> None:
+    _powershell_editions(sim, ["Desktop", "Core"])
+    try:
+        facts = HostClient(basic(sim, shell="pwsh")).call_one("host.facts")
+    finally:
+        _powershell_editions(sim, ["Desktop"])
+    assert facts["computer_name"]
+    assert audit(sim)[-1]["result"] == "ok"
+
+
+def test_pwsh_missing_on_the_host_is_explained(sim: Endpoint, sleeps: list[float]) -> None:
+    with pytest.raises(WSManFaultError) as caught:
+        HostClient(basic(sim, shell="pwsh")).call_one("host.facts")
+    text = str(caught.value)
+    assert "pwsh.exe" in text and "shell" in text and "0x80070002" in text
+    assert sleeps == []
 
 
 def test_large_stdin_is_sent_in_chunks(sim: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
