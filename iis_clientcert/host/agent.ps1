@@ -5,16 +5,19 @@
 # this script is built from them, and nothing here writes them anywhere (no command line,
 # no log, no output). Output is one JSON document on stdout, nothing else.
 #
-# Windows PowerShell 5.1 on Windows Server 2016-2025 with IIS 10. Microsoft.Web.Administration
-# is loaded directly: importing the WebAdministration module costs seconds per command.
+# Windows Server 2016-2025 with IIS 10, under Windows PowerShell 5.1 (powershell.exe, .NET
+# Framework) or PowerShell 7 (pwsh.exe, .NET): connection.shell chooses. Code that only one
+# edition can run sits in `if ($script:IsDesktop) { 5.1 } else { 7 }` blocks, and nowhere
+# else (the tests and the simulator check this). Microsoft.Web.Administration is loaded
+# directly: importing the WebAdministration module costs seconds per command.
 param([string]$RequestJson)
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 
-Add-Type -AssemblyName System.Web
-Add-Type -AssemblyName System.Web.Extensions
+# PSEdition is 'Desktop' in 5.1 and 'Core' in 7 ($IsCoreCLR does not exist in 5.1).
+$script:IsDesktop = ($PSVersionTable.PSEdition -ne 'Core')
 
 $script:ApphostPath = Join-Path $env:windir 'system32\inetsrv\config\applicationHost.config'
 $script:IisAppId = '{4dc3e181-e14b-4a21-b022-59fc669b0914}'
@@ -108,7 +111,161 @@ function Add-ElementSecrets($Element, $List) {
 }
 
 # --- JSON --------------------------------------------------------------------------------
-# A small writer: ConvertTo-Json in 5.1 flattens one-element arrays and truncates depth.
+# Our own reader and writer, the same on both editions: 5.1 has no JavaScriptSerializer-free
+# reader that gives dictionaries (ConvertFrom-Json has no -AsHashtable there), 7 has no
+# System.Web.Extensions, 7's ConvertFrom-Json turns date-like strings into DateTime, and
+# ConvertTo-Json in 5.1 flattens one-element arrays and truncates depth.
+
+class AgentJson {
+    # Objects become Dictionary[string,object] with ordinal keys (JSON keys are case
+    # sensitive), arrays object[], numbers long (or double), strings stay strings.
+    hidden [string]$Text
+    hidden [int]$Pos
+    static hidden [char[]]$Stops = [char[]]@(34, 92)
+    static hidden [char[]]$Escapes = [char[]]((0..31) + 34 + 92)
+    static hidden [regex]$Number = [regex]::new('\G-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?')
+
+    AgentJson([string]$Text) {
+        $this.Text = $Text
+        $this.Pos = 0
+    }
+
+    static [object] Parse([string]$Text) {
+        $reader = [AgentJson]::new($Text)
+        $value = $reader.ReadValue(0)
+        $reader.SkipSpace()
+        if ($reader.Pos -lt $Text.Length) { throw "unexpected text at offset $($reader.Pos)" }
+        return $value
+    }
+
+    static [string] Quote([string]$Value) {
+        if ($null -eq $Value) { return '""' }
+        if ($Value.IndexOfAny([AgentJson]::Escapes) -lt 0) { return '"' + $Value + '"' }
+        $sb = [System.Text.StringBuilder]::new($Value.Length + 16)
+        [void]$sb.Append('"')
+        foreach ($c in $Value.ToCharArray()) {
+            $code = [int]$c
+            if ($code -eq 34) { [void]$sb.Append('\"') }
+            elseif ($code -eq 92) { [void]$sb.Append('\\') }
+            elseif ($code -lt 32) { [void]$sb.Append('\u').Append($code.ToString('x4')) }
+            else { [void]$sb.Append($c) }
+        }
+        [void]$sb.Append('"')
+        return $sb.ToString()
+    }
+
+    hidden [void] SkipSpace() {
+        while ($this.Pos -lt $this.Text.Length) {
+            $code = [int]$this.Text[$this.Pos]
+            if ($code -ne 32 -and $code -ne 9 -and $code -ne 10 -and $code -ne 13) { return }
+            $this.Pos++
+        }
+    }
+
+    hidden [int] Peek() {
+        if ($this.Pos -ge $this.Text.Length) { return -1 }
+        return [int]$this.Text[$this.Pos]
+    }
+
+    hidden [void] Expect([int]$Code) {
+        $this.SkipSpace()
+        if ($this.Peek() -ne $Code) { throw "expected '$([char]$Code)' at offset $($this.Pos)" }
+        $this.Pos++
+    }
+
+    hidden [bool] Accept([string]$Word) {
+        if ([string]::CompareOrdinal($this.Text, $this.Pos, $Word, 0, $Word.Length) -ne 0) { return $false }
+        $this.Pos += $Word.Length
+        return $true
+    }
+
+    hidden [object] ReadValue([int]$Depth) {
+        if ($Depth -gt 64) { throw 'JSON nested too deep' }
+        $this.SkipSpace()
+        $c = $this.Peek()
+        if ($c -eq 123) { return $this.ReadObject($Depth) }
+        if ($c -eq 91) { return $this.ReadArray($Depth) }
+        if ($c -eq 34) { return $this.ReadString() }
+        if ($this.Accept('true')) { return $true }
+        if ($this.Accept('false')) { return $false }
+        if ($this.Accept('null')) { return $null }
+        $m = [AgentJson]::Number.Match($this.Text, $this.Pos)
+        if (-not $m.Success) { throw "unexpected character at offset $($this.Pos)" }
+        $this.Pos += $m.Length
+        $n = 0L
+        $culture = [System.Globalization.CultureInfo]::InvariantCulture
+        if ($m.Value.IndexOfAny([char[]]@(46, 69, 101)) -lt 0 -and
+            [long]::TryParse($m.Value, [System.Globalization.NumberStyles]::AllowLeadingSign, $culture, [ref]$n)) {
+            return $n
+        }
+        return [double]::Parse($m.Value, $culture)
+    }
+
+    hidden [object] ReadObject([int]$Depth) {
+        $this.Pos++
+        $result = [System.Collections.Generic.Dictionary[string, object]]::new([System.StringComparer]::Ordinal)
+        $this.SkipSpace()
+        if ($this.Peek() -eq 125) { $this.Pos++; return $result }
+        while ($true) {
+            $this.SkipSpace()
+            if ($this.Peek() -ne 34) { throw "expected a key at offset $($this.Pos)" }
+            $key = $this.ReadString()
+            $this.Expect(58)
+            $result[$key] = $this.ReadValue($Depth + 1)
+            $this.SkipSpace()
+            $c = $this.Peek()
+            $this.Pos++
+            if ($c -eq 125) { return $result }
+            if ($c -ne 44) { throw "expected ',' or '}' at offset $($this.Pos - 1)" }
+        }
+        throw 'unreachable'
+    }
+
+    hidden [object] ReadArray([int]$Depth) {
+        $this.Pos++
+        $items = [System.Collections.Generic.List[object]]::new()
+        $this.SkipSpace()
+        if ($this.Peek() -eq 93) { $this.Pos++; return $items.ToArray() }
+        while ($true) {
+            $items.Add($this.ReadValue($Depth + 1))
+            $this.SkipSpace()
+            $c = $this.Peek()
+            $this.Pos++
+            if ($c -eq 93) { return $items.ToArray() }
+            if ($c -ne 44) { throw "expected ',' or ']' at offset $($this.Pos - 1)" }
+        }
+        throw 'unreachable'
+    }
+
+    hidden [string] ReadString() {
+        $this.Pos++
+        $sb = [System.Text.StringBuilder]::new()
+        while ($true) {
+            $next = $this.Text.IndexOfAny([AgentJson]::Stops, $this.Pos)
+            if ($next -lt 0) { throw 'unterminated string' }
+            [void]$sb.Append($this.Text, $this.Pos, $next - $this.Pos)
+            $this.Pos = $next + 1
+            if ([int]$this.Text[$next] -eq 34) { return $sb.ToString() }
+            if ($this.Pos -ge $this.Text.Length) { throw 'unterminated string' }
+            $e = [int]$this.Text[$this.Pos]
+            $this.Pos++
+            if ($e -eq 34 -or $e -eq 92 -or $e -eq 47) { [void]$sb.Append([char]$e) }
+            elseif ($e -eq 98) { [void]$sb.Append([char]8) }
+            elseif ($e -eq 102) { [void]$sb.Append([char]12) }
+            elseif ($e -eq 110) { [void]$sb.Append([char]10) }
+            elseif ($e -eq 114) { [void]$sb.Append([char]13) }
+            elseif ($e -eq 116) { [void]$sb.Append([char]9) }
+            elseif ($e -eq 117) {
+                $hex = $this.Text.Substring($this.Pos, 4)
+                [void]$sb.Append([char][System.Convert]::ToUInt16($hex, 16))
+                $this.Pos += 4
+            } else {
+                throw "bad escape at offset $($this.Pos - 2)"
+            }
+        }
+        throw 'unreachable'
+    }
+}
 
 function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
     if ($null -eq $Value) { [void]$Sb.Append('null'); return }
@@ -118,7 +275,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         return
     }
     if ($v -is [string] -or $v -is [char] -or $v -is [guid] -or $v -is [enum]) {
-        [void]$Sb.Append('"').Append([System.Web.HttpUtility]::JavaScriptStringEncode([string]$v)).Append('"')
+        [void]$Sb.Append([AgentJson]::Quote([string]$v))
         return
     }
     if ($v -is [int] -or $v -is [long] -or $v -is [uint32] -or $v -is [uint64] -or
@@ -141,7 +298,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         foreach ($key in @($v.Keys)) {
             if (-not $first) { [void]$Sb.Append(',') }
             $first = $false
-            [void]$Sb.Append('"').Append([System.Web.HttpUtility]::JavaScriptStringEncode([string]$key)).Append('":')
+            [void]$Sb.Append([AgentJson]::Quote([string]$key)).Append(':')
             Write-JsonValue $Sb $v[$key]
         }
         [void]$Sb.Append('}')
@@ -158,7 +315,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         [void]$Sb.Append(']')
         return
     }
-    [void]$Sb.Append('"').Append([System.Web.HttpUtility]::JavaScriptStringEncode([string]$v)).Append('"')
+    [void]$Sb.Append([AgentJson]::Quote([string]$v))
 }
 
 function Write-AgentOutput($Response) {
@@ -274,7 +431,7 @@ function Get-LocationChain([string]$Location) {
     $loc = $Location.Trim('/')
     while ($loc -ne '') {
         [void]$chain.Add($loc)
-        $cut = $loc.LastIndexOf('/')
+        $cut = $loc.LastIndexOf('/', [System.StringComparison]::Ordinal)
         if ($cut -lt 0) { $loc = '' } else { $loc = $loc.Substring(0, $cut) }
     }
     [void]$chain.Add('')
@@ -682,7 +839,7 @@ function ConvertFrom-ConfigElement($Element, $Candidates) {
 function Split-WebLocation([string]$Location) {
     $loc = $Location.Trim('/')
     if ($loc -eq '') { throw (New-AgentError 'InvalidValue' "target 'webconfig' needs a site path; the server level is applicationHost.config" 0x8007000D) }
-    $cut = $loc.IndexOf('/')
+    $cut = $loc.IndexOf('/', [System.StringComparison]::Ordinal)
     if ($cut -lt 0) { return @($loc, '/') }
     return @($loc.Substring(0, $cut), '/' + $loc.Substring($cut + 1))
 }
@@ -1234,8 +1391,9 @@ function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [
     if ([string]::IsNullOrEmpty($domain)) { $domain = '.' }
     $user = $UserName
     if ($UserName.Contains('\')) {
-        $domain = $UserName.Substring(0, $UserName.IndexOf('\'))
-        $user = $UserName.Substring($UserName.IndexOf('\') + 1)
+        $cut = $UserName.IndexOf('\', [System.StringComparison]::Ordinal)
+        $domain = $UserName.Substring(0, $cut)
+        $user = $UserName.Substring($cut + 1)
     } elseif ($UserName.Contains('@')) {
         $domain = $null
     }
@@ -1372,6 +1530,26 @@ function Format-Rights($Rights) {
     return [string]$Rights
 }
 
+function Get-FolderAccess([System.IO.DirectoryInfo]$Folder) {
+    # The folder's DACL only, so writing it back leaves owner and SACL alone. The security
+    # methods are instance methods on .NET Framework and extension methods on .NET, which
+    # PowerShell does not bind as methods (PowerShell/PowerShell#10088).
+    $sections = [System.Security.AccessControl.AccessControlSections]::Access
+    if ($script:IsDesktop) {
+        return $Folder.GetAccessControl($sections)
+    } else {
+        return [System.IO.FileSystemAclExtensions]::GetAccessControl($Folder, $sections)
+    }
+}
+
+function Set-FolderAccess([System.IO.DirectoryInfo]$Folder, $Acl) {
+    if ($script:IsDesktop) {
+        $Folder.SetAccessControl($Acl)
+    } else {
+        [System.IO.FileSystemAclExtensions]::SetAccessControl($Folder, $Acl)
+    }
+}
+
 function Get-FolderOrFail([string]$Path) {
     if (-not [System.IO.Directory]::Exists($Path)) {
         throw (New-AgentError 'NotFound' "folder '$Path' does not exist" 0x80070003)
@@ -1399,7 +1577,7 @@ function Resolve-Identity([string]$Identity) {
 function Invoke-AclGet($A) {
     $path = Get-RequiredString $A 'path'
     if (-not [System.IO.Directory]::Exists($path)) { return [ordered]@{ exists = $false; aces = @() } }
-    $acl = (New-Object System.IO.DirectoryInfo($path)).GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+    $acl = Get-FolderAccess (New-Object System.IO.DirectoryInfo($path))
     $aces = New-List
     foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
         [void]$aces.Add([ordered]@{
@@ -1419,8 +1597,8 @@ function Invoke-AclGrant($A) {
     if (-not $script:RightsByName.Contains($rightsName)) { throw (New-AgentError 'InvalidValue' "rights must be one of $($script:RightsByName.Keys -join ', ')" 0x8007000D) }
     $rights = $script:RightsByName[$rightsName]
     $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
-    # GetAccessControl/SetAccessControl(Access) = Get-Acl/Set-Acl without rewriting owner/SACL.
-    $acl = $folder.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+    # The DACL alone (Get-Acl/Set-Acl would rewrite owner and SACL too).
+    $acl = Get-FolderAccess $folder
     $sync = -bnot [int64][System.Security.AccessControl.FileSystemRights]::Synchronize
     $mine = @($acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier]) |
         Where-Object { $_.IdentityReference -eq $sid -and $_.AccessControlType -eq 'Allow' })
@@ -1431,7 +1609,7 @@ function Invoke-AclGrant($A) {
     # SetAccessRule replaces the identity's explicit Allow rules: the folder ends with exactly one.
     $newRule = New-Object System.Security.AccessControl.FileSystemAccessRule($sid, $rights, $inherit, [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
     $acl.SetAccessRule($newRule)
-    $folder.SetAccessControl($acl)
+    Set-FolderAccess $folder $acl
     return [ordered]@{ changed = $true }
 }
 
@@ -1439,7 +1617,7 @@ function Invoke-AclRevoke($A) {
     $folder = Get-FolderOrFail (Get-RequiredString $A 'path')
     $identity = Get-RequiredString $A 'identity'
     try { $sid = Resolve-Identity $identity } catch { return [ordered]@{ changed = $false } }
-    $acl = $folder.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+    $acl = Get-FolderAccess $folder
     $found = $false
     foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])) {
         if ($rule.IdentityReference -eq $sid -and $rule.AccessControlType -eq 'Allow') { $found = $true }
@@ -1447,7 +1625,7 @@ function Invoke-AclRevoke($A) {
     if (-not $found) { return [ordered]@{ changed = $false } }
     $template = New-Object System.Security.AccessControl.FileSystemAccessRule($sid, [System.Security.AccessControl.FileSystemRights]::Read, [System.Security.AccessControl.AccessControlType]::Allow)
     $acl.RemoveAccessRuleAll($template)
-    $folder.SetAccessControl($acl)
+    Set-FolderAccess $folder $acl
     return [ordered]@{ changed = $true }
 }
 
@@ -1557,10 +1735,8 @@ function New-ErrorResponse($Op, $Index, [string]$Code, [string]$Message, $HResul
 
 function Invoke-Request([string]$Json) {
     $results = New-List
-    $serializer = New-Object System.Web.Script.Serialization.JavaScriptSerializer
-    $serializer.MaxJsonLength = [int]::MaxValue
     try {
-        $request = $serializer.DeserializeObject($Json)
+        $request = [AgentJson]::Parse($Json)
     } catch {
         return (New-ErrorResponse $null $null 'BadRequest' 'the request is not JSON' $null $results)
     }

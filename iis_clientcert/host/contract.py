@@ -38,7 +38,7 @@ PROTOCOL_VERSION: Final = 1
 # Separates the agent script from the JSON request on stdin.
 REQUEST_MARKER: Final = "\n#--iis-clientcert-request--\n"
 
-# The constant program that powershell.exe runs. It reads stdin (agent script, marker,
+# The constant program that powershell.exe (or pwsh.exe) runs. It reads stdin (agent script, marker,
 # JSON request), turns the script into a script block and hands it the request text.
 # Nothing in it varies between calls, so nothing variable reaches the command line.
 BOOTSTRAP: Final = (
@@ -49,7 +49,9 @@ BOOTSTRAP: Final = (
     # `# is an escaped '#': the same text, and kept clear of PowerShell grammars that
     # would otherwise take the rest of the line for a comment.
     '$marker = "`n`#--iis-clientcert-request--`n"\n'
-    "$cut = $payload.IndexOf($marker)\n"
+    # Ordinal: a culture-aware IndexOf (PowerShell's default for strings) can miss a marker
+    # that follows a CR under ICU (.NET 5+, so PowerShell 7 on current Windows).
+    "$cut = $payload.IndexOf($marker, [StringComparison]::Ordinal)\n"
     "if ($cut -lt 0) {\n"
     '  [Console]::Out.Write(\'{"ok":false,"results":[],"error":{"op":null,"index":null,'
     '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}\')\n'
@@ -59,7 +61,17 @@ BOOTSTRAP: Final = (
     "& $agent $payload.Substring($cut + $marker.Length)\n"
 )
 
-POWERSHELL: Final = "powershell.exe"
+# Which PowerShell runs the agent, per connection (``connection.shell``): Windows
+# PowerShell 5.1 ships with every Windows Server; PowerShell 7 (pwsh.exe) is a separate
+# install. The agent and the bootstrap are the same for both.
+SHELLS: Final[dict[str, str]] = {"powershell": "powershell.exe", "pwsh": "pwsh.exe"}
+DEFAULT_SHELL: Final = "powershell"
+POWERSHELL: Final = SHELLS[DEFAULT_SHELL]
+
+
+def executable(shell: str = DEFAULT_SHELL) -> str:
+    """The program of an agent command for a ``connection.shell`` value."""
+    return SHELLS[shell]
 
 
 def encoded_bootstrap() -> str:

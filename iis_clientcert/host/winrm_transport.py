@@ -262,8 +262,17 @@ def _map_error(
         return _MappedError(AuthenticationError(host, text), retryable=False)
     if isinstance(exc, winrm.exceptions.WSManFaultError):
         code = exc.wsman_fault_code
+        fault_reason = f"{exc.reason} {where}"
+        if code is not None and code & 0xFFFFFFFF in (0x80070002, 2):
+            # WinRS could not start the program (CreateProcess): nothing ran.
+            program = contract.executable(conn.shell)
+            fault_reason += (
+                f": {program} was not found on the host (connection.shell = {conn.shell!r}); "
+                "install PowerShell 7 there, or use shell: powershell"
+            )
+            may_have_run = False
         return _MappedError(
-            WSManFaultError(host, code, f"{exc.reason} {where}", command_may_have_run=may_have_run),
+            WSManFaultError(host, code, fault_reason, command_may_have_run=may_have_run),
             retryable=False,
         )
     if isinstance(exc, winrm.exceptions.WinRMTransportError):
@@ -442,7 +451,7 @@ def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
             # PowerShell itself, so no cmd parsing and no 8191-character line limit.
             command_id = protocol.run_command(
                 shell_id,
-                contract.POWERSHELL,
+                contract.executable(conn.shell),
                 contract.command_arguments(),
                 console_mode_stdin=False,
                 skip_cmd_shell=True,

@@ -276,7 +276,7 @@ def test_pwsh_is_missing_on_a_stock_server(host: AgentRunner) -> None:
     assert audit_lines(host)[-1]["result"] == "NotInstalled"
 
 
-@pytest.mark.parametrize("program", ["pwsh.exe", "C:\\Program Files\\PowerShell\\7\\pwsh.exe"])
+@pytest.mark.parametrize("program", ["pwsh.exe", '"C:\\Program Files\\PowerShell\\7\\pwsh.exe"'])
 def test_the_agent_runs_under_powershell_7(host: AgentRunner, program: str) -> None:
     _install_powershell_7(host)
     outcome = _run_as(host, program, make_op("host.facts"), make_op("site.list"))

@@ -626,8 +626,10 @@ def test_slow_command_is_retried_past_the_operation_timeout(server, wsman_pki, h
 def test_command_options_reach_the_handler(server, wsman_pki, handler):
     protocol = basic_session(server, wsman_pki).protocol
     shell_id = protocol.open_shell()
-    for kwargs in ({}, {"console_mode_stdin": False, "skip_cmd_shell": True}):
-        command_id = protocol.run_command(shell_id, "whoami", **kwargs)
+    for command_id in (
+        protocol.run_command(shell_id, "whoami"),
+        protocol.run_command(shell_id, "whoami", console_mode_stdin=False, skip_cmd_shell=True),
+    ):
         protocol.get_command_output(shell_id, command_id)
         protocol.cleanup_command(shell_id, command_id)
     protocol.close_shell(shell_id)
