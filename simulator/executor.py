@@ -29,6 +29,7 @@ from iis_clientcert.host.contract import (
     validate_request,
 )
 from iis_clientcert_simulator import audit
+from iis_clientcert_simulator.agent_reading import AgentText
 from iis_clientcert_simulator.errors import HR_FAIL, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.ops import HANDLERS
@@ -59,6 +60,7 @@ _PAYLOAD_EXIT = 2
 _POWERSHELL_NAMES = tuple(EXECUTABLES)
 # What CreateProcess answers for a program that is not there (WINRS_SKIP_CMD_SHELL=TRUE).
 _FILE_NOT_FOUND = 0x80070002
+_PATH_NOT_FOUND = 0x80070003
 # powershell.exe parameters that take a value (so the value is not the command).
 _VALUE_PARAMS = (
     "-executionpolicy",
@@ -286,15 +288,33 @@ class Executor:
         except ContractError as exc:
             self._audit(base, "agent", [], "BadRequest", None, started)
             return _outcome(error_result(None, None, "BadRequest", str(exc)), 0)
-        return _outcome(self.run_ops(request["ops"], base, started), 0)
+        refused: dict[str, OpError] = {}
+        if not self.state.host_facts().get("account_has_temp", False):
+            for op, why in AgentText.read(script).ops_needing_temp(edition).items():
+                # What the agent meets there: DirectoryNotFoundException for a path under a
+                # TEMP that does not exist (0x80070003, which the agent reads as NotFound).
+                refused[op] = OpError(
+                    "NotFound",
+                    "Could not find a part of the path "
+                    f"'C:\\Users\\{base.get('user', 'deployer')}\\AppData\\Local\\Temp': "
+                    f"this host's WinRM account has no TEMP folder, and the agent's {why}",
+                    _PATH_NOT_FOUND,
+                )
+        return _outcome(self.run_ops(request["ops"], base, started, refused=refused), 0)
 
     def run_ops(
         self,
         ops: list[dict[str, Any]],
         base: dict[str, Any] | None = None,
         started: float | None = None,
+        *,
+        refused: dict[str, OpError] | None = None,
     ) -> dict[str, Any]:
-        """Run validated ops in order under the state lock; stop at the first error."""
+        """Run validated ops in order under the state lock; stop at the first error.
+
+        ``refused``: ops that fail on this host whatever their arguments (what the agent
+        script would meet there, read from its text), with their error.
+        """
         started = time.monotonic() if started is None else started
         entries = [audit.op_entry(o["op"], o.get("args", {})) for o in ops]
         results: list[Any] = []
@@ -306,6 +326,8 @@ class Executor:
                     injected = self._take_fail_op()
                     if injected is not None:
                         raise injected
+                    if refused and name in refused:
+                        raise refused[name]
                     results.append(HANDLERS[name](session, args))
                     session.save()
                 except OpError as exc:

@@ -126,7 +126,7 @@ class Violation:
         return f"line {self.line}: {self.api.what} does not exist in {program}"
 
 
-def _scan(script: str) -> tuple[str, str]:
+def scan(script: str) -> tuple[str, str]:
     """Two copies of the script, same length: (code, text).
 
     ``code`` has comments and the insides of strings blanked, so braces and keywords in
@@ -210,7 +210,7 @@ def _guards(code: str) -> list[Edition | None]:
 def violations(script: str, edition: Edition) -> list[Violation]:
     """Calls ``script`` makes, outside a block for the other edition, that ``edition`` lacks."""
     missing = DESKTOP_ONLY if edition == "Core" else CORE_ONLY
-    code, text = _scan(script)
+    code, text = scan(script)
     guards = _guards(code)
     found: list[Violation] = []
     for api in missing:

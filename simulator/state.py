@@ -51,6 +51,10 @@ HOST_FACTS: dict[str, Any] = {
     # of every Windows Server) and "Core" (PowerShell 7, pwsh.exe, a separate install). The
     # default is a stock server: 5.1 only.
     "powershell_editions": ["Desktop"],
+    # Whether the WinRM account has a usable TEMP folder. One that never logged on
+    # interactively, reached with WinRS's noprofile, may have none (FACTS.md, "Real-host
+    # pitfalls"); the agent must not need it, so the default is the harder host.
+    "account_has_temp": False,
 }
 
 # Physical paths of the two initial sites, as acl.json keys.

@@ -335,3 +335,81 @@ def test_windows_powershell_refuses_an_agent_that_needs_powershell_7(
     stdin = _with_agent(monkeypatch, guarded)
     outcome = host.command("powershell.exe", command_arguments(), stdin)
     assert parse_result(outcome.stdout)["ok"], outcome.stderr
+
+
+# --- a writable TEMP (FACTS.md, "Real-host pitfalls"; simulator/agent_reading.py) ---------
+
+
+def _set_fact(host: AgentRunner, **facts: Any) -> None:
+    path = host.state_dir / "host.json"
+    data = json.loads(path.read_text())
+    data.update(facts)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edition", ["powershell.exe", "pwsh.exe"])
+def test_the_agent_needs_no_temp_folder(host: AgentRunner, edition: str) -> None:
+    # The default host's WinRM account has no TEMP: logons (Add-Type on 5.1) and encrypted
+    # values (a decryption copy of applicationHost.config) must work all the same.
+    _install_powershell_7(host)
+    password = "Temp-Less-Pw-1!"
+    mapping = element(
+        {"enabled": "true"},
+        children={
+            "oneToOneMappings": element(
+                items=[
+                    element({"certificate": "QUJD", "userName": "notemp1", "password": password})
+                ]
+            )
+        },
+    )
+    ops = [
+        make_op("user.set", name="notemp1", password=password),
+        make_op("user.verify_password", name="notemp1", password=password),
+        make_op("config.set", section=SECTION_MAPPING, location="shop", element=mapping),
+        make_op("config.set", section=SECTION_MAPPING, location="shop", element=mapping),
+        make_op("mapping.verify_logons", site="shop"),
+    ]
+    result = parse_result(_run_as(host, edition, *ops).stdout)
+    assert result["ok"], result.get("error")
+    assert result["results"][1]["valid"] is True
+    assert result["results"][3]["changed"] is False
+
+
+def test_an_agent_that_reads_temp_fails_where_the_account_has_none(
+    host: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = agent_script().replace(
+        "function Invoke-UserGet($A) {\n",
+        "function Invoke-UserGet($A) {\n    $scratch = [System.IO.Path]::GetTempPath()\n",
+    )
+    digest = hashlib.sha256(executor._normalize_script(script)).hexdigest()
+    monkeypatch.setattr(executor, "agent_script_digest", lambda: digest)
+    stdin = encode_stdin(
+        script, make_request([make_op("host.facts"), make_op("user.get", name="x")])
+    )
+    result = parse_result(host.command(POWERSHELL, command_arguments(), stdin).stdout)
+    error = result["error"]
+    assert (error["op"], error["code"], error["hresult"]) == ("user.get", "NotFound", "0x80070003")
+    assert "no TEMP" in error["message"] and "GetTempPath" in error["message"]
+    assert len(result["results"]) == 1  # host.facts does not reach it
+    _set_fact(host, account_has_temp=True)
+    result = parse_result(host.command(POWERSHELL, command_arguments(), stdin).stdout)
+    assert result["ok"]
+
+
+def test_add_type_on_windows_powershell_needs_tmp_pointed_elsewhere(
+    host: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 5.1 compiles through csc.exe and files in TMP; PowerShell 7 compiles in memory.
+    _install_powershell_7(host)
+    script = agent_script().replace(
+        "function Invoke-UserGet($A) {\n",
+        "function Invoke-UserGet($A) {\n    Add-Type -TypeDefinition 'public class X {}'\n",
+    )
+    digest = hashlib.sha256(executor._normalize_script(script)).hexdigest()
+    monkeypatch.setattr(executor, "agent_script_digest", lambda: digest)
+    stdin = encode_stdin(script, make_request([make_op("user.get", name="x")]))
+    error = parse_result(host.command(POWERSHELL, command_arguments(), stdin).stdout)["error"]
+    assert error["code"] == "NotFound" and "csc.exe" in error["message"]
+    assert parse_result(host.command("pwsh.exe", command_arguments(), stdin).stdout)["ok"]

@@ -245,3 +245,49 @@ def test_string_searches_compare_ordinally(agent: str, which: str) -> None:
         assert calls, "the bootstrap finds its marker with IndexOf"
     cultural = [c for c in calls if not re.search(r"StringComparison\]::Ordinal|\[char\]", c)]
     assert cultural == []
+
+
+# --- TEMP and Add-Type (FACTS.md, "Real-host pitfalls": script-block logging, TEMP) -------
+
+
+def _function_bodies(text: str) -> dict[str, str]:
+    tree, source = _parse(text)
+    out = {}
+    for node in _walk(tree.root_node):
+        if node.type == "function_statement":
+            name = next(c for c in node.children if c.type == "function_name")
+            out[_text(name, source).lower()] = _text(node, source)
+    return out
+
+
+def test_add_type_compiles_at_most_once_per_process_outside_the_accounts_temp(
+    agent: str,
+) -> None:
+    bodies = {n: b for n, b in _function_bodies(agent).items() if "Add-Type" in b}
+    assert bodies, "the agent compiles its LogonUser binding with Add-Type"
+    for name, body in bodies.items():
+        compile_at = body.index("Add-Type")
+        # The compiled type is looked up first: one compilation per agent process.
+        assert re.search(r"if \(\$null -ne \('(\w+)' -as \[type\]\)\) \{ return \}", body), name
+        # 5.1 compiles through files in TMP: pointed at the agent's private folder first.
+        assert "$env:TMP = Get-AgentTempDirectory" in body[:compile_at], name
+
+
+def test_the_accounts_temp_folder_is_never_read(agent: str) -> None:
+    tree, source = _parse(agent)
+    code = "".join(
+        _text(n, source)
+        for n in _walk(tree.root_node)
+        if n.child_count == 0 and n.type != "comment"
+    )
+    assert not re.search(r"(?i)GetTempPath|GetTempFileName|New-TemporaryFile", code)
+    assert not re.search(r"(?i)\$env:TE?MP\b(?!\s*=)", agent)
+
+
+def test_the_private_temp_folder_is_admin_only_and_removed(agent: str) -> None:
+    body = _function_bodies(agent)["get-agenttempdirectory"]
+    assert "Join-Path $env:windir" in body and "NewGuid()" in body
+    assert "SetAccessRuleProtection($true, $false)" in body
+    assert "'S-1-5-18'" in body and "'S-1-5-32-544'" in body  # SYSTEM, Administrators
+    last = agent[agent.rindex("\ntry {") :]
+    assert "finally" in last and "Remove-AgentTempDirectory" in last
