@@ -626,6 +626,38 @@ function Add-EncryptedValues($Element, $Schema, $List) {
     }
 }
 
+$script:AgentTemp = $null
+
+function Get-AgentTempDirectory {
+    # A folder of this agent process's own, never the account's TEMP (which an account that
+    # never logged on may not have): %windir%\Temp\iis-clientcert-<guid>, where users cannot
+    # list names, with a protected DACL for SYSTEM and Administrators only. TMP and TEMP
+    # point at it for the rest of the process (Path.GetTempPath and child processes read
+    # them); it is removed when the request is done.
+    if ($null -ne $script:AgentTemp) { return $script:AgentTemp }
+    $path = Join-Path $env:windir ('Temp\iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    $folder = [System.IO.Directory]::CreateDirectory($path)
+    $acl = New-Object System.Security.AccessControl.DirectorySecurity
+    $acl.SetAccessRuleProtection($true, $false)
+    $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
+    foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {
+        $identity = New-Object System.Security.Principal.SecurityIdentifier($sid)
+        $rule = New-Object System.Security.AccessControl.FileSystemAccessRule($identity, [System.Security.AccessControl.FileSystemRights]::FullControl, $inherit, [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
+        $acl.AddAccessRule($rule)
+    }
+    Set-FolderAccess $folder $acl
+    $script:AgentTemp = $path
+    $env:TMP = $path
+    $env:TEMP = $path
+    return $path
+}
+
+function Remove-AgentTempDirectory {
+    if ($null -eq $script:AgentTemp) { return }
+    Remove-Item -LiteralPath $script:AgentTemp -Recurse -Force -ErrorAction SilentlyContinue
+    $script:AgentTemp = $null
+}
+
 function Unprotect-IisValues($Values) {
     # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system:
     # a copy of applicationHost.config (holding only ciphertext) gets one location per value
@@ -650,7 +682,7 @@ function Unprotect-IisValues($Values) {
         [void]$paths.Add($path)
         $i++
     }
-    $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    $dir = Join-Path (Get-AgentTempDirectory) ('decrypt-' + [guid]::NewGuid().ToString('N'))
     [void][System.IO.Directory]::CreateDirectory($dir)
     try {
         $copy = Join-Path $dir 'applicationHost.config'
@@ -1383,10 +1415,22 @@ public static class IisClientCertLogon {
 }
 '@
 
+function Initialize-LogonType {
+    # LogonUser through P/Invoke, compiled at most once per agent process (the type is looked
+    # up first) and only when a logon is tried. Script-block logging flags any script that
+    # holds Add-Type/DllImport as suspicious (event 4104) when it is loaded, compiled or not.
+    if ($null -ne ('IisClientCertLogon' -as [type])) { return }
+    # Windows PowerShell 5.1 compiles with csc.exe through files in TMP; the account's own
+    # TEMP may not exist (an account that never logged on, reached with noprofile).
+    # PowerShell 7 compiles in memory.
+    $env:TMP = Get-AgentTempDirectory
+    Add-Type -TypeDefinition $script:LogonSource
+}
+
 function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [string]$DefaultDomain = '.') {
     # The Win32 error of LogonUser (0 = success). The password is a .NET string argument,
     # never a command line. Logon types: 2 interactive, 3 network, 4 batch, 8 cleartext.
-    if ($null -eq ('IisClientCertLogon' -as [type])) { Add-Type -TypeDefinition $script:LogonSource }
+    Initialize-LogonType
     $domain = $DefaultDomain
     if ([string]::IsNullOrEmpty($domain)) { $domain = '.' }
     $user = $UserName
@@ -1787,5 +1831,7 @@ try {
 } catch {
     $exception = Get-InnermostException $_.Exception
     $response = New-ErrorResponse $null $null 'Fault' $exception.Message $exception.HResult (New-List)
+} finally {
+    Remove-AgentTempDirectory
 }
 Write-AgentOutput $response

@@ -263,10 +263,10 @@ def _function_bodies(text: str) -> dict[str, str]:
 def test_add_type_compiles_at_most_once_per_process_outside_the_accounts_temp(
     agent: str,
 ) -> None:
-    bodies = {n: b for n, b in _function_bodies(agent).items() if "Add-Type" in b}
+    bodies = {n: b for n, b in _function_bodies(agent).items() if "Add-Type -" in b}
     assert bodies, "the agent compiles its LogonUser binding with Add-Type"
     for name, body in bodies.items():
-        compile_at = body.index("Add-Type")
+        compile_at = body.index("Add-Type -")
         # The compiled type is looked up first: one compilation per agent process.
         assert re.search(r"if \(\$null -ne \('(\w+)' -as \[type\]\)\) \{ return \}", body), name
         # 5.1 compiles through files in TMP: pointed at the agent's private folder first.
