@@ -1,4 +1,4 @@
-"""What the simulator reads from agent.ps1's text, since it cannot run PowerShell.
+r"""What the simulator reads from agent.ps1's text, since it cannot run PowerShell.
 
 The executor runs the contract's ops with its own model; what the agent script does on a
 real host (which PowerShell APIs it calls, which files it needs, which locks it takes) is
@@ -10,7 +10,11 @@ read from the script itself, so the simulator fails the agent where Windows woul
   none (FACTS.md, "Real-host pitfalls": an account that never logged on, with WinRS's
   noprofile, may have no TEMP; docs/real-host.md). Windows PowerShell 5.1's Add-Type
   compiles C# with csc.exe through files in TMP, so on 5.1 a function that compiles with
-  Add-Type must point ``$env:TMP`` elsewhere first, in the same function.
+  Add-Type must point ``$env:TMP`` elsewhere first, in the same function;
+- the host-wide named mutex ``Global\iis-clientcert-agent`` (created, waited on, released)
+  that serialises write batches, and whether a commit conflict (Microsoft.Web.Administration's
+  FileLoadException, "the file has changed on disk") is caught to run the op again (FACTS.md,
+  "Real-host pitfalls": Microsoft.Web.Administration commits optimistically).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Final
 from iis_clientcert_simulator.powershell_editions import Edition, scan
 
 TOP_LEVEL: Final = "<script>"
+MUTEX_NAME: Final = "Global\\iis-clientcert-agent"
 
 _FUNCTION: Final = re.compile(r"\bfunction\s+([A-Za-z][\w-]*)\s*(?:\([^)]*\))?\s*$", re.I)
 _HANDLER: Final = re.compile(r"'([a-z]+\.[a-z_]+)'\s*=\s*\{([^}]*)\}")
@@ -100,6 +105,18 @@ class AgentText:
                     "and files in TMP (the account's temp folder)"
                 )
         return found
+
+    def takes_host_mutex(self) -> bool:
+        """Whether the script creates, waits on and releases the host's agent mutex."""
+        created = re.search(
+            r"New-Object\s+System\.Threading\.Mutex\s*\([^)]*'" + re.escape(MUTEX_NAME) + "'",
+            self.text,
+        )
+        return bool(created) and ".WaitOne(" in self.code and ".ReleaseMutex()" in self.code
+
+    def retries_commit_conflict(self) -> bool:
+        """Whether the script catches a commit conflict (FileLoadException) to retry."""
+        return "[System.IO.FileLoadException]" in self.code
 
     def ops_needing_temp(self, edition: Edition) -> dict[str, str]:
         uses = self.temp_uses(edition)

@@ -31,3 +31,8 @@ HR_INVALID_PASSWORD = 0x80070056
 HR_ASN1_EOD = 0x80093102
 HR_ASN1_BADTAG = 0x8009310B
 HR_FAIL = 0x80004005
+# Microsoft.Web.Administration's FileLoadException when the file changed since it was read
+# ("Cannot commit configuration changes because the file has changed on disk"). Its HRESULT
+# is not documented: ERROR_FILE_INVALID ("the file ... has been externally altered") is the
+# likely one and is unconfirmed (docs/real-host.md); the agent goes by the exception type.
+HR_FILE_CHANGED = 0x800703EE

@@ -10,18 +10,21 @@ the first error; every command leaves one line in audit.log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import shlex
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from iis_clientcert.host.contract import (
     BOOTSTRAP,
+    OPS,
     ContractError,
     command_arguments,
     error_result,
@@ -29,7 +32,7 @@ from iis_clientcert.host.contract import (
     validate_request,
 )
 from iis_clientcert_simulator import audit
-from iis_clientcert_simulator.agent_reading import AgentText
+from iis_clientcert_simulator.agent_reading import MUTEX_NAME, AgentText
 from iis_clientcert_simulator.errors import HR_FAIL, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.ops import HANDLERS
@@ -138,6 +141,26 @@ def _powershell_script(args: list[str]) -> str | None:
             continue
         return " ".join(args[i:])
     return ""
+
+
+# How long a write batch waits for the agent mutex (the agent's own wait, agent.ps1).
+MUTEX_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    """What the agent script does on this host, as the simulator reads it (agent_reading)."""
+
+    refused: dict[str, OpError] = field(default_factory=dict)  # op -> the error it meets
+    takes_mutex: bool = False  # holds the host's agent mutex around a write batch
+    retries_conflict: bool = False  # runs an op again once after a commit conflict
+
+
+def agent_script_text() -> str:
+    try:
+        return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
+    except (FileNotFoundError, OSError):
+        return ""
 
 
 def _outcome(result: dict[str, Any], exit_code: int) -> CommandOutcome:
@@ -288,9 +311,19 @@ class Executor:
         except ContractError as exc:
             self._audit(base, "agent", [], "BadRequest", None, started)
             return _outcome(error_result(None, None, "BadRequest", str(exc)), 0)
+        return _outcome(
+            self.run_ops(
+                request["ops"], base, started, agent=self._agent_run(script, edition, base)
+            ),
+            0,
+        )
+
+    def _agent_run(self, script: str, edition: Edition, base: dict[str, Any]) -> AgentRun:
+        """How this agent script behaves on this host, read from its text."""
+        reading = AgentText.read(script)
         refused: dict[str, OpError] = {}
         if not self.state.host_facts().get("account_has_temp", False):
-            for op, why in AgentText.read(script).ops_needing_temp(edition).items():
+            for op, why in reading.ops_needing_temp(edition).items():
                 # What the agent meets there: DirectoryNotFoundException for a path under a
                 # TEMP that does not exist (0x80070003, which the agent reads as NotFound).
                 refused[op] = OpError(
@@ -300,7 +333,11 @@ class Executor:
                     f"this host's WinRM account has no TEMP folder, and the agent's {why}",
                     _PATH_NOT_FOUND,
                 )
-        return _outcome(self.run_ops(request["ops"], base, started, refused=refused), 0)
+        return AgentRun(
+            refused=refused,
+            takes_mutex=reading.takes_host_mutex(),
+            retries_conflict=reading.retries_commit_conflict(),
+        )
 
     def run_ops(
         self,
@@ -308,47 +345,99 @@ class Executor:
         base: dict[str, Any] | None = None,
         started: float | None = None,
         *,
-        refused: dict[str, OpError] | None = None,
+        agent: AgentRun | None = None,
     ) -> dict[str, Any]:
-        """Run validated ops in order under the state lock; stop at the first error.
+        """Run validated ops in order, each under the state lock; stop at the first error.
 
-        ``refused``: ops that fail on this host whatever their arguments (what the agent
-        script would meet there, read from its text), with their error.
+        Ops of concurrent batches interleave, as the agent's do on Windows: each op reads
+        accounts, ACLs and HTTP.sys afresh, while applicationHost.config is the batch's copy
+        from its first read, and a commit fails with Conflict when the file changed since
+        (Microsoft.Web.Administration's optimistic concurrency). ``agent`` (default: what
+        the shipped agent.ps1 does) says whether the batch holds the host's agent mutex
+        when it writes, retries an op once after a commit conflict, and which ops fail on
+        this host whatever their arguments.
         """
         started = time.monotonic() if started is None else started
+        agent = agent if agent is not None else self._shipped_agent()
         entries = [audit.op_entry(o["op"], o.get("args", {})) for o in ops]
         results: list[Any] = []
-        with self.state.locked():
+        writes = any(OPS[o["op"]].writes for o in ops)
+        mutex = (
+            self.state.agent_mutex(MUTEX_TIMEOUT)
+            if agent.takes_mutex and writes
+            else contextlib.nullcontext(True)
+        )
+        with mutex as held:
+            if not held:
+                self._audit(base or {}, "agent", entries, "Conflict", 0, started)
+                return error_result(
+                    ops[0]["op"],
+                    0,
+                    "Conflict",
+                    f"another agent has held this host's write lock ({MUTEX_NAME}) for over "
+                    f"{MUTEX_TIMEOUT:g} s",
+                    None,
+                    results,
+                )
             session = Session(self.state)
             for index, entry in enumerate(ops):
+                if index:
+                    self._pause_between_ops()
                 name, args = entry["op"], entry.get("args", {})
-                try:
-                    injected = self._take_fail_op()
-                    if injected is not None:
-                        raise injected
-                    if refused and name in refused:
-                        raise refused[name]
-                    results.append(HANDLERS[name](session, args))
-                    session.save()
-                except OpError as exc:
-                    session.discard()
-                    self._audit(base or {}, "agent", entries, exc.code, index, started)
-                    return error_result(name, index, exc.code, exc.message, exc.hresult, results)
-                except Exception as exc:
-                    # Unexpected: report the type only, a message could quote a value.
-                    logger.exception("op %s failed unexpectedly", name)
-                    session.discard()
-                    self._audit(base or {}, "agent", entries, "Fault", index, started)
-                    return error_result(
-                        name,
-                        index,
-                        "Fault",
-                        f"the simulator failed unexpectedly ({type(exc).__name__})",
-                        HR_FAIL,
-                        results,
-                    )
-            self._audit(base or {}, "agent", entries, "ok", None, started)
+                retried = False
+                while True:
+                    with self.state.locked():
+                        try:
+                            session.begin_op()
+                            injected = self._take_fail_op()
+                            if injected is not None:
+                                raise injected
+                            if name in agent.refused:
+                                raise agent.refused[name]
+                            result = HANDLERS[name](session, args)
+                            session.save()
+                        except OpError as exc:
+                            session.discard()
+                            if exc.code == "Conflict" and agent.retries_conflict and not retried:
+                                # The agent runs the op again once: a new ServerManager reads
+                                # the file as it is now.
+                                retried = True
+                                continue
+                            self._audit(base or {}, "agent", entries, exc.code, index, started)
+                            return error_result(
+                                name, index, exc.code, exc.message, exc.hresult, results
+                            )
+                        except Exception as exc:
+                            # Unexpected: report the type only, a message could quote a value.
+                            logger.exception("op %s failed unexpectedly", name)
+                            session.discard()
+                            self._audit(base or {}, "agent", entries, "Fault", index, started)
+                            return error_result(
+                                name,
+                                index,
+                                "Fault",
+                                f"the simulator failed unexpectedly ({type(exc).__name__})",
+                                HR_FAIL,
+                                results,
+                            )
+                    results.append(result)
+                    break
+        self._audit(base or {}, "agent", entries, "ok", None, started)
         return {"ok": True, "results": results}
+
+    def _shipped_agent(self) -> AgentRun:
+        return self._agent_run(agent_script_text(), "Desktop", {})
+
+    def _pause_between_ops(self) -> None:
+        """faults.json ``op_pause_ms``: a pause between the ops of a batch, outside the state
+        lock (a slow host), so that concurrent batches interleave."""
+        try:
+            faults = read_json(self.state.faults, {}) or {}
+        except (ValueError, OSError):
+            return
+        pause = faults.get("op_pause_ms") if isinstance(faults, dict) else None
+        if isinstance(pause, int | float) and not isinstance(pause, bool) and pause > 0:
+            time.sleep(min(float(pause), 60_000.0) / 1000)
 
     # --- faults and audit -------------------------------------------------------------
 

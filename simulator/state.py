@@ -76,6 +76,9 @@ WEBCONFIG_TEMPLATE = '<?xml version="1.0" encoding="UTF-8"?>\n<configuration>\n<
 # One lock per process: threads of one server serialise here, processes on the file lock.
 _PROCESS_LOCK = threading.RLock()
 _HELD = threading.local()
+# The agent's named mutex (Global\iis-clientcert-agent), one per simulated host.
+_MUTEXES: dict[str, threading.Lock] = {}
+_MUTEXES_GUARD = threading.Lock()
 
 
 class HostState:
@@ -119,6 +122,27 @@ class HostState:
                 finally:
                     _HELD.depth = 0
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def agent_mutex(self, timeout: float) -> Iterator[bool]:
+        """The host-wide named mutex the agent takes around a write batch: yields whether it
+        was acquired within ``timeout`` seconds (threads here, processes on a file lock)."""
+        key = str(self.dir.resolve())
+        with _MUTEXES_GUARD:
+            lock = _MUTEXES.setdefault(key, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            yield False
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.dir / ".agent-mutex", "a+b") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield True
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        finally:
+            lock.release()
 
     def ensure(self) -> None:
         """Create the host at first start; later starts keep what is there."""
@@ -259,6 +283,13 @@ class Session:
         if self._httpsys is None:
             self._httpsys = _JsonDoc(self.state.httpsys, {})
         return HttpSys(self._httpsys.data)
+
+    def begin_op(self) -> None:
+        """Start an op: accounts, ACLs, HTTP.sys and web.config files are read afresh (on
+        Windows each op sees what other batches did since). applicationHost.config is kept:
+        the batch's copy, whose version on disk a commit checks (Apphost.save)."""
+        self._webconfigs.clear()
+        self._users = self._acl = self._httpsys = None
 
     def save(self) -> None:
         if self._apphost is not None:

@@ -350,6 +350,10 @@ ERROR_CODES: Final[dict[str, str]] = {
     "PolicyViolation": "the password or account name breaks the host's policy",
     "BadCertificate": "the certificate or PFX cannot be decoded",
     "AccessDenied": "the agent's account lacks the right to do this",
+    "Conflict": (
+        "applicationHost.config changed on disk between the agent's read and its commit "
+        "(another writer), or another agent held the host's write lock too long"
+    ),
     "Fault": "an injected or unexpected failure on the host",
 }
 

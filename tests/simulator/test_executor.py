@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from iis_clientcert.host.contract import (
     parse_result,
 )
 from iis_clientcert_simulator import audit, executor
+from iis_clientcert_simulator.agent_reading import AgentText
 from iis_clientcert_simulator.powershell_errors import encode_command
 from iis_clientcert_simulator.testing import AgentRunner, agent_script
 from iis_clientcert_simulator.wsman import CommandNotStarted
@@ -413,3 +416,102 @@ def test_add_type_on_windows_powershell_needs_tmp_pointed_elsewhere(
     error = parse_result(host.command(POWERSHELL, command_arguments(), stdin).stdout)["error"]
     assert error["code"] == "NotFound" and "csc.exe" in error["message"]
     assert parse_result(host.command("pwsh.exe", command_arguments(), stdin).stdout)["ok"]
+
+
+# --- concurrent writers (FACTS.md, "Real-host pitfalls": optimistic commits) ------------------
+
+
+def _ssl_batch(location: str, flags: str = "Ssl") -> list[dict[str, Any]]:
+    # Read first (the batch's copy of applicationHost.config), write later.
+    return [
+        make_op("config.get", section=SECTION_SSL, location="shop"),
+        make_op(
+            "config.set",
+            section=SECTION_SSL,
+            location=location,
+            element=element({"sslFlags": flags}),
+        ),
+    ]
+
+
+def _concurrently(host: AgentRunner, *batches: tuple[list[dict[str, Any]], Any]) -> list[Any]:
+    """Run batches on threads, each op pausing 300 ms after the first so they interleave."""
+    (host.state_dir / "faults.json").write_text(json.dumps({"op_pause_ms": 300}))
+    out: list[Any] = [None] * len(batches)
+
+    def run(i: int) -> None:
+        ops, agent = batches[i]
+        out[i] = host.executor.run_ops(ops, agent=agent)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(30)
+    (host.state_dir / "faults.json").write_text("{}")
+    return out
+
+
+def _ssl_at(host: AgentRunner, location: str) -> bool:
+    return bool(host.one("config.get", section=SECTION_SSL, location=location)["present"])
+
+
+def test_interleaved_write_batches_conflict_without_the_agent_mutex(host: AgentRunner) -> None:
+    plain = executor.AgentRun()
+    first, second = _concurrently(
+        host, (_ssl_batch("shop/conc-a"), plain), (_ssl_batch("shop/conc-b"), plain)
+    )
+    assert first["ok"], first
+    error = second["error"]
+    assert (error["op"], error["code"], error["hresult"]) == (
+        "config.set",
+        "Conflict",
+        "0x800703EE",
+    )
+    assert (
+        "Cannot commit configuration changes because the file has changed on disk"
+        in (error["message"])
+    )
+    # No lost update: the first batch's change is there, the refused one is not.
+    assert _ssl_at(host, "shop/conc-a") and not _ssl_at(host, "shop/conc-b")
+
+
+def test_the_agent_mutex_serialises_write_batches(host: AgentRunner) -> None:
+    agent = executor.AgentRun(takes_mutex=True)
+    results = _concurrently(
+        host, (_ssl_batch("shop/conc-a"), agent), (_ssl_batch("shop/conc-b"), agent)
+    )
+    assert [r["ok"] for r in results] == [True, True], results
+    assert _ssl_at(host, "shop/conc-a") and _ssl_at(host, "shop/conc-b")
+
+
+@pytest.mark.parametrize("retries", [True, False])
+def test_a_conflict_with_another_writer_is_retried_once_after_reading_again(
+    host: AgentRunner, retries: bool
+) -> None:
+    # Another tool (IIS Manager, appcmd) takes no mutex of ours: only the retry helps.
+    agent = executor.AgentRun(takes_mutex=True, retries_conflict=retries)
+    other = [
+        make_op(
+            "config.set",
+            section=SECTION_SSL,
+            location="shop/conc-x",
+            element=element({"sslFlags": "Ssl"}),
+        )
+    ]
+    ours, theirs = _concurrently(
+        host, (_ssl_batch("shop/conc-a"), agent), (other, executor.AgentRun())
+    )
+    assert theirs["ok"]
+    if retries:
+        assert ours["ok"], ours
+        assert _ssl_at(host, "shop/conc-a") and _ssl_at(host, "shop/conc-x")
+    else:
+        assert ours["error"]["code"] == "Conflict"
+
+
+def test_the_shipped_agent_takes_the_mutex_and_retries_a_conflict() -> None:
+    reading = AgentText.read(agent_script())
+    assert reading.takes_host_mutex()
+    assert reading.retries_commit_conflict()

@@ -291,3 +291,33 @@ def test_the_private_temp_folder_is_admin_only_and_removed(agent: str) -> None:
     assert "'S-1-5-18'" in body and "'S-1-5-32-544'" in body  # SYSTEM, Administrators
     last = agent[agent.rindex("\ntry {") :]
     assert "finally" in last and "Remove-AgentTempDirectory" in last
+
+
+# --- concurrent writers (FACTS.md, "Real-host pitfalls": optimistic commits) ------------------
+
+
+def test_write_batches_hold_the_host_mutex(agent: str) -> None:
+    listed = re.search(r"\$script:WriteOps = @\(([^)]*)\)", agent)
+    assert listed, "the agent lists the ops that write"
+    names = set(re.findall(r"'([a-z]+\.[a-z_]+)'", listed.group(1)))
+    assert names == {name for name, spec in contract.OPS.items() if spec.writes}
+    bodies = _function_bodies(agent)
+    request = bodies["invoke-request"]
+    assert request.index("Enter-HostLock") < request.index("& $Handlers[$name]")
+    assert "Exit-HostLock" in request[request.index("finally") :]
+    lock = bodies["enter-hostlock"]
+    assert "System.Threading.Mutex($false, 'Global\\iis-clientcert-agent')" in lock
+    assert ".WaitOne(" in lock and "AbandonedMutexException" in lock
+    assert ".ReleaseMutex()" in bodies["exit-hostlock"]
+
+
+def test_a_commit_conflict_is_retried_once(agent: str) -> None:
+    bodies = _function_bodies(agent)
+    conflict = bodies["test-commitconflict"]
+    # FileLoadException, except a locked section (0x80070021 maps to the same type).
+    assert "-is [System.IO.FileLoadException]" in conflict and "0x80070021" in conflict
+    request = bodies["invoke-request"]
+    retry = request[
+        request.index("Test-CommitConflict") - 200 : request.index("Test-CommitConflict")
+    ]
+    assert "$attempt -eq 0" in retry
