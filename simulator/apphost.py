@@ -22,6 +22,7 @@ from iis_clientcert_simulator.errors import (
     HR_INVALID_DATA,
     HR_LOCK_VIOLATION,
     HR_NOT_FOUND,
+    CommitConflictError,
     OpError,
 )
 from iis_clientcert_simulator.files import atomic_write
@@ -260,7 +261,7 @@ class ConfigFile:
         except FileNotFoundError:
             on_disk = None
         if on_disk is not None and on_disk != self.doc.original:
-            raise OpError(
+            raise CommitConflictError(
                 "Conflict",
                 f"Filename: \\\\?\\C:\\Windows\\system32\\inetsrv\\config\\{self.path.name}\r\n"
                 "Error: Cannot commit configuration changes because the file has changed on disk",

@@ -17,6 +17,10 @@ class OpError(Exception):
         super().__init__(message)
 
 
+class CommitConflictError(OpError):
+    """A configuration commit over a file that changed since it was read."""
+
+
 # HRESULTs the model reports.
 HR_NOT_FOUND = 0x80070490
 HR_FILE_NOT_FOUND = 0x80070002

@@ -33,7 +33,7 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert_simulator import audit
 from iis_clientcert_simulator.agent_reading import MUTEX_NAME, AgentText
-from iis_clientcert_simulator.errors import HR_FAIL, OpError
+from iis_clientcert_simulator.errors import HR_FAIL, CommitConflictError, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.ops import HANDLERS
 from iis_clientcert_simulator.powershell_editions import EXECUTABLES, Edition, violations
@@ -369,10 +369,11 @@ class Executor:
         )
         with mutex as held:
             if not held:
-                self._audit(base or {}, "agent", entries, "Conflict", 0, started)
+                first = next(i for i, o in enumerate(ops) if OPS[o["op"]].writes)
+                self._audit(base or {}, "agent", entries, "Conflict", first, started)
                 return error_result(
-                    ops[0]["op"],
-                    0,
+                    ops[first]["op"],
+                    first,
                     "Conflict",
                     f"another agent has held this host's write lock ({MUTEX_NAME}) for over "
                     f"{MUTEX_TIMEOUT:g} s",
@@ -398,7 +399,8 @@ class Executor:
                             session.save()
                         except OpError as exc:
                             session.discard()
-                            if exc.code == "Conflict" and agent.retries_conflict and not retried:
+                            conflict = isinstance(exc, CommitConflictError)
+                            if conflict and agent.retries_conflict and not retried:
                                 # The agent runs the op again once: a new ServerManager reads
                                 # the file as it is now.
                                 retried = True

@@ -1769,6 +1769,47 @@ $Handlers = @{
     'mapping.verify_logons' = { param($A) Invoke-MappingVerifyLogons $A }
 }
 
+# Ops that change the host (contract.OPS[...].writes): a batch with one of them holds the
+# host's write lock.
+$script:WriteOps = @('config.set', 'config.clear', 'binding.set', 'binding.remove', 'cert.import', 'cert.remove', 'user.set', 'user.delete', 'group.add_member', 'group.remove_member', 'acl.grant', 'acl.revoke')
+$script:HostLockSeconds = 120
+
+function Enter-HostLock {
+    # Microsoft.Web.Administration commits optimistically: two agents committing at once get
+    # "Cannot commit configuration changes because the file has changed on disk", and Pulumi
+    # applies resources in parallel. One host-wide named mutex serialises this project's
+    # write batches (other tools' writes are met by the retry in Invoke-Request).
+    $mutex = New-Object System.Threading.Mutex($false, 'Global\iis-clientcert-agent')
+    $acquired = $false
+    try {
+        $acquired = $mutex.WaitOne([TimeSpan]::FromSeconds($script:HostLockSeconds))
+    } catch {
+        # The last holder died mid-batch: the mutex is ours now, and its batch, like any
+        # batch cut short, is finished by the next run (every op converges).
+        if ((Get-InnermostException $_.Exception) -isnot [System.Threading.AbandonedMutexException]) { throw }
+        $acquired = $true
+    }
+    if (-not $acquired) {
+        $mutex.Dispose()
+        throw (New-AgentError 'Conflict' "another iis-clientcert agent has held this host's write lock (Global\iis-clientcert-agent) for over $($script:HostLockSeconds) s")
+    }
+    return $mutex
+}
+
+function Exit-HostLock($Mutex) {
+    if ($null -eq $Mutex) { return }
+    $Mutex.ReleaseMutex()
+    $Mutex.Dispose()
+}
+
+function Test-CommitConflict($Exception) {
+    # Microsoft.Web.Administration reports a commit over a file that changed since it was
+    # read as FileLoadException; a locked section (0x80070021) comes as the same type and
+    # is no conflict. Its HRESULT is not documented (docs/real-host.md): the type decides.
+    if ($Exception -isnot [System.IO.FileLoadException]) { return $false }
+    return ((ConvertTo-HResult32 $Exception.HResult) -ne (ConvertTo-HResult32 0x80070021))
+}
+
 function New-ErrorResponse($Op, $Index, [string]$Code, [string]$Message, $HResult, $Results) {
     return [ordered]@{
         ok = $false
@@ -1791,37 +1832,67 @@ function Invoke-Request([string]$Json) {
         return (New-ErrorResponse $null $null 'BadRequest' 'the request carries no ops' $null $results)
     }
     $ops = @($request['ops'])
-    for ($index = 0; $index -lt $ops.Count; $index++) {
+    $firstWrite = -1
+    for ($index = $ops.Count - 1; $index -ge 0; $index--) {
         $entry = $ops[$index]
-        $name = $null
-        if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('op')) { $name = [string]$entry['op'] }
-        $opArgs = $null
-        if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('args')) { $opArgs = $entry['args'] }
-        if ($null -eq $opArgs) { $opArgs = New-Object 'System.Collections.Generic.Dictionary[string,object]' }
-        if ($null -eq $name -or -not $Handlers.ContainsKey($name) -or $opArgs -isnot [System.Collections.IDictionary]) {
-            return (New-ErrorResponse $name $index 'BadRequest' "unknown op '$name'" $null $results)
-        }
-        $script:Secrets.Clear()
-        foreach ($k in @('password', 'pfx_password', 'pfx_b64')) {
-            if ($opArgs.ContainsKey($k) -and $opArgs[$k] -is [string] -and $opArgs[$k].Length -ge 4) { $script:Secrets.Add($opArgs[$k]) }
-        }
-        if ($opArgs.ContainsKey('element')) { Add-ElementSecrets $opArgs['element'] $script:Secrets }
+        if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('op') -and $script:WriteOps -contains [string]$entry['op']) { $firstWrite = $index }
+    }
+    $lock = $null
+    if ($firstWrite -ge 0) {
         try {
-            # A handler returns one result object; take the last in case a call leaked output.
-            $out = @(& $Handlers[$name] $opArgs)
-            [void]$results.Add($out[$out.Count - 1])
+            $lock = Enter-HostLock
         } catch {
             $exception = Get-InnermostException $_.Exception
-            if ($exception.Data.Contains('AgentCode')) {
-                $code = [string]$exception.Data['AgentCode']
-                $hresult = $null
-                if ($exception.Data.Contains('AgentHResult')) { $hresult = $exception.Data['AgentHResult'] }
-            } else {
-                $hresult = ConvertTo-HResult32 $exception.HResult
-                $code = Get-CodeForHResult $hresult
-            }
-            return (New-ErrorResponse $name $index $code $exception.Message $hresult $results)
+            return (New-ErrorResponse ([string]$ops[$firstWrite]['op']) $firstWrite 'Conflict' $exception.Message $null $results)
         }
+    }
+    try {
+        for ($index = 0; $index -lt $ops.Count; $index++) {
+            $entry = $ops[$index]
+            $name = $null
+            if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('op')) { $name = [string]$entry['op'] }
+            $opArgs = $null
+            if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('args')) { $opArgs = $entry['args'] }
+            if ($null -eq $opArgs) { $opArgs = New-Object 'System.Collections.Generic.Dictionary[string,object]' }
+            if ($null -eq $name -or -not $Handlers.ContainsKey($name) -or $opArgs -isnot [System.Collections.IDictionary]) {
+                return (New-ErrorResponse $name $index 'BadRequest' "unknown op '$name'" $null $results)
+            }
+            $script:Secrets.Clear()
+            foreach ($k in @('password', 'pfx_password', 'pfx_b64')) {
+                if ($opArgs.ContainsKey($k) -and $opArgs[$k] -is [string] -and $opArgs[$k].Length -ge 4) { $script:Secrets.Add($opArgs[$k]) }
+            }
+            if ($opArgs.ContainsKey('element')) { Add-ElementSecrets $opArgs['element'] $script:Secrets }
+            $attempt = 0
+            while ($true) {
+                try {
+                    # A handler returns one result object; take the last in case a call leaked output.
+                    $out = @(& $Handlers[$name] $opArgs)
+                    [void]$results.Add($out[$out.Count - 1])
+                    break
+                } catch {
+                    $exception = Get-InnermostException $_.Exception
+                    if ($attempt -eq 0 -and (Test-CommitConflict $exception)) {
+                        # Another writer (IIS Manager, appcmd) committed since this op read the
+                        # configuration: run the op once more. It opens a new ServerManager,
+                        # so it reads the file as it is now, and does only what is still needed.
+                        $attempt++
+                        continue
+                    }
+                    if ($exception.Data.Contains('AgentCode')) {
+                        $code = [string]$exception.Data['AgentCode']
+                        $hresult = $null
+                        if ($exception.Data.Contains('AgentHResult')) { $hresult = $exception.Data['AgentHResult'] }
+                    } else {
+                        $hresult = ConvertTo-HResult32 $exception.HResult
+                        $code = Get-CodeForHResult $hresult
+                        if (Test-CommitConflict $exception) { $code = 'Conflict' }
+                    }
+                    return (New-ErrorResponse $name $index $code $exception.Message $hresult $results)
+                }
+            }
+        }
+    } finally {
+        Exit-HostLock $lock
     }
     return [ordered]@{ ok = $true; results = $results }
 }

@@ -315,9 +315,10 @@ def test_a_commit_conflict_is_retried_once(agent: str) -> None:
     bodies = _function_bodies(agent)
     conflict = bodies["test-commitconflict"]
     # FileLoadException, except a locked section (0x80070021 maps to the same type).
-    assert "-is [System.IO.FileLoadException]" in conflict and "0x80070021" in conflict
+    assert re.search(r"-is(not)? \[System\.IO\.FileLoadException\]", conflict)
+    assert "0x80070021" in conflict
     request = bodies["invoke-request"]
     retry = request[
-        request.index("Test-CommitConflict") - 200 : request.index("Test-CommitConflict")
+        request.index("Test-CommitConflictError") - 200 : request.index("Test-CommitConflictError")
     ]
     assert "$attempt -eq 0" in retry
