@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iis_clientcert.host.contract import explain_hresult
+from iis_clientcert.host.contract import KIND_FIXES, explain_hresult
 
 
 class IisClientCertError(Exception):
@@ -111,6 +111,8 @@ class AgentError(HostError):
         explained = explain_hresult(hresult)
         if explained is not None:
             text += f" [{hresult} {explained.name}: {explained.meaning}; fix: {explained.action}]"
+        elif code in KIND_FIXES:
+            text += f" [{hresult + ' ' if hresult else ''}fix: {KIND_FIXES[code]}]"
         elif hresult:
             text += f" [{hresult}]"
         super().__init__(host, text)

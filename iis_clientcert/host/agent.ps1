@@ -66,17 +66,45 @@ function Get-InnermostException($Exception) {
     return $e
 }
 
+# HRESULT -> contract error kind: a copy of contract.HRESULT_KINDS (a test keeps them equal).
+$script:HResultKinds = @{
+    '0x80070021' = 'Locked'
+    '0x80070005' = 'AccessDenied'
+    '0x8007052E' = 'LogonFailure'
+    '0x80070057' = 'InvalidValue'
+    '0x8007000D' = 'InvalidValue'
+    '0x80070002' = 'NotFound'
+    '0x80070003' = 'NotFound'
+    '0x80070490' = 'NotFound'
+    '0x800708AC' = 'NotFound'
+    '0x800708AD' = 'NotFound'
+    '0x80070534' = 'NotFound'
+    '0x8007056B' = 'NotFound'
+    '0x80092004' = 'NotFound'
+    '0x80070035' = 'NotFound'
+    '0x800700B7' = 'DuplicateKey'
+    '0x800708B0' = 'DuplicateKey'
+    '0x80070562' = 'DuplicateKey'
+    '0x800708B7' = 'DuplicateKey'
+    '0x800708C5' = 'PolicyViolation'
+    '0x800708C4' = 'PolicyViolation'
+    '0x8007052D' = 'PolicyViolation'
+    '0x8007089A' = 'PolicyViolation'
+    '0x80070523' = 'PolicyViolation'
+    '0x80093102' = 'BadCertificate'
+    '0x8009310B' = 'BadCertificate'
+    '0x80092002' = 'BadCertificate'
+    '0x80070056' = 'BadCertificate'
+    '0x80092009' = 'BadCertificate'
+    '0x8009200D' = 'BadCertificate'
+    '0x80070520' = 'BadCertificate'
+    '0x800703EE' = 'Conflict'
+    '0x80070020' = 'Conflict'
+}
+
 function Get-CodeForHResult($HResult) {
-    $h = ConvertTo-HResult32 $HResult
-    if ($h -eq 0x80070021) { return 'Locked' }
-    if ($h -eq 0x80070005) { return 'AccessDenied' }
-    if ($h -eq 0x8007052E) { return 'LogonFailure' }
-    if ($h -eq 0x80070057 -or $h -eq 0x8007000D) { return 'InvalidValue' }
-    if (@(0x80070002, 0x80070003, 0x80070490, 0x800708AC, 0x800708AD, 0x80070534,
-            0x8007056B, 0x80092004, 0x80070035) -contains $h) { return 'NotFound' }
-    if (@(0x800700B7, 0x800708B0, 0x80070562, 0x800708B7) -contains $h) { return 'DuplicateKey' }
-    if (@(0x800708C5, 0x800708C4, 0x8007052D, 0x8007089A, 0x80070523) -contains $h) { return 'PolicyViolation' }
-    if (@(0x80093102, 0x8009310B, 0x80092002, 0x80070056, 0x80092009, 0x8009200D) -contains $h) { return 'BadCertificate' }
+    $key = Format-HResult $HResult
+    if ($script:HResultKinds.ContainsKey($key)) { return $script:HResultKinds[$key] }
     return 'Fault'
 }
 
@@ -1132,7 +1160,17 @@ function Invoke-Netsh([string[]]$Arguments) {
     $output = & "$env:windir\system32\netsh.exe" @Arguments 2>&1 | Out-String
     $ErrorActionPreference = 'Stop'
     if ($LASTEXITCODE -ne 0) {
-        throw (New-AgentError 'Fault' ("netsh $($Arguments[0..2] -join ' ') failed: " + $output.Trim()))
+        # netsh's words are localised ("Error: 1312", "Fehler: 1312", "erreur : 1312"); the
+        # Win32 error number at the end of the line is not, so it decides the kind.
+        $hresult = $null
+        $number = [regex]::Match($output, '(?m)[:\uFF1A]\s*(\d{1,10})\s*$')
+        if ($number.Success) {
+            $win32 = [int64]$number.Groups[1].Value
+            if ($win32 -gt 0 -and $win32 -lt 65536) { $hresult = ConvertTo-HResult32 (0x80070000 -bor $win32) }
+        }
+        $code = 'Fault'
+        if ($null -ne $hresult) { $code = Get-CodeForHResult $hresult }
+        throw (New-AgentError $code ("netsh $($Arguments[0..2] -join ' ') failed: " + $output.Trim()) $hresult)
     }
 }
 

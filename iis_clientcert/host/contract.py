@@ -358,6 +358,60 @@ ERROR_CODES: Final[dict[str, str]] = {
 }
 
 
+# How the agent files a Windows HRESULT under a contract kind when an API throws it (the
+# agent's $script:HResultKinds is a copy of this table; a test keeps them equal). Anything
+# else is a Fault, with its HRESULT.
+HRESULT_KINDS: Final[dict[int, str]] = {
+    0x80070021: "Locked",
+    0x80070005: "AccessDenied",
+    0x8007052E: "LogonFailure",
+    0x80070057: "InvalidValue",
+    0x8007000D: "InvalidValue",
+    0x80070002: "NotFound",
+    0x80070003: "NotFound",
+    0x80070490: "NotFound",
+    0x800708AC: "NotFound",
+    0x800708AD: "NotFound",
+    0x80070534: "NotFound",
+    0x8007056B: "NotFound",
+    0x80092004: "NotFound",
+    0x80070035: "NotFound",
+    0x800700B7: "DuplicateKey",
+    0x800708B0: "DuplicateKey",
+    0x80070562: "DuplicateKey",
+    0x800708B7: "DuplicateKey",
+    0x800708C5: "PolicyViolation",
+    0x800708C4: "PolicyViolation",
+    0x8007052D: "PolicyViolation",
+    0x8007089A: "PolicyViolation",
+    0x80070523: "PolicyViolation",
+    0x80093102: "BadCertificate",
+    0x8009310B: "BadCertificate",
+    0x80092002: "BadCertificate",
+    0x80070056: "BadCertificate",
+    0x80092009: "BadCertificate",
+    0x8009200D: "BadCertificate",
+    # netsh http add sslcert "Error: 1312": the certificate's private key is missing or
+    # not readable.
+    0x80070520: "BadCertificate",
+    # Commit conflicts: the file changed since it was read (Microsoft.Web.Administration's
+    # FileLoadException; HRESULT unconfirmed, docs/real-host.md), or another process had
+    # it open.
+    0x800703EE: "Conflict",
+    0x80070020: "Conflict",
+}
+
+# What to do about an error of a kind, whatever its HRESULT (shown when the HRESULT has no
+# entry in WINDOWS_CODES).
+KIND_FIXES: Final[dict[str, str]] = {
+    "Conflict": (
+        "run again: the agent serialises its own writes on a host and retries a conflicting "
+        "commit once, so a repeat means another tool (IIS Manager, appcmd, a deployment) "
+        "keeps writing applicationHost.config at the same time"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class WindowsCode:
     name: str
@@ -426,6 +480,31 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "ERROR_NOT_FOUND",
         "the element was not found",
         "check the site, user or certificate name",
+    ),
+    0x80070520: WindowsCode(
+        "ERROR_NO_SUCH_LOGON_SESSION",
+        "HTTP.sys cannot use the server certificate's private key: it is missing or not "
+        "accessible (netsh http add sslcert: 'A specified logon session does not exist', "
+        "Error: 1312)",
+        "import the certificate with its private key into LocalMachine\\My (a PFX, as a "
+        "machine key), not into a user's store; if it is there, give SYSTEM read access to "
+        "the key",
+    ),
+    0x800703EE: WindowsCode(
+        "ERROR_FILE_INVALID",
+        "applicationHost.config changed on disk between the agent's read and its commit "
+        "('Cannot commit configuration changes because the file has changed on disk')",
+        KIND_FIXES["Conflict"],
+    ),
+    0x80070020: WindowsCode(
+        "ERROR_SHARING_VIOLATION",
+        "another process had the configuration file open while the agent committed",
+        KIND_FIXES["Conflict"],
+    ),
+    0x80070057: WindowsCode(
+        "E_INVALIDARG",
+        "a value was refused: the parameter is incorrect (netsh 'Error: 87')",
+        "check the binding's IP:port:host and the certificate hash and store",
     ),
 }
 
