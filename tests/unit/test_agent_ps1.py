@@ -319,6 +319,6 @@ def test_a_commit_conflict_is_retried_once(agent: str) -> None:
     assert "0x80070021" in conflict
     request = bodies["invoke-request"]
     retry = request[
-        request.index("Test-CommitConflictError") - 200 : request.index("Test-CommitConflictError")
+        request.index("Test-CommitConflict") - 200 : request.index("Test-CommitConflict")
     ]
     assert "$attempt -eq 0" in retry
