@@ -3,7 +3,7 @@
 Shape (namespace ``iis-clientcert``; see stacks/Pulumi.prod.yaml):
 
     hosts:       {name: {simulator: DIR} | {endpoint, transport, username, ca_bundle,
-                                            client_cert, verify_tls}}
+                                            client_cert, verify_tls, shell}}
     sites:       [{name, host, https, trusted_roots, users, one_to_one, many_to_one,
                    ssl_flags, anonymous_enabled, allow_untrusted_client_certificates}]
     passwords:   secret object: a user's name (or "<site>/<user>"), "<site>/pfx", a host's
@@ -56,6 +56,7 @@ HOST_KEYS = (
     "ca_bundle",
     "client_cert",
     "verify_tls",
+    "shell",
 )
 SITE_KEYS = (
     "name",
@@ -225,6 +226,8 @@ class StackConfig:
             transport=transport,
             username=spec.get("username"),
             verify_tls=_bool(f"{key}.verify_tls", spec.get("verify_tls"), True),
+            # powershell (5.1, default) or pwsh (PowerShell 7); the provider validates it.
+            shell=spec.get("shell"),
         )
         if spec.get("ca_bundle"):
             args.ca_bundle = self.read_text(f"{key}.ca_bundle", spec["ca_bundle"])

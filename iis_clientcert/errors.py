@@ -120,11 +120,13 @@ class AgentError(HostError):
         self.agent_message = message
         text = f"{op or 'agent'} failed: {code}: {message}"
         # Imported here: the contract imports this module (for ContractError).
-        from iis_clientcert.host.contract import explain_hresult  # noqa: PLC0415
+        from iis_clientcert.host.contract import KIND_FIXES, explain_hresult  # noqa: PLC0415
 
         explained = explain_hresult(hresult)
         if explained is not None:
             text += f" [{hresult} {explained.name}: {explained.meaning}; fix: {explained.action}]"
+        elif code in KIND_FIXES:
+            text += f" [{hresult + ' ' if hresult else ''}fix: {KIND_FIXES[code]}]"
         elif hresult:
             text += f" [{hresult}]"
         super().__init__(host, text)

@@ -19,9 +19,11 @@ from iis_clientcert.host.contract import element, is_encrypted_value
 from iis_clientcert_simulator.errors import (
     HR_ALREADY_EXISTS,
     HR_BAD_DATA,
+    HR_FILE_CHANGED,
     HR_INVALID_DATA,
     HR_LOCK_VIOLATION,
     HR_NOT_FOUND,
+    CommitConflictError,
     OpError,
 )
 from iis_clientcert_simulator.files import atomic_write
@@ -337,6 +339,19 @@ class ConfigFile:
         data = self.doc.serialize()
         if data == self.doc.original:
             return False
+        # Microsoft.Web.Administration commits optimistically: a file that changed on disk
+        # since this copy was read is not overwritten (FACTS.md, "Real-host pitfalls").
+        try:
+            on_disk = self.path.read_bytes()
+        except FileNotFoundError:
+            on_disk = None
+        if on_disk is not None and on_disk != self.doc.original:
+            raise CommitConflictError(
+                "Conflict",
+                f"Filename: \\\\?\\C:\\Windows\\system32\\inetsrv\\config\\{self.path.name}\r\n"
+                "Error: Cannot commit configuration changes because the file has changed on disk",
+                HR_FILE_CHANGED,
+            )
         atomic_write(self.path, data)
         self.doc = XmlDocument(data)
         return True

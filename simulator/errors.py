@@ -19,6 +19,10 @@ class OpError(Exception):
         super().__init__(message)
 
 
+class CommitConflictError(OpError):
+    """A configuration commit over a file that changed since it was read."""
+
+
 # HRESULTs the model reports.
 HR_NOT_FOUND = 0x80070490
 HR_FILE_NOT_FOUND = 0x80070002
@@ -51,3 +55,10 @@ def injected_error(spec: dict[str, Any]) -> OpError:
         return OpError(code, message, hresult)
     except ValueError:
         return OpError("Fault", message, hresult)
+
+
+# Microsoft.Web.Administration's FileLoadException when the file changed since it was read
+# ("Cannot commit configuration changes because the file has changed on disk"). Its HRESULT
+# is not documented: ERROR_FILE_INVALID ("the file ... has been externally altered") is the
+# likely one and is unconfirmed (docs/real-host.md); the agent goes by the exception type.
+HR_FILE_CHANGED = 0x800703EE

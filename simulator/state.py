@@ -68,6 +68,14 @@ HOST_FACTS: dict[str, Any] = {
     # {CDP URL: reachable?} for the CRL distribution points of client certificates: a URL
     # not listed is reachable when a CRL is published there (see publish_crl).
     "cdp_reachable": {},
+    # PowerShell editions installed: "Desktop" (Windows PowerShell 5.1, powershell.exe, part
+    # of every Windows Server) and "Core" (PowerShell 7, pwsh.exe, a separate install). The
+    # default is a stock server: 5.1 only.
+    "powershell_editions": ["Desktop"],
+    # Whether the WinRM account has a usable TEMP folder. One that never logged on
+    # interactively, reached with WinRS's noprofile, may have none (FACTS.md, "Real-host
+    # pitfalls"); the agent must not need it, so the default is the harder host.
+    "account_has_temp": False,
 }
 
 # Windows feature -> the native module its installation adds to <globalModules> (the name
@@ -97,6 +105,9 @@ WEBCONFIG_TEMPLATE = '<?xml version="1.0" encoding="UTF-8"?>\n<configuration>\n<
 # One lock per process: threads of one server serialise here, processes on the file lock.
 _PROCESS_LOCK = threading.RLock()
 _HELD = threading.local()
+# The agent's named mutex (Global\iis-clientcert-agent), one per simulated host.
+_MUTEXES: dict[str, threading.Lock] = {}
+_MUTEXES_GUARD = threading.Lock()
 
 
 class HostState:
@@ -141,6 +152,27 @@ class HostState:
                 finally:
                     _HELD.depth = 0
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def agent_mutex(self, timeout: float) -> Iterator[bool]:
+        """The host-wide named mutex the agent takes around a write batch: yields whether it
+        was acquired within ``timeout`` seconds (threads here, processes on a file lock)."""
+        key = str(self.dir.resolve())
+        with _MUTEXES_GUARD:
+            lock = _MUTEXES.setdefault(key, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            yield False
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.dir / ".agent-mutex", "a+b") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield True
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        finally:
+            lock.release()
 
     def ensure(self) -> None:
         """Create the host at first start; later starts keep what is there."""
@@ -195,6 +227,10 @@ class HostState:
         facts: dict[str, Any] = dict(HOST_FACTS)
         facts.update(read_json(self.host, {}) or {})
         return facts
+
+    def powershell_editions(self) -> tuple[str, ...]:
+        editions = self.host_facts().get("powershell_editions") or []
+        return tuple(str(e) for e in editions)
 
     def feature(self, name: str) -> bool:
         """Whether a Windows feature is installed (its module in <globalModules>)."""
@@ -339,6 +375,13 @@ class Session:
             del faults["fail_step"]
             write_json(self.state.faults, faults)
         raise injected_error(spec)
+
+    def begin_op(self) -> None:
+        """Start an op: accounts, ACLs, HTTP.sys and web.config files are read afresh (on
+        Windows each op sees what other batches did since). applicationHost.config is kept:
+        the batch's copy, whose version on disk a commit checks (Apphost.save)."""
+        self._webconfigs.clear()
+        self._users = self._acl = self._httpsys = None
 
     def save(self) -> None:
         if self._apphost is not None:

@@ -104,10 +104,27 @@ class AgentRunner:
         self.auth = auth
 
     def command(
-        self, executable: str, arguments: list[str] | None = None, stdin: bytes = b""
+        self,
+        executable: str,
+        arguments: list[str] | None = None,
+        stdin: bytes = b"",
+        *,
+        console_mode_stdin: bool = False,
+        skip_cmd_shell: bool = True,
     ) -> CommandOutcome:
+        """Run one command line; stdin in pipe mode without cmd.exe unless asked otherwise."""
         return self.executor(
-            ShellCommand(self.user, self.auth, executable, arguments or [], stdin, "S1", "C1")
+            ShellCommand(
+                self.user,
+                self.auth,
+                executable,
+                arguments or [],
+                stdin,
+                "S1",
+                "C1",
+                console_mode_stdin=console_mode_stdin,
+                skip_cmd_shell=skip_cmd_shell,
+            )
         )
 
     def run(self, *ops: Op[Any]) -> dict[str, Any]:
@@ -174,7 +191,8 @@ def fail_at(state_dir: Path, step: str, **spec: Any) -> None:
 
 
 # Files that change with every request, whatever the request did.
-_VOLATILE = frozenset({"audit.log", "faults.json", ".lock"})
+# Lock files (the state lock, the agent's named mutex) are not host state.
+_VOLATILE = frozenset({"audit.log", "faults.json", ".lock", ".agent-mutex"})
 
 
 def snapshot(state_dir: Path) -> dict[str, bytes]:

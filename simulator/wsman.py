@@ -59,12 +59,14 @@ from spnego._ntlm_raw.crypto import ntowfv1  # private, but the acceptor's own h
 
 __all__ = [
     "CommandHandler",
+    "CommandNotStarted",
     "CommandOutcome",
     "Credentials",
     "DropWhen",
     "FaultSource",
     "FileFaults",
     "ShellCommand",
+    "StdinNeverEnds",
     "WSManServer",
     "faults_lock",
     "write_faults",
@@ -84,6 +86,14 @@ class ShellCommand:
     stdin: bytes  # all rsp:Send data for stdin, concatenated
     shell_id: str
     command_id: str
+    # The Command request's options (MS-WSMV 3.1.4.11). WINRS_CONSOLEMODE_STDIN=TRUE hands
+    # the process a console for stdin, not a pipe: what the client sends is typed into it
+    # and End="true" is no end of file. WINRS_SKIP_CMD_SHELL=FALSE runs the command line
+    # through cmd.exe /c. The defaults are what pywinrm's run_command sends when not told
+    # otherwise (console mode, cmd.exe); an option missing from the request is read the
+    # same way, the stricter reading (docs/real-host.md).
+    console_mode_stdin: bool = True
+    skip_cmd_shell: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,33 @@ class CommandOutcome:
     stdout: bytes
     stderr: bytes
     exit_code: int
+
+
+class StdinNeverEnds(Exception):  # noqa: N818 (a condition, not an error of the handler)
+    """Raised by a handler whose process reads stdin to its end while stdin is a console.
+
+    On Windows such a process (PowerShell's ``[Console]::OpenStandardInput()`` plus
+    ``ReadToEnd()``) waits for an end of input that console-mode stdin never delivers
+    (FACTS.md, "Real-host pitfalls": stdin mode; Ansible's winrm connection plugin starts
+    every command it feeds through stdin with ``console_mode_stdin=False``). The command
+    then stays Running, every Receive ends in the operation-timeout fault and no output
+    comes, until the client terminates it: what the server does with the command.
+    """
+
+
+class CommandNotStarted(Exception):  # noqa: N818
+    """Raised by a handler when Windows could not start the process at all.
+
+    With WINRS_SKIP_CMD_SHELL=TRUE, WinRS calls CreateProcess itself; a program that is not
+    there fails the command with a WS-Management fault carrying the Win32 error (e.g.
+    0x80070002, "The system cannot find the file specified.") instead of cmd.exe's
+    "is not recognized" text and exit code 9009.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 CommandHandler = Callable[[ShellCommand], CommandOutcome]
@@ -420,6 +457,10 @@ class _Command:
     stdout_pos: int = 0
     stderr_pos: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    console_mode_stdin: bool = True
+    skip_cmd_shell: bool = False
+    waits_for_stdin: bool = False  # the handler raised StdinNeverEnds
+    not_started: CommandNotStarted | None = None
 
 
 @dataclass(eq=False)
@@ -446,6 +487,7 @@ class _Request:
     max_envelope: int
     operation_timeout: float
     body: etree._Element
+    header: etree._Element | None = None
 
 
 def _parse_request(data: bytes) -> _Request:
@@ -489,7 +531,29 @@ def _parse_request(data: bytes) -> _Request:
         max_envelope=max(8192, min(max_envelope, SERVER_MAX_ENVELOPE)),
         operation_timeout=max(0.05, _parse_duration(text("w", "OperationTimeout"), 20.0)),
         body=body,
+        header=header,
     )
+
+
+def _options(req: _Request) -> dict[str, str]:
+    """The w:OptionSet of a request's header: option name -> text."""
+    header = req.header
+    out: dict[str, str] = {}
+    if header is None:
+        return out
+    for option in header.iterfind(f"{_q('w', 'OptionSet')}/{_q('w', 'Option')}"):
+        name = option.get("Name")
+        if name:
+            out[name] = (option.text or "").strip()
+    return out
+
+
+def _option_true(options: dict[str, str], name: str, *, default: bool) -> bool:
+    # WS-Management booleans are xs:boolean; pywinrm sends TRUE/FALSE.
+    value = options.get(name)
+    if value is None:
+        return default
+    return value.lower() in ("true", "1")
 
 
 class _ShellService:
@@ -628,8 +692,15 @@ class _ShellService:
                 FAULT_BAD_REQUEST,
             )
         arguments = [a.text or "" for a in line.iterfind(_q("rsp", "Arguments"))]
+        options = _options(req)
         command_id = str(uuid.uuid4()).upper()
-        command = _Command(command_id, (cmd.text or "").strip(), arguments)
+        command = _Command(
+            command_id,
+            (cmd.text or "").strip(),
+            arguments,
+            console_mode_stdin=_option_true(options, "WINRS_CONSOLEMODE_STDIN", default=True),
+            skip_cmd_shell=_option_true(options, "WINRS_SKIP_CMD_SHELL", default=False),
+        )
         with self._lock:
             shell.commands[command_id] = command
         logger.debug("shell %s: command %s created", shell.shell_id, command_id)
@@ -686,6 +757,8 @@ class _ShellService:
             stdin=bytes(command.stdin),
             shell_id=shell.shell_id,
             command_id=command.command_id,
+            console_mode_stdin=command.console_mode_stdin,
+            skip_cmd_shell=command.skip_cmd_shell,
         )
         started = time.monotonic()
         try:
@@ -699,11 +772,24 @@ class _ShellService:
                 outcome.exit_code,
                 time.monotonic() - started,
             )
+        except StdinNeverEnds:
+            # The process waits on its console for good: the command stays Running (done is
+            # never set), so Receive answers with operation timeouts until Signal terminate.
+            command.waits_for_stdin = True
+            logger.info(
+                "command %s reads stdin to its end but stdin is in console mode: it never "
+                "finishes (start it with WINRS_CONSOLEMODE_STDIN=FALSE)",
+                command.command_id,
+            )
+        except CommandNotStarted as exc:
+            command.not_started = exc
+            logger.info("command %s could not be started (0x%08X)", command.command_id, exc.code)
         except Exception as exc:
             command.failed = type(exc).__name__
             logger.error("command %s: the handler raised %s", command.command_id, _where(exc))
         finally:
-            command.done.set()
+            if not command.waits_for_stdin:
+                command.done.set()
 
     def _receive(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
         shell = self._shell(req, who)
@@ -730,7 +816,8 @@ class _ShellService:
                     daemon=True,
                 ).start()
         if drop == "after_run":
-            command.done.wait()
+            # A command that never finishes (console-mode stdin) must not hold this thread.
+            command.done.wait(req.operation_timeout)
             raise _ConnectionDropError
         if not command.done.wait(req.operation_timeout):
             # pywinrm retries Receive on this code, like a long-running command on Windows.
@@ -746,6 +833,15 @@ class _ShellService:
                 "w:InternalError",
                 f"The simulator's command handler failed ({command.failed}).",
                 FAULT_INTERNAL,
+                sender=False,
+            )
+        if command.not_started is not None:
+            # Windows fails the Command request itself; this server starts a command at its
+            # first Receive, so the same fault arrives there (docs/real-host.md).
+            raise _SoapFaultError(
+                "w:InternalError",
+                command.not_started.message,
+                command.not_started.code,
                 sender=False,
             )
         outcome = cast(CommandOutcome, command.outcome)

@@ -38,6 +38,8 @@ class ConnectionArgs:
     connect_timeout: pulumi.Input[float] | None = None
     operation_timeout: pulumi.Input[float] | None = None
     read_timeout: pulumi.Input[float] | None = None
+    # "powershell" (Windows PowerShell 5.1, the default) or "pwsh" (PowerShell 7).
+    shell: pulumi.Input[str] | None = None
 
 
 class ConnectionArgsDict(TypedDict, total=False):

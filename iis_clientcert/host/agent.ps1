@@ -5,16 +5,19 @@
 # this script is built from them, and nothing here writes them anywhere (no command line,
 # no log, no output). Output is one JSON document on stdout, nothing else.
 #
-# Windows PowerShell 5.1 on Windows Server 2016-2025 with IIS 10. Microsoft.Web.Administration
-# is loaded directly: importing the WebAdministration module costs seconds per command.
+# Windows Server 2016-2025 with IIS 10, under Windows PowerShell 5.1 (powershell.exe, .NET
+# Framework) or PowerShell 7 (pwsh.exe, .NET): connection.shell chooses. Code that only one
+# edition can run sits in `if ($script:IsDesktop) { 5.1 } else { 7 }` blocks, and nowhere
+# else (the tests and the simulator check this). Microsoft.Web.Administration is loaded
+# directly: importing the WebAdministration module costs seconds per command.
 param([string]$RequestJson)
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 
-Add-Type -AssemblyName System.Web
-Add-Type -AssemblyName System.Web.Extensions
+# PSEdition is 'Desktop' in 5.1 and 'Core' in 7 ($IsCoreCLR does not exist in 5.1).
+$script:IsDesktop = ($PSVersionTable.PSEdition -ne 'Core')
 
 $script:ApphostPath = Join-Path $env:windir 'system32\inetsrv\config\applicationHost.config'
 $script:IisAppId = '{4dc3e181-e14b-4a21-b022-59fc669b0914}'
@@ -63,17 +66,45 @@ function Get-InnermostException($Exception) {
     return $e
 }
 
+# HRESULT -> contract error kind: a copy of contract.HRESULT_KINDS (a test keeps them equal).
+$script:HResultKinds = @{
+    '0x80070021' = 'Locked'
+    '0x80070005' = 'AccessDenied'
+    '0x8007052E' = 'LogonFailure'
+    '0x80070057' = 'InvalidValue'
+    '0x8007000D' = 'InvalidValue'
+    '0x80070002' = 'NotFound'
+    '0x80070003' = 'NotFound'
+    '0x80070490' = 'NotFound'
+    '0x800708AC' = 'NotFound'
+    '0x800708AD' = 'NotFound'
+    '0x80070534' = 'NotFound'
+    '0x8007056B' = 'NotFound'
+    '0x80092004' = 'NotFound'
+    '0x80070035' = 'NotFound'
+    '0x800700B7' = 'DuplicateKey'
+    '0x800708B0' = 'DuplicateKey'
+    '0x80070562' = 'DuplicateKey'
+    '0x800708B7' = 'DuplicateKey'
+    '0x800708C5' = 'PolicyViolation'
+    '0x800708C4' = 'PolicyViolation'
+    '0x8007052D' = 'PolicyViolation'
+    '0x8007089A' = 'PolicyViolation'
+    '0x80070523' = 'PolicyViolation'
+    '0x80093102' = 'BadCertificate'
+    '0x8009310B' = 'BadCertificate'
+    '0x80092002' = 'BadCertificate'
+    '0x80070056' = 'BadCertificate'
+    '0x80092009' = 'BadCertificate'
+    '0x8009200D' = 'BadCertificate'
+    '0x80070520' = 'BadCertificate'
+    '0x800703EE' = 'Conflict'
+    '0x80070020' = 'Conflict'
+}
+
 function Get-CodeForHResult($HResult) {
-    $h = ConvertTo-HResult32 $HResult
-    if ($h -eq 0x80070021) { return 'Locked' }
-    if ($h -eq 0x80070005) { return 'AccessDenied' }
-    if ($h -eq 0x8007052E) { return 'LogonFailure' }
-    if ($h -eq 0x80070057 -or $h -eq 0x8007000D) { return 'InvalidValue' }
-    if (@(0x80070002, 0x80070003, 0x80070490, 0x800708AC, 0x800708AD, 0x80070534,
-            0x8007056B, 0x80092004, 0x80070035) -contains $h) { return 'NotFound' }
-    if (@(0x800700B7, 0x800708B0, 0x80070562, 0x800708B7) -contains $h) { return 'DuplicateKey' }
-    if (@(0x800708C5, 0x800708C4, 0x8007052D, 0x8007089A, 0x80070523) -contains $h) { return 'PolicyViolation' }
-    if (@(0x80093102, 0x8009310B, 0x80092002, 0x80070056, 0x80092009, 0x8009200D) -contains $h) { return 'BadCertificate' }
+    $key = Format-HResult $HResult
+    if ($script:HResultKinds.ContainsKey($key)) { return $script:HResultKinds[$key] }
     return 'Fault'
 }
 
@@ -108,7 +139,161 @@ function Add-ElementSecrets($Element, $List) {
 }
 
 # --- JSON --------------------------------------------------------------------------------
-# A small writer: ConvertTo-Json in 5.1 flattens one-element arrays and truncates depth.
+# Our own reader and writer, the same on both editions: 5.1 has no JavaScriptSerializer-free
+# reader that gives dictionaries (ConvertFrom-Json has no -AsHashtable there), 7 has no
+# System.Web.Extensions, 7's ConvertFrom-Json turns date-like strings into DateTime, and
+# ConvertTo-Json in 5.1 flattens one-element arrays and truncates depth.
+
+class AgentJson {
+    # Objects become Dictionary[string,object] with ordinal keys (JSON keys are case
+    # sensitive), arrays object[], numbers long (or double), strings stay strings.
+    hidden [string]$Text
+    hidden [int]$Pos
+    static hidden [char[]]$Stops = [char[]]@(34, 92)
+    static hidden [char[]]$Escapes = [char[]]((0..31) + 34 + 92)
+    static hidden [regex]$Number = [regex]::new('\G-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?')
+
+    AgentJson([string]$Text) {
+        $this.Text = $Text
+        $this.Pos = 0
+    }
+
+    static [object] Parse([string]$Text) {
+        $reader = [AgentJson]::new($Text)
+        $value = $reader.ReadValue(0)
+        $reader.SkipSpace()
+        if ($reader.Pos -lt $Text.Length) { throw "unexpected text at offset $($reader.Pos)" }
+        return $value
+    }
+
+    static [string] Quote([string]$Value) {
+        if ($null -eq $Value) { return '""' }
+        if ($Value.IndexOfAny([AgentJson]::Escapes) -lt 0) { return '"' + $Value + '"' }
+        $sb = [System.Text.StringBuilder]::new($Value.Length + 16)
+        [void]$sb.Append('"')
+        foreach ($c in $Value.ToCharArray()) {
+            $code = [int]$c
+            if ($code -eq 34) { [void]$sb.Append('\"') }
+            elseif ($code -eq 92) { [void]$sb.Append('\\') }
+            elseif ($code -lt 32) { [void]$sb.Append('\u').Append($code.ToString('x4')) }
+            else { [void]$sb.Append($c) }
+        }
+        [void]$sb.Append('"')
+        return $sb.ToString()
+    }
+
+    hidden [void] SkipSpace() {
+        while ($this.Pos -lt $this.Text.Length) {
+            $code = [int]$this.Text[$this.Pos]
+            if ($code -ne 32 -and $code -ne 9 -and $code -ne 10 -and $code -ne 13) { return }
+            $this.Pos++
+        }
+    }
+
+    hidden [int] Peek() {
+        if ($this.Pos -ge $this.Text.Length) { return -1 }
+        return [int]$this.Text[$this.Pos]
+    }
+
+    hidden [void] Expect([int]$Code) {
+        $this.SkipSpace()
+        if ($this.Peek() -ne $Code) { throw "expected '$([char]$Code)' at offset $($this.Pos)" }
+        $this.Pos++
+    }
+
+    hidden [bool] Accept([string]$Word) {
+        if ([string]::CompareOrdinal($this.Text, $this.Pos, $Word, 0, $Word.Length) -ne 0) { return $false }
+        $this.Pos += $Word.Length
+        return $true
+    }
+
+    hidden [object] ReadValue([int]$Depth) {
+        if ($Depth -gt 64) { throw 'JSON nested too deep' }
+        $this.SkipSpace()
+        $c = $this.Peek()
+        if ($c -eq 123) { return $this.ReadObject($Depth) }
+        if ($c -eq 91) { return $this.ReadArray($Depth) }
+        if ($c -eq 34) { return $this.ReadString() }
+        if ($this.Accept('true')) { return $true }
+        if ($this.Accept('false')) { return $false }
+        if ($this.Accept('null')) { return $null }
+        $m = [AgentJson]::Number.Match($this.Text, $this.Pos)
+        if (-not $m.Success) { throw "unexpected character at offset $($this.Pos)" }
+        $this.Pos += $m.Length
+        $n = 0L
+        $culture = [System.Globalization.CultureInfo]::InvariantCulture
+        if ($m.Value.IndexOfAny([char[]]@(46, 69, 101)) -lt 0 -and
+            [long]::TryParse($m.Value, [System.Globalization.NumberStyles]::AllowLeadingSign, $culture, [ref]$n)) {
+            return $n
+        }
+        return [double]::Parse($m.Value, $culture)
+    }
+
+    hidden [object] ReadObject([int]$Depth) {
+        $this.Pos++
+        $result = [System.Collections.Generic.Dictionary[string, object]]::new([System.StringComparer]::Ordinal)
+        $this.SkipSpace()
+        if ($this.Peek() -eq 125) { $this.Pos++; return $result }
+        while ($true) {
+            $this.SkipSpace()
+            if ($this.Peek() -ne 34) { throw "expected a key at offset $($this.Pos)" }
+            $key = $this.ReadString()
+            $this.Expect(58)
+            $result[$key] = $this.ReadValue($Depth + 1)
+            $this.SkipSpace()
+            $c = $this.Peek()
+            $this.Pos++
+            if ($c -eq 125) { return $result }
+            if ($c -ne 44) { throw "expected ',' or '}' at offset $($this.Pos - 1)" }
+        }
+        throw 'unreachable'
+    }
+
+    hidden [object] ReadArray([int]$Depth) {
+        $this.Pos++
+        $items = [System.Collections.Generic.List[object]]::new()
+        $this.SkipSpace()
+        if ($this.Peek() -eq 93) { $this.Pos++; return $items.ToArray() }
+        while ($true) {
+            $items.Add($this.ReadValue($Depth + 1))
+            $this.SkipSpace()
+            $c = $this.Peek()
+            $this.Pos++
+            if ($c -eq 93) { return $items.ToArray() }
+            if ($c -ne 44) { throw "expected ',' or ']' at offset $($this.Pos - 1)" }
+        }
+        throw 'unreachable'
+    }
+
+    hidden [string] ReadString() {
+        $this.Pos++
+        $sb = [System.Text.StringBuilder]::new()
+        while ($true) {
+            $next = $this.Text.IndexOfAny([AgentJson]::Stops, $this.Pos)
+            if ($next -lt 0) { throw 'unterminated string' }
+            [void]$sb.Append($this.Text, $this.Pos, $next - $this.Pos)
+            $this.Pos = $next + 1
+            if ([int]$this.Text[$next] -eq 34) { return $sb.ToString() }
+            if ($this.Pos -ge $this.Text.Length) { throw 'unterminated string' }
+            $e = [int]$this.Text[$this.Pos]
+            $this.Pos++
+            if ($e -eq 34 -or $e -eq 92 -or $e -eq 47) { [void]$sb.Append([char]$e) }
+            elseif ($e -eq 98) { [void]$sb.Append([char]8) }
+            elseif ($e -eq 102) { [void]$sb.Append([char]12) }
+            elseif ($e -eq 110) { [void]$sb.Append([char]10) }
+            elseif ($e -eq 114) { [void]$sb.Append([char]13) }
+            elseif ($e -eq 116) { [void]$sb.Append([char]9) }
+            elseif ($e -eq 117) {
+                $hex = $this.Text.Substring($this.Pos, 4)
+                [void]$sb.Append([char][System.Convert]::ToUInt16($hex, 16))
+                $this.Pos += 4
+            } else {
+                throw "bad escape at offset $($this.Pos - 2)"
+            }
+        }
+        throw 'unreachable'
+    }
+}
 
 function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
     if ($null -eq $Value) { [void]$Sb.Append('null'); return }
@@ -118,7 +303,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         return
     }
     if ($v -is [string] -or $v -is [char] -or $v -is [guid] -or $v -is [enum]) {
-        [void]$Sb.Append('"').Append([System.Web.HttpUtility]::JavaScriptStringEncode([string]$v)).Append('"')
+        [void]$Sb.Append([AgentJson]::Quote([string]$v))
         return
     }
     if ($v -is [int] -or $v -is [long] -or $v -is [uint32] -or $v -is [uint64] -or
@@ -141,7 +326,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         foreach ($key in @($v.Keys)) {
             if (-not $first) { [void]$Sb.Append(',') }
             $first = $false
-            [void]$Sb.Append('"').Append([System.Web.HttpUtility]::JavaScriptStringEncode([string]$key)).Append('":')
+            [void]$Sb.Append([AgentJson]::Quote([string]$key)).Append(':')
             Write-JsonValue $Sb $v[$key]
         }
         [void]$Sb.Append('}')
@@ -158,7 +343,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         [void]$Sb.Append(']')
         return
     }
-    [void]$Sb.Append('"').Append([System.Web.HttpUtility]::JavaScriptStringEncode([string]$v)).Append('"')
+    [void]$Sb.Append([AgentJson]::Quote([string]$v))
 }
 
 function Write-AgentOutput($Response) {
@@ -274,7 +459,7 @@ function Get-LocationChain([string]$Location) {
     $loc = $Location.Trim('/')
     while ($loc -ne '') {
         [void]$chain.Add($loc)
-        $cut = $loc.LastIndexOf('/')
+        $cut = $loc.LastIndexOf('/', [System.StringComparison]::Ordinal)
         if ($cut -lt 0) { $loc = '' } else { $loc = $loc.Substring(0, $cut) }
     }
     [void]$chain.Add('')
@@ -476,6 +661,38 @@ function Add-EncryptedValues($Element, $Schema, $List, $Paths = $null, [string]$
     }
 }
 
+$script:AgentTemp = $null
+
+function Get-AgentTempDirectory {
+    # A folder of this agent process's own, never the account's TEMP (which an account that
+    # never logged on may not have): %windir%\Temp\iis-clientcert-<guid>, where users cannot
+    # list names, with a protected DACL for SYSTEM and Administrators only. TMP and TEMP
+    # point at it for the rest of the process (Path.GetTempPath and child processes read
+    # them); it is removed when the request is done.
+    if ($null -ne $script:AgentTemp) { return $script:AgentTemp }
+    $path = Join-Path $env:windir ('Temp\iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    $folder = [System.IO.Directory]::CreateDirectory($path)
+    $acl = New-Object System.Security.AccessControl.DirectorySecurity
+    $acl.SetAccessRuleProtection($true, $false)
+    $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
+    foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {
+        $identity = New-Object System.Security.Principal.SecurityIdentifier($sid)
+        $rule = New-Object System.Security.AccessControl.FileSystemAccessRule($identity, [System.Security.AccessControl.FileSystemRights]::FullControl, $inherit, [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
+        $acl.AddAccessRule($rule)
+    }
+    Set-FolderAccess $folder $acl
+    $script:AgentTemp = $path
+    $env:TMP = $path
+    $env:TEMP = $path
+    return $path
+}
+
+function Remove-AgentTempDirectory {
+    if ($null -eq $script:AgentTemp) { return }
+    Remove-Item -LiteralPath $script:AgentTemp -Recurse -Force -ErrorAction SilentlyContinue
+    $script:AgentTemp = $null
+}
+
 function Unprotect-IisValues($Values) {
     # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system
     # (values it cannot decrypt are missing from the map):
@@ -502,7 +719,7 @@ function Unprotect-IisValues($Values) {
         [void]$paths.Add($path)
         $i++
     }
-    $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    $dir = Join-Path (Get-AgentTempDirectory) ('decrypt-' + [guid]::NewGuid().ToString('N'))
     [void][System.IO.Directory]::CreateDirectory($dir)
     try {
         $copy = Join-Path $dir 'applicationHost.config'
@@ -695,7 +912,7 @@ function ConvertFrom-ConfigElement($Element, $Candidates) {
 function Split-WebLocation([string]$Location) {
     $loc = $Location.Trim('/')
     if ($loc -eq '') { throw (New-AgentError 'InvalidValue' "target 'webconfig' needs a site path; the server level is applicationHost.config" 0x8007000D) }
-    $cut = $loc.IndexOf('/')
+    $cut = $loc.IndexOf('/', [System.StringComparison]::Ordinal)
     if ($cut -lt 0) { return @($loc, '/') }
     return @($loc.Substring(0, $cut), '/' + $loc.Substring($cut + 1))
 }
@@ -822,7 +1039,7 @@ function Invoke-ConfigSet($A) {
         }
         # IIS's API takes plain text and encrypts it: a desired ciphertext this host cannot
         # decrypt would be encrypted twice. Name it and write nothing.
-        $bad = @($desiredPaths | Where-Object { -not $plain.ContainsKey([string]$_[1]) } | ForEach-Object { "'$($_[0].Split('@')[-1])' at $($_[0].Substring(0, $_[0].LastIndexOf('@')))" })
+        $bad = @($desiredPaths | Where-Object { -not $plain.ContainsKey([string]$_[1]) } | ForEach-Object { "'$($_[0].Split('@')[-1])' at $($_[0].Substring(0, $_[0].LastIndexOf('@', [System.StringComparison]::Ordinal)))" })
         if ($bad.Count -gt 0) {
             throw (New-AgentError 'InvalidValue' ("The encrypted value of " + ($bad -join ', ') + " cannot be decrypted with this host's key (it was encrypted on another host, or is a placeholder): give the plain value") 0x80090005)
         }
@@ -1084,7 +1301,17 @@ function Invoke-Netsh([string[]]$Arguments) {
     $output = & "$env:windir\system32\netsh.exe" @Arguments 2>&1 | Out-String
     $ErrorActionPreference = 'Stop'
     if ($LASTEXITCODE -ne 0) {
-        throw (New-AgentError 'Fault' ("netsh $($Arguments[0..2] -join ' ') failed: " + $output.Trim()))
+        # netsh's words are localised ("Error: 1312", "Fehler: 1312", "erreur : 1312"); the
+        # Win32 error number at the end of the line is not, so it decides the kind.
+        $hresult = $null
+        $number = [regex]::Match($output, '(?m)[:\uFF1A]\s*(\d{1,10})\s*$')
+        if ($number.Success) {
+            $win32 = [int64]$number.Groups[1].Value
+            if ($win32 -gt 0 -and $win32 -lt 65536) { $hresult = ConvertTo-HResult32 (0x80070000 -bor $win32) }
+        }
+        $code = 'Fault'
+        if ($null -ne $hresult) { $code = Get-CodeForHResult $hresult }
+        throw (New-AgentError $code ("netsh $($Arguments[0..2] -join ' ') failed: " + $output.Trim()) $hresult)
     }
 }
 
@@ -1550,16 +1777,29 @@ public static class IisClientCertLogon {
 }
 '@
 
+function Initialize-LogonType {
+    # LogonUser through P/Invoke, compiled at most once per agent process (the type is looked
+    # up first) and only when a logon is tried. Script-block logging flags any script that
+    # holds Add-Type/DllImport as suspicious (event 4104) when it is loaded, compiled or not.
+    if ($null -ne ('IisClientCertLogon' -as [type])) { return }
+    # Windows PowerShell 5.1 compiles with csc.exe through files in TMP; the account's own
+    # TEMP may not exist (an account that never logged on, reached with noprofile).
+    # PowerShell 7 compiles in memory.
+    $env:TMP = Get-AgentTempDirectory
+    Add-Type -TypeDefinition $script:LogonSource
+}
+
 function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [string]$DefaultDomain = '.') {
     # The Win32 error of LogonUser (0 = success). The password is a .NET string argument,
     # never a command line. Logon types: 2 interactive, 3 network, 4 batch, 8 cleartext.
-    if ($null -eq ('IisClientCertLogon' -as [type])) { Add-Type -TypeDefinition $script:LogonSource }
+    Initialize-LogonType
     $domain = $DefaultDomain
     if ([string]::IsNullOrEmpty($domain)) { $domain = '.' }
     $user = $UserName
     if ($UserName.Contains('\')) {
-        $domain = $UserName.Substring(0, $UserName.IndexOf('\'))
-        $user = $UserName.Substring($UserName.IndexOf('\') + 1)
+        $cut = $UserName.IndexOf('\', [System.StringComparison]::Ordinal)
+        $domain = $UserName.Substring(0, $cut)
+        $user = $UserName.Substring($cut + 1)
     } elseif ($UserName.Contains('@')) {
         $domain = $null
     }
@@ -1713,6 +1953,26 @@ function Format-Rights($Rights) {
     return [string]$Rights
 }
 
+function Get-FolderAccess([System.IO.DirectoryInfo]$Folder) {
+    # The folder's DACL only, so writing it back leaves owner and SACL alone. The security
+    # methods are instance methods on .NET Framework and extension methods on .NET, which
+    # PowerShell does not bind as methods (PowerShell/PowerShell#10088).
+    $sections = [System.Security.AccessControl.AccessControlSections]::Access
+    if ($script:IsDesktop) {
+        return $Folder.GetAccessControl($sections)
+    } else {
+        return [System.IO.FileSystemAclExtensions]::GetAccessControl($Folder, $sections)
+    }
+}
+
+function Set-FolderAccess([System.IO.DirectoryInfo]$Folder, $Acl) {
+    if ($script:IsDesktop) {
+        $Folder.SetAccessControl($Acl)
+    } else {
+        [System.IO.FileSystemAclExtensions]::SetAccessControl($Folder, $Acl)
+    }
+}
+
 function Get-FolderOrFail([string]$Path) {
     if (-not [System.IO.Directory]::Exists($Path)) {
         throw (New-AgentError 'NotFound' "folder '$Path' does not exist" 0x80070003)
@@ -1741,14 +2001,14 @@ function Resolve-Identity([string]$Identity) {
     try { $sid = (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType) } catch { $sid = $null }
     # S-1-5-21-... are accounts of a machine or a domain: this computer's were tried above,
     # so one found now is a domain's. Well-known and built-in SIDs have no such part.
-    if ($null -ne $sid -and -not $sid.Value.StartsWith('S-1-5-21-')) { return $sid }
+    if ($null -ne $sid -and -not $sid.Value.StartsWith('S-1-5-21-', [System.StringComparison]::Ordinal)) { return $sid }
     throw (New-AgentError 'NotFound' "no local account or group named '$Identity' (a domain account is written DOMAIN\$Identity)" 0x80070534)
 }
 
 function Invoke-AclGet($A) {
     $path = Get-RequiredString $A 'path'
     if (-not [System.IO.Directory]::Exists($path)) { return [ordered]@{ exists = $false; aces = @() } }
-    $acl = (New-Object System.IO.DirectoryInfo($path)).GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+    $acl = Get-FolderAccess (New-Object System.IO.DirectoryInfo($path))
     $aces = New-List
     foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
         [void]$aces.Add([ordered]@{
@@ -1768,8 +2028,8 @@ function Invoke-AclGrant($A) {
     if (-not $script:RightsByName.Contains($rightsName)) { throw (New-AgentError 'InvalidValue' "rights must be one of $($script:RightsByName.Keys -join ', ')" 0x8007000D) }
     $rights = $script:RightsByName[$rightsName]
     $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
-    # GetAccessControl/SetAccessControl(Access) = Get-Acl/Set-Acl without rewriting owner/SACL.
-    $acl = $folder.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+    # The DACL alone (Get-Acl/Set-Acl would rewrite owner and SACL too).
+    $acl = Get-FolderAccess $folder
     $sync = -bnot [int64][System.Security.AccessControl.FileSystemRights]::Synchronize
     $mine = @($acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier]) |
         Where-Object { $_.IdentityReference -eq $sid -and $_.AccessControlType -eq 'Allow' })
@@ -1780,7 +2040,7 @@ function Invoke-AclGrant($A) {
     # SetAccessRule replaces the identity's explicit Allow rules: the folder ends with exactly one.
     $newRule = New-Object System.Security.AccessControl.FileSystemAccessRule($sid, $rights, $inherit, [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
     $acl.SetAccessRule($newRule)
-    $folder.SetAccessControl($acl)
+    Set-FolderAccess $folder $acl
     return [ordered]@{ changed = $true }
 }
 
@@ -1788,7 +2048,7 @@ function Invoke-AclRevoke($A) {
     $folder = Get-FolderOrFail (Get-RequiredString $A 'path')
     $identity = Get-RequiredString $A 'identity'
     try { $sid = Resolve-Identity $identity } catch { return [ordered]@{ changed = $false } }
-    $acl = $folder.GetAccessControl([System.Security.AccessControl.AccessControlSections]::Access)
+    $acl = Get-FolderAccess $folder
     $found = $false
     foreach ($rule in $acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])) {
         if ($rule.IdentityReference -eq $sid -and $rule.AccessControlType -eq 'Allow') { $found = $true }
@@ -1796,7 +2056,7 @@ function Invoke-AclRevoke($A) {
     if (-not $found) { return [ordered]@{ changed = $false } }
     $template = New-Object System.Security.AccessControl.FileSystemAccessRule($sid, [System.Security.AccessControl.FileSystemRights]::Read, [System.Security.AccessControl.AccessControlType]::Allow)
     $acl.RemoveAccessRuleAll($template)
-    $folder.SetAccessControl($acl)
+    Set-FolderAccess $folder $acl
     return [ordered]@{ changed = $true }
 }
 
@@ -1860,7 +2120,8 @@ function Get-PasswordPolicy {
     $minLength = $null
     try { $minLength = [int](([ADSI]"WinNT://$env:COMPUTERNAME").Properties['MinPasswordLength'].Value) } catch { $minLength = $null }
     $complexity = $null
-    $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('iis-clientcert-' + [guid]::NewGuid().ToString('N'))
+    # The agent's own folder: the account may have no TEMP (docs/real-host.md).
+    $dir = Join-Path (Get-AgentTempDirectory) ('policy-' + [guid]::NewGuid().ToString('N'))
     try {
         [void][System.IO.Directory]::CreateDirectory($dir)
         $cfg = Join-Path $dir 'policy.inf'
@@ -1944,6 +2205,47 @@ $Handlers = @{
     'mapping.verify_logons' = { param($A) Invoke-MappingVerifyLogons $A }
 }
 
+# Ops that change the host (contract.OPS[...].writes): a batch with one of them holds the
+# host's write lock.
+$script:WriteOps = @('config.set', 'config.clear', 'binding.set', 'binding.remove', 'cert.import', 'cert.remove', 'user.set', 'user.delete', 'group.add_member', 'group.remove_member', 'acl.grant', 'acl.revoke')
+$script:HostLockSeconds = 120
+
+function Enter-HostLock {
+    # Microsoft.Web.Administration commits optimistically: two agents committing at once get
+    # "Cannot commit configuration changes because the file has changed on disk", and Pulumi
+    # applies resources in parallel. One host-wide named mutex serialises this project's
+    # write batches (other tools' writes are met by the retry in Invoke-Request).
+    $mutex = New-Object System.Threading.Mutex($false, 'Global\iis-clientcert-agent')
+    $acquired = $false
+    try {
+        $acquired = $mutex.WaitOne([TimeSpan]::FromSeconds($script:HostLockSeconds))
+    } catch {
+        # The last holder died mid-batch: the mutex is ours now, and its batch, like any
+        # batch cut short, is finished by the next run (every op converges).
+        if ((Get-InnermostException $_.Exception) -isnot [System.Threading.AbandonedMutexException]) { throw }
+        $acquired = $true
+    }
+    if (-not $acquired) {
+        $mutex.Dispose()
+        throw (New-AgentError 'Conflict' "another iis-clientcert agent has held this host's write lock (Global\iis-clientcert-agent) for over $($script:HostLockSeconds) s")
+    }
+    return $mutex
+}
+
+function Exit-HostLock($Mutex) {
+    if ($null -eq $Mutex) { return }
+    $Mutex.ReleaseMutex()
+    $Mutex.Dispose()
+}
+
+function Test-CommitConflict($Exception) {
+    # Microsoft.Web.Administration reports a commit over a file that changed since it was
+    # read as FileLoadException; a locked section (0x80070021) comes as the same type and
+    # is no conflict. Its HRESULT is not documented (docs/real-host.md): the type decides.
+    if ($Exception -isnot [System.IO.FileLoadException]) { return $false }
+    return ((ConvertTo-HResult32 $Exception.HResult) -ne (ConvertTo-HResult32 0x80070021))
+}
+
 function New-ErrorResponse($Op, $Index, [string]$Code, [string]$Message, $HResult, $Results) {
     return [ordered]@{
         ok = $false
@@ -1954,10 +2256,8 @@ function New-ErrorResponse($Op, $Index, [string]$Code, [string]$Message, $HResul
 
 function Invoke-Request([string]$Json) {
     $results = New-List
-    $serializer = New-Object System.Web.Script.Serialization.JavaScriptSerializer
-    $serializer.MaxJsonLength = [int]::MaxValue
     try {
-        $request = $serializer.DeserializeObject($Json)
+        $request = [AgentJson]::Parse($Json)
     } catch {
         return (New-ErrorResponse $null $null 'BadRequest' 'the request is not JSON' $null $results)
     }
@@ -1968,37 +2268,67 @@ function Invoke-Request([string]$Json) {
         return (New-ErrorResponse $null $null 'BadRequest' 'the request carries no ops' $null $results)
     }
     $ops = @($request['ops'])
-    for ($index = 0; $index -lt $ops.Count; $index++) {
+    $firstWrite = -1
+    for ($index = $ops.Count - 1; $index -ge 0; $index--) {
         $entry = $ops[$index]
-        $name = $null
-        if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('op')) { $name = [string]$entry['op'] }
-        $opArgs = $null
-        if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('args')) { $opArgs = $entry['args'] }
-        if ($null -eq $opArgs) { $opArgs = New-Object 'System.Collections.Generic.Dictionary[string,object]' }
-        if ($null -eq $name -or -not $Handlers.ContainsKey($name) -or $opArgs -isnot [System.Collections.IDictionary]) {
-            return (New-ErrorResponse $name $index 'BadRequest' "unknown op '$name'" $null $results)
-        }
-        $script:Secrets.Clear()
-        foreach ($k in @('password', 'pfx_password', 'pfx_b64')) {
-            if ($opArgs.ContainsKey($k) -and $opArgs[$k] -is [string] -and $opArgs[$k].Length -ge 4) { $script:Secrets.Add($opArgs[$k]) }
-        }
-        if ($opArgs.ContainsKey('element')) { Add-ElementSecrets $opArgs['element'] $script:Secrets }
+        if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('op') -and $script:WriteOps -contains [string]$entry['op']) { $firstWrite = $index }
+    }
+    $lock = $null
+    if ($firstWrite -ge 0) {
         try {
-            # A handler returns one result object; take the last in case a call leaked output.
-            $out = @(& $Handlers[$name] $opArgs)
-            [void]$results.Add($out[$out.Count - 1])
+            $lock = Enter-HostLock
         } catch {
             $exception = Get-InnermostException $_.Exception
-            if ($exception.Data.Contains('AgentCode')) {
-                $code = [string]$exception.Data['AgentCode']
-                $hresult = $null
-                if ($exception.Data.Contains('AgentHResult')) { $hresult = $exception.Data['AgentHResult'] }
-            } else {
-                $hresult = ConvertTo-HResult32 $exception.HResult
-                $code = Get-CodeForHResult $hresult
-            }
-            return (New-ErrorResponse $name $index $code $exception.Message $hresult $results)
+            return (New-ErrorResponse ([string]$ops[$firstWrite]['op']) $firstWrite 'Conflict' $exception.Message $null $results)
         }
+    }
+    try {
+        for ($index = 0; $index -lt $ops.Count; $index++) {
+            $entry = $ops[$index]
+            $name = $null
+            if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('op')) { $name = [string]$entry['op'] }
+            $opArgs = $null
+            if ($entry -is [System.Collections.IDictionary] -and $entry.ContainsKey('args')) { $opArgs = $entry['args'] }
+            if ($null -eq $opArgs) { $opArgs = New-Object 'System.Collections.Generic.Dictionary[string,object]' }
+            if ($null -eq $name -or -not $Handlers.ContainsKey($name) -or $opArgs -isnot [System.Collections.IDictionary]) {
+                return (New-ErrorResponse $name $index 'BadRequest' "unknown op '$name'" $null $results)
+            }
+            $script:Secrets.Clear()
+            foreach ($k in @('password', 'pfx_password', 'pfx_b64')) {
+                if ($opArgs.ContainsKey($k) -and $opArgs[$k] -is [string] -and $opArgs[$k].Length -ge 4) { $script:Secrets.Add($opArgs[$k]) }
+            }
+            if ($opArgs.ContainsKey('element')) { Add-ElementSecrets $opArgs['element'] $script:Secrets }
+            $attempt = 0
+            while ($true) {
+                try {
+                    # A handler returns one result object; take the last in case a call leaked output.
+                    $out = @(& $Handlers[$name] $opArgs)
+                    [void]$results.Add($out[$out.Count - 1])
+                    break
+                } catch {
+                    $exception = Get-InnermostException $_.Exception
+                    if ($attempt -eq 0 -and (Test-CommitConflict $exception)) {
+                        # Another writer (IIS Manager, appcmd) committed since this op read the
+                        # configuration: run the op once more. It opens a new ServerManager,
+                        # so it reads the file as it is now, and does only what is still needed.
+                        $attempt++
+                        continue
+                    }
+                    if ($exception.Data.Contains('AgentCode')) {
+                        $code = [string]$exception.Data['AgentCode']
+                        $hresult = $null
+                        if ($exception.Data.Contains('AgentHResult')) { $hresult = $exception.Data['AgentHResult'] }
+                    } else {
+                        $hresult = ConvertTo-HResult32 $exception.HResult
+                        $code = Get-CodeForHResult $hresult
+                        if (Test-CommitConflict $exception) { $code = 'Conflict' }
+                    }
+                    return (New-ErrorResponse $name $index $code $exception.Message $hresult $results)
+                }
+            }
+        }
+    } finally {
+        Exit-HostLock $lock
     }
     return [ordered]@{ ok = $true; results = $results }
 }
@@ -2008,5 +2338,7 @@ try {
 } catch {
     $exception = Get-InnermostException $_.Exception
     $response = New-ErrorResponse $null $null 'Fault' $exception.Message $exception.HResult (New-List)
+} finally {
+    Remove-AgentTempDirectory
 }
 Write-AgentOutput $response

@@ -18,6 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert.errors import ValidationError
+from iis_clientcert.host.contract import DEFAULT_SHELL, SHELLS
 
 TRANSPORTS: Final = ("ntlm", "kerberos", "credssp", "certificate", "basic")
 SECRET_FIELDS: Final = frozenset({"password", "client_key_pem"})
@@ -33,6 +34,7 @@ FIELDS: Final = (
     "connect_timeout",
     "operation_timeout",
     "read_timeout",
+    "shell",
 )
 REDACTED: Final = "REDACTED"
 
@@ -51,6 +53,9 @@ class Connection:
     connect_timeout: float = 15
     operation_timeout: float = 60
     read_timeout: float = 90
+    # Which PowerShell runs the agent: "powershell" (Windows PowerShell 5.1, every Windows
+    # Server) or "pwsh" (PowerShell 7, where installed).
+    shell: str = DEFAULT_SHELL
 
     @property
     def host(self) -> str:
@@ -73,12 +78,19 @@ class Connection:
         return _parse(value, resource)
 
     def to_input(self) -> dict[str, Any]:
-        """The normalised input, as stored in Pulumi state (secrets are marked there)."""
-        return {name: getattr(self, name) for name in FIELDS}
+        """The normalised input, as stored in Pulumi state (secrets are marked there).
+
+        ``shell`` is stored only when it is not the default, so stacks made before the
+        field existed keep previewing clean.
+        """
+        out = {name: getattr(self, name) for name in FIELDS}
+        if out["shell"] == DEFAULT_SHELL:
+            del out["shell"]
+        return out
 
     def redacted(self) -> dict[str, Any]:
         """The connection fit for a log line: secrets replaced, PEM texts summarised."""
-        out = self.to_input()
+        out = {name: getattr(self, name) for name in FIELDS}
         for name in SECRET_FIELDS:
             if out[name] is not None:
                 out[name] = REDACTED
@@ -253,6 +265,19 @@ def _parse(value: Mapping[str, Any], resource: str) -> Connection:
     connect_timeout = _timeout(value, "connect_timeout", 15.0, resource)
     operation_timeout = _timeout(value, "operation_timeout", 60.0, resource)
     read_timeout = _timeout(value, "read_timeout", 90.0, resource)
+    shell_raw = value.get("shell")
+    shell = shell_raw.strip().lower() if isinstance(shell_raw, str) else shell_raw
+    if shell is None or shell == "":
+        shell = DEFAULT_SHELL
+    if shell not in SHELLS:
+        raise _fail(
+            resource,
+            "shell",
+            shell_raw,
+            "is not a PowerShell the agent runs under",
+            "use one of: powershell, pwsh (PowerShell 7, where installed)",
+        )
+    assert isinstance(shell, str)
 
     if transport == "basic" and not https:
         raise _fail(
@@ -350,4 +375,5 @@ def _parse(value: Mapping[str, Any], resource: str) -> Connection:
         connect_timeout=connect_timeout,
         operation_timeout=operation_timeout,
         read_timeout=read_timeout,
+        shell=shell,
     )

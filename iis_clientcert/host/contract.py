@@ -46,7 +46,7 @@ PROTOCOL_VERSION: Final = 1
 # Separates the agent script from the JSON request on stdin.
 REQUEST_MARKER: Final = "\n#--iis-clientcert-request--\n"
 
-# The constant program that powershell.exe runs. It reads stdin (agent script, marker,
+# The constant program that powershell.exe (or pwsh.exe) runs. It reads stdin (agent script, marker,
 # JSON request), turns the script into a script block and hands it the request text.
 # Nothing in it varies between calls, so nothing variable reaches the command line.
 BOOTSTRAP: Final = (
@@ -57,7 +57,9 @@ BOOTSTRAP: Final = (
     # `# is an escaped '#': the same text, and kept clear of PowerShell grammars that
     # would otherwise take the rest of the line for a comment.
     '$marker = "`n`#--iis-clientcert-request--`n"\n'
-    "$cut = $payload.IndexOf($marker)\n"
+    # Ordinal: a culture-aware IndexOf (PowerShell's default for strings) can miss a marker
+    # that follows a CR under ICU (.NET 5+, so PowerShell 7 on current Windows).
+    "$cut = $payload.IndexOf($marker, [StringComparison]::Ordinal)\n"
     "if ($cut -lt 0) {\n"
     '  [Console]::Out.Write(\'{"ok":false,"results":[],"error":{"op":null,"index":null,'
     '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}\')\n'
@@ -67,7 +69,17 @@ BOOTSTRAP: Final = (
     "& $agent $payload.Substring($cut + $marker.Length)\n"
 )
 
-POWERSHELL: Final = "powershell.exe"
+# Which PowerShell runs the agent, per connection (``connection.shell``): Windows
+# PowerShell 5.1 ships with every Windows Server; PowerShell 7 (pwsh.exe) is a separate
+# install. The agent and the bootstrap are the same for both.
+SHELLS: Final[dict[str, str]] = {"powershell": "powershell.exe", "pwsh": "pwsh.exe"}
+DEFAULT_SHELL: Final = "powershell"
+POWERSHELL: Final = SHELLS[DEFAULT_SHELL]
+
+
+def executable(shell: str = DEFAULT_SHELL) -> str:
+    """The program of an agent command for a ``connection.shell`` value."""
+    return SHELLS[shell]
 
 
 def encoded_bootstrap() -> str:
@@ -538,7 +550,65 @@ ERROR_CODES: Final[dict[str, str]] = {
     "PolicyViolation": "the password or account name breaks the host's policy",
     "BadCertificate": "the certificate or PFX cannot be decoded",
     "AccessDenied": "the agent's account lacks the right to do this",
+    "Conflict": (
+        "applicationHost.config changed on disk between the agent's read and its commit "
+        "(another writer), or another agent held the host's write lock too long"
+    ),
     "Fault": "an injected or unexpected failure on the host",
+}
+
+
+# How the agent files a Windows HRESULT under a contract kind when an API throws it (the
+# agent's $script:HResultKinds is a copy of this table; a test keeps them equal). Anything
+# else is a Fault, with its HRESULT.
+HRESULT_KINDS: Final[dict[int, str]] = {
+    0x80070021: "Locked",
+    0x80070005: "AccessDenied",
+    0x8007052E: "LogonFailure",
+    0x80070057: "InvalidValue",
+    0x8007000D: "InvalidValue",
+    0x80070002: "NotFound",
+    0x80070003: "NotFound",
+    0x80070490: "NotFound",
+    0x800708AC: "NotFound",
+    0x800708AD: "NotFound",
+    0x80070534: "NotFound",
+    0x8007056B: "NotFound",
+    0x80092004: "NotFound",
+    0x80070035: "NotFound",
+    0x800700B7: "DuplicateKey",
+    0x800708B0: "DuplicateKey",
+    0x80070562: "DuplicateKey",
+    0x800708B7: "DuplicateKey",
+    0x800708C5: "PolicyViolation",
+    0x800708C4: "PolicyViolation",
+    0x8007052D: "PolicyViolation",
+    0x8007089A: "PolicyViolation",
+    0x80070523: "PolicyViolation",
+    0x80093102: "BadCertificate",
+    0x8009310B: "BadCertificate",
+    0x80092002: "BadCertificate",
+    0x80070056: "BadCertificate",
+    0x80092009: "BadCertificate",
+    0x8009200D: "BadCertificate",
+    # netsh http add sslcert "Error: 1312": the certificate's private key is missing or
+    # not readable.
+    0x80070520: "BadCertificate",
+    # Commit conflicts: the file changed since it was read (Microsoft.Web.Administration's
+    # FileLoadException; HRESULT unconfirmed, docs/real-host.md), or another process had
+    # it open.
+    0x800703EE: "Conflict",
+    0x80070020: "Conflict",
+}
+
+# What to do about an error of a kind, whatever its HRESULT (shown when the HRESULT has no
+# entry in WINDOWS_CODES).
+KIND_FIXES: Final[dict[str, str]] = {
+    "Conflict": (
+        "run again: the agent serialises its own writes on a host and retries a conflicting "
+        "commit once, so a repeat means another tool (IIS Manager, appcmd, a deployment) "
+        "keeps writing applicationHost.config at the same time"
+    ),
 }
 
 
@@ -657,6 +727,31 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "ERROR_NOT_FOUND",
         "the element was not found",
         "check the site, user or certificate name",
+    ),
+    0x80070520: WindowsCode(
+        "ERROR_NO_SUCH_LOGON_SESSION",
+        "HTTP.sys cannot use the server certificate's private key: it is missing or not "
+        "accessible (netsh http add sslcert: 'A specified logon session does not exist', "
+        "Error: 1312)",
+        "import the certificate with its private key into LocalMachine\\My (a PFX, as a "
+        "machine key), not into a user's store; if it is there, give SYSTEM read access to "
+        "the key",
+    ),
+    0x800703EE: WindowsCode(
+        "ERROR_FILE_INVALID",
+        "applicationHost.config changed on disk between the agent's read and its commit "
+        "('Cannot commit configuration changes because the file has changed on disk')",
+        KIND_FIXES["Conflict"],
+    ),
+    0x80070020: WindowsCode(
+        "ERROR_SHARING_VIOLATION",
+        "another process had the configuration file open while the agent committed",
+        KIND_FIXES["Conflict"],
+    ),
+    0x80070057: WindowsCode(
+        "E_INVALIDARG",
+        "a value was refused: the parameter is incorrect (netsh 'Error: 87')",
+        "check the binding's IP:port:host and the certificate hash and store",
     ),
 }
 

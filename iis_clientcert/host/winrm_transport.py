@@ -1,8 +1,9 @@
 """Run one agent request as one WinRM command, with pywinrm's ``Protocol``.
 
-Create shell -> Command (the constant bootstrap) -> Send (agent script + JSON request on
-stdin) -> Receive until Done -> Signal terminate -> Delete shell. Nothing variable is ever
-on the command line; the request (and so every secret) travels only as stdin data.
+Create shell -> Command (the constant bootstrap, stdin in pipe mode, no cmd.exe) -> Send
+(agent script + JSON request on stdin, the last part with End) -> Receive until Done ->
+Signal terminate -> Delete shell. Nothing variable is ever on the command line; the request
+(and so every secret) travels only as stdin data.
 
 Retry policy: a failure while opening the shell or starting the command is retried with
 backoff, because nothing can run before the request arrives on stdin (the bootstrap reads
@@ -64,6 +65,9 @@ MAX_IDLE: Final = 4
 CODEPAGE_UTF8: Final = 65001
 # stderr shown in an AgentProtocolError.
 STDERR_EXCERPT: Final = 1500
+# A command's output is awaited at least this long (and 5 read timeouts): slow ops answer
+# Receive with operation timeouts meanwhile.
+MIN_RECEIVE_SECONDS: float = 300.0
 
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests
 
@@ -260,8 +264,17 @@ def _map_error(
         return _MappedError(AuthenticationError(host, text), retryable=False)
     if isinstance(exc, winrm.exceptions.WSManFaultError):
         code = exc.wsman_fault_code
+        fault_reason = f"{exc.reason} {where}"
+        if code is not None and code & 0xFFFFFFFF in (0x80070002, 2):
+            # WinRS could not start the program (CreateProcess): nothing ran.
+            program = contract.executable(conn.shell)
+            fault_reason += (
+                f": {program} was not found on the host (connection.shell = {conn.shell!r}); "
+                "install PowerShell 7 there, or use shell: powershell"
+            )
+            may_have_run = False
         return _MappedError(
-            WSManFaultError(host, code, f"{exc.reason} {where}", command_may_have_run=may_have_run),
+            WSManFaultError(host, code, fault_reason, command_may_have_run=may_have_run),
             retryable=False,
         )
     if isinstance(exc, winrm.exceptions.WinRMTransportError):
@@ -433,8 +446,17 @@ def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
         try:
             shell_id = protocol.open_shell(codepage=CODEPAGE_UTF8, noprofile=True)
             stage = "run_command"
+            # Pipe-mode stdin: the agent and its request arrive on stdin and the bootstrap
+            # reads it to the end, which console-mode stdin (pywinrm's default) never has
+            # (MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN; Ansible's winrm plugin sends
+            # console_mode_stdin=False whenever it feeds stdin). No cmd.exe: WinRS starts
+            # PowerShell itself, so no cmd parsing and no 8191-character line limit.
             command_id = protocol.run_command(
-                shell_id, contract.POWERSHELL, contract.command_arguments()
+                shell_id,
+                contract.executable(conn.shell),
+                contract.command_arguments(),
+                console_mode_stdin=False,
+                skip_cmd_shell=True,
             )
         except Exception as exc:
             _tidy(protocol, shell_id, None)
@@ -445,7 +467,7 @@ def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
             for index, part in enumerate(parts):
                 protocol.send_command_input(shell_id, command_id, part, end=index == len(parts) - 1)
             stage = "receive"
-            deadline = time.monotonic() + max(300.0, 5 * conn.read_timeout)
+            deadline = time.monotonic() + max(MIN_RECEIVE_SECONDS, 5 * conn.read_timeout)
             output = _receive(protocol, shell_id, command_id, deadline)
         except Exception as exc:
             _tidy(protocol, shell_id, command_id)

@@ -1161,6 +1161,7 @@ def connection_input(args: argparse.Namespace, environ: Mapping[str, str]) -> di
         "username": args.username,
         # From the environment only: a flag would show in the process list.
         "password": environ.get(PASSWORD_ENV) or None,
+        "shell": args.shell,
     }
     if args.ca_bundle:
         conn["ca_bundle"] = _read_text(args.ca_bundle, "--ca-bundle", cwd)
@@ -1192,6 +1193,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--client-cert", metavar="PEM_FILE", help="for --transport certificate")
     where.add_argument("--client-key", metavar="PEM_FILE", help="unencrypted key of --client-cert")
+    where.add_argument(
+        "--shell",
+        choices=("powershell", "pwsh"),
+        default=None,
+        help="PowerShell that runs the agent: powershell (5.1, default) or pwsh (7)",
+    )
     parser.add_argument(
         "--site",
         action="append",

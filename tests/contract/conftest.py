@@ -1,6 +1,7 @@
 """Targets of the agent contract suite: the simulator always, a real Windows host when
 IIS_TEST_ENDPOINT (+ IIS_TEST_USERNAME, IIS_TEST_PASSWORD, IIS_TEST_TRANSPORT,
-IIS_TEST_CA_BUNDLE, optional IIS_TEST_SITE) is set.
+IIS_TEST_CA_BUNDLE, optional IIS_TEST_SITE, and IIS_TEST_SHELL=pwsh to run the agent under
+PowerShell 7) is set. docs/real-host.md says what a run there settles.
 
 The Windows target changes the host it is given (test users, a test certificate, an https
 binding on port 44300+, config at the test site): point it at a disposable host.
@@ -77,6 +78,7 @@ def _windows_connection() -> Connection | None:
             "username": os.environ.get("IIS_TEST_USERNAME"),
             "password": os.environ.get("IIS_TEST_PASSWORD"),
             "ca_bundle": Path(ca_path).read_text() if ca_path else None,
+            "shell": os.environ.get("IIS_TEST_SHELL"),
         }
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -733,3 +734,48 @@ def test_every_op_returns_its_declared_result_type(
     missing = set(contract.OPS) - checked
     # mapping.verify_logons needs Web-Cert-Auth (always there on the simulator).
     assert missing == (set() if facts["web_cert_auth_installed"] else {"mapping.verify_logons"})
+
+
+# --- concurrent writers (FACTS.md, "Real-host pitfalls": optimistic commits) ------------------
+
+
+def test_concurrent_write_batches_both_commit(agent_host: Target) -> None:
+    # Pulumi applies resources in parallel: two batches that read applicationHost.config and
+    # then commit must not fail with "the file has changed on disk", nor lose a change. On
+    # the simulator each op pauses so that the batches interleave.
+    locations = [f"{agent_host.site}/{agent_host.unique('conc')}" for _ in range(2)]
+    if agent_host.state_dir is not None:
+        (agent_host.state_dir / "faults.json").write_text(json.dumps({"op_pause_ms": 400}))
+    errors: list[BaseException] = []
+
+    def write(location: str) -> None:
+        try:
+            agent_host.call(
+                make_op("config.get", section=SECTION_SSL, location=agent_host.site),
+                make_op(
+                    "config.set",
+                    section=SECTION_SSL,
+                    location=location,
+                    element=element({"sslFlags": "Ssl"}),
+                ),
+            )
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(loc,)) for loc in locations]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        if agent_host.state_dir is not None:
+            (agent_host.state_dir / "faults.json").write_text("{}")
+    try:
+        assert errors == []
+        for location in locations:
+            found = agent_host.one("config.get", section=SECTION_SSL, location=location)
+            assert found["present"] and flags(found["element"]["attributes"]["sslFlags"]) == {"Ssl"}
+    finally:
+        for location in locations:
+            agent_host.one("config.clear", section=SECTION_SSL, location=location)

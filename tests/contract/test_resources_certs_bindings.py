@@ -50,6 +50,11 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             yield {"connection": connection, "state": Path(endpoint.state_dir)}
 
 
+def _authority(sim: dict[str, Any]) -> str:
+    """The host part of every resource id: scheme, host and port of the WinRM endpoint."""
+    return Connection.from_input(sim["connection"]).authority
+
+
 def _call(sim: dict[str, Any], *ops: Op[Any]) -> list[Any]:
     return HostClient(Connection.from_input(sim["connection"])).call(list(ops))
 
@@ -106,7 +111,7 @@ def test_trusted_root_lifecycle(sim: dict[str, Any]) -> None:
     with _Calls(sim) as calls:
         created: Any = provider.create(inputs)
     assert calls.count == 2  # one read, one write-and-verify
-    assert created.id == f"127.0.0.1/CA/{issuing.thumbprint}"
+    assert created.id == f"{_authority(sim)}/CA/{issuing.thumbprint}"
     outs = created.outs
     assert outs["resolved_store"] == "CA" and outs["adopted"] is False
     assert issuing.thumbprint in _thumbprints(sim, "CA")
@@ -190,7 +195,7 @@ def test_server_certificate_and_binding_lifecycle(sim: dict[str, Any]) -> None:
     with _Calls(sim) as calls:
         cert: Any = cert_provider.create(cert_inputs)
     assert calls.count == 2
-    assert cert.id == f"127.0.0.1/My/{server.thumbprint}"
+    assert cert.id == f"{_authority(sim)}/My/{server.thumbprint}"
     assert cert.outs["dns_names"] == ["app.example.test"]
     assert cert.outs["adopted"] is False
     listed = _thumbprints(sim, "My")[server.thumbprint]
@@ -209,7 +214,7 @@ def test_server_certificate_and_binding_lifecycle(sim: dict[str, Any]) -> None:
     with _Calls(sim) as calls:
         binding: Any = binding_provider.create(binding_inputs)
     assert calls.count == 2
-    assert binding.id == "127.0.0.1/Default Web Site/https/*:8443:"
+    assert binding.id == f"{_authority(sim)}/Default Web Site/https/*:8443:"
     assert binding.outs["url"] == "https://127.0.0.1:8443/"
     assert binding.outs["adopted"] is False
     live = _https_bindings(sim, "Default Web Site")["*:8443:"]

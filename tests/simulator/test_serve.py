@@ -40,7 +40,9 @@ def agent_call(endpoint: Endpoint, *ops: Op[Any]) -> dict[str, Any]:
     )
     shell = protocol.open_shell()
     try:
-        command = protocol.run_command(shell, POWERSHELL, command_arguments())
+        command = protocol.run_command(
+            shell, POWERSHELL, command_arguments(), console_mode_stdin=False, skip_cmd_shell=True
+        )
         protocol.send_command_input(
             shell, command, encode_stdin(agent_script(), make_request(list(ops))), end=True
         )

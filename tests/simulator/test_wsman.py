@@ -16,15 +16,26 @@ import pytest
 import requests
 import winrm
 import xmltodict  # type: ignore[import-untyped]
-from winrm.exceptions import InvalidCredentialsError, WSManFaultError
+from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WSManFaultError
 from winrm.protocol import Protocol
 
+from iis_clientcert.host.contract import (
+    POWERSHELL,
+    command_arguments,
+    encode_stdin,
+    make_op,
+    make_request,
+    parse_result,
+)
+from iis_clientcert_simulator import audit
+from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.powershell_errors import (
     decode_encoded_command,
     encode_command,
     not_recognized_cmd,
     not_recognized_powershell,
 )
+from iis_clientcert_simulator.testing import AgentRunner, agent_script
 from iis_clientcert_simulator.wsman import (
     CommandOutcome,
     Credentials,
@@ -607,6 +618,78 @@ def test_slow_command_is_retried_past_the_operation_timeout(server, wsman_pki, h
     assert protocol.get_command_output(shell_id, command_id) == (b"slept", b"", 0)
     protocol.close_shell(shell_id)
     assert len(handler.calls) == 1  # run once, however many Receives
+
+
+# --- stdin modes (MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN / WINRS_SKIP_CMD_SHELL) --------
+
+
+def test_command_options_reach_the_handler(server, wsman_pki, handler):
+    protocol = basic_session(server, wsman_pki).protocol
+    shell_id = protocol.open_shell()
+    for command_id in (
+        protocol.run_command(shell_id, "whoami"),
+        protocol.run_command(shell_id, "whoami", console_mode_stdin=False, skip_cmd_shell=True),
+    ):
+        protocol.get_command_output(shell_id, command_id)
+        protocol.cleanup_command(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    # pywinrm's defaults are console mode through cmd.exe.
+    assert [(c.console_mode_stdin, c.skip_cmd_shell) for c in handler.calls] == [
+        (True, False),
+        (False, True),
+    ]
+
+
+def _timed_protocol(server: WSManServer, pki: WSManPki) -> Protocol:
+    return Protocol(
+        server.https_url,
+        transport="basic",
+        username=USER,
+        password=PASSWORD,
+        ca_trust_path=str(pki.ca_file),
+        operation_timeout_sec=1,
+        read_timeout_sec=3,
+    )
+
+
+def test_agent_in_console_mode_never_sees_the_end_of_its_input(
+    make_wsman, creds, wsman_pki, tmp_path
+):
+    # What Windows does with pywinrm's default console_mode_stdin=True: the bootstrap's
+    # ReadToEnd() never returns, so the agent never runs and every Receive times out.
+    state = tmp_path / "host"
+    server = make_wsman(Executor(state), creds)
+    protocol = _timed_protocol(server, wsman_pki)
+    stdin = encode_stdin(
+        agent_script(), make_request([make_op("user.set", name="console1", password="Pw-12345!a")])
+    )
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, POWERSHELL, command_arguments())
+    protocol.send_command_input(shell_id, command_id, stdin, end=True)
+    started = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(WinRMOperationTimeoutError):
+            protocol.get_command_output_raw(shell_id, command_id)
+    assert time.monotonic() - started < 10
+    protocol.cleanup_command(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    line = audit.read(state / "audit.log")[-1]
+    assert (line["result"], line["ops"]) == ("StdinConsoleMode", [])
+    assert AgentRunner(state).one("user.get", name="console1")["exists"] is False
+
+
+def test_agent_in_pipe_mode_runs(make_wsman, creds, wsman_pki, tmp_path):
+    server = make_wsman(Executor(tmp_path / "host"), creds)
+    protocol = _timed_protocol(server, wsman_pki)
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(
+        shell_id, POWERSHELL, command_arguments(), console_mode_stdin=False, skip_cmd_shell=True
+    )
+    stdin = encode_stdin(agent_script(), make_request([make_op("host.facts")]))
+    protocol.send_command_input(shell_id, command_id, stdin, end=True)
+    out, _, code = protocol.get_command_output(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    assert code == 0 and parse_result(out)["results"][0]["computer_name"] == "SIMIIS01"
 
 
 def test_concurrent_clients(server, wsman_pki, handler):

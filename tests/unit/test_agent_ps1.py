@@ -180,3 +180,171 @@ def test_the_agent_redacts_exactly_the_contracts_secret_arguments(agent: str) ->
     assert strings == {name for name, arg in secret if arg.secret and arg.kind == "str"}
     assert elements == {name for name, arg in secret if arg.secret and arg.kind == "dict"}
     assert {arg.kind for _, arg in secret if arg.secret} <= {"str", "dict"}
+
+
+# --- both PowerShells (FACTS.md, "Real-host pitfalls": PowerShell 7) -----------------------
+
+
+def _edition_of_block(node: Any, source: bytes) -> str | None:
+    """The edition a node runs on: inside `if ($script:IsDesktop) {...} else {...}` blocks."""
+    while node is not None:
+        parent = node.parent
+        if node.type == "statement_block" and parent is not None:
+            branch_if, inverted = None, False
+            if parent.type == "if_statement":
+                branch_if = parent
+            elif parent.type == "else_clause" and parent.parent is not None:
+                branch_if, inverted = parent.parent, True
+            if branch_if is not None:
+                kids = branch_if.children
+                opened = next(i for i, c in enumerate(kids) if c.type == "(")
+                condition = _text(kids[opened + 1], source).strip()
+                desktop = {"$script:IsDesktop": True, "-not $script:IsDesktop": False}.get(
+                    condition
+                )
+                if desktop is not None:
+                    return "Desktop" if desktop != inverted else "Core"
+        node = parent
+    return None
+
+
+def _uses(text: str, patterns: Any) -> list[tuple[int, str]]:
+    """(offset, what) of each use of an API of ``patterns`` outside comments."""
+    tree, _ = _parse(text)
+    comments = [(n.start_byte, n.end_byte) for n in _walk(tree.root_node) if n.type == "comment"]
+    found = []
+    for api in patterns:
+        for match in api.pattern.finditer(text):
+            start = len(text[: match.start()].encode("utf-8"))
+            if not any(a <= start < b for a, b in comments):
+                found.append((start, api.what))
+    return found
+
+
+def test_no_api_missing_from_either_powershell_outside_a_block_for_the_other(agent: str) -> None:
+    from iis_clientcert_simulator.powershell_editions import CORE_ONLY, DESKTOP_ONLY
+
+    tree, source = _parse(agent)
+    wrong = []
+    for patterns, needs in ((DESKTOP_ONLY, "Desktop"), (CORE_ONLY, "Core")):
+        for offset, what in _uses(agent, patterns):
+            node = tree.root_node.descendant_for_byte_range(offset, offset + 1)
+            if _edition_of_block(node, source) != needs:
+                line = source[:offset].count(b"\n") + 1
+                wrong.append(f"line {line}: {what} outside an edition block for {needs}")
+    assert wrong == []
+
+
+def test_the_edition_test_uses_psedition(agent: str) -> None:
+    # $IsCoreCLR does not exist in 5.1 (an error under Set-StrictMode); PSEdition is
+    # 'Desktop' there and 'Core' in PowerShell 7.
+    assert "$script:IsDesktop = ($PSVersionTable.PSEdition -ne 'Core')" in agent
+    assert "Add-Type -AssemblyName" not in agent  # no System.Web(.Extensions) on any edition
+
+
+def _string_searches(text: str) -> list[str]:
+    """IndexOf/LastIndexOf/StartsWith/EndsWith calls that compare strings."""
+    tree, source = _parse(text)
+    calls = []
+    for node in _walk(tree.root_node):
+        if node.type != "invokation_expression":
+            continue
+        names = [c for c in node.children if c.type == "member_name"]
+        if not names or _text(names[-1], source) not in (
+            "IndexOf",
+            "LastIndexOf",
+            "StartsWith",
+            "EndsWith",
+        ):
+            continue
+        calls.append(_text(node, source))
+    return calls
+
+
+@pytest.mark.parametrize("which", ["agent", "bootstrap"])
+def test_string_searches_compare_ordinally(agent: str, which: str) -> None:
+    # String.IndexOf(string) compares with the current culture: with ICU (.NET 5+ on
+    # recent Windows) "\r\n" is one text element, so a marker after a CR is not found.
+    text = agent if which == "agent" else contract.BOOTSTRAP
+    calls = _string_searches(text)
+    if which == "bootstrap":
+        assert calls, "the bootstrap finds its marker with IndexOf"
+    cultural = [c for c in calls if not re.search(r"StringComparison\]::Ordinal|\[char\]", c)]
+    assert cultural == []
+
+
+# --- TEMP and Add-Type (FACTS.md, "Real-host pitfalls": script-block logging, TEMP) -------
+
+
+def _function_bodies(text: str) -> dict[str, str]:
+    tree, source = _parse(text)
+    out = {}
+    for node in _walk(tree.root_node):
+        if node.type == "function_statement":
+            name = next(c for c in node.children if c.type == "function_name")
+            out[_text(name, source).lower()] = _text(node, source)
+    return out
+
+
+def test_add_type_compiles_at_most_once_per_process_outside_the_accounts_temp(
+    agent: str,
+) -> None:
+    bodies = {n: b for n, b in _function_bodies(agent).items() if "Add-Type -" in b}
+    assert bodies, "the agent compiles its LogonUser binding with Add-Type"
+    for name, body in bodies.items():
+        compile_at = body.index("Add-Type -")
+        # The compiled type is looked up first: one compilation per agent process.
+        assert re.search(r"if \(\$null -ne \('(\w+)' -as \[type\]\)\) \{ return \}", body), name
+        # 5.1 compiles through files in TMP: pointed at the agent's private folder first.
+        assert "$env:TMP = Get-AgentTempDirectory" in body[:compile_at], name
+
+
+def test_the_accounts_temp_folder_is_never_read(agent: str) -> None:
+    tree, source = _parse(agent)
+    code = "".join(
+        _text(n, source)
+        for n in _walk(tree.root_node)
+        if n.child_count == 0 and n.type != "comment"
+    )
+    assert not re.search(r"(?i)GetTempPath|GetTempFileName|New-TemporaryFile", code)
+    assert not re.search(r"(?i)\$env:TE?MP\b(?!\s*=)", agent)
+
+
+def test_the_private_temp_folder_is_admin_only_and_removed(agent: str) -> None:
+    body = _function_bodies(agent)["get-agenttempdirectory"]
+    assert "Join-Path $env:windir" in body and "NewGuid()" in body
+    assert "SetAccessRuleProtection($true, $false)" in body
+    assert "'S-1-5-18'" in body and "'S-1-5-32-544'" in body  # SYSTEM, Administrators
+    last = agent[agent.rindex("\ntry {") :]
+    assert "finally" in last and "Remove-AgentTempDirectory" in last
+
+
+# --- concurrent writers (FACTS.md, "Real-host pitfalls": optimistic commits) ------------------
+
+
+def test_write_batches_hold_the_host_mutex(agent: str) -> None:
+    listed = re.search(r"\$script:WriteOps = @\(([^)]*)\)", agent)
+    assert listed, "the agent lists the ops that write"
+    names = set(re.findall(r"'([a-z]+\.[a-z_]+)'", listed.group(1)))
+    assert names == {name for name, spec in contract.OPS.items() if spec.writes}
+    bodies = _function_bodies(agent)
+    request = bodies["invoke-request"]
+    assert request.index("Enter-HostLock") < request.index("& $Handlers[$name]")
+    assert "Exit-HostLock" in request[request.index("finally") :]
+    lock = bodies["enter-hostlock"]
+    assert "System.Threading.Mutex($false, 'Global\\iis-clientcert-agent')" in lock
+    assert ".WaitOne(" in lock and "AbandonedMutexException" in lock
+    assert ".ReleaseMutex()" in bodies["exit-hostlock"]
+
+
+def test_a_commit_conflict_is_retried_once(agent: str) -> None:
+    bodies = _function_bodies(agent)
+    conflict = bodies["test-commitconflict"]
+    # FileLoadException, except a locked section (0x80070021 maps to the same type).
+    assert re.search(r"-is(not)? \[System\.IO\.FileLoadException\]", conflict)
+    assert "0x80070021" in conflict
+    request = bodies["invoke-request"]
+    retry = request[
+        request.index("Test-CommitConflict") - 200 : request.index("Test-CommitConflict")
+    ]
+    assert "$attempt -eq 0" in retry

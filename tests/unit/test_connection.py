@@ -92,6 +92,8 @@ VALID: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"connect_timeout": 3.0, "operation_timeout": 20.0, "read_timeout": 30.5},
     ),
     ("empty optional strings are absent", basic(ca_bundle=""), {"ca_bundle": None}),
+    ("shell defaults to Windows PowerShell", basic(), {"shell": "powershell"}),
+    ("shell pwsh (PowerShell 7), any case", basic(shell=" PWSH "), {"shell": "pwsh"}),
     ("IPv6 literal", basic(endpoint="https://[::1]:5986/wsman"), {"host": "::1"}),
 ]
 
@@ -108,6 +110,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("not an object", "https://x/wsman", "connection", "object"),  # type: ignore[list-item]
     ("unknown key (value may be a secret)", basic(pasword="x"), "connection.pasword", "not a"),
     ("endpoint missing", {"transport": "basic"}, "connection.endpoint", "required"),
+    ("shell not a PowerShell", basic(shell="cmd"), "connection.shell", "powershell, pwsh"),
+    ("shell not a string", basic(shell=7), "connection.shell", "powershell, pwsh"),
     ("endpoint ftp", basic(endpoint="ftp://web01/wsman"), "connection.endpoint", "http"),
     (
         "endpoint without /wsman",
@@ -277,6 +281,15 @@ def test_round_trip_pickle_and_redaction(material: dict[str, str]) -> None:
     assert PASSWORD not in repr(conn) and PASSWORD not in str(shown)
     cert_conn = Connection.from_input(cert_input(material))
     assert material["key"] not in repr(cert_conn) + str(cert_conn.redacted())
+
+
+def test_shell_is_stored_only_when_it_is_not_the_default() -> None:
+    # Stacks created before the field existed keep previewing clean.
+    assert "shell" not in Connection.from_input(basic()).to_input()
+    pwsh = Connection.from_input(basic(shell="pwsh"))
+    assert pwsh.to_input()["shell"] == "pwsh"
+    assert Connection.from_input(pwsh.to_input()) == pwsh
+    assert pwsh.secrets_fingerprint() != Connection.from_input(basic()).secrets_fingerprint()
 
 
 def test_fingerprint_changes_with_every_secret() -> None:

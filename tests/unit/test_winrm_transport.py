@@ -25,6 +25,7 @@ from iis_clientcert.errors import (
     HostUnreachableError,
     TlsVerificationError,
     TransportError,
+    WSManFaultError,
 )
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.client import HostClient
@@ -227,6 +228,71 @@ def test_read_only_batch_is_repeated_after_a_drop(sim: Endpoint, sleeps: list[fl
 
 
 # --- payload and output -------------------------------------------------------------------
+
+
+def test_agent_commands_start_with_stdin_in_pipe_mode(
+    sim: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Console-mode stdin has no end (MS-WSMV 3.1.4.11; Ansible's winrm plugin sends
+    # console_mode_stdin=False whenever it feeds stdin); cmd.exe adds nothing but a parser.
+    seen: list[tuple[str, bool, bool]] = []
+    original = Protocol.run_command
+
+    def spy(
+        self: Any,
+        shell_id: str,
+        command: str,
+        arguments: Any = (),
+        console_mode_stdin: bool = True,
+        skip_cmd_shell: bool = False,
+    ) -> str:
+        seen.append((command, console_mode_stdin, skip_cmd_shell))
+        return original(self, shell_id, command, arguments, console_mode_stdin, skip_cmd_shell)
+
+    monkeypatch.setattr(Protocol, "run_command", spy)
+    monkeypatch.setattr(winrm_transport, "MIN_RECEIVE_SECONDS", 0.0)
+    monkeypatch.setattr(winrm_transport, "RETRY_DELAYS", ())
+    try:
+        HostClient(basic(sim, operation_timeout=1, read_timeout=2)).call_one("host.facts")
+    finally:
+        assert seen == [("powershell.exe", False, True)]
+
+
+def test_a_call_finishes_where_console_mode_stdin_would_hang(
+    sim: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The simulator, like Windows, never ends console-mode stdin: an agent started that way
+    # waits for good and the client gives up with a timeout. Bounded here to ~10 s.
+    monkeypatch.setattr(winrm_transport, "MIN_RECEIVE_SECONDS", 0.0)
+    monkeypatch.setattr(winrm_transport, "RETRY_DELAYS", ())
+    conn = basic(sim, operation_timeout=1, read_timeout=2)
+    result = HostClient(conn).call_one("user.set", name="pipemode1", password=CANARY)
+    assert result["created"] is True
+
+
+def _powershell_editions(sim: Endpoint, editions: list[str]) -> None:
+    path = Path(sim.state_dir) / "host.json"
+    facts = json.loads(path.read_text())
+    facts["powershell_editions"] = editions
+    path.write_text(json.dumps(facts))
+
+
+def test_pwsh_connection_runs_the_agent_under_powershell_7(sim: Endpoint) -> None:
+    _powershell_editions(sim, ["Desktop", "Core"])
+    try:
+        facts = HostClient(basic(sim, shell="pwsh")).call_one("host.facts")
+    finally:
+        _powershell_editions(sim, ["Desktop"])
+    assert facts["computer_name"]
+    assert audit(sim)[-1]["result"] == "ok"
+
+
+def test_pwsh_missing_on_the_host_is_explained(sim: Endpoint, sleeps: list[float]) -> None:
+    with pytest.raises(WSManFaultError) as caught:
+        HostClient(basic(sim, shell="pwsh")).call_one("host.facts")
+    text = str(caught.value)
+    assert "pwsh.exe" in text and "shell" in text and "0x80070002" in text
+    assert sleeps == []
 
 
 def test_large_stdin_is_sent_in_chunks(sim: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
