@@ -12,7 +12,7 @@ from typing import Any
 from lxml import etree
 
 from iis_clientcert.host.contract import OPS, SECTION_MAPPING
-from iis_clientcert_simulator.accounts import bare_name
+from iis_clientcert_simulator.accounts import LOGON_TYPES
 from iis_clientcert_simulator.apphost import (
     Apphost,
     ConfigFile,
@@ -302,8 +302,14 @@ def user_delete(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     return {"removed": s.accounts.delete_user(args["name"])}
 
 
+def _hresult(code: int) -> str | None:
+    return f"0x{0x80070000 | code:08X}" if code else None
+
+
 def user_verify_password(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    return s.accounts.verify(args["name"], args["password"])
+    # agent.ps1: a network logon (3) on this host ('.').
+    code = s.accounts.logon(args["name"], args["password"], 3)
+    return {"valid": code == 0, "hresult": _hresult(code)}
 
 
 def group_add_member(s: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -342,32 +348,35 @@ def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     site = args["site"]
     s.apphost.require_site(site)
     schema = section(SECTION_MAPPING)
-    levels = s.apphost.levels(schema, site)
-    # Work on the stored XML (not JSON) for the passwords, which stay encrypted until here.
+    effective = merge(schema, s.apphost.levels(schema, site))
+    # As agent.ps1 (and IIS) log on: the section's logonMethod and defaultLogonDomain.
+    attrs = effective["attributes"]
+    logon_type = LOGON_TYPES.get(str(attrs.get("logonMethod", "ClearText")), 8)
+    domain = str(attrs.get("defaultLogonDomain", ""))
     results: list[dict[str, Any]] = []
     accounts = s.accounts
     for kind, tag, key_attr in (
         ("one_to_one", "oneToOneMappings", "certificate"),
         ("many_to_one", "manyToOneMappings", "name"),
     ):
-        effective_items = merge(schema, levels)["children"][tag]["items"]
-        for item in effective_items:
-            attrs = item["attributes"]
-            user_name = attrs.get("userName", "")
+        for item in effective["children"][tag]["items"]:
+            item_attrs = item["attributes"]
+            user_name = item_attrs.get("userName", "")
             if not user_name:
                 continue
-            plain = s.key.decrypt(attrs.get("password", ""))
+            # The passwords stay encrypted until here.
+            plain = s.key.decrypt(item_attrs.get("password", ""))
             if plain is None:
-                verdict = {"valid": False, "hresult": "0x8007052E"}
+                code = 1326
             else:
-                verdict = accounts.verify(bare_name(user_name, s.computer), plain)
+                code = accounts.logon(user_name, plain, logon_type, domain)
             results.append(
                 {
                     "kind": kind,
-                    "key": attrs.get(key_attr, ""),
+                    "key": item_attrs.get(key_attr, ""),
                     "user_name": user_name,
-                    "valid": verdict["valid"],
-                    "hresult": verdict["hresult"],
+                    "valid": code == 0,
+                    "hresult": _hresult(code),
                 }
             )
     return {"results": results}

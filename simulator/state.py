@@ -29,7 +29,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert_simulator import pki
-from iis_clientcert_simulator.accounts import Accounts, Folders, PasswordPolicy, default_aces
+from iis_clientcert_simulator.accounts import (
+    Accounts,
+    Folders,
+    LockoutPolicy,
+    PasswordPolicy,
+    default_aces,
+    split_logon_name,
+)
 from iis_clientcert_simulator.apphost import Apphost, ConfigFile
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
 from iis_clientcert_simulator.machinekey import MachineKey
@@ -47,6 +54,9 @@ HOST_FACTS: dict[str, Any] = {
     "client_auth_trust_mode": 0,
     "send_trusted_issuer_list": 0,
     "password_policy": {"min_length": 8, "complexity": True},
+    # A fresh Windows Server: no account lockout (see accounts.LockoutPolicy). Tests set
+    # Windows 11 22H2+'s 10 / 10 min / 10 min with testing.set_lockout_policy.
+    "lockout_policy": {"threshold": 0, "observation_window_s": 1800, "duration_s": 1800},
 }
 
 # Physical paths of the two initial sites, as acl.json keys.
@@ -184,6 +194,28 @@ class HostState:
             int(policy.get("min_length", 8)), bool(policy.get("complexity", True))
         )
 
+    def lockout_policy(self) -> LockoutPolicy:
+        policy = self.host_facts().get("lockout_policy") or {}
+        default = LockoutPolicy()
+        return LockoutPolicy(
+            int(policy.get("threshold", default.threshold)),
+            int(policy.get("observation_window_s", default.observation_window_s)),
+            int(policy.get("duration_s", default.duration_s)),
+        )
+
+    def logon(
+        self, user_name: str, password: str, logon_type: int, default_domain: str = ""
+    ) -> tuple[int, str | None]:
+        """A logon by another part of the host (IIS for the HTTPS front), counted in
+        users.json like the agent's: (Win32 error or 0, the account's name when found)."""
+        with self.locked():
+            session = Session(self)
+            accounts = session.accounts
+            code = accounts.logon(user_name, password, logon_type, default_domain)
+            record = accounts.user(split_logon_name(user_name, default_domain)[1])
+            session.save()
+        return code, (str(record["name"]) if record is not None else None)
+
 
 class _JsonDoc:
     def __init__(self, path: Path, default: dict[str, Any]) -> None:
@@ -234,7 +266,12 @@ class Session:
     def accounts(self) -> Accounts:
         if self._users is None:
             self._users = _JsonDoc(self.state.users, {})
-        return Accounts(self._users.data, self.computer, self.state.password_policy())
+        return Accounts(
+            self._users.data,
+            self.computer,
+            self.state.password_policy(),
+            self.state.lockout_policy(),
+        )
 
     @property
     def folders(self) -> Folders:
