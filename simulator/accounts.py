@@ -27,10 +27,18 @@ import hmac
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
 from typing import Any
 
+from iis_clientcert.host.contract import (
+    PASSWORD_CHECK_LOGON_TYPE,
+    VerifyPasswordResult,
+    logon_guard_allows,
+    logon_hresult,
+    logon_verdict,
+    not_checked,
+)
 from iis_clientcert_simulator.errors import (
     HR_ALREADY_EXISTS,
     HR_FILE_NOT_FOUND,
@@ -81,17 +89,23 @@ ERROR_ACCOUNT_DISABLED = 1331
 ERROR_LOGON_TYPE_NOT_GRANTED = 1385
 ERROR_ACCOUNT_LOCKED_OUT = 1909
 
-# The logonMethod names of IIS (IIS_schema.xml) as LogonUser's logon types (FACTS.md, IIS
-# request semantics: Interactive 2, Batch 4, Network 3, ClearText 8), as agent.ps1 maps them.
-LOGON_TYPES: dict[str, int] = {"Interactive": 2, "Network": 3, "Batch": 4, "ClearText": 8}
-
 # The "Deny ..." user rights and the logon types each refuses (Microsoft docs, User Rights
-# Assignment: network access covers the network and network-cleartext logons).
+# Assignment: network access covers the network (3) and network-cleartext (8) logons;
+# IIS's logonMethod names map onto these types as contract.LOGON_TYPES says).
 DENY_RIGHTS: dict[str, frozenset[int]] = {
     "SeDenyInteractiveLogonRight": frozenset({2}),
     "SeDenyNetworkLogonRight": frozenset({3, 8}),
     "SeDenyBatchLogonRight": frozenset({4}),
 }
+
+
+@dataclass
+class RequestLogons:
+    """What one agent request has done with logons (the contract's "at most once per
+    account per request", and the passwords user.set has just set)."""
+
+    just_set: dict[str, str] = field(default_factory=dict)  # account key -> password
+    failed: set[str] = field(default_factory=set)  # account keys with a wrong password
 
 
 def split_logon_name(user_name: str, default_domain: str) -> tuple[str | None, str]:
@@ -185,12 +199,14 @@ class Accounts:
         policy: PasswordPolicy,
         lockout: LockoutPolicy | None = None,
         now: float | None = None,
+        request: RequestLogons | None = None,
     ) -> None:
         self.data = data
         self.computer = computer
         self.policy = policy
         self.lockout = lockout or LockoutPolicy()
         self.now = time.time() if now is None else now
+        self.request = request or RequestLogons()
         data.setdefault("users", {})
         groups = data.setdefault("groups", {})
         for name, description in BUILTIN_GROUPS.items():
@@ -245,6 +261,8 @@ class Accounts:
                 "password_never_expires": False,
                 "user_cannot_change_password": False,
                 "groups": [],
+                "bad_password_count": 0,
+                "locked_out": False,
             }
         return {
             "exists": True,
@@ -255,6 +273,8 @@ class Accounts:
             "password_never_expires": bool(user.get("password_never_expires")),
             "user_cannot_change_password": bool(user.get("user_cannot_change_password")),
             "groups": list(user.get("groups", [])),
+            "bad_password_count": int(user.get("bad_password_count") or 0),
+            "locked_out": self._locked(user),
         }
 
     def set_user(self, name: str, password: str | None, props: dict[str, Any]) -> dict[str, Any]:
@@ -288,20 +308,18 @@ class Accounts:
             check_password(password, record["name"], full_name, self.policy)
         # Nothing changes before here: a refused password leaves the account as it was.
         if password is not None:
-            # agent.ps1 asks LogonUser whether the password is already the account's
-            # (Test-PasswordIsCurrent): a logon attempt, counted like any other.
-            current = not created and self.logon(record["name"], password, 3) in (
-                0,
-                1327,
-                1330,
-                1331,
-                1385,
-                1907,
-                1793,
+            # agent.ps1 asks LogonUser (guarded, as the verify ops) whether the password is
+            # already the account's; if it cannot tell, it sets the password.
+            current = (
+                not created
+                and (
+                    self.guarded_logon(record["name"], password, PASSWORD_CHECK_LOGON_TYPE)["valid"]
+                )
             )
             if not current:
                 record["password_hash"] = hash_password(password)
                 changed.append("password")
+            self.request.just_set[record["name"].lower()] = password
         for prop in (
             "full_name",
             "description",
@@ -376,6 +394,33 @@ class Accounts:
         if logon_type in denied:
             return ERROR_LOGON_TYPE_NOT_GRANTED
         return 0
+
+    def guarded_logon(
+        self, user_name: str, password: str, logon_type: int, default_domain: str = ""
+    ) -> VerifyPasswordResult:
+        """A logon by an agent op, under the contract's guard (contract.py, "Logons")."""
+        domain, user = split_logon_name(user_name, default_domain)
+        if not self.is_local(domain):
+            # A domain account's count and policy live on a domain controller.
+            return not_checked()
+        key = self._key(user)
+        if key is None:
+            # LogonUser's answer for an unknown account; there is nothing to count or lock.
+            return logon_verdict(ERROR_LOGON_FAILURE)
+        record: dict[str, Any] = self.data["users"][key]
+        account = key.lower()
+        if self.request.just_set.get(account) != password:
+            if self._locked(record):
+                return not_checked(logon_hresult(ERROR_ACCOUNT_LOCKED_OUT))
+            count = int(record.get("bad_password_count") or 0)
+            if account in self.request.failed or not logon_guard_allows(
+                count, self.lockout.threshold
+            ):
+                return not_checked()
+        verdict = logon_verdict(self.logon(user_name, password, logon_type, default_domain))
+        if verdict["checked"] and not verdict["valid"]:
+            self.request.failed.add(account)
+        return verdict
 
     def _bad_attempt(self, record: dict[str, Any]) -> None:
         last = record.get("last_bad_password_time")

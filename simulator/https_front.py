@@ -73,9 +73,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert.certs import CertInfo, load_certificate, rdn_value, verify_chain
-from iis_clientcert.host.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
+from iis_clientcert.host.contract import (
+    LOGON_TYPES,
+    SECTION_ANONYMOUS,
+    SECTION_MAPPING,
+    SECTION_SSL,
+)
 from iis_clientcert_simulator import schema
-from iis_clientcert_simulator.accounts import LOGON_TYPES, WELL_KNOWN, bare_name
+from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session

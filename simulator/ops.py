@@ -11,8 +11,17 @@ from typing import Any
 
 from lxml import etree
 
-from iis_clientcert.host.contract import OPS, SECTION_MAPPING
-from iis_clientcert_simulator.accounts import LOGON_TYPES
+from iis_clientcert.host.contract import (
+    DEFAULT_LOGON_METHOD,
+    LOGON_TYPES,
+    OPS,
+    PASSWORD_CHECK_LOGON_TYPE,
+    SECTION_MAPPING,
+    logon_account_key,
+    logon_verdict,
+    not_checked,
+)
+from iis_clientcert_simulator.accounts import ERROR_LOGON_FAILURE
 from iis_clientcert_simulator.apphost import (
     Apphost,
     ConfigFile,
@@ -302,14 +311,9 @@ def user_delete(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     return {"removed": s.accounts.delete_user(args["name"])}
 
 
-def _hresult(code: int) -> str | None:
-    return f"0x{0x80070000 | code:08X}" if code else None
-
-
 def user_verify_password(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    # agent.ps1: a network logon (3) on this host ('.').
-    code = s.accounts.logon(args["name"], args["password"], 3)
-    return {"valid": code == 0, "hresult": _hresult(code)}
+    # As agent.ps1: a network logon on this host, under the contract's guard.
+    return dict(s.accounts.guarded_logon(args["name"], args["password"], PASSWORD_CHECK_LOGON_TYPE))
 
 
 def group_add_member(s: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -351,32 +355,41 @@ def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     effective = merge(schema, s.apphost.levels(schema, site))
     # As agent.ps1 (and IIS) log on: the section's logonMethod and defaultLogonDomain.
     attrs = effective["attributes"]
-    logon_type = LOGON_TYPES.get(str(attrs.get("logonMethod", "ClearText")), 8)
+    logon_type = LOGON_TYPES.get(str(attrs.get("logonMethod", DEFAULT_LOGON_METHOD)), 8)
     domain = str(attrs.get("defaultLogonDomain", ""))
+    skip = {logon_account_key(str(u)) for u in args.get("skip_users") or []}
     results: list[dict[str, Any]] = []
     accounts = s.accounts
+    # One logon per account and stored password, whatever the number of mappings.
+    tried: dict[tuple[str, str], dict[str, Any]] = {}
     for kind, tag, key_attr in (
         ("one_to_one", "oneToOneMappings", "certificate"),
         ("many_to_one", "manyToOneMappings", "name"),
     ):
         for item in effective["children"][tag]["items"]:
             item_attrs = item["attributes"]
-            user_name = item_attrs.get("userName", "")
+            user_name = str(item_attrs.get("userName", ""))
             if not user_name:
                 continue
+            account = logon_account_key(user_name)
             # The passwords stay encrypted until here.
             plain = s.key.decrypt(item_attrs.get("password", ""))
-            if plain is None:
-                code = 1326
+            verdict: dict[str, Any]
+            if account in skip:
+                verdict = dict(not_checked())
+            elif plain is None:
+                verdict = dict(logon_verdict(ERROR_LOGON_FAILURE))  # not this host's value
+            elif (account, plain) in tried:
+                verdict = tried[(account, plain)]
             else:
-                code = accounts.logon(user_name, plain, logon_type, domain)
+                verdict = dict(accounts.guarded_logon(user_name, plain, logon_type, domain))
+                tried[(account, plain)] = verdict
             results.append(
                 {
                     "kind": kind,
                     "key": item_attrs.get(key_attr, ""),
                     "user_name": user_name,
-                    "valid": code == 0,
-                    "hresult": _hresult(code),
+                    **verdict,
                 }
             )
     return {"results": results}
@@ -398,6 +411,7 @@ def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             "min_length": int(policy.get("min_length", 8)),
             "complexity": bool(policy.get("complexity", True)),
         },
+        "lockout_policy": dict(vars(s.state.lockout_policy())),
     }
 
 

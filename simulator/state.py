@@ -34,6 +34,7 @@ from iis_clientcert_simulator.accounts import (
     Folders,
     LockoutPolicy,
     PasswordPolicy,
+    RequestLogons,
     default_aces,
     split_logon_name,
 )
@@ -243,6 +244,7 @@ class Session:
         self._users: _JsonDoc | None = None
         self._acl: _JsonDoc | None = None
         self._httpsys: _JsonDoc | None = None
+        self.logons = RequestLogons()
 
     @property
     def apphost(self) -> Apphost:
@@ -271,6 +273,7 @@ class Session:
             self.computer,
             self.state.password_policy(),
             self.state.lockout_policy(),
+            request=self.logons,
         )
 
     @property

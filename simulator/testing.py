@@ -186,4 +186,6 @@ def account_record(state_dir: Path, user: str) -> dict[str, Any]:
     if record is None:
         raise KeyError(user)
     record.pop("password_hash", None)
+    record.setdefault("bad_password_count", 0)
+    record.setdefault("locked_at", None)
     return record

@@ -1195,7 +1195,7 @@ function Invoke-UserGet($A) {
     $name = Get-RequiredString $A 'name'
     $user = Find-LocalUser $name
     if ($null -eq $user) {
-        return [ordered]@{ exists = $false; name = $name; full_name = ''; description = ''; disabled = $false; password_never_expires = $false; user_cannot_change_password = $false; groups = @() }
+        return [ordered]@{ exists = $false; name = $name; full_name = ''; description = ''; disabled = $false; password_never_expires = $false; user_cannot_change_password = $false; groups = @(); bad_password_count = 0; locked_out = $false }
     }
     $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
     return [ordered]@{
@@ -1207,6 +1207,8 @@ function Invoke-UserGet($A) {
         password_never_expires = (($flags -band $script:UF_DONT_EXPIRE_PASSWD) -ne 0)
         user_cannot_change_password = (($flags -band $script:UF_PASSWD_CANT_CHANGE) -ne 0)
         groups = (Get-UserGroups $user)
+        bad_password_count = [int](Get-AdsiValue $user 'BadPasswordAttempts' 0)
+        locked_out = (($flags -band $script:UF_LOCKOUT) -ne 0)
     }
 }
 
@@ -1229,7 +1231,56 @@ public static class IisClientCertLogon {
 function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [string]$DefaultDomain = '.') {
     # The Win32 error of LogonUser (0 = success). The password is a .NET string argument,
     # never a command line. Logon types: 2 interactive, 3 network, 4 batch, 8 cleartext.
+    # Callers go through Invoke-GuardedLogon: every wrong password counts towards lockout.
     if ($null -eq ('IisClientCertLogon' -as [type])) { Add-Type -TypeDefinition $script:LogonSource }
+    $parts = Split-LogonName $UserName $DefaultDomain
+    return [IisClientCertLogon]::TryLogon($parts[1], $parts[0], $Password, $LogonType)
+}
+
+# --- logons: the rules of contract.py, "Logons" -------------------------------------------
+
+# LogonUser errors that prove the password right: contract.LOGON_VALID_CODES (a unit test
+# compares the lists), after Ansible's Test-LocalCredential (win_user).
+$script:LogonValidCodes = @(1327, 1328, 1329, 1385, 1330, 1331, 1793, 1907)
+$script:ErrorLogonFailure = 1326
+$script:ErrorAccountLockedOut = 1909
+# IIS's logonMethod names as logon types: contract.LOGON_TYPES.
+$script:LogonTypes = @{ Interactive = 2; Network = 3; Batch = 4; ClearText = 8 }
+$script:UF_LOCKOUT = 0x10
+$script:LogonState = $null
+
+function Reset-LogonState {
+    # One request's logons: the passwords user.set has just set, the accounts whose logon
+    # failed (tried once per request), the lockout policy (read once).
+    $script:LogonState = @{ JustSet = (New-Object 'System.Collections.Generic.Dictionary[string,string]'); Failed = @{}; Policy = $null }
+}
+
+function Get-LockoutPolicy {
+    # NetUserModalsGet level 3, as the WinNT provider shows it on the computer's account
+    # domain ("WinNT://NAME", not ",computer"; FACTS.md). Seconds; a threshold that cannot be
+    # read is -1 (the guard then takes the strictest policy).
+    try {
+        $domain = [ADSI]"WinNT://$env:COMPUTERNAME"
+        return [ordered]@{
+            threshold = [int](Get-AdsiValue $domain 'MaxBadPasswordsAllowed' -1)
+            observation_window_s = [int](Get-AdsiValue $domain 'LockoutObservationInterval' 0)
+            duration_s = [int](Get-AdsiValue $domain 'AutoUnlockInterval' 0)
+        }
+    } catch {
+        return [ordered]@{ threshold = -1; observation_window_s = 0; duration_s = 0 }
+    }
+}
+
+function Test-LogonGuardAllows([int]$BadCount, [int]$Threshold) {
+    # contract.logon_guard_allows: reads use at most half of the lockout threshold.
+    if ($Threshold -eq 0) { return $true }
+    if ($Threshold -lt 0 -or $BadCount -lt 0) { return ($BadCount -eq 0) }
+    return ($BadCount -lt [int][math]::Floor($Threshold / 2))
+}
+
+function Split-LogonName([string]$UserName, [string]$DefaultDomain) {
+    # (domain, user) as LogonUser gets them: DOMAIN\user, user@domain (a UPN: no domain) or
+    # the default domain ('' means '.', this host).
     $domain = $DefaultDomain
     if ([string]::IsNullOrEmpty($domain)) { $domain = '.' }
     $user = $UserName
@@ -1239,13 +1290,67 @@ function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [
     } elseif ($UserName.Contains('@')) {
         $domain = $null
     }
-    return [IisClientCertLogon]::TryLogon($user, $domain, $Password, $LogonType)
+    return , @($domain, $user)
+}
+
+function Get-LogonAccountKey([string]$UserName) {
+    # contract.logon_account_key: the name without domain or UPN suffix, lower case.
+    $name = $UserName.Substring($UserName.LastIndexOf('\') + 1)
+    $at = $name.IndexOf('@')
+    if ($at -ge 0) { $name = $name.Substring(0, $at) }
+    return $name.ToLowerInvariant()
+}
+
+function ConvertTo-LogonVerdict([int]$Code) {
+    # contract.logon_verdict: the one classification of a LogonUser answer.
+    $hresult = $null
+    if ($Code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $Code) }
+    if ($Code -eq $script:ErrorAccountLockedOut) { return (New-NotChecked $hresult) }
+    $valid = ($Code -eq 0) -or ($script:LogonValidCodes -contains $Code)
+    return [ordered]@{ valid = [bool]$valid; hresult = $hresult; checked = $true }
+}
+
+function New-NotChecked($HResult = $null) {
+    return [ordered]@{ valid = $false; hresult = $HResult; checked = $false }
+}
+
+function Add-JustSet([string]$Name, [string]$Password) {
+    if ($null -eq $script:LogonState) { Reset-LogonState }
+    $script:LogonState.JustSet[$Name.ToLowerInvariant()] = $Password
+}
+
+function Invoke-GuardedLogon([string]$UserName, [string]$Password, [int]$LogonType, [string]$DefaultDomain = '') {
+    # A logon only where it cannot lock an account (contract.py, "Logons").
+    if ($null -eq $script:LogonState) { Reset-LogonState }
+    $parts = Split-LogonName $UserName $DefaultDomain
+    $domain = $parts[0]
+    if ($null -eq $domain -or -not ($domain -eq '.' -or $domain -eq $env:COMPUTERNAME)) {
+        return (New-NotChecked)  # a domain account: its count and policy live on a DC
+    }
+    $user = Find-LocalUser $parts[1]
+    if ($null -eq $user) { return (ConvertTo-LogonVerdict $script:ErrorLogonFailure) }
+    $key = ([string]$user.Name).ToLowerInvariant()
+    $justSet = $script:LogonState.JustSet.ContainsKey($key) -and ($script:LogonState.JustSet[$key] -ceq $Password)
+    if (-not $justSet) {
+        $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
+        if (($flags -band $script:UF_LOCKOUT) -ne 0) {
+            return (New-NotChecked (Format-HResult (0x80070000 -bor $script:ErrorAccountLockedOut)))
+        }
+        if ($null -eq $script:LogonState.Policy) { $script:LogonState.Policy = Get-LockoutPolicy }
+        $count = [int](Get-AdsiValue $user 'BadPasswordAttempts' -1)
+        if ($script:LogonState.Failed.ContainsKey($key) -or -not (Test-LogonGuardAllows $count $script:LogonState.Policy.threshold)) {
+            return (New-NotChecked)
+        }
+    }
+    $verdict = ConvertTo-LogonVerdict (Test-Logon $UserName $Password $LogonType $DefaultDomain)
+    if ($verdict.checked -and -not $verdict.valid) { $script:LogonState.Failed[$key] = $true }
+    return $verdict
 }
 
 function Test-PasswordIsCurrent([string]$Name, [string]$Password) {
-    # Disabled, expired or logon-type-restricted accounts still prove the password right.
-    $code = Test-Logon $Name $Password 3
-    return (@(0, 1327, 1330, 1331, 1385, 1907, 1793) -contains $code)
+    # Right (even for an account that may not log on this way) only when a logon says so;
+    # when the guard keeps the logon from being tried, user.set sets the password.
+    return [bool](Invoke-GuardedLogon $Name $Password $script:LogonTypes['Network']).valid
 }
 
 function Invoke-UserSet($A) {
@@ -1260,12 +1365,14 @@ function Invoke-UserSet($A) {
         $user = $computer.Create('user', $name)
         if ($null -ne $password) { [void]$user.psbase.Invoke('SetPassword', [string]$password) }
         $user.CommitChanges()
+        if ($null -ne $password) { Add-JustSet $name ([string]$password) }
         $created = $true
         $user = Find-LocalUser $name
     } elseif ($null -ne $password -and -not (Test-PasswordIsCurrent $name ([string]$password))) {
         [void]$user.psbase.Invoke('SetPassword', [string]$password)
         [void]$changed.Add('password')
     }
+    if ($null -ne $password) { Add-JustSet $name ([string]$password) }
     $fullName = Get-Arg $A 'full_name'
     if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
         $user.Properties['FullName'].Value = [string]$fullName
@@ -1307,9 +1414,7 @@ function Invoke-UserVerifyPassword($A) {
     $name = Get-RequiredString $A 'name'
     $password = Get-RequiredString $A 'password'
     # An unknown account fails like a wrong password (0x8007052E), as LogonUser does.
-    $code = Test-Logon $name $password 3
-    if ($code -eq 0) { return [ordered]@{ valid = $true; hresult = $null } }
-    return [ordered]@{ valid = $false; hresult = (Format-HResult (0x80070000 -bor $code)) }
+    return (Invoke-GuardedLogon $name $password $script:LogonTypes['Network'])
 }
 
 function Get-LocalGroup([string]$Group) {
@@ -1461,25 +1566,40 @@ function Invoke-MappingVerifyLogons($A) {
         [void](Get-SiteOrFail $sm $siteName)
         $section = $sm.GetApplicationHostConfiguration().GetSection('system.webServer/security/authentication/iisClientCertificateMappingAuthentication', $siteName)
         $method = Format-AttrValue $section.GetAttributeValue('logonMethod') (Get-AttrSchema $section.Schema 'logonMethod')
-        $logonType = @{ Interactive = 2; Batch = 4; Network = 3; ClearText = 8 }[$method]
-        if ($null -eq $logonType) { $logonType = 8 }
+        $logonType = $script:LogonTypes[$method]
+        if ($null -eq $logonType) { $logonType = $script:LogonTypes['ClearText'] }
         $domain = [string]$section.GetAttributeValue('defaultLogonDomain')
+        $skip = @{}
+        foreach ($u in @(Get-Arg $A 'skip_users' @())) { $skip[(Get-LogonAccountKey ([string]$u))] = $true }
+        # One logon per account and stored password (ordinal keys: passwords are case-sensitive).
+        $tried = New-Object 'System.Collections.Generic.Dictionary[string,object]'
         $results = New-List
         $sets = @(@('one_to_one', 'oneToOneMappings', 'certificate'), @('many_to_one', 'manyToOneMappings', 'name'))
         foreach ($set in $sets) {
             foreach ($mapping in $section.GetCollection($set[1])) {
                 $userName = [string]$mapping.GetAttributeValue('userName')
                 if ($userName -eq '') { continue }
-                # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
-                $code = Test-Logon $userName ([string]$mapping.GetAttributeValue('password')) $logonType $domain
-                $hresult = $null
-                if ($code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $code) }
+                $account = Get-LogonAccountKey $userName
+                if ($skip.ContainsKey($account)) {
+                    $verdict = New-NotChecked
+                } else {
+                    # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
+                    $password = [string]$mapping.GetAttributeValue('password')
+                    $triedKey = $account + [char]0 + $password
+                    if ($tried.ContainsKey($triedKey)) {
+                        $verdict = $tried[$triedKey]
+                    } else {
+                        $verdict = Invoke-GuardedLogon $userName $password $logonType $domain
+                        $tried[$triedKey] = $verdict
+                    }
+                }
                 [void]$results.Add([ordered]@{
                         kind = $set[0]
                         key = [string]$mapping.GetAttributeValue($set[2])
                         user_name = $userName
-                        valid = ($code -eq 0)
-                        hresult = $hresult
+                        valid = $verdict.valid
+                        hresult = $verdict.hresult
+                        checked = $verdict.checked
                     })
             }
         }
@@ -1519,6 +1639,7 @@ function Invoke-HostFacts($A) {
         tls13_enabled = [bool]$tls13
         # Complexity lives in the security policy database (secedit): assumed on.
         password_policy = [ordered]@{ min_length = $minLength; complexity = $true }
+        lockout_policy = (Get-LockoutPolicy)
     }
 }
 
@@ -1571,6 +1692,7 @@ function Invoke-Request([string]$Json) {
         return (New-ErrorResponse $null $null 'BadRequest' 'the request carries no ops' $null $results)
     }
     $ops = @($request['ops'])
+    Reset-LogonState
     for ($index = 0; $index -lt $ops.Count; $index++) {
         $entry = $ops[$index]
         $name = $null

@@ -76,18 +76,19 @@ def _checked(provider: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     return dict(result.inputs)
 
 
-def _user(sim: Sim, name: str) -> tuple[LocalUserProvider, dict[str, Any], Any]:
-    provider = LocalUserProvider()
+# Providers as Any: their results' outs are Optional in the SDK's types.
+def _user(sim: Sim, name: str) -> tuple[Any, dict[str, Any], Any]:
+    provider: Any = LocalUserProvider()
     inputs = _checked(provider, {"connection": sim.connection, "name": name, "password": PASSWORD})
     created = provider.create(inputs)
     assert created.outs["password_valid"] is True
     return provider, inputs, created
 
 
-def _mapping(sim: Sim, user: str) -> tuple[CertificateMappingProvider, dict[str, Any], Any]:
+def _mapping(sim: Sim, user: str) -> tuple[Any, dict[str, Any], Any]:
     ca = pki.make_ca("Logon Test CA")
     client = pki.make_leaf(ca, f"{user}-client")
-    provider = CertificateMappingProvider()
+    provider: Any = CertificateMappingProvider()
     inputs = _checked(
         provider,
         {
@@ -104,6 +105,10 @@ def _someone_else_fails(sim: Sim, name: str, times: int) -> None:
     """Failed logons by something else on the host (a person, a service, IIS)."""
     for _ in range(times):
         HostState(sim.state).logon(name, "Someone-Else-1!", 3)
+
+
+def _agent_calls(sim: Sim) -> int:
+    return len((sim.state / "audit.log").read_text("utf-8").splitlines())
 
 
 def _locked(sim: Sim, name: str) -> bool:
@@ -199,11 +204,13 @@ def test_a_right_password_with_the_logon_type_denied_is_right_everywhere(sim: Si
         read = user.read(created.id, created.outs)
         assert read.outs["password_valid"] is True
         assert not user.diff(created.id, read.outs, user_inputs).changes
-        user.update(created.id, created.outs, user_inputs)
         mapped_read = mapping.read(mapped.id, mapped.outs)
         assert mapped_read.outs["stale_passwords"] == []
         assert not mapping.diff(mapped.id, mapped_read.outs, mapping_inputs).changes
+        calls = _agent_calls(sim)
+        user.update(created.id, created.outs, user_inputs)
         mapping.update(mapped.id, mapped.outs, mapping_inputs)
+        assert _agent_calls(sim) == calls + 2, "an update wrote (one read each, no writes)"
     assert account_record(sim.state, "netdenied")["bad_password_count"] == 0
 
 

@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from iis_clientcert.host.contract import LOGON_TYPES, make_op
 from iis_clientcert_simulator.accounts import (
     ERROR_ACCOUNT_DISABLED,
     ERROR_ACCOUNT_LOCKED_OUT,
     ERROR_LOGON_FAILURE,
     ERROR_LOGON_TYPE_NOT_GRANTED,
-    LOGON_TYPES,
     Accounts,
     LockoutPolicy,
     PasswordPolicy,
     split_logon_name,
 )
-from iis_clientcert_simulator.state import COMPUTER_NAME
+from iis_clientcert_simulator.state import COMPUTER_NAME, HostState
 from iis_clientcert_simulator.testing import (
+    WINDOWS_11_LOCKOUT,
     AgentRunner,
     account_record,
     deny_logon_right,
@@ -53,8 +54,9 @@ def host(tmp_path: Path) -> AgentRunner:
 
 
 def test_a_fresh_server_never_locks_an_account(host: AgentRunner) -> None:
-    for _ in range(30):
-        assert host.one("user.verify_password", name="alice", password=WRONG)["valid"] is False
+    for _ in range(30):  # no lockout policy: the ops try every time
+        wrong = host.one("user.verify_password", name="alice", password=WRONG)
+        assert (wrong["valid"], wrong["checked"]) == (False, True)
     # The attempts are counted all the same (BadPasswordAttempts), but nothing locks.
     assert account_record(host.state_dir, "alice")["bad_password_count"] == 30
     assert host.one("user.verify_password", name="alice", password=PASSWORD)["valid"] is True
@@ -63,12 +65,52 @@ def test_a_fresh_server_never_locks_an_account(host: AgentRunner) -> None:
 
 def test_the_threshold_locks_the_account_even_for_the_right_password(host: AgentRunner) -> None:
     set_lockout_policy(host.state_dir, threshold=3)
-    for _ in range(3):
-        wrong = host.one("user.verify_password", name="alice", password=WRONG)
-        assert wrong["hresult"] == "0x8007052E"
-    locked = host.one("user.verify_password", name="alice", password=PASSWORD)
-    assert (locked["valid"], locked["hresult"]) == (False, "0x80070775")
+    state = HostState(host.state_dir)
+    for _ in range(3):  # IIS, a person, a service: any logon counts
+        assert state.logon("alice", WRONG, 8) == (ERROR_LOGON_FAILURE, "alice")
     assert account_record(host.state_dir, "alice")["locked_at"] is not None
+    assert state.logon("alice", PASSWORD, 8) == (ERROR_ACCOUNT_LOCKED_OUT, "alice")
+    got = host.one("user.get", name="alice")
+    assert (got["bad_password_count"], got["locked_out"]) == (3, True)
+    # The agent does not even try: a locked account says nothing about the password.
+    locked = host.one("user.verify_password", name="alice", password=PASSWORD)
+    assert locked == {"valid": False, "hresult": "0x80070775", "checked": False}
+
+
+def test_the_agent_ops_stop_at_half_the_threshold(host: AgentRunner) -> None:
+    # contract.logon_guard_allows: Windows 11's 10 leaves the ops 5 bad logons at most.
+    set_lockout_policy(host.state_dir)
+    answers = [
+        host.one("user.verify_password", name="alice", password=WRONG)["checked"] for _ in range(20)
+    ]
+    assert answers == [True] * 5 + [False] * 15
+    assert account_record(host.state_dir, "alice")["bad_password_count"] == 5
+    assert host.one("host.facts")["lockout_policy"] == WINDOWS_11_LOCKOUT
+    # user.set with a password it cannot verify sets it, and then logs on with it (the
+    # password it has just set cannot be wrong): the count is back to 0.
+    (_set, verified) = host.ok(
+        make_op("user.set", name="alice", password=PASSWORD),
+        make_op("user.verify_password", name="alice", password=PASSWORD),
+    )
+    assert verified == {"valid": True, "hresult": None, "checked": True}
+    assert account_record(host.state_dir, "alice")["bad_password_count"] == 0
+
+
+def test_one_request_tries_an_account_once(host: AgentRunner) -> None:
+    set_lockout_policy(host.state_dir)
+    results = host.ok(
+        *[make_op("user.verify_password", name="alice", password=f"{WRONG}{i}") for i in range(3)]
+    )
+    assert [r["checked"] for r in results] == [True, False, False]
+    assert account_record(host.state_dir, "alice")["bad_password_count"] == 1
+
+
+def test_a_fresh_host_reports_no_lockout_policy(host: AgentRunner) -> None:
+    assert host.one("host.facts")["lockout_policy"] == {
+        "threshold": 0,
+        "observation_window_s": 1800,
+        "duration_s": 1800,
+    }
 
 
 def test_a_lockout_lasts_its_duration() -> None:
