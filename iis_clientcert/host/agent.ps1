@@ -1365,13 +1365,13 @@ function Invoke-UserSet($A) {
         $user = $computer.Create('user', $name)
         if ($null -ne $password) { [void]$user.psbase.Invoke('SetPassword', [string]$password) }
         $user.CommitChanges()
-        if ($null -ne $password) { Add-JustSet $name ([string]$password) }
         $created = $true
         $user = Find-LocalUser $name
     } elseif ($null -ne $password -and -not (Test-PasswordIsCurrent $name ([string]$password))) {
         [void]$user.psbase.Invoke('SetPassword', [string]$password)
         [void]$changed.Add('password')
     }
+    # Set or found right: a logon with it in this request cannot be a bad attempt.
     if ($null -ne $password) { Add-JustSet $name ([string]$password) }
     $fullName = Get-Arg $A 'full_name'
     if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
