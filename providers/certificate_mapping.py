@@ -10,7 +10,9 @@ Passwords come in one secret map ``passwords`` keyed by user name (an account ha
 password), so the mapping lists stay readable in previews: each one-to-one entry shows
 thumbprint, subject and user; the certificates themselves sit in a separate map.
 After writing, every mapping's logon is tried on the host, so a wrong password
-(0x8007052E) fails ``pulumi up`` instead of every request later.
+(0x8007052E) fails ``pulumi up`` instead of every request later. Logons are tried only
+while they cannot lock the account (contract.py, "Logons"); a stored password found not
+to log on is kept in state (``stale_passwords`` says so, and the next ``up`` rewrites it).
 """
 
 from __future__ import annotations
@@ -153,6 +155,33 @@ class MappingCurrent:
     logons: list[LogonResult]  # mapping.verify_logons results (stored passwords)
     # user name -> whether the password we hold logs on (user.verify_password)
     accounts: dict[str, VerifyPasswordResult]
+
+    def stored_password_logs_on(self, user: str) -> bool | None:
+        """Whether the section's stored password for ``user`` logs on (None: unknown).
+
+        From the mapping's own logons when they were tried; else from the password the
+        program holds, which is what the section stores unless someone edited it."""
+        key = contract.logon_account_key(user)
+        mine = [r for r in self.logons if contract.logon_account_key(r["user_name"]) == key]
+        if any(r["checked"] and not r["valid"] for r in mine):
+            return False
+        if mine and all(r["checked"] for r in mine):
+            return True
+        verdict = next((v for u, v in self.accounts.items() if u.lower() == user.lower()), None)
+        if verdict is not None and verdict["checked"]:
+            return verdict["valid"]
+        return None
+
+    def stale_users(self, previous: Mapping[str, Any] | None) -> list[str]:
+        """The users whose stored password does not log on; the last verdict where this
+        read could not tell."""
+        before = {u.lower() for u in (previous or {}).get("stale_passwords") or []}
+        stale = []
+        for user in sorted(self.accounts):
+            known = self.stored_password_logs_on(user)
+            if known is False or (known is None and user.lower() in before):
+                stale.append(user)
+        return stale
 
 
 # --- validation ----------------------------------------------------------------------
@@ -509,7 +538,8 @@ def plan(
 ) -> list[Change]:
     local = current.element if current.present else None
     same = comparable(local) == comparable(desired_element(desired, with_passwords=False))
-    failing = [r for r in current.logons if not r["valid"]]
+    # Only logons that were tried and proved a password wrong (contract.logon_verdict).
+    failing = [r for r in current.logons if r["checked"] and not r["valid"]]
     if same and not failing and not force_passwords:
         return []
     notes = [] if same else describe_drift(local, desired)
@@ -636,7 +666,7 @@ def inputs_from_element(
 class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
     kind = KIND
     inputs = INPUTS
-    computed = ("prior_present", "prior_section", "mapped_users")
+    computed = ("prior_present", "prior_section", "mapped_users", "stale_passwords")
 
     def validate(self, inputs: Mapping[str, Any]) -> MappingDesired:
         return validate(inputs)
@@ -669,7 +699,11 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
             .add(LOGONS, contract.mapping_verify_logons(desired.site))
         )
         for user, password in sorted(desired.passwords.items()):
-            reads.add(_password_check(user), contract.user_verify_password(user, password))
+            # The account IIS logs on as: a bare name is in defaultLogonDomain.
+            logon_name = user
+            if desired.default_logon_domain and "\\" not in user and "@" not in user:
+                logon_name = f"{desired.default_logon_domain}\\{user}"
+            reads.add(_password_check(user), contract.user_verify_password(logon_name, password))
         return reads
 
     def parse_current(self, desired: MappingDesired, reads: Reads) -> MappingCurrent:
@@ -689,7 +723,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
         # IIS would store these and answer 401.1 (0x8007052E) to every such certificate:
         # better to fail here, before anything is written.
         for user, verdict in current.accounts.items():
-            if not verdict["valid"]:
+            if verdict["checked"] and not verdict["valid"]:
                 raise ValidationError(
                     KIND,
                     f"passwords[{user!r}]",
@@ -709,7 +743,11 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
     ) -> list[Change]:
         # The host never shows a password: a changed password input is known from the
         # stored outputs only, and is written even though the section looks the same.
-        changed = previous is not None and (previous.get("passwords") or {}) != desired.passwords
+        changed = previous is not None and (
+            (previous.get("passwords") or {}) != desired.passwords
+            # A refresh found a stored password that no longer logs on.
+            or bool(previous.get("stale_passwords"))
+        )
         return plan(current, desired, force_passwords=changed)
 
     def outputs(
@@ -731,22 +769,46 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
             # Encrypted passwords only ([enc:...:enc]); kept secret in state all the same.
             "prior_section": prior,
             "mapped_users": mapped,
+            "stale_passwords": after.stale_users(previous),
         }
 
     def exists(self, current: MappingCurrent) -> bool:
         return current.site_found
 
+    def stale_inputs(self, olds: Mapping[str, Any]) -> list[str]:
+        # A refresh found stored passwords that no longer log on: `up` rewrites them.
+        return ["passwords"] if olds.get("stale_passwords") else []
+
+    def notices(self, desired: MappingDesired, current: MappingCurrent) -> list[str]:
+        notes = []
+        for user in sorted(desired.passwords):
+            if current.stored_password_logs_on(user) is None:
+                notes.append(
+                    f"{desired.site}: the logon of {user!r} was not verified (not safe to try "
+                    "without risking an account lockout, or not an account of this host); "
+                    "its password may have drifted"
+                )
+        refused = {
+            (r["user_name"], r["hresult"])
+            for r in current.logons
+            if r["checked"] and r["valid"] and r["hresult"]
+        }
+        for user, hresult in sorted(refused, key=lambda pair: (pair[0], pair[1] or "")):
+            explained = contract.explain_hresult(hresult)
+            meaning = f"{explained.name}: {explained.meaning}" if explained else "refused"
+            notes.append(
+                f"{desired.site}: the password of {user!r} is right, but IIS's logon "
+                f"({desired.logon_method}) is refused ({hresult} {meaning}): its "
+                "certificates get 401.1"
+            )
+        return notes
+
     def live_inputs(
         self, desired: MappingDesired, current: MappingCurrent, stored: Mapping[str, Any]
     ) -> dict[str, Any]:
-        found = inputs_from_element(current.element if current.present else None, stored)
-        failing = {r["user_name"].lower() for r in current.logons if not r["valid"]}
-        if failing:
-            # A stored password that no longer logs on is drift; show it without reading it.
-            found["passwords"] = {
-                k: ("" if k.lower() in failing else v) for k, v in found["passwords"].items()
-            }
-        return found
+        # Passwords are never read back and stay as they are (so later reads can try them):
+        # one that no longer logs on shows in stale_passwords, and the diff names it.
+        return inputs_from_element(current.element if current.present else None, stored)
 
     def delete_changes(
         self, desired: MappingDesired, current: MappingCurrent, stored: Mapping[str, Any]
@@ -779,6 +841,7 @@ class CertificateMapping(IisResource, module=TYPE_MODULE, name="CertificateMappi
     one_to_one: pulumi.Output[list[dict[str, Any]]]
     many_to_one: pulumi.Output[list[dict[str, Any]]]
     mapped_users: pulumi.Output[dict[str, str]]
+    stale_passwords: pulumi.Output[list[str]]
 
     def __init__(
         self,

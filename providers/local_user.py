@@ -3,9 +3,13 @@
 The account a one-to-one or many-to-one mapping logs on as. The password is a secret: it
 travels to the host only as JSON data, and the host only ever says whether it logs on
 (so ``pulumi refresh`` notices a password changed behind Pulumi's back without reading
-it). A rename is a replacement; a password change is an update. Group membership is
-managed for the listed groups only. Delete removes the account and the access rules it
-added; an account that existed before is adopted and left in place (only our rules go).
+it). That logon is tried only while it cannot lock the account (contract.py, "Logons":
+below half the host's lockout threshold, once per account per run); otherwise the
+password is "not verified", the last verdict stands and a warning says why.
+
+A rename is a replacement; a password change is an update. Group membership is managed
+for the listed groups only. Delete removes the account and the access rules it added; an
+account that existed before is adopted and left in place (only our rules go).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ INPUTS = Inputs(
         default=[],
     ),
 )
+
+LOCKED_OUT = contract.logon_hresult(contract.ERROR_ACCOUNT_LOCKED_OUT)
 
 FACTS = ReadKey[contract.HostFactsResult]("facts")
 USER = ReadKey[contract.UserGetResult]("user")
@@ -142,7 +148,12 @@ class UserCurrent:
     password_never_expires: bool = False
     user_cannot_change_password: bool = False
     groups: tuple[str, ...] = ()
-    password_valid: bool = False
+    # Whether the desired password is the account's: None when no logon could say so.
+    password_valid: bool | None = False
+    password_hresult: str | None = None  # why the logon failed (even with the right one)
+    bad_password_count: int = 0
+    locked_out: bool = False
+    lockout_threshold: int = 0
     min_length: int = 0
     complexity: bool = False
     # folder path -> rights granted to this account explicitly
@@ -156,6 +167,18 @@ def _same_identity(identity: str, name: str) -> bool:
 
 def _has_rights(granted: list[str], wanted: str) -> bool:
     return any(wanted.lower() in [p.strip().lower() for p in g.split(",")] for g in granted)
+
+
+def _password_to_set(
+    current: UserCurrent, desired: UserDesired, previous: Mapping[str, Any] | None
+) -> bool:
+    """Whether to set the password: it does not log on, or it could not be verified and
+    the last run knows it changed (another input, or a refresh that found it drifted)."""
+    if current.password_valid is not None:
+        return not current.password_valid
+    if previous is None:
+        return False  # nothing known either way: leave the account's password alone
+    return previous.get("password_valid") is False or previous.get("password") != desired.password
 
 
 def plan(
@@ -192,7 +215,7 @@ def plan(
         differing = {k: v for k, v in props.items() if getattr(current, k) != v}
         args: dict[str, Any] = dict(differing)
         what = sorted(differing)
-        if not current.password_valid:
+        if _password_to_set(current, desired, previous):
             args["password"] = desired.password
             what.append("password")
         if args:
@@ -324,7 +347,8 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         return reads
 
     def parse_current(self, desired: UserDesired, reads: Reads) -> UserCurrent:
-        policy = reads[FACTS]["password_policy"]
+        facts = reads[FACTS]
+        policy = facts["password_policy"]
         user, verify = reads[USER], reads[PASSWORD]
         acls = {entry.path: reads[_acl(entry.path)] for entry in desired.folder_access}
         missing = tuple(path for path, acl in acls.items() if not acl["exists"])
@@ -354,9 +378,13 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             password_never_expires=user["password_never_expires"],
             user_cannot_change_password=user["user_cannot_change_password"],
             groups=tuple(user["groups"]),
-            # A disabled account with the right password answers ERROR_ACCOUNT_DISABLED,
-            # not a logon failure: the password is right.
-            password_valid=verify["valid"] or (verify["hresult"] or "").upper() == "0X80070533",
+            # The contract's one classification: a disabled account, or one denied this
+            # logon type, with the right password is a right password.
+            password_valid=verify["valid"] if verify["checked"] else None,
+            password_hresult=verify["hresult"],
+            bad_password_count=user["bad_password_count"],
+            locked_out=user["locked_out"],
+            lockout_threshold=facts["lockout_policy"]["threshold"],
             min_length=policy["min_length"],
             complexity=policy["complexity"],
             access=access,
@@ -373,8 +401,8 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
                     "does not exist on the host",
                     "Create the site folder first, or correct the path.",
                 )
-        if current.exists and current.password_valid:
-            return  # the password is not going to be set
+        if current.exists and current.password_valid is not False:
+            return  # the password is right, or unknown and then set only if it changed
         problems = password_problems(
             desired.password,
             desired.name,
@@ -408,10 +436,47 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         previous: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         adopted = before.exists if before is not None else bool((previous or {}).get("adopted"))
-        return {"adopted": adopted, "password_valid": after.password_valid}
+        valid = after.password_valid
+        if valid is None:
+            # Not verified this time: the last verdict stands (a drift found stays found).
+            valid = (previous or {}).get("password_valid")
+        return {"adopted": adopted, "password_valid": valid}
 
     def exists(self, current: UserCurrent) -> bool:
         return current.exists
+
+    def stale_inputs(self, olds: Mapping[str, Any]) -> list[str]:
+        # A refresh found that the password no longer logs on: `up` sets it again.
+        return ["password"] if olds.get("password_valid") is False else []
+
+    def notices(self, desired: UserDesired, current: UserCurrent) -> list[str]:
+        if not current.exists:
+            return []
+        if current.password_valid is None:
+            if current.locked_out or current.password_hresult == LOCKED_OUT:
+                why = "the account is locked out (too many logons with a wrong password)"
+            elif current.lockout_threshold > 0 and not contract.logon_guard_allows(
+                current.bad_password_count, current.lockout_threshold
+            ):
+                why = (
+                    f"the account has {current.bad_password_count} of "
+                    f"{current.lockout_threshold} bad logons that lock it, and another try "
+                    "could lock it"
+                )
+            else:
+                why = "the host did not try a logon (its bad-logon count could not be read)"
+            return [
+                f"the password of {desired.name!r} was not verified: {why}. It may have "
+                "drifted; the last verdict stands until a logon is safe to try."
+            ]
+        if current.password_valid and current.password_hresult:
+            explained = contract.explain_hresult(current.password_hresult)
+            meaning = f"{explained.name}: {explained.meaning}" if explained else "refused"
+            return [
+                f"the password of {desired.name!r} is right, but a network logon is refused "
+                f"({current.password_hresult} {meaning})"
+            ]
+        return []
 
     def live_inputs(
         self, desired: UserDesired, current: UserCurrent, stored: Mapping[str, Any]
@@ -419,8 +484,9 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         held = {g.lower() for g in current.groups}
         return {
             "name": desired.name,
-            # Never read back: a password that no longer logs on shows as a change.
-            "password": desired.password if current.password_valid else "",
+            # Never read back, and kept (so later reads can try it again): a password that
+            # no longer logs on shows in password_valid, and the diff names it.
+            "password": desired.password,
             "full_name": current.full_name,
             "description": current.description,
             "password_never_expires": current.password_never_expires,
@@ -460,7 +526,7 @@ class LocalUser(IisResource, module=TYPE_MODULE, name="LocalUser"):
 
     name: pulumi.Output[str]
     adopted: pulumi.Output[bool]
-    password_valid: pulumi.Output[bool]
+    password_valid: pulumi.Output[bool | None]
 
     def __init__(
         self,

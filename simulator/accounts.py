@@ -2,6 +2,21 @@
 
 users.json keeps a salted scrypt hash of each password, never the password. SAM account
 names and passwords are checked like Windows does (NERR codes surfaced as HRESULTs).
+
+Logons (:meth:`Accounts.logon`, LogonUser as the agent calls it) follow Windows' account
+lockout policy and logon rights, whoever tries them (agent ops, the HTTPS front):
+
+* Every wrong password counts as a bad attempt; the count restarts when the previous bad
+  attempt is older than the observation window, and reaching the threshold locks the
+  account (Microsoft docs, "Account lockout threshold", "Reset account lockout counter
+  after", "Account lockout duration"; FACTS.md "Logons lock accounts").
+* A locked account fails every logon with ERROR_ACCOUNT_LOCKED_OUT (1909, 0x80070775), the
+  right password included, until the lockout duration has passed (0: until an
+  administrator unlocks it).
+* A right password resets the count (SAM's successful validation), even when the logon is
+  then refused for another reason: disabled (1331), or a logon type the account is denied
+  (1385 ERROR_LOGON_TYPE_NOT_GRANTED, from "Deny access to this computer from the network"
+  and its siblings: Microsoft docs, "User Rights Assignment").
 """
 
 from __future__ import annotations
@@ -11,16 +26,23 @@ import hashlib
 import hmac
 import os
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
 from typing import Any
 
+from iis_clientcert.host.contract import (
+    PASSWORD_CHECK_LOGON_TYPE,
+    VerifyPasswordResult,
+    logon_guard_allows,
+    logon_hresult,
+    logon_verdict,
+    not_checked,
+)
 from iis_clientcert_simulator.errors import (
-    HR_ACCOUNT_DISABLED,
     HR_ALREADY_EXISTS,
     HR_FILE_NOT_FOUND,
     HR_INVALID_ACCOUNT_NAME,
-    HR_LOGON_FAILURE,
     HR_NOT_FOUND,
     HR_PASSWORD_POLICY,
     OpError,
@@ -48,6 +70,53 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 class PasswordPolicy:
     min_length: int = 8
     complexity: bool = True
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    """NetUserModalsGet level 3. A fresh Windows Server has no lockout (threshold 0; the
+    window and duration then default to 30 minutes, as `net accounts` shows); Windows 11
+    22H2+ ships 10 attempts / 10 minutes / 10 minutes; domain policies often say 3 to 5."""
+
+    threshold: int = 0
+    observation_window_s: int = 1800
+    duration_s: int = 1800
+
+
+# Win32 errors of LogonUser (winerror.h).
+ERROR_LOGON_FAILURE = 1326
+ERROR_ACCOUNT_DISABLED = 1331
+ERROR_LOGON_TYPE_NOT_GRANTED = 1385
+ERROR_ACCOUNT_LOCKED_OUT = 1909
+
+# The "Deny ..." user rights and the logon types each refuses (Microsoft docs, User Rights
+# Assignment: network access covers the network (3) and network-cleartext (8) logons;
+# IIS's logonMethod names map onto these types as contract.LOGON_TYPES says).
+DENY_RIGHTS: dict[str, frozenset[int]] = {
+    "SeDenyInteractiveLogonRight": frozenset({2}),
+    "SeDenyNetworkLogonRight": frozenset({3, 8}),
+    "SeDenyBatchLogonRight": frozenset({4}),
+}
+
+
+@dataclass
+class RequestLogons:
+    """What one agent request has done with logons (the contract's "at most once per
+    account per request", and the passwords user.set has just set)."""
+
+    just_set: dict[str, str] = field(default_factory=dict)  # account key -> password
+    failed: set[str] = field(default_factory=set)  # account keys with a wrong password
+
+
+def split_logon_name(user_name: str, default_domain: str) -> tuple[str | None, str]:
+    """(domain, user) as agent.ps1's Test-Logon hands them to LogonUser: DOMAIN\\user wins,
+    user@domain is a UPN (no domain), else the default domain ('' means '.', this host)."""
+    if "\\" in user_name:
+        domain, _, user = user_name.partition("\\")
+        return domain, user
+    if "@" in user_name:
+        return None, user_name
+    return default_domain or ".", user_name
 
 
 def check_account_name(name: str) -> None:
@@ -145,11 +214,17 @@ class Accounts:
         computer: str,
         policy: PasswordPolicy,
         domain: Domain | None = None,
+        lockout: LockoutPolicy | None = None,
+        now: float | None = None,
+        request: RequestLogons | None = None,
     ) -> None:
         self.data = data
         self.computer = computer
         self.policy = policy
         self.domain = domain
+        self.lockout = lockout or LockoutPolicy()
+        self.now = time.time() if now is None else now
+        self.request = request or RequestLogons()
         data.setdefault("users", {})
         groups = data.setdefault("groups", {})
         for name, description in BUILTIN_GROUPS.items():
@@ -204,6 +279,8 @@ class Accounts:
                 "password_never_expires": False,
                 "user_cannot_change_password": False,
                 "groups": [],
+                "bad_password_count": 0,
+                "locked_out": False,
             }
         return {
             "exists": True,
@@ -214,6 +291,8 @@ class Accounts:
             "password_never_expires": bool(user.get("password_never_expires")),
             "user_cannot_change_password": bool(user.get("user_cannot_change_password")),
             "groups": list(user.get("groups", [])),
+            "bad_password_count": int(user.get("bad_password_count") or 0),
+            "locked_out": self._locked(user),
         }
 
     def set_user(self, name: str, password: str | None, props: dict[str, Any]) -> dict[str, Any]:
@@ -240,14 +319,25 @@ class Accounts:
             }
         else:
             assert key is not None
-            record = dict(self.data["users"][key])
+            record = self.data["users"][key]  # changed in place (saved if the op succeeds)
         changed: list[str] = []
         full_name = props.get("full_name", record["full_name"])
         if password is not None:
             check_password(password, record["name"], full_name, self.policy)
-            if not password_matches(password, record.get("password_hash")):
+        # Nothing changes before here: a refused password leaves the account as it was.
+        if password is not None:
+            # agent.ps1 asks LogonUser (guarded, as the verify ops) whether the password is
+            # already the account's; if it cannot tell, it sets the password.
+            current = (
+                not created
+                and (
+                    self.guarded_logon(record["name"], password, PASSWORD_CHECK_LOGON_TYPE)["valid"]
+                )
+            )
+            if not current:
                 record["password_hash"] = hash_password(password)
                 changed.append("password")
+            self.request.just_set[record["name"].lower()] = password
         for prop in (
             "full_name",
             "description",
@@ -268,14 +358,112 @@ class Accounts:
         del self.data["users"][key]
         return True
 
-    def verify(self, name: str, password: str) -> dict[str, Any]:
-        """LogonUser: {valid, hresult}; a wrong name or password is 0x8007052E."""
+    def password_is(self, name: str, password: str) -> bool:
+        """Whether ``password`` is the account's, without a logon (the simulator's own
+        start-up check of its WinRM account; nothing is counted)."""
         user = self.user(name)
-        if user is None or not password_matches(password, user.get("password_hash")):
-            return {"valid": False, "hresult": f"0x{HR_LOGON_FAILURE:08X}"}
-        if user.get("disabled"):
-            return {"valid": False, "hresult": f"0x{HR_ACCOUNT_DISABLED:08X}"}
-        return {"valid": True, "hresult": None}
+        return user is not None and password_matches(password, user.get("password_hash"))
+
+    # --- logons -------------------------------------------------------------------
+
+    def is_local(self, domain: str | None) -> bool:
+        """Whether LogonUser's domain names this host's SAM ('.' or the computer name)."""
+        return domain is not None and domain.lower() in (".", self.computer.lower())
+
+    def locked_out(self, name: str) -> bool:
+        key = self._key(name)
+        return key is not None and self._locked(self.data["users"][key])
+
+    def _locked(self, record: dict[str, Any]) -> bool:
+        locked_at = record.get("locked_at")
+        if locked_at is None:
+            return False
+        duration = self.lockout.duration_s
+        return duration == 0 or self.now - float(locked_at) < duration
+
+    def logon(
+        self, user_name: str, password: str, logon_type: int, default_domain: str = ""
+    ) -> int:
+        """LogonUser(user, domain, password, logon_type): 0 or its Win32 error. Counts bad
+        attempts and locks the account as Windows' lockout policy says (module docstring)."""
+        domain, user = split_logon_name(user_name, default_domain)
+        if not self.is_local(domain):
+            return ERROR_LOGON_FAILURE  # no domain (or UPN) account on this host
+        key = self._key(user)
+        if key is None:
+            return ERROR_LOGON_FAILURE  # an unknown account: nothing to count or lock
+        record: dict[str, Any] = self.data["users"][key]
+        if record.get("locked_at") is not None:
+            if self._locked(record):
+                return ERROR_ACCOUNT_LOCKED_OUT
+            # The lockout duration has passed: unlocked, with a fresh count.
+            record["locked_at"] = None
+            record["bad_password_count"] = 0
+        if not password_matches(password, record.get("password_hash")):
+            self._bad_attempt(record)
+            return ERROR_LOGON_FAILURE
+        if record.get("bad_password_count"):
+            record["bad_password_count"] = 0
+        if record.get("disabled"):
+            return ERROR_ACCOUNT_DISABLED
+        denied: set[int] = set()
+        for right in record.get("deny_logon_rights") or []:
+            denied |= DENY_RIGHTS.get(str(right), frozenset())
+        if logon_type in denied:
+            return ERROR_LOGON_TYPE_NOT_GRANTED
+        return 0
+
+    def guarded_logon(
+        self, user_name: str, password: str, logon_type: int, default_domain: str = ""
+    ) -> VerifyPasswordResult:
+        """A logon by an agent op, under the contract's guard (contract.py, "Logons")."""
+        domain, user = split_logon_name(user_name, default_domain)
+        if not self.is_local(domain):
+            # A domain account's count and policy live on a domain controller.
+            return not_checked()
+        key = self._key(user)
+        if key is None:
+            # LogonUser's answer for an unknown account; there is nothing to count or lock.
+            return logon_verdict(ERROR_LOGON_FAILURE)
+        record: dict[str, Any] = self.data["users"][key]
+        account = key.lower()
+        if self.request.just_set.get(account) != password:
+            if self._locked(record):
+                return not_checked(logon_hresult(ERROR_ACCOUNT_LOCKED_OUT))
+            count = int(record.get("bad_password_count") or 0)
+            if account in self.request.failed or not logon_guard_allows(
+                count, self.lockout.threshold
+            ):
+                return not_checked()
+        verdict = logon_verdict(self.logon(user_name, password, logon_type, default_domain))
+        if verdict["checked"] and not verdict["valid"]:
+            self.request.failed.add(account)
+        return verdict
+
+    def _bad_attempt(self, record: dict[str, Any]) -> None:
+        last = record.get("last_bad_password_time")
+        if last is not None and self.now - float(last) >= self.lockout.observation_window_s:
+            record["bad_password_count"] = 0  # the observation window has passed
+        record["bad_password_count"] = int(record.get("bad_password_count") or 0) + 1
+        record["last_bad_password_time"] = self.now
+        if 0 < self.lockout.threshold <= record["bad_password_count"]:
+            record["locked_at"] = self.now
+
+    def unlock(self, name: str) -> None:
+        key = self._key(name)
+        if key is not None:
+            self.data["users"][key].update(locked_at=None, bad_password_count=0)
+
+    def deny_logon_right(self, name: str, right: str, deny: bool = True) -> None:
+        """Assign (or take back) a "Deny ..." user right (User Rights Assignment)."""
+        if right not in DENY_RIGHTS:
+            raise ValueError(f"unknown logon right {right!r}: one of {sorted(DENY_RIGHTS)}")
+        key = self._key(name)
+        if key is None:
+            raise OpError("NotFound", f"The user '{name}' was not found", HR_NOT_FOUND)
+        record = self.data["users"][key]
+        rights = [r for r in record.get("deny_logon_rights") or [] if r != right]
+        record["deny_logon_rights"] = [*rights, right] if deny else rights
 
     # --- groups -------------------------------------------------------------------
 

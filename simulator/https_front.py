@@ -38,9 +38,10 @@ Per request, for the binding's site (location path = site name):
    DER blob, then the enabled many-to-one mappings in order (every rule must match; ``*``
    wildcards; compareCaseSensitive). The first many-to-one match decides: Deny is 403.12
    (mapper denied access); Allow logs the user on. A logon uses the stored (decrypted)
-   password against users.json; a failure is 401.1 with the model's HRESULT (0x8007052E
-   for a wrong name or password). A stored blob IIS cannot decode is 401.1 with the
-   CryptoAPI code when nothing else matched.
+   password with the section's logonMethod and defaultLogonDomain against users.json, and
+   counts there like every logon on the host (a wrong password is a bad attempt towards
+   the lockout threshold); a failure is 401.1 with the model's HRESULT (0x8007052E for a
+   wrong name or password, 0x80070775 locked out, 0x80070569 logon type not granted).
 6. No mapping matched: anonymous access (``anonymousAuthentication@enabled``) gives 200
    as its user (IUSR); otherwise 401.2 (server configuration denies logon).
 
@@ -85,9 +86,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from iis_clientcert.host.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
+from iis_clientcert.host.contract import (
+    LOGON_TYPES,
+    SECTION_ANONYMOUS,
+    SECTION_MAPPING,
+    SECTION_SSL,
+)
 from iis_clientcert_simulator import schema, trust
-from iis_clientcert_simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
+from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session
@@ -323,9 +329,13 @@ class SiteView:
     disallowed: tuple[x509.Certificate, ...]
     non_self_signed_roots: tuple[str, ...]
     send_trusted_issuer_list: bool
-    users: dict[str, Any] = field(repr=False)
+    # Logons go to the host's accounts (users.json), where bad attempts are counted.
+    state: HostState = field(repr=False)
     crls: dict[str, bytes] = field(default_factory=dict, repr=False)
     cdp_reachable: dict[str, bool] = field(default_factory=dict)
+    logon_method: str = "ClearText"
+    default_logon_domain: str = ""
+    anonymous_logon_method: str = "ClearText"
 
     @property
     def negotiates_cert(self) -> bool:
@@ -464,9 +474,12 @@ def read_site(session: Session, site: str) -> SiteView:
         # The seed's check (Issuer -ne Subject): KB 2802568.
         non_self_signed_roots=tuple(trust.thumbprint(r) for r in roots if r.issuer != r.subject),
         send_trusted_issuer_list=int(session.facts.get("send_trusted_issuer_list", 0)) == 1,
-        users=json.loads(json.dumps(session.accounts.data)),  # a private copy for logons
         crls=session.state.published_crls(),
         cdp_reachable=session.state.cdp_reachable(),
+        state=session.state,
+        logon_method=str(attrs.get("logonMethod", "ClearText")),
+        default_logon_domain=str(attrs.get("defaultLogonDomain", "")),
+        anonymous_logon_method=str(anon.get("logonMethod", "ClearText")),
     )
 
 
@@ -586,15 +599,17 @@ def blob_problem(blob: str) -> str | None:
     return None
 
 
-def _logon(view: SiteView, user_name: str, password: str | None) -> tuple[str | None, str | None]:
-    """LogonUser through the model: (DOMAIN\\user, None) or (None, HRESULT)."""
-    accounts = Accounts(view.users, view.computer, PasswordPolicy())  # logons skip it
-    result = accounts.verify(user_name, password or "")
-    if not result["valid"]:
-        return None, str(result["hresult"])
-    record = accounts.user(user_name)
-    name = str(record["name"]) if record is not None else bare_name(user_name, view.computer)
-    return f"{view.computer}\\{name}", None
+def _logon(
+    view: SiteView, user_name: str, password: str | None, anonymous: bool = False
+) -> tuple[str | None, str | None]:
+    """IIS's LogonUser with the section's logonMethod and defaultLogonDomain, through the
+    host's accounts (the attempt counts there): (DOMAIN\\user, None) or (None, HRESULT)."""
+    method = view.anonymous_logon_method if anonymous else view.logon_method
+    domain = "" if anonymous else view.default_logon_domain
+    code, name = view.state.logon(user_name, password or "", LOGON_TYPES.get(method, 8), domain)
+    if code:
+        return None, f"0x{0x80070000 | code:08X}"
+    return f"{view.computer}\\{name or bare_name(user_name, view.computer)}", None
 
 
 def _anonymous(view: SiteView) -> Decision:
@@ -606,7 +621,7 @@ def _anonymous(view: SiteView) -> Decision:
         return Decision(200, 0, well_known, "anonymous")
     if user == "":
         return Decision(200, 0, f"IIS APPPOOL\\{view.site}", "anonymous")
-    who, hresult = _logon(view, user, view.anonymous_password)
+    who, hresult = _logon(view, user, view.anonymous_password, anonymous=True)
     if who is None:
         return Decision(401, 1, None, None, hresult, "the anonymous user cannot log on")
     return Decision(200, 0, who, "anonymous")

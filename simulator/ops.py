@@ -15,13 +15,17 @@ from lxml import etree
 
 from iis_clientcert.host.contract import (
     BINDING_FLAG_SETTINGS,
+    DEFAULT_LOGON_METHOD,
+    LOGON_TYPES,
     OPS,
+    PASSWORD_CHECK_LOGON_TYPE,
     SECTION_MAPPING,
     SSLCERT_DEFAULTS,
     is_encrypted_value,
+    logon_account_key,
+    not_checked,
 )
 from iis_clientcert_simulator import trust
-from iis_clientcert_simulator.accounts import bare_name
 from iis_clientcert_simulator.apphost import (
     Apphost,
     ConfigFile,
@@ -395,7 +399,8 @@ def user_delete(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def user_verify_password(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    return s.accounts.verify(args["name"], args["password"])
+    # As agent.ps1: a network logon on this host, under the contract's guard.
+    return dict(s.accounts.guarded_logon(args["name"], args["password"], PASSWORD_CHECK_LOGON_TYPE))
 
 
 def group_add_member(s: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -434,35 +439,47 @@ def mapping_verify_logons(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     site = args["site"]
     s.apphost.require_site(site)
     schema = section(SECTION_MAPPING)
-    levels = s.apphost.levels(schema, site)
-    # Work on the stored XML (not JSON) for the passwords, which stay encrypted until here.
+    effective = merge(schema, s.apphost.levels(schema, site))
+    # As agent.ps1 (and IIS) log on: the section's logonMethod and defaultLogonDomain.
+    attrs = effective["attributes"]
+    logon_type = LOGON_TYPES.get(str(attrs.get("logonMethod", DEFAULT_LOGON_METHOD)), 8)
+    domain = str(attrs.get("defaultLogonDomain", ""))
+    skip = {logon_account_key(str(u)) for u in args.get("skip_users") or []}
     results: list[dict[str, Any]] = []
     accounts = s.accounts
+    # One logon per account and stored password, whatever the number of mappings.
+    tried: dict[tuple[str, str], dict[str, Any]] = {}
     for kind, tag, key_attr in (
         ("one_to_one", "oneToOneMappings", "certificate"),
         ("many_to_one", "manyToOneMappings", "name"),
     ):
-        effective_items = merge(schema, levels)["children"][tag]["items"]
-        for item in effective_items:
-            attrs = item["attributes"]
-            user_name = attrs.get("userName", "")
+        for item in effective["children"][tag]["items"]:
+            item_attrs = item["attributes"]
+            user_name = str(item_attrs.get("userName", ""))
             if not user_name:
                 continue
-            stored = attrs.get("password", "")
+            account = logon_account_key(user_name)
+            # The passwords stay encrypted until here (a value stored plain is used as is).
+            stored = str(item_attrs.get("password", ""))
             plain = s.key.decrypt(stored) if is_encrypted_value(stored) else stored
-            if plain is None:
+            verdict: dict[str, Any]
+            if account in skip:
+                verdict = dict(not_checked())
+            elif plain is None:
                 # Per value: a password this host cannot decrypt fails its own mapping, with
                 # what IIS reports for it (NTE_BAD_DATA), not as a wrong password.
-                verdict = {"valid": False, "hresult": f"0x{HR_BAD_DATA:08X}"}
+                verdict = {"valid": False, "hresult": f"0x{HR_BAD_DATA:08X}", "checked": True}
+            elif (account, plain) in tried:
+                verdict = tried[(account, plain)]
             else:
-                verdict = accounts.verify(bare_name(user_name, s.computer), plain)
+                verdict = dict(accounts.guarded_logon(user_name, plain, logon_type, domain))
+                tried[(account, plain)] = verdict
             results.append(
                 {
                     "kind": kind,
-                    "key": attrs.get(key_attr, ""),
+                    "key": item_attrs.get(key_attr, ""),
                     "user_name": user_name,
-                    "valid": verdict["valid"],
-                    "hresult": verdict["hresult"],
+                    **verdict,
                 }
             )
     return {"results": results}
@@ -519,6 +536,7 @@ def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             "min_length": int(policy.get("min_length", 8)),
             "complexity": bool(policy.get("complexity", True)),
         },
+        "lockout_policy": dict(vars(s.state.lockout_policy())),
     }
 
 

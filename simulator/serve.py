@@ -90,7 +90,7 @@ def prepare(state: HostState) -> _Material:
         password = previous.get("password")
         session = Session(state)
         accounts: Accounts = session.accounts
-        if not isinstance(password, str) or not accounts.verify(ADMIN_USER, password)["valid"]:
+        if not isinstance(password, str) or not accounts.password_is(ADMIN_USER, password):
             # First start, or endpoint.json was lost: a new password for the admin.
             password = _new_password()
             accounts.set_user(

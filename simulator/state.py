@@ -42,8 +42,11 @@ from iis_clientcert_simulator.accounts import (
     Accounts,
     Domain,
     Folders,
+    LockoutPolicy,
     PasswordPolicy,
+    RequestLogons,
     default_aces,
+    split_logon_name,
 )
 from iis_clientcert_simulator.apphost import Apphost, ConfigFile
 from iis_clientcert_simulator.errors import injected_error
@@ -76,6 +79,9 @@ HOST_FACTS: dict[str, Any] = {
     # interactively, reached with WinRS's noprofile, may have none (FACTS.md, "Real-host
     # pitfalls"); the agent must not need it, so the default is the harder host.
     "account_has_temp": False,
+    # A fresh Windows Server: no account lockout (see accounts.LockoutPolicy). Tests set
+    # Windows 11 22H2+'s 10 / 10 min / 10 min with testing.set_lockout_policy.
+    "lockout_policy": {"threshold": 0, "observation_window_s": 1800, "duration_s": 1800},
 }
 
 # Windows feature -> the native module its installation adds to <globalModules> (the name
@@ -287,6 +293,28 @@ class HostState:
             int(policy.get("min_length", 8)), bool(policy.get("complexity", True))
         )
 
+    def lockout_policy(self) -> LockoutPolicy:
+        policy = self.host_facts().get("lockout_policy") or {}
+        default = LockoutPolicy()
+        return LockoutPolicy(
+            int(policy.get("threshold", default.threshold)),
+            int(policy.get("observation_window_s", default.observation_window_s)),
+            int(policy.get("duration_s", default.duration_s)),
+        )
+
+    def logon(
+        self, user_name: str, password: str, logon_type: int, default_domain: str = ""
+    ) -> tuple[int, str | None]:
+        """A logon by another part of the host (IIS for the HTTPS front), counted in
+        users.json like the agent's: (Win32 error or 0, the account's name when found)."""
+        with self.locked():
+            session = Session(self)
+            accounts = session.accounts
+            code = accounts.logon(user_name, password, logon_type, default_domain)
+            record = accounts.user(split_logon_name(user_name, default_domain)[1])
+            session.save()
+        return code, (str(record["name"]) if record is not None else None)
+
 
 class _JsonDoc:
     def __init__(self, path: Path, default: dict[str, Any]) -> None:
@@ -314,6 +342,7 @@ class Session:
         self._users: _JsonDoc | None = None
         self._acl: _JsonDoc | None = None
         self._httpsys: _JsonDoc | None = None
+        self.logons = RequestLogons()
 
     @property
     def apphost(self) -> Apphost:
@@ -346,6 +375,8 @@ class Session:
             self.computer,
             self.state.password_policy(),
             Domain.from_facts(self.facts),
+            lockout=self.state.lockout_policy(),
+            request=self.logons,
         )
 
     @property

@@ -27,7 +27,7 @@ from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.serve import Endpoint, Simulator
-from iis_clientcert_simulator.state import HostState
+from iis_clientcert_simulator.state import HostState, Session
 from iis_clientcert_simulator.stores import CertStores, HttpSys
 from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand, faults_lock, write_faults
 
@@ -225,3 +225,66 @@ def orphan_keys(state_dir: Path) -> list[str]:
     """Persisted key containers no certificate store entry took (see CertStores)."""
     state = HostState(Path(state_dir))
     return CertStores(state.certstore).orphan_keys()
+
+
+# Windows 11 22H2 and later: 10 bad attempts lock an account for 10 minutes, and the count
+# restarts after 10 minutes without one (Microsoft docs, "Account lockout threshold").
+WINDOWS_11_LOCKOUT: dict[str, int] = {
+    "threshold": 10,
+    "observation_window_s": 600,
+    "duration_s": 600,
+}
+
+
+def set_lockout_policy(
+    state_dir: Path,
+    threshold: int = WINDOWS_11_LOCKOUT["threshold"],
+    observation_window_s: int = WINDOWS_11_LOCKOUT["observation_window_s"],
+    duration_s: int = WINDOWS_11_LOCKOUT["duration_s"],
+) -> None:
+    """Give the simulated host an account lockout policy (secpol.msc, Account Lockout
+    Policy); a fresh host has none (threshold 0)."""
+    state = HostState(Path(state_dir))
+    state.ensure()
+    with state.locked():
+        facts = read_json(state.host, {}) or {}
+        facts["lockout_policy"] = {
+            "threshold": threshold,
+            "observation_window_s": observation_window_s,
+            "duration_s": duration_s,
+        }
+        write_json(state.host, facts)
+
+
+def deny_logon_right(
+    state_dir: Path, user: str, right: str = "SeDenyNetworkLogonRight", deny: bool = True
+) -> None:
+    """Assign (or, with ``deny=False``, take back) a "Deny ..." logon right of a local
+    account (User Rights Assignment)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        session = Session(state)
+        session.accounts.deny_logon_right(user, right, deny)
+        session.save()
+
+
+def unlock_account(state_dir: Path, user: str) -> None:
+    """What an administrator does for a locked account (IsAccountLocked = $false)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        session = Session(state)
+        session.accounts.unlock(user)
+        session.save()
+
+
+def account_record(state_dir: Path, user: str) -> dict[str, Any]:
+    """The account as users.json holds it (bad-password count, lockout time, ...)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        record = Session(state).accounts.user(user)
+    if record is None:
+        raise KeyError(user)
+    record.pop("password_hash", None)
+    record.setdefault("bad_password_count", 0)
+    record.setdefault("locked_at", None)
+    return record

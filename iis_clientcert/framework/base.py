@@ -39,6 +39,7 @@ from pulumi.output import Unknown
 
 from iis_clientcert.errors import HostError, NotConvergedError, ValidationError
 from iis_clientcert.framework.inputs import Inputs
+from iis_clientcert.framework.logons import ProviderClient
 from iis_clientcert.host.client import HostClient, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import Op, SiteInfo
@@ -159,6 +160,17 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         """Whether the managed object is on the host (for refresh)."""
         return True
 
+    def stale_inputs(self, olds: Mapping[str, Any]) -> list[str]:
+        """Inputs the stored outputs know to be out of step with the host although their
+        values look the same: the host never shows a password, so a refresh that finds one
+        no longer logging on says so in a computed output, and the diff names the input."""
+        return []
+
+    def notices(self, desired: Desired, current: Current) -> list[str]:
+        """What the person running Pulumi should know about a read (say, a password that
+        could not be verified without risking an account lockout), shown as warnings."""
+        return []
+
     def live_inputs(
         self, desired: Desired, current: Current, stored: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -211,6 +223,11 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
                 changed.append(key)
                 if key in self.inputs.replace_on:
                     replaces.append(key)
+        for key in self.stale_inputs(olds):
+            if key not in changed:
+                changed.append(key)
+                if key in self.inputs.replace_on:
+                    replaces.append(key)
         return DiffResult(
             changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces)
         )
@@ -232,9 +249,13 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         connection, desired = self._parse(props)
-        current = self.parse_current(desired, HostClient(connection).read(self.read_plan(desired)))
+        current = self.parse_current(
+            desired, ProviderClient(connection).read(self.read_plan(desired))
+        )
         if not self.exists(current):
             return ReadResult(None, {})
+        for note in self.notices(desired, current):
+            warn(self.kind, f"{connection.host}: {note}")
         inputs = self.live_inputs(desired, current, props)
         inputs["connection"] = props["connection"]
         outs = dict(inputs)
@@ -245,7 +266,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         connection, desired = self._parse(props)
-        client = HostClient(connection)
+        client = ProviderClient(connection)
         current = self.parse_current(desired, client.read(self.read_plan(desired)))
         changes = self.delete_changes(desired, current, props)
         ops = [op for change in changes for op in change.ops]
@@ -267,9 +288,11 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         previous: Mapping[str, Any] | None,
         undo: Callable[[HostClient, Current], None] | None = None,
     ) -> Applied[Current]:
-        client = HostClient(connection)
+        client = ProviderClient(connection)
         to_read = self.read_plan(desired)
         current = self.parse_current(desired, client.read(to_read))
+        for note in self.notices(desired, current):
+            warn(self.kind, f"{connection.host}: {note}")
         self.preflight(current, desired)
         changes = self.plan(current, desired, previous)
         write_ops = [op for change in changes for op in change.ops]

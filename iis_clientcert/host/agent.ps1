@@ -1746,7 +1746,7 @@ function Invoke-UserGet($A) {
     $name = Get-RequiredString $A 'name'
     $user = Find-LocalUser $name
     if ($null -eq $user) {
-        return [ordered]@{ exists = $false; name = $name; full_name = ''; description = ''; disabled = $false; password_never_expires = $false; user_cannot_change_password = $false; groups = @() }
+        return [ordered]@{ exists = $false; name = $name; full_name = ''; description = ''; disabled = $false; password_never_expires = $false; user_cannot_change_password = $false; groups = @(); bad_password_count = 0; locked_out = $false }
     }
     $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
     return [ordered]@{
@@ -1758,6 +1758,8 @@ function Invoke-UserGet($A) {
         password_never_expires = (($flags -band $script:UF_DONT_EXPIRE_PASSWD) -ne 0)
         user_cannot_change_password = (($flags -band $script:UF_PASSWD_CANT_CHANGE) -ne 0)
         groups = (Get-UserGroups $user)
+        bad_password_count = [int](Get-AdsiValue $user 'BadPasswordAttempts' 0)
+        locked_out = (($flags -band $script:UF_LOCKOUT) -ne 0)
     }
 }
 
@@ -1792,7 +1794,56 @@ function Initialize-LogonType {
 function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [string]$DefaultDomain = '.') {
     # The Win32 error of LogonUser (0 = success). The password is a .NET string argument,
     # never a command line. Logon types: 2 interactive, 3 network, 4 batch, 8 cleartext.
+    # Callers go through Invoke-GuardedLogon: every wrong password counts towards lockout.
     Initialize-LogonType
+    $parts = Split-LogonName $UserName $DefaultDomain
+    return [IisClientCertLogon]::TryLogon($parts[1], $parts[0], $Password, $LogonType)
+}
+
+# --- logons: the rules of contract.py, "Logons" -------------------------------------------
+
+# LogonUser errors that prove the password right: contract.LOGON_VALID_CODES (a unit test
+# compares the lists), after Ansible's Test-LocalCredential (win_user).
+$script:LogonValidCodes = @(1327, 1328, 1329, 1385, 1330, 1331, 1793, 1907)
+$script:ErrorLogonFailure = 1326
+$script:ErrorAccountLockedOut = 1909
+# IIS's logonMethod names as logon types: contract.LOGON_TYPES.
+$script:LogonTypes = @{ Interactive = 2; Network = 3; Batch = 4; ClearText = 8 }
+$script:UF_LOCKOUT = 0x10
+$script:LogonState = $null
+
+function Reset-LogonState {
+    # One request's logons: the passwords user.set has just set, the accounts whose logon
+    # failed (tried once per request), the lockout policy (read once).
+    $script:LogonState = @{ JustSet = (New-Object 'System.Collections.Generic.Dictionary[string,string]'); Failed = @{}; Policy = $null }
+}
+
+function Get-LockoutPolicy {
+    # NetUserModalsGet level 3, as the WinNT provider shows it on the computer's account
+    # domain ("WinNT://NAME", not ",computer"; FACTS.md). Seconds; a threshold that cannot be
+    # read is -1 (the guard then takes the strictest policy).
+    try {
+        $domain = [ADSI]"WinNT://$env:COMPUTERNAME"
+        return [ordered]@{
+            threshold = [int](Get-AdsiValue $domain 'MaxBadPasswordsAllowed' -1)
+            observation_window_s = [int](Get-AdsiValue $domain 'LockoutObservationInterval' 0)
+            duration_s = [int](Get-AdsiValue $domain 'AutoUnlockInterval' 0)
+        }
+    } catch {
+        return [ordered]@{ threshold = -1; observation_window_s = 0; duration_s = 0 }
+    }
+}
+
+function Test-LogonGuardAllows([int]$BadCount, [int]$Threshold) {
+    # contract.logon_guard_allows: reads use at most half of the lockout threshold.
+    if ($Threshold -eq 0) { return $true }
+    if ($Threshold -lt 0 -or $BadCount -lt 0) { return ($BadCount -eq 0) }
+    return ($BadCount -lt [int][math]::Floor($Threshold / 2))
+}
+
+function Split-LogonName([string]$UserName, [string]$DefaultDomain) {
+    # (domain, user) as LogonUser gets them: DOMAIN\user, user@domain (a UPN: no domain) or
+    # the default domain ('' means '.', this host).
     $domain = $DefaultDomain
     if ([string]::IsNullOrEmpty($domain)) { $domain = '.' }
     $user = $UserName
@@ -1803,13 +1854,67 @@ function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [
     } elseif ($UserName.Contains('@')) {
         $domain = $null
     }
-    return [IisClientCertLogon]::TryLogon($user, $domain, $Password, $LogonType)
+    return , @($domain, $user)
+}
+
+function Get-LogonAccountKey([string]$UserName) {
+    # contract.logon_account_key: the name without domain or UPN suffix, lower case.
+    $name = $UserName.Substring($UserName.LastIndexOf('\', [System.StringComparison]::Ordinal) + 1)
+    $at = $name.IndexOf('@', [System.StringComparison]::Ordinal)
+    if ($at -ge 0) { $name = $name.Substring(0, $at) }
+    return $name.ToLowerInvariant()
+}
+
+function ConvertTo-LogonVerdict([int]$Code) {
+    # contract.logon_verdict: the one classification of a LogonUser answer.
+    $hresult = $null
+    if ($Code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $Code) }
+    if ($Code -eq $script:ErrorAccountLockedOut) { return (New-NotChecked $hresult) }
+    $valid = ($Code -eq 0) -or ($script:LogonValidCodes -contains $Code)
+    return [ordered]@{ valid = [bool]$valid; hresult = $hresult; checked = $true }
+}
+
+function New-NotChecked($HResult = $null) {
+    return [ordered]@{ valid = $false; hresult = $HResult; checked = $false }
+}
+
+function Add-JustSet([string]$Name, [string]$Password) {
+    if ($null -eq $script:LogonState) { Reset-LogonState }
+    $script:LogonState.JustSet[$Name.ToLowerInvariant()] = $Password
+}
+
+function Invoke-GuardedLogon([string]$UserName, [string]$Password, [int]$LogonType, [string]$DefaultDomain = '') {
+    # A logon only where it cannot lock an account (contract.py, "Logons").
+    if ($null -eq $script:LogonState) { Reset-LogonState }
+    $parts = Split-LogonName $UserName $DefaultDomain
+    $domain = $parts[0]
+    if ($null -eq $domain -or -not ($domain -eq '.' -or $domain -eq $env:COMPUTERNAME)) {
+        return (New-NotChecked)  # a domain account: its count and policy live on a DC
+    }
+    $user = Find-LocalUser $parts[1]
+    if ($null -eq $user) { return (ConvertTo-LogonVerdict $script:ErrorLogonFailure) }
+    $key = ([string]$user.Name).ToLowerInvariant()
+    $justSet = $script:LogonState.JustSet.ContainsKey($key) -and ($script:LogonState.JustSet[$key] -ceq $Password)
+    if (-not $justSet) {
+        $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
+        if (($flags -band $script:UF_LOCKOUT) -ne 0) {
+            return (New-NotChecked (Format-HResult (0x80070000 -bor $script:ErrorAccountLockedOut)))
+        }
+        if ($null -eq $script:LogonState.Policy) { $script:LogonState.Policy = Get-LockoutPolicy }
+        $count = [int](Get-AdsiValue $user 'BadPasswordAttempts' -1)
+        if ($script:LogonState.Failed.ContainsKey($key) -or -not (Test-LogonGuardAllows $count $script:LogonState.Policy.threshold)) {
+            return (New-NotChecked)
+        }
+    }
+    $verdict = ConvertTo-LogonVerdict (Test-Logon $UserName $Password $LogonType $DefaultDomain)
+    if ($verdict.checked -and -not $verdict.valid) { $script:LogonState.Failed[$key] = $true }
+    return $verdict
 }
 
 function Test-PasswordIsCurrent([string]$Name, [string]$Password) {
-    # Disabled, expired or logon-type-restricted accounts still prove the password right.
-    $code = Test-Logon $Name $Password 3
-    return (@(0, 1327, 1330, 1331, 1385, 1907, 1793) -contains $code)
+    # Right (even for an account that may not log on this way) only when a logon says so;
+    # when the guard keeps the logon from being tried, user.set sets the password.
+    return [bool](Invoke-GuardedLogon $Name $Password $script:LogonTypes['Network']).valid
 }
 
 function Invoke-UserSet($A) {
@@ -1833,6 +1938,8 @@ function Invoke-UserSet($A) {
             [void]$user.psbase.Invoke('SetPassword', [string]$password)
             [void]$changed.Add('password')
         }
+        # Set or found right: a logon with it in this request cannot be a bad attempt.
+        if ($null -ne $password) { Add-JustSet $name ([string]$password) }
         $fullName = Get-Arg $A 'full_name'
         if ($null -ne $fullName -and [string](Get-AdsiValue $user 'FullName' '') -cne [string]$fullName) {
             $user.Properties['FullName'].Value = [string]$fullName
@@ -1888,9 +1995,7 @@ function Invoke-UserVerifyPassword($A) {
     $name = Get-RequiredString $A 'name'
     $password = Get-RequiredString $A 'password'
     # An unknown account fails like a wrong password (0x8007052E), as LogonUser does.
-    $code = Test-Logon $name $password 3
-    if ($code -eq 0) { return [ordered]@{ valid = $true; hresult = $null } }
-    return [ordered]@{ valid = $false; hresult = (Format-HResult (0x80070000 -bor $code)) }
+    return (Invoke-GuardedLogon $name $password $script:LogonTypes['Network'])
 }
 
 function Get-LocalGroup([string]$Group) {
@@ -2070,37 +2175,53 @@ function Invoke-MappingVerifyLogons($A) {
         [void](Get-SiteOrFail $sm $siteName)
         $section = $sm.GetApplicationHostConfiguration().GetSection('system.webServer/security/authentication/iisClientCertificateMappingAuthentication', $siteName)
         $method = Format-AttrValue $section.GetAttributeValue('logonMethod') (Get-AttrSchema $section.Schema 'logonMethod')
-        $logonType = @{ Interactive = 2; Batch = 4; Network = 3; ClearText = 8 }[$method]
-        if ($null -eq $logonType) { $logonType = 8 }
+        $logonType = $script:LogonTypes[$method]
+        if ($null -eq $logonType) { $logonType = $script:LogonTypes['ClearText'] }
         $domain = [string]$section.GetAttributeValue('defaultLogonDomain')
+        $skip = @{}
+        foreach ($u in @(Get-Arg $A 'skip_users' @())) { $skip[(Get-LogonAccountKey ([string]$u))] = $true }
+        # One logon per account and stored password (ordinal keys: passwords are case-sensitive).
+        $tried = New-Object 'System.Collections.Generic.Dictionary[string,object]'
         $results = New-List
         $sets = @(@('one_to_one', 'oneToOneMappings', 'certificate'), @('many_to_one', 'manyToOneMappings', 'name'))
         foreach ($set in $sets) {
             foreach ($mapping in $section.GetCollection($set[1])) {
                 $userName = [string]$mapping.GetAttributeValue('userName')
                 if ($userName -eq '') { continue }
-                # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
+                $account = Get-LogonAccountKey $userName
                 # Per mapping: a password this host cannot decrypt fails its own mapping
                 # (NTE_BAD_DATA), not the whole op, and is not a wrong password.
-                $hresult = $null
-                $code = -1
-                try {
-                    $password = [string]$mapping.GetAttributeValue('password')
-                } catch {
-                    $password = $null
-                    $hresult = '0x80090005'
+                $password = $null
+                $undecryptable = $false
+                if (-not $skip.ContainsKey($account)) {
+                    try {
+                        $password = [string]$mapping.GetAttributeValue('password')
+                    } catch {
+                        $undecryptable = $true
+                    }
                 }
-                if ($null -ne $password) {
-                    $code = Test-Logon $userName $password $logonType $domain
+                if ($skip.ContainsKey($account)) {
+                    $verdict = New-NotChecked
+                } elseif ($undecryptable) {
+                    $verdict = [ordered]@{ valid = $false; hresult = '0x80090005'; checked = $true }
+                } else {
+                    # Decrypted by IIS in this process only, handed to LogonUser, then dropped.
+                    $triedKey = $account + [char]0 + $password
+                    if ($tried.ContainsKey($triedKey)) {
+                        $verdict = $tried[$triedKey]
+                    } else {
+                        $verdict = Invoke-GuardedLogon $userName $password $logonType $domain
+                        $tried[$triedKey] = $verdict
+                    }
                     $password = $null
-                    if ($code -ne 0) { $hresult = Format-HResult (0x80070000 -bor $code) }
                 }
                 [void]$results.Add([ordered]@{
                         kind = $set[0]
                         key = [string]$mapping.GetAttributeValue($set[2])
                         user_name = $userName
-                        valid = ($code -eq 0)
-                        hresult = $hresult
+                        valid = $verdict.valid
+                        hresult = $verdict.hresult
+                        checked = $verdict.checked
                     })
             }
         }
@@ -2176,6 +2297,7 @@ function Invoke-HostFacts($A) {
         send_trusted_issuer_list = [int](Get-RegValue $script:SchannelKey 'SendTrustedIssuerList' 0)
         tls13_enabled = [bool]$tls13
         password_policy = $policy
+        lockout_policy = (Get-LockoutPolicy)
     }
 }
 
@@ -2268,6 +2390,7 @@ function Invoke-Request([string]$Json) {
         return (New-ErrorResponse $null $null 'BadRequest' 'the request carries no ops' $null $results)
     }
     $ops = @($request['ops'])
+    Reset-LogonState
     $firstWrite = -1
     for ($index = $ops.Count - 1; $index -ge 0; $index--) {
         $entry = $ops[$index]

@@ -128,6 +128,16 @@ class PasswordPolicy(TypedDict):
     complexity: bool
 
 
+class LockoutPolicy(TypedDict):
+    """The host's account lockout policy (NetUserModalsGet level 3; on the WinNT object of
+    the computer's account domain: MaxBadPasswordsAllowed, LockoutObservationInterval,
+    AutoUnlockInterval)."""
+
+    threshold: int  # bad logons that lock an account; 0: never locked; -1: not readable
+    observation_window_s: int  # the count restarts after this long without a bad logon
+    duration_s: int  # how long a lockout lasts; 0: until an administrator unlocks it
+
+
 class HostFactsResult(TypedDict):
     computer_name: str
     os_caption: str
@@ -138,6 +148,7 @@ class HostFactsResult(TypedDict):
     send_trusted_issuer_list: int
     tls13_enabled: bool
     password_policy: PasswordPolicy
+    lockout_policy: LockoutPolicy
 
 
 class BindingInfo(TypedDict):
@@ -223,6 +234,10 @@ class UserGetResult(TypedDict):
     password_never_expires: bool
     user_cannot_change_password: bool
     groups: list[str]
+    # BadPasswordAttempts as the host stores it (reset by a successful logon, or by the
+    # next bad one after the observation window), and whether the account is locked out.
+    bad_password_count: int
+    locked_out: bool
 
 
 class UserSetResult(TypedDict):
@@ -231,8 +246,11 @@ class UserSetResult(TypedDict):
 
 
 class VerifyPasswordResult(TypedDict):
-    valid: bool
-    hresult: str | None  # the logon failure, e.g. "0x8007052E"
+    """One logon, classified the same way by every op (see "Logons" below)."""
+
+    valid: bool  # the password is right (even if the logon itself was refused)
+    hresult: str | None  # why LogonUser failed, e.g. "0x8007052E"; None when it succeeded
+    checked: bool  # a logon was tried and its answer says whether the password is right
 
 
 class AceInfo(TypedDict):
@@ -251,8 +269,9 @@ class LogonResult(TypedDict):
     kind: Literal["one_to_one", "many_to_one"]
     key: str  # the certificate blob (one-to-one) or the mapping's name (many-to-one)
     user_name: str
-    valid: bool
+    valid: bool  # as VerifyPasswordResult
     hresult: str | None
+    checked: bool
 
 
 class VerifyLogonsResult(TypedDict):
@@ -527,15 +546,103 @@ _OPS: list[OpSpec] = [
     ),
     OpSpec(
         "mapping.verify_logons",
-        "Try the logon of every mapping of a site with its stored (encrypted) password.",
+        "Try the logon of every mapping of a site with its stored (encrypted) password "
+        "(the section's logonMethod and defaultLogonDomain; never the accounts in "
+        "skip_users, nor one whose logon is not safe to try).",
         writes=False,
-        args={"site": Arg("str")},
+        args={"site": Arg("str"), "skip_users": Arg("list", required=False)},
         result=VerifyLogonsResult,
         target="site",
     ),
 ]
 
 OPS: Final[dict[str, OpSpec]] = {spec.name: spec for spec in _OPS}
+
+# --- logons --------------------------------------------------------------------------
+# Two ops try logons (user.verify_password, mapping.verify_logons) and user.set tries one
+# before it sets a password. Every logon with a wrong password counts towards the host's
+# lockout threshold, and a locked mapped account gets 401.1 for every certificate
+# (FACTS.md "Logons lock accounts"). agent.ps1 and the simulator follow these rules, and
+# providers read the results through them:
+#
+# * Logon types are IIS's logonMethod values (LOGON_TYPES); user.verify_password and
+#   user.set use a network logon, like Ansible's Test-LocalCredential. The user name is
+#   split as LogonUser gets it: DOMAIN\user, user@domain (UPN) or the default domain
+#   (defaultLogonDomain; '' means '.', this host).
+# * A logon is tried only for an account of this host that exists, is not locked out, and
+#   whose bad-password count is below half the lockout threshold (logon_guard_allows), so
+#   reading never uses more than half of the attempts that lock it; and within one
+#   request, at most once per account. Otherwise the answer is ``checked: false``. The
+#   one exception: a logon with the password user.set has just set in the same request
+#   (it cannot be a wrong password, and its success resets the count).
+# * The Win32 error of LogonUser is classified once (logon_verdict): 0 and the codes of
+#   LOGON_VALID_CODES prove the password right (the logon may still be refused:
+#   ``hresult`` says why); ERROR_ACCOUNT_LOCKED_OUT says nothing about the password
+#   (``checked: false``); every other code is a wrong password or unknown account.
+
+LOGON_TYPES: Final[dict[str, int]] = {"Interactive": 2, "Network": 3, "Batch": 4, "ClearText": 8}
+# IIS's default logonMethod (IIS_schema.xml) and the logon type of the password checks.
+DEFAULT_LOGON_METHOD: Final = "ClearText"
+PASSWORD_CHECK_LOGON_TYPE: Final = LOGON_TYPES["Network"]
+
+ERROR_LOGON_FAILURE: Final = 1326
+ERROR_ACCOUNT_LOCKED_OUT: Final = 1909
+
+# LogonUser errors that Windows reports only once the password has been found right
+# (MSV1_0 checks the password before account restrictions and logon rights). The first
+# four are the ones Ansible's Test-LocalCredential (ansible.windows, win_user) takes as
+# valid; the other four are restrictions of the same kind (Ansible never asks: it sets the
+# password of disabled and expired accounts) and are for a real host to confirm
+# (docs/real-host.md).
+LOGON_VALID_CODES: Final[dict[int, str]] = {
+    1327: "ERROR_ACCOUNT_RESTRICTION: an account restriction (say, a blank password)",
+    1328: "ERROR_INVALID_LOGON_HOURS: outside the account's logon hours",
+    1329: "ERROR_INVALID_WORKSTATION: not allowed to log on at this computer",
+    1385: "ERROR_LOGON_TYPE_NOT_GRANTED: the account lacks the right for this logon type",
+    1330: "ERROR_PASSWORD_EXPIRED: the password has expired",
+    1331: "ERROR_ACCOUNT_DISABLED: the account is disabled",
+    1793: "ERROR_ACCOUNT_EXPIRED: the account has expired",
+    1907: "ERROR_PASSWORD_MUST_CHANGE: the password must be changed at the next logon",
+}
+
+
+def logon_hresult(code: int) -> str | None:
+    """A Win32 error of LogonUser as the contract's HRESULT text (None for success)."""
+    return f"0x{0x80070000 | code:08X}" if code else None
+
+
+def logon_verdict(code: int) -> VerifyPasswordResult:
+    """What a LogonUser answer says about the password (the one classification)."""
+    if code == ERROR_ACCOUNT_LOCKED_OUT:
+        return {"valid": False, "hresult": logon_hresult(code), "checked": False}
+    valid = code == 0 or code in LOGON_VALID_CODES
+    return {"valid": valid, "hresult": logon_hresult(code), "checked": True}
+
+
+def not_checked(hresult: str | None = None) -> VerifyPasswordResult:
+    """The answer of a verify op that did not try a logon."""
+    return {"valid": False, "hresult": hresult, "checked": False}
+
+
+def logon_guard_allows(bad_password_count: int, threshold: int) -> bool:
+    """Whether a logon may be tried on an account with this many bad logons already.
+
+    No lockout policy (0): always. Otherwise only below half the threshold, so our reads
+    never use more than half the attempts (Windows 11: 5 of 10; a domain's 3: 1); an
+    unreadable policy or count (-1) allows a logon only on an untouched account."""
+    if threshold == 0:
+        return True
+    if threshold < 0 or bad_password_count < 0:
+        return bad_password_count == 0
+    return bad_password_count < threshold // 2
+
+
+def logon_account_key(user_name: str) -> str:
+    """The account a logon name stands for, to ration logons per account: the name without
+    its domain (DOMAIN\\user) or UPN suffix (user@domain), lower case. Accounts of the same
+    name in two domains share a key: rationing them together errs on the safe side."""
+    return user_name.rsplit("\\", 1)[-1].split("@", 1)[0].lower()
+
 
 # --- errors --------------------------------------------------------------------------
 
@@ -697,6 +804,18 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "the password does not meet the host's password policy",
         "use a longer password with characters from three of: upper case, lower case, "
         "digits, symbols",
+    ),
+    0x80070569: WindowsCode(
+        "ERROR_LOGON_TYPE_NOT_GRANTED",
+        "the account may not log on this way (a 'Deny ...' logon right, or a missing one)",
+        "grant the account the logon right of its logonMethod (ClearText and Network need "
+        "'Access this computer from the network'), or change logon_method",
+    ),
+    0x80070775: WindowsCode(
+        "ERROR_ACCOUNT_LOCKED_OUT",
+        "the account is locked out after too many logons with a wrong password",
+        "correct the password where it is wrong (a mapping, a service), then unlock the "
+        "account or wait for the lockout duration",
     ),
     0x80070032: WindowsCode(
         "ERROR_NOT_SUPPORTED",
@@ -947,8 +1066,14 @@ def acl_revoke(path: str, identity: str) -> Op[ChangedResult]:
     return make_op("acl.revoke", path=path, identity=identity)
 
 
-def mapping_verify_logons(site: str) -> Op[VerifyLogonsResult]:
-    return make_op("mapping.verify_logons", site=site)
+def mapping_verify_logons(
+    site: str, skip_users: Sequence[str] | None = None
+) -> Op[VerifyLogonsResult]:
+    return make_op(
+        "mapping.verify_logons",
+        site=site,
+        skip_users=list(skip_users) if skip_users is not None else None,
+    )
 
 
 # --- checking requests -----------------------------------------------------------------

@@ -735,7 +735,10 @@ def check_logons(_reads: HostReads, site: SiteReads) -> list[Finding]:
     results = [r for r in got.get("results", []) if isinstance(r, dict)]
     out = []
     for entry in results:
-        if entry.get("valid"):
+        hresult = entry.get("hresult")
+        # The contract's classification (contract.logon_verdict): valid means the password
+        # is right, hresult still says why IIS's logon fails; unchecked says nothing.
+        if entry.get("valid") and not hresult:
             continue
         kind = str(entry.get("kind", ""))
         key = str(entry.get("key", ""))
@@ -745,18 +748,45 @@ def check_logons(_reads: HostReads, site: SiteReads) -> list[Finding]:
             what = known.label if known else f"the one-to-one mapping to {user!r}"
         else:
             what = f"the many-to-one mapping {key!r} to {user!r}"
-        hresult = entry.get("hresult")
-        out.append(
-            Finding(
-                "error",
-                CHECK_LOGON,
-                site.name,
-                f"{what}: the stored password does not log {user!r} on "
-                f"({_explain(str(hresult)) if hresult else 'logon refused'}). Clients get 401.1",
-                "set the mapping's password to the account's current password "
-                "(CertificateMapping takes it from LocalUser, so a `pulumi up` fixes both)",
+        explained = _explain(str(hresult)) if hresult else ""
+        if entry.get("checked") is False and not hresult:
+            out.append(
+                Finding(
+                    "warning",
+                    CHECK_LOGON,
+                    site.name,
+                    f"{what}: the logon of {user!r} was not tried (the account is near the "
+                    "host's lockout threshold, or not an account of this host)",
+                    "check the account's bad-logon count; correct the password wherever a "
+                    "wrong one is used",
+                )
             )
-        )
+        elif entry.get("valid") or entry.get("checked") is False:
+            # The password is right (or unknown: locked out), yet IIS's logon fails too.
+            code = contract.explain_hresult(str(hresult))
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_LOGON,
+                    site.name,
+                    f"{what}: Windows refuses to log {user!r} on ({explained}). Clients get 401.1",
+                    code.action
+                    if code is not None
+                    else "give the account the right to log on with the section's logonMethod",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    "error",
+                    CHECK_LOGON,
+                    site.name,
+                    f"{what}: the stored password does not log {user!r} on "
+                    f"({explained or 'logon refused'}). Clients get 401.1",
+                    "set the mapping's password to the account's current password "
+                    "(CertificateMapping takes it from LocalUser, so a `pulumi up` fixes both)",
+                )
+            )
     if not out and results:
         out.append(
             Finding("ok", CHECK_LOGON, site.name, f"{len(results)} mapping logon(s) succeed")

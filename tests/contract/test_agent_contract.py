@@ -500,9 +500,18 @@ def test_user_lifecycle(agent_host: Target) -> None:
         assert agent_host.one("user.verify_password", name=name, password=OTHER) == {
             "valid": True,
             "hresult": None,
+            "checked": True,
         }
         wrong = agent_host.one("user.verify_password", name=name, password=STRONG)
-        assert wrong == {"valid": False, "hresult": "0x8007052E"}
+        assert wrong == {"valid": False, "hresult": "0x8007052E", "checked": True}
+        # The bad logon counts (BadPasswordAttempts); one request tries it once only.
+        counted = agent_host.one("user.get", name=name)
+        assert counted["bad_password_count"] >= 1 and counted["locked_out"] is False
+        again = agent_host.call(
+            contract.user_verify_password(name, STRONG),
+            contract.user_verify_password(name, STRONG),
+        )
+        assert [r["checked"] for r in again] == [True, False]
 
         assert agent_host.one("group.add_member", group="Users", member=name) == {"changed": True}
         assert agent_host.one("group.add_member", group="Users", member=name) == {"changed": False}
@@ -520,7 +529,16 @@ def test_user_lifecycle(agent_host: Target) -> None:
         assert agent_host.one("user.delete", name=name) == {"removed": True}
     assert agent_host.one("user.delete", name=name) == {"removed": False}
     unknown = agent_host.one("user.verify_password", name=name, password=OTHER)
-    assert unknown == {"valid": False, "hresult": "0x8007052E"}
+    assert unknown == {"valid": False, "hresult": "0x8007052E", "checked": True}
+
+
+def test_host_facts_tell_the_lockout_policy(agent_host: Target) -> None:
+    policy = agent_host.one("host.facts")["lockout_policy"]
+    # 0 (none, a fresh Server), 10 (Windows 11 22H2+), a domain's 3-5; -1 if unreadable.
+    assert policy["threshold"] >= -1
+    assert policy["observation_window_s"] >= 0 and policy["duration_s"] >= 0
+    if agent_host.simulated:
+        assert policy == {"threshold": 0, "observation_window_s": 1800, "duration_s": 1800}
 
 
 @pytest.mark.parametrize(

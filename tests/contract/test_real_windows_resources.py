@@ -175,14 +175,19 @@ def test_a_mapping_password_from_another_host_is_drift_that_up_repairs(
     replace_in_apphost(sim["state"], mine, foreign_ciphertext(MAP_PASSWORD))
 
     read: Any = provider.read(created.id, created.outs)
-    assert read.inputs is not None and read.inputs["passwords"][MAP_USER] == ""
-    provider.update(created.id, created.outs, inputs)
+    # Drift named, not an error; the stored input stays (blanking it broke the next refresh).
+    assert read.outs["stale_passwords"] == [MAP_USER]
+    assert read.inputs is not None and read.inputs["passwords"][MAP_USER] == MAP_PASSWORD
+    # What the engine does after that refresh: an update from the refreshed outputs.
+    assert provider.diff(created.id, read.outs, inputs).changes
+    provider.update(created.id, read.outs, inputs)
     logons = _call(sim, contract.make_op("mapping.verify_logons", site="shop"))[0]["results"]
     assert [(r["kind"], r["valid"]) for r in logons] == [
         ("one_to_one", True),
         ("many_to_one", True),
     ]
-    again: Any = provider.read(created.id, created.outs)
+    again: Any = provider.read(created.id, read.outs)
+    assert again.outs["stale_passwords"] == []
     assert again.inputs is not None and again.inputs["passwords"][MAP_USER] == MAP_PASSWORD
 
 

@@ -34,7 +34,13 @@ from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.https_front import HttpsFront
 from iis_clientcert_simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
 from iis_clientcert_simulator.stores import CertStores
-from iis_clientcert_simulator.testing import AgentRunner
+from iis_clientcert_simulator.testing import (
+    AgentRunner,
+    account_record,
+    deny_logon_right,
+    set_lockout_policy,
+    unlock_account,
+)
 
 ALICE_PW = "Wonder-Land-2024!"
 BOB_PW = "Builder-Tools-77#"
@@ -435,6 +441,54 @@ def test_wrong_stored_password_is_401_1_logon_failure(host: Host) -> None:
         _expect(host.probe("partner"), "200.0", f"{COMPUTER_NAME}\\bob")
     finally:
         host.agent.one("user.set", name="alice", password=ALICE_PW)
+    _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+
+
+def test_requests_with_a_stale_stored_password_lock_the_mapped_account(host: Host) -> None:
+    # IIS logs the mapped account on for each request: every 401.1 for a wrong password is
+    # a bad attempt, and at the threshold the account locks (FACTS.md "Logons lock
+    # accounts"); then even the right password gets 401.1 with 0x80070775.
+    set_lockout_policy(host.state.dir, threshold=5)
+    host.agent.one("user.set", name="alice", password="Changed-Pass-99!")
+    try:
+        start = account_record(host.state.dir, "alice")["bad_password_count"]
+        for _ in range(5 - start):
+            result = host.probe("alice")
+            _expect(result, "401.1")
+            assert result.hresult == "0x8007052E"
+        assert account_record(host.state.dir, "alice")["locked_at"] is not None
+        host.agent.one("user.set", name="alice", password=ALICE_PW)
+        locked = host.probe("alice")
+        _expect(locked, "401.1")
+        assert locked.hresult == "0x80070775"
+    finally:
+        set_lockout_policy(host.state.dir, threshold=0)
+        host.agent.one("user.set", name="alice", password=ALICE_PW)
+        unlock_account(host.state.dir, "alice")
+    _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+
+
+def test_logon_method_and_default_domain_of_the_section_decide_the_logon(host: Host) -> None:
+    got = host.agent.one("config.get", section=SECTION_MAPPING, location="shop")["element"]
+    deny_logon_right(host.state.dir, "alice", "SeDenyNetworkLogonRight")
+    try:
+        # ClearText (the default) is a network logon: refused, 401.1 with 1385.
+        denied = host.probe("alice")
+        _expect(denied, "401.1")
+        assert denied.hresult == "0x80070569"
+        # Interactive is not denied: the same password logs on.
+        got["attributes"]["logonMethod"] = "Interactive"
+        host.set_section(SECTION_MAPPING, got)
+        _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+        # A default logon domain other than this host makes "alice" a domain account.
+        got["attributes"]["defaultLogonDomain"] = "CONTOSO"
+        host.set_section(SECTION_MAPPING, got)
+        _expect(host.probe("alice"), "401.1")
+    finally:
+        got["attributes"].pop("logonMethod", None)
+        got["attributes"].pop("defaultLogonDomain", None)
+        host.set_section(SECTION_MAPPING, got)
+        deny_logon_right(host.state.dir, "alice", "SeDenyNetworkLogonRight", deny=False)
     _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
 
 

@@ -102,6 +102,9 @@ def test_create_update_and_idempotency(host: AgentRunner) -> None:
         "password_never_expires": True,
         "user_cannot_change_password": False,
         "groups": [],
+        # user.set tried "Another-Pw-2" (a logon) before setting it: one bad attempt.
+        "bad_password_count": 1,
+        "locked_out": False,
     }
     assert host.one("user.delete", name="alice") == {"removed": True}
     assert host.one("user.delete", name="alice") == {"removed": False}
@@ -123,17 +126,22 @@ def test_verify_password(host: AgentRunner) -> None:
     assert host.one("user.verify_password", name="alice", password=PASSWORD) == {
         "valid": True,
         "hresult": None,
+        "checked": True,
     }
     assert host.one("user.verify_password", name="alice", password="nope") == {
         "valid": False,
         "hresult": "0x8007052E",
+        "checked": True,
     }
     assert host.one("user.verify_password", name="ghost", password=PASSWORD)["hresult"] == (
         "0x8007052E"
     )
     host.one("user.set", name="alice", disabled=True)
+    # Windows answers "disabled" only once the password is right: a right password.
     disabled = host.one("user.verify_password", name="alice", password=PASSWORD)
-    assert disabled["valid"] is False
+    assert disabled == {"valid": True, "hresult": "0x80070533", "checked": True}
+    wrong = host.one("user.verify_password", name="alice", password="nope")
+    assert (wrong["valid"], wrong["hresult"]) == (False, "0x8007052E")
 
 
 def test_groups(host: AgentRunner) -> None:

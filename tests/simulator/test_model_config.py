@@ -486,7 +486,14 @@ def test_passwords_are_encrypted_at_rest(host: AgentRunner) -> None:
     # The stored ciphertext decrypts to the user's password.
     logons = host.one("mapping.verify_logons", site="shop")["results"]
     assert logons == [
-        {"kind": "one_to_one", "key": BLOB, "user_name": "bob", "valid": True, "hresult": None}
+        {
+            "kind": "one_to_one",
+            "key": BLOB,
+            "user_name": "bob",
+            "valid": True,
+            "hresult": None,
+            "checked": True,
+        }
     ]
 
 

@@ -348,3 +348,33 @@ def test_a_commit_conflict_is_retried_once(agent: str) -> None:
         request.index("Test-CommitConflict") - 200 : request.index("Test-CommitConflict")
     ]
     assert "$attempt -eq 0" in retry
+
+
+def _script_value(agent: str, name: str) -> str:
+    """The right-hand side of `$script:<name> = ...` (one line)."""
+    found = re.search(rf"^\$script:{name} = (.+)$", agent, re.MULTILINE)
+    assert found, f"agent.ps1 no longer sets $script:{name}"
+    return found.group(1)
+
+
+def test_the_agent_classifies_logons_with_the_contracts_codes(agent: str) -> None:
+    # agent.ps1 cannot import the contract: its list of LogonUser errors that prove the
+    # password right must be contract.LOGON_VALID_CODES, or one op would call a password
+    # wrong that another calls right (a never-ending diff).
+    listed = _script_value(agent, "LogonValidCodes")
+    assert {int(n) for n in re.findall(r"\d+", listed)} == set(contract.LOGON_VALID_CODES)
+    assert int(_script_value(agent, "ErrorAccountLockedOut")) == contract.ERROR_ACCOUNT_LOCKED_OUT
+    assert int(_script_value(agent, "ErrorLogonFailure")) == contract.ERROR_LOGON_FAILURE
+
+
+def test_the_agent_maps_logon_methods_as_the_contract(agent: str) -> None:
+    types = dict(re.findall(r"(\w+) = (\d+)", _script_value(agent, "LogonTypes")))
+    assert {k: int(v) for k, v in types.items()} == contract.LOGON_TYPES
+    # Every logon goes through the guard; Test-Logon (LogonUser) is called from it alone.
+    calls = re.findall(r"\(Test-Logon ", agent)
+    assert len(calls) == 1
+    guarded = agent[agent.index("function Invoke-GuardedLogon") :]
+    assert "(Test-Logon " in guarded[: guarded.index("\n}\n")]
+    for op in ("Invoke-UserVerifyPassword", "Invoke-MappingVerifyLogons"):
+        body = agent[agent.index(f"function {op}") :]
+        assert "Invoke-GuardedLogon" in body[: body.index("\n}\n")], op

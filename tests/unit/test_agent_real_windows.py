@@ -153,7 +153,7 @@ def test_config_set_names_a_desired_value_it_cannot_decrypt(agent: str) -> None:
 def test_verify_logons_decrypts_per_mapping(agent: str) -> None:
     body = function(agent, "Invoke-MappingVerifyLogons")
     assert re.search(r"try \{\s*\$password = \[string\]\$mapping\.GetAttributeValue", body)
-    assert "$hresult = '0x80090005'" in body
+    assert "hresult = '0x80090005'" in body
 
 
 # --- 9. Atomic ops ----------------------------------------------------------------------------
@@ -239,4 +239,6 @@ def test_a_bare_name_resolves_to_a_local_account_only(agent: str) -> None:
     bare = body.index("NTAccount($Identity)).Translate($sidType) } catch")
     assert local < bare
     # What the bare lookup finds is kept only when it is no machine or domain account.
-    assert "-not $sid.Value.StartsWith('S-1-5-21-')" in body[bare:]
+    assert (
+        "-not $sid.Value.StartsWith('S-1-5-21-', [System.StringComparison]::Ordinal)" in body[bare:]
+    )

@@ -140,6 +140,7 @@ def clean_results(certs: Pki) -> dict[str, Any]:
                     "user_name": "alice",
                     "valid": True,
                     "hresult": None,
+                    "checked": True,
                 }
             ]
         },
@@ -299,8 +300,22 @@ def m_many_to_one_logon(raw: dict[str, Any], c: Pki) -> None:
             "user_name": "partner",
             "valid": False,
             "hresult": "0x8007052E",
+            "checked": True,
         }
     )
+
+
+def m_logon_type_denied(raw: dict[str, Any], c: Pki) -> None:
+    # The password is right (contract.LOGON_VALID_CODES), but IIS's logon still fails.
+    raw["logons"]["results"][0].update(valid=True, hresult="0x80070569")
+
+
+def m_logon_locked_out(raw: dict[str, Any], c: Pki) -> None:
+    raw["logons"]["results"][0].update(valid=False, hresult="0x80070775", checked=False)
+
+
+def m_logon_not_tried(raw: dict[str, Any], c: Pki) -> None:
+    raw["logons"]["results"][0].update(valid=False, hresult=None, checked=False)
 
 
 def m_feature(raw: dict[str, Any], c: Pki) -> None:
@@ -380,6 +395,9 @@ CASES: list[tuple[str, Mutation | None, set[tuple[str, str]]]] = [
     ("blob_not_der", m_blob_garbage, {("mapping-blob", "error")}),
     ("logon_fails", m_logon, {("mapping-logon", "error")}),
     ("many_to_one_logon_fails", m_many_to_one_logon, {("mapping-logon", "error")}),
+    ("logon_type_denied", m_logon_type_denied, {("mapping-logon", "error")}),
+    ("logon_locked_out", m_logon_locked_out, {("mapping-logon", "error")}),
+    ("logon_not_tried", m_logon_not_tried, {("mapping-logon", "warning")}),
     ("web_cert_auth_missing", m_feature, {("web-cert-auth", "error")}),
     ("tls13_post_handshake", m_tls13, {("tls13", "error")}),
     ("exclusive_ca_trust", m_trust_mode, {("schannel-trust", "warning")}),
@@ -434,6 +452,11 @@ def test_clean_host_reports_what_it_checked(certs: Pki) -> None:
         (m_blob_truncated, ["truncated", "0x80093102"]),
         (m_blob_garbage, ["0x8009310B"]),
         (m_logon, ["401.1", "0x8007052E", "alice"]),
+        (
+            m_logon_type_denied,
+            ["401.1", "0x80070569", "ERROR_LOGON_TYPE_NOT_GRANTED", "logon right"],
+        ),
+        (m_logon_locked_out, ["401.1", "0x80070775", "unlock"]),
         (m_locked, ["500.19", "0x80070021", "applicationHost.config", '<location path="shop">']),
         (m_webconfig_present, ["500.19", "web.config", "iisClientCertificateMapping"]),
         (

@@ -114,7 +114,7 @@ class ToyProvider(IisProvider[str, str]):
 
 
 def _with_host(monkeypatch: pytest.MonkeyPatch, host: FakeHost) -> None:
-    monkeypatch.setattr(base, "HostClient", lambda connection: host)
+    monkeypatch.setattr(base, "ProviderClient", lambda connection: host)
 
 
 def test_update_reads_once_then_writes_and_verifies_in_one_call(

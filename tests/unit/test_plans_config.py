@@ -448,10 +448,23 @@ def test_mapping_plan_cases(alice: Issued, ca: Issued) -> None:
     assert "remove unmanaged one-to-one mapping for CN=stray" in change.summary
     # A stored password that no longer logs on -> rewrite, saying whose.
     failing = [
-        {"kind": "one_to_one", "user_name": "alice", "valid": False, "hresult": "0x8007052E"}
+        {
+            "kind": "one_to_one",
+            "user_name": "alice",
+            "valid": False,
+            "hresult": "0x8007052E",
+            "checked": True,
+        }
     ]
     (change,) = mapping_plan(_mapping_current(live, failing), desired)
     assert "alice (0x8007052E)" in change.summary
+    # A logon not tried (lockout guard) or refused with the right password is no reason.
+    for unknown in (
+        {**failing[0], "checked": False, "hresult": None},
+        {**failing[0], "checked": False, "hresult": "0x80070775"},
+        {**failing[0], "valid": True, "hresult": "0x80070569"},
+    ):
+        assert mapping_plan(_mapping_current(live, [unknown]), desired) == []
     # A changed password input with everything else equal -> rewrite.
     assert mapping_plan(_mapping_current(live), desired, force_passwords=True)
 
