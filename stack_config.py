@@ -33,6 +33,7 @@ from iis_clientcert.components.client_cert_site import (
     SiteUser,
 )
 from iis_clientcert.framework.inputs import ConnectionArgs
+from iis_clientcert_simulator.endpoint import EndpointError, endpoint_connection
 
 NAMESPACE = "iis-clientcert"
 
@@ -182,22 +183,15 @@ class StackConfig:
         spec = _object(key, value, HOST_KEYS)
         if "simulator" in spec:
             state = (self.stack_dir / _str(f"{key}.simulator", spec["simulator"])).resolve()
-            info_path = state / "endpoint.json"
-            info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-            if not info.get("pid"):
+            try:
+                return ConnectionArgs.from_dict(endpoint_connection(state))
+            except EndpointError:
                 raise ConfigError(
                     f"{key}.simulator",
                     f"no running simulator at {state}",
                     "Start it with `make demo`, or `.venv/bin/python -m simulator serve "
                     f"--state-dir {state}`",
-                )
-            return ConnectionArgs(
-                endpoint=info["winrm_https_url"],
-                transport="basic",
-                username=info["username"],
-                password=pulumi.Output.secret(info["password"]),
-                ca_bundle=Path(info["ca_bundle"]).read_text(),
-            )
+                ) from None
         endpoint = _str(f"{key}.endpoint", spec.get("endpoint"))
         transport = _str(f"{key}.transport", spec.get("transport"), "ntlm")
         args = ConnectionArgs(

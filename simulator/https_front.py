@@ -74,6 +74,7 @@ from iis_clientcert.certs import CertInfo, load_certificate, rdn_value, verify_c
 from iis_clientcert.host.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
 from iis_clientcert_simulator import schema
 from iis_clientcert_simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
+from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session
@@ -986,7 +987,7 @@ class HttpsFront:
 
 def publish_sites(state_dir: str | os.PathLike[str], sites: dict[str, list[str]]) -> None:
     """Write ``sites`` into DIR/endpoint.json (kept 0600: it also holds the admin password)."""
-    path = Path(state_dir) / "endpoint.json"
+    path = endpoint_file(state_dir)
     data = read_json(path, {}) or {}
     data["sites"] = sites
     write_json(path, data, 0o600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
@@ -27,6 +28,15 @@ class ConnectionArgs:
     connect_timeout: pulumi.Input[float] | None = None
     operation_timeout: pulumi.Input[float] | None = None
     read_timeout: pulumi.Input[float] | None = None
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ConnectionArgs:
+        """ConnectionArgs from a plain ``connection`` dict (the keys above), e.g. the
+        simulator's ``endpoint_connection(...)``; its secrets are marked secret."""
+        unknown = sorted(set(value) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"not connection properties: {', '.join(unknown)}")
+        return cls(**{k: secret(v) if k in CONNECTION_SECRETS else v for k, v in value.items()})
 
 
 def secret(value: Any) -> Any:

@@ -36,6 +36,7 @@ from iis_clientcert.errors import AgentError, CertificateError, IisClientCertErr
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
+from iis_clientcert_simulator.endpoint import EndpointError, endpoint_connection
 
 Level = Literal["error", "warning", "ok"]
 
@@ -974,35 +975,12 @@ def _read_text(path: str, what: str, base: Path | None = None) -> str:
         raise UsageError(f"{what}: cannot read {file}: {exc.strerror}") from None
 
 
-def _pem_or_path(value: str, what: str, base: Path) -> str:
-    return value if "-----BEGIN" in value else _read_text(value, what, base)
-
-
 def simulator_connection(directory: str) -> dict[str, Any]:
     """The connection input for the embedded simulator in DIR (its endpoint.json)."""
-    base = Path(directory)
-    path = base / "endpoint.json"
     try:
-        info = json.loads(path.read_text("utf-8"))
-    except OSError:
-        raise UsageError(
-            f"{path} does not exist: start the simulator (python -m simulator serve "
-            f"--state-dir {directory})"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not JSON ({exc.msg})") from None
-    url = info.get("winrm_https_url") or info.get("endpoint")
-    if not isinstance(url, str):
-        raise UsageError(f"{path} has no winrm_https_url")
-    conn: dict[str, Any] = {
-        "endpoint": url,
-        "transport": "basic",
-        "username": info.get("username"),
-        "password": info.get("password"),
-    }
-    if isinstance(info.get("ca_bundle"), str):
-        conn["ca_bundle"] = _pem_or_path(info["ca_bundle"], "ca_bundle", base)
-    return conn
+        return endpoint_connection(directory)
+    except EndpointError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def connection_input(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:

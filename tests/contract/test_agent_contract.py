@@ -25,7 +25,7 @@ from iis_clientcert.host.contract import (
     make_op,
 )
 from iis_clientcert_simulator import pki
-from tests.contract.conftest import Target
+from tests.support.contract import Target
 
 STRONG = "Str0ng-Passw0rd!"
 OTHER = "0ther-Passw0rd!"

@@ -9,7 +9,7 @@ preview, destroy, and the host compared with how it was before the first up.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,10 @@ import pytest
 
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
-from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.hostkit import SpecProject, audit_lines, host_client, host_snapshot, ops_of
+from tests.support.simulator import audit_lines, host_client, host_snapshot, ops_of
+from tests.support.spec import SpecProject
 
 pytestmark = pytest.mark.engine
 
@@ -51,12 +51,6 @@ def pki() -> Pki:
         server_pfx_b64=base64.b64encode(server.pfx(PFX_PASSWORD.encode())).decode(),
         server_thumbprint=server.thumbprint,
     )
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Endpoint]:
-    with running_simulator(tmp_path / "host") as endpoint:
-        yield endpoint
 
 
 @dataclass

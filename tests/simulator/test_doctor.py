@@ -23,7 +23,8 @@ from iis_clientcert.host import client as host
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.contract import element, make_op
 from iis_clientcert.tools import doctor
-from iis_clientcert_simulator import pki
+from iis_clientcert_simulator import endpoint_connection, pki, read_endpoint
+from iis_clientcert_simulator.endpoint import ENDPOINT_FILE
 from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
 
 SITE = "shop"
@@ -142,7 +143,7 @@ def run_doctor(
     assert code in (0, 1), err
     report = json.loads(out)
     # The simulator's WinRM password never shows up.
-    password = json.loads((h.dir / "endpoint.json").read_text("utf-8"))["password"]
+    password = read_endpoint(h.dir).password
     assert password not in out + err and ALICE_PASSWORD not in out + err
     return code, report["findings"]
 
@@ -284,7 +285,8 @@ def test_locked_section_in_web_config(sim: Host, capsys: pytest.CaptureFixture[s
 
 
 def test_connection_failure_exits_2(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
-    sim.edit_json("endpoint.json", password="not-the-password-1A")
+    wrong = {**endpoint_connection(sim.dir), "password": "not-the-password-1A"}
+    sim.edit_json(ENDPOINT_FILE, connection=wrong)
     assert doctor.main(["--simulator", str(sim.dir)], {}) == 2
     err = capsys.readouterr().err
     assert "AuthenticationError" in err and "not-the-password-1A" not in err

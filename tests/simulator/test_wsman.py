@@ -32,7 +32,7 @@ from iis_clientcert_simulator.wsman import (
     ShellCommand,
     WSManServer,
 )
-from tests.simulator.conftest import WSManFactory, WSManPki
+from tests.support.wsman import WSManFactory, WSManPki
 
 USER = "winrm-admin"
 PASSWORD = "Pa:ss w0rd!é"  # a colon and non-ASCII: both must survive Basic and NTLM

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from iis_clientcert.host import contract
 from iis_clientcert.host.contract import element
 from iis_clientcert.tools import doctor
 from iis_clientcert_simulator import pki
+from tests.support.simulator import fake_endpoint
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 ENC = "[enc:AesProvider:c2VjcmV0LWNpcGhlcnRleHQ=:enc]"
@@ -612,22 +614,23 @@ def test_connection_from_flags_takes_password_from_env(tmp_path: Any, certs: Pki
     assert conn["ca_bundle"].startswith("-----BEGIN CERTIFICATE-----")
 
 
-def test_simulator_endpoint_json(tmp_path: Any, certs: Pki) -> None:
-    (tmp_path / "ca.pem").write_bytes(certs.ca.cert_pem())
-    (tmp_path / "endpoint.json").write_text(
-        json.dumps(
-            {
-                "winrm_https_url": "https://127.0.0.1:5986/wsman",
-                "ca_bundle": "ca.pem",
-                "username": "sim",
-                "password": "pw-sim",
-            }
-        )
-    )
+def test_simulator_endpoint_json(tmp_path: Path, certs: Pki) -> None:
+    fake_endpoint(tmp_path, certs.ca.cert_pem().decode(), password="pw-sim")
     args = doctor.build_parser().parse_args(["--simulator", str(tmp_path)])
     conn = doctor.connection_input(args, {})
     assert conn["endpoint"] == "https://127.0.0.1:5986/wsman"
+    assert conn["transport"] == "basic" and conn["password"] == "pw-sim"
     assert conn["ca_bundle"].startswith("-----BEGIN")
+
+
+def test_simulator_that_has_stopped(
+    tmp_path: Path, certs: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_endpoint(tmp_path, certs.ca.cert_pem().decode(), password="pw-sim", pid=None)
+    assert doctor.main(["--simulator", str(tmp_path)], {}) == 2
+    err = capsys.readouterr().err
+    assert "has stopped" in err and "python -m simulator serve" in err
+    assert "pw-sim" not in err
 
 
 def run_main(
