@@ -22,7 +22,7 @@ import pulumi
 
 from iis_clientcert import certs
 from iis_clientcert.errors import CertificateError, ValidationError
-from iis_clientcert.framework.inputs import ConnectionArgs
+from iis_clientcert.framework.inputs import ConnectionArgs, fields_of
 from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
 from iis_clientcert.providers.certificate_mapping import CertificateMapping
 from iis_clientcert.providers.https_binding import HttpsBinding
@@ -315,15 +315,7 @@ class ClientCertSite(pulumi.ComponentResource):
                         "user_name": declared[m.user.lower()].name if m.user else "",
                         "permission": m.permission,
                         "enabled": m.enabled,
-                        "rules": [
-                            {
-                                "field": r.field,
-                                "sub_field": r.sub_field,
-                                "match": r.match,
-                                "case_sensitive": r.case_sensitive,
-                            }
-                            for r in m.rules
-                        ],
+                        "rules": [fields_of(r) for r in m.rules],
                     }
                     for m in args.many_to_one
                 ],

@@ -13,9 +13,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from iis_clientcert.framework.base import get_bool, get_str, validate_app_path, validate_site
-from iis_clientcert.framework.inputs import connection_input
-from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.framework.base import get_bool
+from iis_clientcert.framework.location_attribute import LocationAttributeProvider, location_props
 from iis_clientcert.host import contract
 
 KIND = "AnonymousAuthentication"
@@ -26,16 +25,9 @@ class AnonymousAuthenticationProvider(LocationAttributeProvider):
     section = contract.SECTION_ANONYMOUS
     attribute = "enabled"
 
-    def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
-        site = validate_site(KIND, get_str(KIND, inputs, "site"))
-        path = validate_app_path(KIND, get_str(KIND, inputs, "path", default="", required=False))
+    def desired_value(self, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         enabled = get_bool(KIND, inputs, "enabled", False)
-        return AttributeDesired(
-            site,
-            path,
-            "true" if enabled else "false",
-            {"site": site, "path": path, "enabled": enabled},
-        )
+        return ("true" if enabled else "false"), {"enabled": enabled}, []
 
     def same_value(self, a: str | None, b: str | None) -> bool:
         return (a or "").lower() == (b or "").lower()
@@ -61,13 +53,5 @@ class AnonymousAuthentication(pulumi.dynamic.Resource):
         path: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "site": site,
-            "path": path,
-            "enabled": enabled,
-            "location": None,
-            "prior_present": None,
-            "prior_value": None,
-        }
+        props = location_props(connection, site, path, enabled=enabled)
         super().__init__(AnonymousAuthenticationProvider(), resource_name, props, opts)

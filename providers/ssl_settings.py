@@ -14,9 +14,7 @@ import pulumi
 import pulumi.dynamic
 
 from iis_clientcert.errors import ValidationError
-from iis_clientcert.framework.base import get_str, validate_app_path, validate_site
-from iis_clientcert.framework.inputs import connection_input
-from iis_clientcert.framework.location_attribute import AttributeDesired, LocationAttributeProvider
+from iis_clientcert.framework.location_attribute import LocationAttributeProvider, location_props
 from iis_clientcert.host import contract
 
 KIND = "SslSettings"
@@ -87,18 +85,10 @@ class SslSettingsProvider(LocationAttributeProvider):
     section = contract.SECTION_SSL
     attribute = "sslFlags"
 
-    def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
-        site = validate_site(KIND, get_str(KIND, inputs, "site"))
-        path = validate_app_path(KIND, get_str(KIND, inputs, "path", default="", required=False))
+    def desired_value(self, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         raw = inputs.get("flags")
         flags, notes = normalise_flags(KIND, list(DEFAULT_FLAGS) if raw is None else raw)
-        return AttributeDesired(
-            site,
-            path,
-            flags_to_iis(flags),
-            {"site": site, "path": path, "flags": flags},
-            tuple(notes),
-        )
+        return flags_to_iis(flags), {"flags": flags}, notes
 
     def same_value(self, a: str | None, b: str | None) -> bool:
         return flags_from_iis(a) == flags_from_iis(b)
@@ -123,13 +113,5 @@ class SslSettings(pulumi.dynamic.Resource):
         flags: pulumi.Input[list[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props = {
-            "connection": connection_input(connection),
-            "site": site,
-            "path": path,
-            "flags": flags,
-            "location": None,
-            "prior_present": None,
-            "prior_value": None,
-        }
+        props = location_props(connection, site, path, flags=flags)
         super().__init__(SslSettingsProvider(), resource_name, props, opts)

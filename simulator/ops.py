@@ -97,21 +97,26 @@ def config_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _webconfig_target(s: Session, schema: SectionSchema, location: str) -> None:
-    if norm_location(location) == "":
-        raise OpError(
-            "InvalidValue",
-            "target 'webconfig' needs a site path; the server level is applicationHost.config",
-            HR_INVALID_DATA,
-        )
-    s.apphost.check_unlocked(schema, location)
+def _write_target(s: Session, args: dict[str, Any]) -> tuple[str, SectionSchema, bool]:
+    """A write's location, its section's schema, and whether it goes to the location's
+    web.config (target 'webconfig') rather than applicationHost.config."""
+    location = args["location"]
+    schema = _schema_for_write(s, args["section"], location)
+    webconfig = args.get("target", "apphost") == "webconfig"
+    if webconfig:
+        if norm_location(location) == "":
+            raise OpError(
+                "InvalidValue",
+                "target 'webconfig' needs a site path; the server level is applicationHost.config",
+                HR_INVALID_DATA,
+            )
+        s.apphost.check_unlocked(schema, location)
+    return location, schema, webconfig
 
 
 def config_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    location = args["location"]
-    schema = _schema_for_write(s, args["section"], location)
-    if args.get("target", "apphost") == "webconfig":
-        _webconfig_target(s, schema, location)
+    location, schema, webconfig = _write_target(s, args)
+    if webconfig:
         config = s.webconfig(norm_location(location), create=True)
         assert config is not None
         return {"changed": _set_in_file(s, config.root, schema, args["element"], location)}
@@ -140,10 +145,8 @@ def _set_in_file(
 
 
 def config_clear(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    location = args["location"]
-    schema = _schema_for_write(s, args["section"], location)
-    if args.get("target", "apphost") == "webconfig":
-        _webconfig_target(s, schema, location)
+    location, schema, webconfig = _write_target(s, args)
+    if webconfig:
         config = s.webconfig(norm_location(location), create=False)
         found = config.section_in(config.root, schema) if config is not None else None
         if config is None or found is None:
@@ -209,6 +212,18 @@ def _https_bindings_using(s: Session, key: str) -> int:
     return count
 
 
+def _https_binding_key(site: etree._Element, info: str) -> str | None:
+    """The HTTP.sys key of the site's https binding ``info`` (None: no such binding)."""
+    key = None
+    for b in Apphost.bindings(site):
+        if (
+            b.get("protocol", "").lower() == "https"
+            and b.get("bindingInformation", "").lower() == info.lower()
+        ):
+            key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+    return key
+
+
 def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     site_name = args["site"]
     info = args["binding_information"]
@@ -230,13 +245,7 @@ def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             "(A specified logon session does not exist)",
             HR_NO_SUCH_LOGON_SESSION,
         )
-    old_key = None
-    for b in Apphost.bindings(site):
-        if (
-            b.get("protocol", "").lower() == "https"
-            and b.get("bindingInformation", "").lower() == info.lower()
-        ):
-            old_key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+    old_key = _https_binding_key(site, info)
     changed, created = s.apphost.set_binding(site_name, "https", info, flags)
     httpsys = s.httpsys
     if old_key is not None and old_key != key and _https_bindings_using(s, old_key) == 0:
@@ -248,13 +257,7 @@ def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 def binding_remove(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     site = s.apphost.require_site(args["site"])
     info = args["binding_information"]
-    key = None
-    for b in Apphost.bindings(site):
-        if (
-            b.get("protocol", "").lower() == "https"
-            and b.get("bindingInformation", "").lower() == info.lower()
-        ):
-            key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
+    key = _https_binding_key(site, info)
     if key is None:
         return {"changed": False}
     s.apphost.remove_binding(args["site"], "https", info)

@@ -44,6 +44,12 @@ def secret(value: Any) -> Any:
     return None if value is None else pulumi.Output.secret(value)
 
 
+def fields_of(value: Any) -> dict[str, Any]:
+    """A dataclass instance's fields by name. Not asdict(): it deep-copies, and Outputs
+    refuse to be copied."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
+
+
 def connection_input(connection: Any) -> dict[str, Any]:
     """The connection as a resource input, its secrets marked secret."""
     if isinstance(connection, pulumi.Output):
@@ -52,9 +58,7 @@ def connection_input(connection: Any) -> dict[str, Any]:
             "not an Output of a dict"
         )
     if is_dataclass(connection) and not isinstance(connection, type):
-        # Not asdict(): it deep-copies, and Outputs refuse to be copied.
-        pairs = ((f.name, getattr(connection, f.name)) for f in fields(connection))
-        value = {k: v for k, v in pairs if v is not None}
+        value = {k: v for k, v in fields_of(connection).items() if v is not None}
     elif isinstance(connection, dict):
         value = {k: v for k, v in connection.items() if v is not None}
     else:

@@ -12,7 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from iis_clientcert.framework.base import Change, IisProvider, require_site, site_exists
+from iis_clientcert.framework.base import (
+    Change,
+    IisProvider,
+    get_str,
+    require_site,
+    site_exists,
+    validate_app_path,
+    validate_site,
+)
+from iis_clientcert.framework.inputs import connection_input
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import Connection
 
@@ -40,17 +49,16 @@ class AttributeCurrent:
     local_value: str | None  # the attribute as written at the location, if it is
 
 
-def _with_attribute(local: Mapping[str, str], attribute: str, value: str) -> dict[str, Any]:
-    attributes = dict(local)
-    attributes[attribute] = value
-    return contract.element(attributes)
-
-
 class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent]):
     section: ClassVar[str] = ""
     attribute: ClassVar[str] = ""
     replace_on = ("site", "path")
     computed = ("location", "prior_present", "prior_value")
+
+    def desired_value(self, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
+        """The attribute text the inputs ask for, the resource's own normalised inputs, and
+        notes on what normalising did."""
+        raise NotImplementedError
 
     def same_value(self, a: str | None, b: str | None) -> bool:
         """Whether two attribute texts mean the same (flag order, case)."""
@@ -61,6 +69,15 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
         raise NotImplementedError
 
     # --- hooks of IisProvider --------------------------------------------------------
+
+    def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
+        site = validate_site(self.kind, get_str(self.kind, inputs, "site"))
+        path = get_str(self.kind, inputs, "path", default="", required=False)
+        path = validate_app_path(self.kind, path)
+        value, own, notes = self.desired_value(inputs)
+        return AttributeDesired(
+            site, path, value, {"site": site, "path": path, **own}, tuple(notes)
+        )
 
     def advise(self, desired: AttributeDesired) -> list[str]:
         return [f"{desired.location}: {note}" for note in desired.notes]
@@ -103,14 +120,7 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
         return [
             Change(
                 f"{self.attribute} at {desired.location!r}: {before} -> {desired.value}",
-                [
-                    contract.make_op(
-                        "config.set",
-                        section=self.section,
-                        location=desired.location,
-                        element=_with_attribute(current.local, self.attribute, desired.value),
-                    )
-                ],
+                [self._set(desired, {**current.local, self.attribute: desired.value})],
             )
         ]
 
@@ -156,27 +166,31 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
             return [
                 Change(
                     f"put back {self.attribute}={prior!r} at {desired.location!r}",
-                    [
-                        contract.make_op(
-                            "config.set",
-                            section=self.section,
-                            location=desired.location,
-                            element=_with_attribute(current.local, self.attribute, str(prior)),
-                        )
-                    ],
+                    [self._set(desired, {**current.local, self.attribute: str(prior)})],
                 )
             ]
         if current.local_value is None:
             return []
         rest = {k: v for k, v in current.local.items() if k != self.attribute}
         op = (
-            contract.make_op(
-                "config.set",
-                section=self.section,
-                location=desired.location,
-                element=contract.element(rest),
-            )
+            self._set(desired, rest)
             if rest
             else contract.make_op("config.clear", section=self.section, location=desired.location)
         )
         return [Change(f"remove {self.attribute} from {desired.location!r} (inherit again)", [op])]
+
+    def _set(self, desired: AttributeDesired, attributes: Mapping[str, str]) -> dict[str, Any]:
+        """The op writing these attributes (all the location keeps) of the section."""
+        return contract.make_op(
+            "config.set",
+            section=self.section,
+            location=desired.location,
+            element=contract.element(dict(attributes)),
+        )
+
+
+def location_props(connection: Any, site: Any, path: Any, **own: Any) -> dict[str, Any]:
+    """A location-attribute resource's properties: its inputs, and its outputs unknown."""
+    props = {"connection": connection_input(connection), "site": site, "path": path, **own}
+    props.update(dict.fromkeys(LocationAttributeProvider.computed))
+    return props

@@ -84,6 +84,11 @@ class Finding:
     fix: str = ""
 
 
+def _or_ok(out: list[Finding], check: str, site: str | None, found: str) -> list[Finding]:
+    """The check's findings, or one "ok" finding saying what was found right."""
+    return out or [Finding("ok", check, site, found)]
+
+
 @dataclass(frozen=True)
 class OpFailure:
     """An op the agent refused; kept in place of its result so the other checks still run."""
@@ -585,16 +590,12 @@ def check_mapping_enabled(reads: HostReads, site: SiteReads) -> list[Finding]:
                 "add one-to-one or many-to-one mappings (CertificateMapping)",
             )
         )
-    if not out:
-        out.append(
-            Finding(
-                "ok",
-                CHECK_MAPPING_ENABLED,
-                site.name,
-                f"certificate mapping enabled ({one} one-to-one, {many} many-to-one)",
-            )
-        )
-    return out
+    return _or_ok(
+        out,
+        CHECK_MAPPING_ENABLED,
+        site.name,
+        f"certificate mapping enabled ({one} one-to-one, {many} many-to-one)",
+    )
 
 
 def check_anonymous(_reads: HostReads, site: SiteReads) -> list[Finding]:
@@ -698,16 +699,12 @@ def check_chains(reads: HostReads, site: SiteReads) -> list[Finding]:
                     "LocalMachine\\CA (TrustedRoot)",
                 )
             )
-    if not out:
-        out.append(
-            Finding(
-                "ok",
-                CHECK_TRUST,
-                site.name,
-                f"{len(mapped)} mapped certificate(s) chain to Root and are valid",
-            )
-        )
-    return out
+    return _or_ok(
+        out,
+        CHECK_TRUST,
+        site.name,
+        f"{len(mapped)} mapped certificate(s) chain to Root and are valid",
+    )
 
 
 def check_logons(_reads: HostReads, site: SiteReads) -> list[Finding]:
