@@ -77,22 +77,14 @@ def _user(name: str = "engine-user") -> dict[str, Any]:
     }
 
 
-def _drift_ssl(host: HostClient, _pki: Pki) -> None:
-    host.call_one(
-        "config.set",
-        section=contract.SECTION_SSL,
-        location="shop",
-        element=contract.element({"sslFlags": "Ssl"}),
-    )
+def _drift_at_shop(section: str, **attributes: str) -> Callable[[HostClient, Pki], None]:
+    """A drift that writes ``attributes`` of ``section`` at the shop's location."""
 
+    def drift(host: HostClient, _pki: Pki) -> None:
+        element = contract.element(attributes)
+        host.call_one("config.set", section=section, location="shop", element=element)
 
-def _drift_anonymous(host: HostClient, _pki: Pki) -> None:
-    host.call_one(
-        "config.set",
-        section=contract.SECTION_ANONYMOUS,
-        location="shop",
-        element=contract.element({"enabled": "true"}),
-    )
+    return drift
 
 
 def _drift_root(host: HostClient, pki: Pki) -> None:
@@ -138,14 +130,14 @@ CASES = [
     Case(
         "SslSettings",
         lambda _p: {"ssl": {"kind": "SslSettings", "inputs": {"site": "shop"}}},
-        _drift_ssl,
+        _drift_at_shop(contract.SECTION_SSL, sslFlags="Ssl"),
         "update",
         {},
     ),
     Case(
         "AnonymousAuthentication",
         lambda _p: {"anon": {"kind": "AnonymousAuthentication", "inputs": {"site": "shop"}}},
-        _drift_anonymous,
+        _drift_at_shop(contract.SECTION_ANONYMOUS, enabled="true"),
         "update",
         {},
     ),

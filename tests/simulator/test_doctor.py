@@ -23,40 +23,18 @@ from iis_clientcert.host import client as host
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.contract import element, make_op
 from iis_clientcert.tools import doctor
-from iis_clientcert_simulator import endpoint_connection, pki, read_endpoint
+from iis_clientcert_simulator import endpoint_connection, read_endpoint
 from iis_clientcert_simulator.endpoint import ENDPOINT_FILE
 from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
+from tests.support.pki import ClientPki, make_client_pki
 
 SITE = "shop"
 ALICE_PASSWORD = "Mapped-Passw0rd!x"
 
 
-@dataclass(frozen=True)
-class ClientPki:
-    ca: pki.Issued
-    intermediate: pki.Issued
-    alice: pki.Issued
-    stranger: pki.Issued
-    expired: pki.Issued
-
-
 @pytest.fixture(scope="module")
 def client_pki() -> ClientPki:
-    now = dt.datetime.now(dt.UTC)
-    ca = pki.make_ca("Doctor Client Root CA")
-    other = pki.make_ca("Doctor Unknown CA")
-    return ClientPki(
-        ca=ca,
-        intermediate=pki.make_intermediate(ca, "Doctor Issuing CA"),
-        alice=pki.make_leaf(ca, "alice"),
-        stranger=pki.make_leaf(other, "mallory"),
-        expired=pki.make_leaf(
-            ca,
-            "expired-client",
-            not_before=now - dt.timedelta(days=60),
-            not_after=now - dt.timedelta(days=1),
-        ),
-    )
+    return make_client_pki(dt.datetime.now(dt.UTC))
 
 
 @dataclass
