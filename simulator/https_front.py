@@ -88,6 +88,7 @@ from cryptography.x509.oid import NameOID
 from iis_clientcert.host.contract import SECTION_ANONYMOUS, SECTION_MAPPING, SECTION_SSL
 from iis_clientcert_simulator import schema, trust
 from iis_clientcert_simulator.accounts import WELL_KNOWN, Accounts, PasswordPolicy, bare_name
+from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session
@@ -1184,7 +1185,7 @@ def publish_sites(
 ) -> None:
     """Write ``sites`` (https URLs) and ``http_sites`` into DIR/endpoint.json (kept 0600: it
     also holds the admin password)."""
-    path = Path(state_dir) / "endpoint.json"
+    path = endpoint_file(state_dir)
     data = read_json(path, {}) or {}
     data["sites"] = sites
     if http_sites is not None:
