@@ -154,13 +154,17 @@ def engine_env(cli: PulumiCli, base: Path) -> dict[str, str]:
     return env
 
 
-def write_project(project_dir: Path, name: str, program: Path | None) -> Path:
-    """Write ``Pulumi.yaml`` (runtime python on this repo's venv) and ``__main__.py``, a
-    copy of the program file ``program`` (None: an empty program)."""
+def write_project(
+    project_dir: Path, name: str, program: Path | None, *, stack_config_dir: str | None = None
+) -> Path:
+    """Write ``Pulumi.yaml`` (runtime python on this repo's venv; ``stackConfigDir`` when
+    given) and ``__main__.py``, a copy of the program file ``program`` (None: an empty
+    program)."""
     project_dir.mkdir(parents=True, exist_ok=True)
-    (project_dir / "Pulumi.yaml").write_text(
-        f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {VENV}\n"
-    )
+    settings = f"name: {name}\nruntime:\n  name: python\n  options:\n    virtualenv: {VENV}\n"
+    if stack_config_dir is not None:
+        settings += f"stackConfigDir: {stack_config_dir}\n"
+    (project_dir / "Pulumi.yaml").write_text(settings)
     (project_dir / "__main__.py").write_text(program.read_text() if program else "")
     return project_dir
 
