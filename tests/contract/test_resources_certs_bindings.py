@@ -43,6 +43,11 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             yield {"connection": endpoint.connection_input(), "state": Path(endpoint.state_dir)}
 
 
+def _host(sim: dict[str, Any]) -> str:
+    """The host part of every id: the endpoint's scheme://host:port."""
+    return str(sim["connection"]["endpoint"]).removesuffix("/wsman")
+
+
 def _call(sim: dict[str, Any], *ops: Op[Any]) -> list[Any]:
     return HostClient(Connection.from_input(sim["connection"])).call(list(ops))
 
@@ -99,7 +104,7 @@ def test_trusted_root_lifecycle(sim: dict[str, Any]) -> None:
     with _Calls(sim) as calls:
         created: Any = provider.create(inputs)
     assert calls.count == 2  # one read, one write-and-verify
-    assert created.id == f"127.0.0.1/CA/{issuing.thumbprint}"
+    assert created.id == f"{_host(sim)}/CA/{issuing.thumbprint}"
     outs = created.outs
     assert outs["resolved_store"] == "CA" and outs["adopted"] is False
     assert issuing.thumbprint in _thumbprints(sim, "CA")
@@ -183,7 +188,7 @@ def test_server_certificate_and_binding_lifecycle(sim: dict[str, Any]) -> None:
     with _Calls(sim) as calls:
         cert: Any = cert_provider.create(cert_inputs)
     assert calls.count == 2
-    assert cert.id == f"127.0.0.1/My/{server.thumbprint}"
+    assert cert.id == f"{_host(sim)}/My/{server.thumbprint}"
     assert cert.outs["dns_names"] == ["app.example.test"]
     assert cert.outs["adopted"] is False
     listed = _thumbprints(sim, "My")[server.thumbprint]
@@ -202,7 +207,7 @@ def test_server_certificate_and_binding_lifecycle(sim: dict[str, Any]) -> None:
     with _Calls(sim) as calls:
         binding: Any = binding_provider.create(binding_inputs)
     assert calls.count == 2
-    assert binding.id == "127.0.0.1/Default Web Site/https/*:8443:"
+    assert binding.id == f"{_host(sim)}/Default Web Site/https/*:8443:"
     assert binding.outs["url"] == "https://127.0.0.1:8443/"
     assert binding.outs["adopted"] is False
     live = _https_bindings(sim, "Default Web Site")["*:8443:"]
