@@ -42,9 +42,10 @@ from iis_clientcert.components.client_cert_site import (
     Rule,
     SiteUser,
 )
-from iis_clientcert.errors import CertificateError, IisClientCertError
+from iis_clientcert.errors import CertificateError, IisClientCertError, UsageError
 from iis_clientcert.framework.inputs import ConnectionArgs
 from iis_clientcert.host import contract
+from iis_clientcert.host.connection import simulator_connection_input
 
 NAMESPACE = "iis-clientcert"
 
@@ -202,23 +203,16 @@ class StackConfig:
         spec = _object(key, value, HOST_KEYS)
         if "simulator" in spec:
             state = (self.stack_dir / _str(f"{key}.simulator", spec["simulator"])).resolve()
-            info_path = state / "endpoint.json"
-            info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-            if not info.get("pid"):
+            try:
+                return ConnectionArgs.from_dict(simulator_connection_input(state))
+            except UsageError:
                 raise ConfigError(
                     f"{key}.simulator",
                     f"no running simulator at {state}",
                     "Start it with `make demo`, or "
                     "`.venv/bin/python -m iis_clientcert_simulator serve "
                     f"--state-dir {state}`",
-                )
-            return ConnectionArgs(
-                endpoint=info["winrm_https_url"],
-                transport="basic",
-                username=info["username"],
-                password=pulumi.Output.secret(info["password"]),
-                ca_bundle=Path(info["ca_bundle"]).read_text(),
-            )
+                ) from None
         endpoint = _str(f"{key}.endpoint", spec.get("endpoint"))
         transport = _str(f"{key}.transport", spec.get("transport"), "ntlm")
         args = ConnectionArgs(

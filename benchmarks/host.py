@@ -22,10 +22,9 @@ from typing import Any
 import requests
 
 from iis_clientcert.host import winrm_transport
-from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.contract import SECTION_SSL, make_op
 from iis_clientcert_simulator.testing import running_simulator
-from tests.contract.conftest import simulator_connection
+from tests.support.simulator import host_client
 
 BATCH = [
     make_op("host.facts"),
@@ -66,7 +65,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def run(latency_ms: int, calls: int, transport: str, threads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-host-") as state:
         with running_simulator(Path(state), latency_ms=latency_ms) as endpoint:
-            client = HostClient(simulator_connection(endpoint, transport))
+            client = host_client(endpoint, transport)
             client.call(BATCH)  # warm-up: TLS session, NTLM context, agent script read
             durations: list[float] = []
 

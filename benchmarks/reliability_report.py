@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.reliability.conftest import FIGURES_FILE, MUST_BE_ZERO, figures_table
+from tests.support.reliability import FIGURES_FILE, MUST_BE_ZERO, figures_table
 
 
 def main(path: Path = FIGURES_FILE) -> int:

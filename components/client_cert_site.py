@@ -52,7 +52,7 @@ from iis_clientcert.components.checks import (
 )
 from iis_clientcert.components.client_cert_host import ClientCertHost, local_user
 from iis_clientcert.errors import CertificateError, ValidationError
-from iis_clientcert.framework.inputs import ConnectionArgs, ConnectionArgsDict
+from iis_clientcert.framework.inputs import ConnectionArgs, ConnectionArgsDict, fields_of
 from iis_clientcert.framework.resource import LEGACY_TYPE, type_token
 from iis_clientcert.host import contract
 from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
@@ -587,16 +587,7 @@ class ClientCertSite(pulumi.ComponentResource):
                     "user_name": user_name(m.user) if m.user is not None else "",
                     "permission": m.permission,
                     "enabled": m.enabled,
-                    "rules": [
-                        {
-                            "field": r.field,
-                            "sub_field": r.sub_field,
-                            "match": r.match,
-                            "case_sensitive": r.case_sensitive,
-                        }
-                        for r in m.rules
-                        if isinstance(r, Rule)
-                    ],
+                    "rules": [fields_of(r) for r in m.rules if isinstance(r, Rule)],
                 }
                 for m in site.many_to_one
             ],

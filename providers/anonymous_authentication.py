@@ -12,14 +12,8 @@ from typing import Any
 
 import pulumi
 
-from iis_clientcert.framework.base import validate_app_path, validate_site
 from iis_clientcert.framework.inputs import Input, Inputs
-from iis_clientcert.framework.location_attribute import (
-    PATH,
-    SITE,
-    AttributeDesired,
-    LocationAttributeProvider,
-)
+from iis_clientcert.framework.location_attribute import PATH, SITE, LocationAttributeProvider
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 
@@ -44,16 +38,9 @@ class AnonymousAuthenticationProvider(LocationAttributeProvider):
     section = contract.SECTION_ANONYMOUS
     attribute = "enabled"
 
-    def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
-        site = validate_site(KIND, INPUTS.get_str(inputs, "site"))
-        path = validate_app_path(KIND, INPUTS.get_str(inputs, "path"))
+    def desired_value(self, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         enabled = INPUTS.get_bool(inputs, "enabled")
-        return AttributeDesired(
-            site,
-            path,
-            "true" if enabled else "false",
-            {"site": site, "path": path, "enabled": enabled},
-        )
+        return ("true" if enabled else "false"), {"enabled": enabled}, []
 
     def same_value(self, a: str | None, b: str | None) -> bool:
         return (a or "").lower() == (b or "").lower()

@@ -33,7 +33,7 @@ from iis_clientcert.framework.base import (
     site_exists,
     validate_site,
 )
-from iis_clientcert.framework.inputs import Input, Inputs, get_bool, get_list, get_str
+from iis_clientcert.framework.inputs import Input, Inputs, fields_of, get_bool, get_list, get_str
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
@@ -576,25 +576,7 @@ def one_to_one_outputs(desired: MappingDesired) -> list[dict[str, Any]]:
 
 
 def many_to_one_outputs(desired: MappingDesired) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": m.name,
-            "description": m.description,
-            "user_name": m.user_name,
-            "permission": m.permission,
-            "enabled": m.enabled,
-            "rules": [
-                {
-                    "field": r.field,
-                    "sub_field": r.sub_field,
-                    "match": r.match,
-                    "case_sensitive": r.case_sensitive,
-                }
-                for r in m.rules
-            ],
-        }
-        for m in desired.many_to_one
-    ]
+    return [{**fields_of(m), "rules": [fields_of(r) for r in m.rules]} for m in desired.many_to_one]
 
 
 def inputs_from_element(

@@ -13,14 +13,8 @@ from typing import Any
 import pulumi
 
 from iis_clientcert.errors import ValidationError
-from iis_clientcert.framework.base import validate_app_path, validate_site
 from iis_clientcert.framework.inputs import Input, Inputs
-from iis_clientcert.framework.location_attribute import (
-    PATH,
-    SITE,
-    AttributeDesired,
-    LocationAttributeProvider,
-)
+from iis_clientcert.framework.location_attribute import PATH, SITE, LocationAttributeProvider
 from iis_clientcert.framework.resource import TYPE_MODULE, IisResource
 from iis_clientcert.host import contract
 
@@ -105,17 +99,9 @@ class SslSettingsProvider(LocationAttributeProvider):
     section = contract.SECTION_SSL
     attribute = "sslFlags"
 
-    def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
-        site = validate_site(KIND, INPUTS.get_str(inputs, "site"))
-        path = validate_app_path(KIND, INPUTS.get_str(inputs, "path"))
+    def desired_value(self, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         flags, notes = normalise_flags(KIND, INPUTS.value(inputs, "flags"))
-        return AttributeDesired(
-            site,
-            path,
-            flags_to_iis(flags),
-            {"site": site, "path": path, "flags": flags},
-            tuple(notes),
-        )
+        return flags_to_iis(flags), {"flags": flags}, notes
 
     def same_value(self, a: str | None, b: str | None) -> bool:
         return flags_from_iis(a) == flags_from_iis(b)

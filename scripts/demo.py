@@ -18,7 +18,6 @@ environment). Steps:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert.tools.probe import ProbeResult, probe
+from iis_clientcert_simulator.endpoint import EndpointError, endpoint_file, read_endpoint
 from iis_clientcert_simulator.pki import (
     Issued,
     PrivateKey,
@@ -142,28 +142,26 @@ def publish_crl() -> None:
     say(f"demo PKI: CRL of the root published at {DEMO_CRL_URL} (reachable by the host)")
 
 
-def simulator_running() -> bool:
-    info = SIM / "endpoint.json"
-    if not info.exists():
-        return False
+def simulator_pid() -> int | None:
+    """The pid of the simulator serving .work/sim, or None."""
     try:
-        pid = int(json.loads(info.read_text()).get("pid") or 0)
-        if pid <= 0:
-            return False  # stopped cleanly: the simulator clears its pid
+        pid = read_endpoint(SIM).pid
+        if not pid:
+            return None  # stopped cleanly: the simulator clears its pid
         os.kill(pid, 0)
-    except (ValueError, OSError):
-        return False
-    return True
+    except (EndpointError, OSError):
+        return None
+    return pid
 
 
 def ensure_simulator() -> None:
-    if simulator_running():
+    if simulator_pid() is not None:
         say("simulator: already running")
         return
     SIM.mkdir(parents=True, exist_ok=True)
     log = (WORK / "simulator.log").open("ab")
     say(f"simulator: starting (state in {SIM.relative_to(REPO)}, log .work/simulator.log)")
-    (SIM / "endpoint.json").unlink(missing_ok=True)
+    endpoint_file(SIM).unlink(missing_ok=True)
     subprocess.Popen(
         [
             sys.executable,
@@ -183,25 +181,23 @@ def ensure_simulator() -> None:
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if simulator_running():
+        if simulator_pid() is not None:
             return
         time.sleep(0.2)
     raise SystemExit("[demo] the simulator did not start: see .work/simulator.log")
 
 
 def stop_simulator() -> None:
-    info = SIM / "endpoint.json"
-    if not simulator_running():
+    pid = simulator_pid()
+    if pid is None:
         say("simulator: not running")
         return
-    pid = int(json.loads(info.read_text())["pid"])
     os.kill(pid, signal.SIGTERM)
     say(f"simulator: stopped (pid {pid})")
 
 
 def site_url(site: str) -> str:
-    info = json.loads((SIM / "endpoint.json").read_text())
-    urls = (info.get("sites") or {}).get(site) or []
+    urls = read_endpoint(SIM).sites.get(site) or []
     if not urls:
         raise SystemExit(f"[demo] the simulator serves no https binding for site {site!r}")
     return str(urls[0])
@@ -260,7 +256,7 @@ def up() -> int:
 
 
 def down() -> int:
-    if simulator_running():
+    if simulator_pid() is not None:
         try:
             pulumi("stack", "select", STACK, capture=True)
             pulumi("destroy", "--yes", "--skip-preview", "-s", STACK)

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.files import read_json
 from iis_clientcert_simulator.https_front import HttpsFront, start_published
 from iis_clientcert_simulator.serve import Simulator
@@ -69,7 +70,7 @@ def _reset(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    pid = (read_json(directory / "endpoint.json", {}) or {}).get("pid")
+    pid = (read_json(endpoint_file(directory), {}) or {}).get("pid")
     if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid) and not args.force:
         print(
             f"a simulator (pid {pid}) may still serve {directory}; stop it or use --force",

@@ -205,6 +205,27 @@ class Domain:
         return cls(str(value["name"]), tuple(str(a) for a in value.get("accounts") or ()))
 
 
+# The properties of a local account that user.set changes, and a new account's values.
+USER_PROPS = (
+    "full_name",
+    "description",
+    "disabled",
+    "password_never_expires",
+    "user_cannot_change_password",
+)
+
+
+def _new_user() -> dict[str, Any]:
+    return {
+        "full_name": "",
+        "description": "",
+        "disabled": False,
+        "password_never_expires": False,
+        "user_cannot_change_password": False,
+        "groups": [],
+    }
+
+
 class Accounts:
     """users.json as a mutable document: {"users": {...}, "groups": {...}}."""
 
@@ -256,9 +277,10 @@ class Accounts:
 
     # --- users --------------------------------------------------------------------
 
-    def _key(self, name: str) -> str | None:
+    def _key(self, name: str, kind: str = "users") -> str | None:
+        """The stored spelling of a user's (or group's) name: names are case-insensitive."""
         bare = bare_name(name, self.computer).lower()
-        for key in self.data["users"]:
+        for key in self.data[kind]:
             if key.lower() == bare:
                 return str(key)
         return None
@@ -273,12 +295,7 @@ class Accounts:
             return {
                 "exists": False,
                 "name": bare_name(name, self.computer),
-                "full_name": "",
-                "description": "",
-                "disabled": False,
-                "password_never_expires": False,
-                "user_cannot_change_password": False,
-                "groups": [],
+                **_new_user(),
                 "bad_password_count": 0,
                 "locked_out": False,
             }
@@ -307,16 +324,7 @@ class Accounts:
                     f"The account name '{name}' is already used by a local group",
                     HR_ALREADY_EXISTS,
                 )
-            record: dict[str, Any] = {
-                "name": name,
-                "full_name": "",
-                "description": "",
-                "disabled": False,
-                "password_never_expires": False,
-                "user_cannot_change_password": False,
-                "groups": [],
-                "password_hash": None,
-            }
+            record: dict[str, Any] = {"name": name, **_new_user(), "password_hash": None}
         else:
             assert key is not None
             record = self.data["users"][key]  # changed in place (saved if the op succeeds)
@@ -338,13 +346,7 @@ class Accounts:
                 record["password_hash"] = hash_password(password)
                 changed.append("password")
             self.request.just_set[record["name"].lower()] = password
-        for prop in (
-            "full_name",
-            "description",
-            "disabled",
-            "password_never_expires",
-            "user_cannot_change_password",
-        ):
+        for prop in USER_PROPS:
             if prop in props and props[prop] != record.get(prop):
                 record[prop] = props[prop]
                 changed.append(prop)
@@ -468,11 +470,7 @@ class Accounts:
     # --- groups -------------------------------------------------------------------
 
     def _group_key(self, name: str) -> str | None:
-        bare = bare_name(name, self.computer).lower()
-        for key in self.data["groups"]:
-            if key.lower() == bare:
-                return str(key)
-        return None
+        return self._key(name, "groups")
 
     def _require_member(self, group: str, member: str) -> tuple[str, str]:
         gkey = self._group_key(group)

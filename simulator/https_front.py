@@ -94,6 +94,7 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert_simulator import schema, trust
 from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name
+from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session
@@ -1199,7 +1200,7 @@ def publish_sites(
 ) -> None:
     """Write ``sites`` (https URLs) and ``http_sites`` into DIR/endpoint.json (kept 0600: it
     also holds the admin password)."""
-    path = Path(state_dir) / "endpoint.json"
+    path = endpoint_file(state_dir)
     data = read_json(path, {}) or {}
     data["sites"] = sites
     if http_sites is not None:

@@ -109,21 +109,26 @@ def config_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _webconfig_target(s: Session, schema: SectionSchema, location: str) -> None:
-    if norm_location(location) == "":
-        raise OpError(
-            "InvalidValue",
-            "target 'webconfig' needs a site path; the server level is applicationHost.config",
-            HR_INVALID_DATA,
-        )
-    s.apphost.check_unlocked(schema, location)
+def _write_target(s: Session, args: dict[str, Any]) -> tuple[str, SectionSchema, bool]:
+    """A write's location, its section's schema, and whether it goes to the location's
+    web.config (target 'webconfig') rather than applicationHost.config."""
+    location = args["location"]
+    schema = _schema_for_write(s, args["section"], location)
+    webconfig = args.get("target", "apphost") == "webconfig"
+    if webconfig:
+        if norm_location(location) == "":
+            raise OpError(
+                "InvalidValue",
+                "target 'webconfig' needs a site path; the server level is applicationHost.config",
+                HR_INVALID_DATA,
+            )
+        s.apphost.check_unlocked(schema, location)
+    return location, schema, webconfig
 
 
 def config_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    location = args["location"]
-    schema = _schema_for_write(s, args["section"], location)
-    if args.get("target", "apphost") == "webconfig":
-        _webconfig_target(s, schema, location)
+    location, schema, webconfig = _write_target(s, args)
+    if webconfig:
         config = s.webconfig(norm_location(location), create=True)
         assert config is not None
         return {"changed": _set_in_file(s, config.root, schema, args["element"], location)}
@@ -155,10 +160,8 @@ def _set_in_file(
 
 
 def config_clear(s: Session, args: dict[str, Any]) -> dict[str, Any]:
-    location = args["location"]
-    schema = _schema_for_write(s, args["section"], location)
-    if args.get("target", "apphost") == "webconfig":
-        _webconfig_target(s, schema, location)
+    location, schema, webconfig = _write_target(s, args)
+    if webconfig:
         config = s.webconfig(norm_location(location), create=False)
         found = config.section_in(config.root, schema) if config is not None else None
         if config is None or found is None:
@@ -228,21 +231,27 @@ def _https_bindings_using(s: Session, key: str) -> int:
 # --- what Microsoft.Web.Administration does to HTTP.sys ------------------------------
 
 
-def _mwa_remove_binding(s: Session, site_name: str, info: str, remove_config_only: bool) -> None:
-    """``Bindings.Remove(binding[, removeConfigOnly])`` + commit. Without removeConfigOnly
-    MWA also deletes the HTTP.sys record of the binding's ip:port (or host:port), even when
-    another site's binding shares it (KB 2405568)."""
-    site = s.apphost.require_site(site_name)
+def _find_https(site: etree._Element, info: str) -> etree._Element | None:
+    """The site's https binding ``info`` (None: no such binding)."""
     for b in Apphost.bindings(site):
         if (
             b.get("protocol", "").lower() == "https"
             and b.get("bindingInformation", "").lower() == info.lower()
         ):
-            key = sslcert_key(info, int(b.get("sslFlags", "0") or 0))
-            s.apphost.remove_binding(site_name, "https", info)
-            if not remove_config_only:
-                s.httpsys.remove(key)
-            return
+            return b
+    return None
+
+
+def _mwa_remove_binding(s: Session, site_name: str, info: str, remove_config_only: bool) -> None:
+    """``Bindings.Remove(binding[, removeConfigOnly])`` + commit. Without removeConfigOnly
+    MWA also deletes the HTTP.sys record of the binding's ip:port (or host:port), even when
+    another site's binding shares it (KB 2405568)."""
+    binding = _find_https(s.apphost.require_site(site_name), info)
+    if binding is not None:
+        key = sslcert_key(info, int(binding.get("sslFlags", "0") or 0))
+        s.apphost.remove_binding(site_name, "https", info)
+        if not remove_config_only:
+            s.httpsys.remove(key)
 
 
 def _mwa_add_binding_with_certificate(
@@ -253,16 +262,6 @@ def _mwa_add_binding_with_certificate(
     #2831)."""
     s.apphost.set_binding(site_name, "https", info, flags)
     s.httpsys.put(sslcert_key(info, flags), thumb, store)
-
-
-def _find_https(site: etree._Element, info: str) -> etree._Element | None:
-    for b in Apphost.bindings(site):
-        if (
-            b.get("protocol", "").lower() == "https"
-            and b.get("bindingInformation", "").lower() == info.lower()
-        ):
-            return b
-    return None
 
 
 def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:

@@ -237,29 +237,31 @@ def _cdp(crl_urls: Sequence[str]) -> list[tuple[x509.ExtensionType, bool]]:
     return [(x509.CRLDistributionPoints([point]), False)]
 
 
+def _key_usage(*, cert_sign: bool, key_encipherment: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _ca_extensions(path_length: int | None) -> list[tuple[x509.ExtensionType, bool]]:
     return [
         (x509.BasicConstraints(ca=True, path_length=path_length), True),
-        (
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        ),
+        (_key_usage(cert_sign=True, key_encipherment=False), True),
     ]
 
 
 def make_ca(
     common_name: str,
     *,
+    issuer: Issued | None = None,
     key: PrivateKey | None = None,
     key_type: KeyType = "ec",
     not_before: dt.datetime | None = None,
@@ -269,13 +271,14 @@ def make_ca(
     serial: int | None = None,
     crl_urls: Sequence[str] = (),
 ) -> Issued:
-    """A self-signed root CA (valid for ten years unless told otherwise)."""
+    """A CA certificate: a self-signed root (valid ten years) unless ``issuer`` signs it
+    (five years), or as long as ``not_before``/``not_after`` say."""
     key = key if key is not None else new_key(key_type)
-    start, end = _validity(not_before, not_after, 3650)
+    start, end = _validity(not_before, not_after, 3650 if issuer is None else 1825)
     return _build(
         subject=_name(common_name, subject_extra),
         key=key,
-        issuer=None,
+        issuer=issuer,
         not_before=start,
         not_after=end,
         extensions=_ca_extensions(path_length) + _cdp(crl_urls),
@@ -296,20 +299,21 @@ def make_intermediate(
     serial: int | None = None,
     crl_urls: Sequence[str] = (),
 ) -> Issued:
-    """A CA certificate signed by ``issuer`` (five years; path length 0 by default).
+    """An issuing CA signed by ``issuer`` (five years; path length 0 by default).
 
     ``crl_urls`` become its CRL distribution points (where ``issuer`` publishes its CRL).
     """
-    key = key if key is not None else new_key(key_type)
-    start, end = _validity(not_before, not_after, 1825)
-    return _build(
-        subject=_name(common_name, subject_extra),
+    return make_ca(
+        common_name,
         key=key,
+        key_type=key_type,
         issuer=issuer,
-        not_before=start,
-        not_after=end,
-        extensions=_ca_extensions(path_length) + _cdp(crl_urls),
+        not_before=not_before,
+        not_after=not_after,
+        path_length=path_length,
+        subject_extra=subject_extra,
         serial=serial,
+        crl_urls=crl_urls,
     )
 
 
@@ -345,21 +349,8 @@ def make_leaf(
     start, end = _validity(not_before, not_after, 365)
     exts: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
-        (
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                # RSA TLS key exchange (TLS 1.2 non-ECDHE suites) needs keyEncipherment.
-                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        ),
+        # RSA TLS key exchange (TLS 1.2 non-ECDHE suites) needs keyEncipherment.
+        (_key_usage(cert_sign=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey)), True),
     ]
     usages: list[x509.ObjectIdentifier] = []
     if client_auth:

@@ -3,21 +3,22 @@
 First start creates the endpoint material in DIR/pki (a WinRM server certificate for
 127.0.0.1/localhost and a client certificate mapped to the admin user, both issued by the
 state's CA), and the admin account ``sim-admin`` with a random password kept only in
-DIR/endpoint.json (0600) and as a hash in users.json.
+DIR/endpoint.json (0600; see ``iis_clientcert_simulator.endpoint``) and as a hash in
+users.json.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.accounts import Accounts
+from iis_clientcert_simulator.endpoint import Endpoint, endpoint_file
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
 from iis_clientcert_simulator.state import COMPUTER_NAME, HostState, Session
@@ -25,33 +26,6 @@ from iis_clientcert_simulator.stores import thumbprint
 from iis_clientcert_simulator.wsman import Credentials, FileFaults, WSManServer
 
 ADMIN_USER = "sim-admin"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """What a client needs (the content of DIR/endpoint.json)."""
-
-    state_dir: str
-    winrm_https_url: str
-    winrm_http_url: str
-    ca_bundle: str
-    username: str
-    password: str
-    client_cert: str
-    client_key: str
-    pid: int
-    sites: dict[str, Any] = field(default_factory=dict)  # https URLs per site
-    http_sites: dict[str, Any] = field(default_factory=dict)  # plain http URLs per site
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def public(self) -> dict[str, Any]:
-        """The endpoint without its password (for stdout and logs)."""
-        data = self.as_json()
-        data.pop("password")
-        data["endpoint_json"] = str(Path(self.state_dir) / "endpoint.json")
-        return data
 
 
 @dataclass(frozen=True)
@@ -85,9 +59,10 @@ def prepare(state: HostState) -> _Material:
             atomic_write(server_cert, server.cert_pem())
             atomic_write(client_key, client.key_pem(), 0o600)
             atomic_write(client_cert, client.cert_pem())
-        endpoint_file = state.dir / "endpoint.json"
-        previous = read_json(endpoint_file, {}) or {}
-        password = previous.get("password")
+        path = endpoint_file(state.dir)
+        previous = read_json(path, {}) or {}
+        connection = previous.get("connection") or {}
+        password = connection.get("password")
         session = Session(state)
         accounts: Accounts = session.accounts
         if not isinstance(password, str) or not accounts.password_is(ADMIN_USER, password):
@@ -105,7 +80,10 @@ def prepare(state: HostState) -> _Material:
             )
             accounts.add_member("Administrators", ADMIN_USER)
             session.save()
-            write_json(endpoint_file, {**previous, "password": password}, 0o600)
+            # Kept at once: a start that fails later must not lose the new password.
+            write_json(
+                path, {**previous, "connection": {**connection, "password": password}}, 0o600
+            )
         client_thumb = thumbprint(x509.load_pem_x509_certificate(client_cert.read_bytes()))
         return _Material(server_cert, server_key, client_cert, client_key, client_thumb, password)
 
@@ -141,17 +119,21 @@ class Simulator:
         self.server = server
         self.endpoint = Endpoint(
             state_dir=str(self.state.dir),
-            winrm_https_url=server.https_url,
+            connection={
+                "endpoint": server.https_url,
+                "transport": "basic",
+                "username": ADMIN_USER,
+                "password": material.password,
+                "ca_bundle": self.state.ca_cert.read_text("utf-8"),
+            },
             winrm_http_url=server.http_url,
-            ca_bundle=str(self.state.ca_cert),
-            username=ADMIN_USER,
-            password=material.password,
+            ca_file=str(self.state.ca_cert),
             client_cert=str(material.client_cert),
             client_key=str(material.client_key),
             pid=os.getpid(),
             sites={},
         )
-        write_json(self.state.dir / "endpoint.json", self.endpoint.as_json(), 0o600)
+        write_json(endpoint_file(self.state.dir), self.endpoint.as_json(), 0o600)
         return self.endpoint
 
     def stop(self) -> None:
@@ -160,11 +142,11 @@ class Simulator:
             self.server = None
             # Keep endpoint.json (it holds the password for the next start) but show that
             # nothing serves it now, so `reset` and scripts do not wait for a dead server.
-            endpoint_file = self.state.dir / "endpoint.json"
+            path = endpoint_file(self.state.dir)
             with self.state.locked():
-                data = read_json(endpoint_file, {}) or {}
+                data = read_json(path, {}) or {}
                 if data.get("pid") == os.getpid():
-                    write_json(endpoint_file, {**data, "pid": None}, 0o600)
+                    write_json(path, {**data, "pid": None}, 0o600)
 
     def __enter__(self) -> Endpoint:
         return self.start()

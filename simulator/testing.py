@@ -23,10 +23,11 @@ from iis_clientcert.host.contract import (
     make_request,
     parse_result,
 )
+from iis_clientcert_simulator.endpoint import Endpoint, read_endpoint
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.machinekey import MachineKey
-from iis_clientcert_simulator.serve import Endpoint, Simulator
+from iis_clientcert_simulator.serve import Simulator
 from iis_clientcert_simulator.state import HostState, Session
 from iis_clientcert_simulator.stores import CertStores, HttpSys
 from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand, faults_lock, write_faults
@@ -73,10 +74,8 @@ def running_simulator(
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"the simulator exited with {process.wait(startup_timeout)}")
-        public: dict[str, Any] = json.loads(line)
-        data = json.loads(Path(public["endpoint_json"]).read_text("utf-8"))
-        data.pop("endpoint_json", None)
-        yield Endpoint(**data)
+        json.loads(line)  # the ready line: the server has written endpoint.json
+        yield read_endpoint(state_dir)
     finally:
         process.terminate()
         try:

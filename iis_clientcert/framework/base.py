@@ -249,9 +249,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         connection, desired = self._parse(props)
-        current = self.parse_current(
-            desired, ProviderClient(connection).read(self.read_plan(desired))
-        )
+        current = self._read_current(ProviderClient(connection), desired)
         if not self.exists(current):
             return ReadResult(None, {})
         for note in self.notices(desired, current):
@@ -266,13 +264,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         connection, desired = self._parse(props)
-        client = ProviderClient(connection)
-        current = self.parse_current(desired, client.read(self.read_plan(desired)))
-        changes = self.delete_changes(desired, current, props)
-        ops = [op for change in changes for op in change.ops]
-        if ops:
-            client.call(ops)
-        for change in changes:
+        for change in self._remove(ProviderClient(connection), desired, props):
             log.info("%s: %s", self.kind, change.summary)
 
     # --- machinery -------------------------------------------------------------------
@@ -280,6 +272,20 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     def _parse(self, props: Mapping[str, Any]) -> tuple[Connection, Desired]:
         connection = Connection.from_input(_require(props, "connection", self.kind), self.kind)
         return connection, self.validate(props)
+
+    def _read_current(self, client: HostClient, desired: Desired) -> Current:
+        return self.parse_current(desired, client.read(self.read_plan(desired)))
+
+    def _remove(
+        self, client: HostClient, desired: Desired, stored: Mapping[str, Any]
+    ) -> list[Change]:
+        """Delete what ``stored`` (the outputs of a create) says the resource owns, as the
+        host is now; returns the changes made."""
+        changes = self.delete_changes(desired, self._read_current(client, desired), stored)
+        ops = [op for change in changes for op in change.ops]
+        if ops:
+            client.call(ops)
+        return changes
 
     def _converge(
         self,
@@ -324,12 +330,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         """
         try:
             stored = self._outs(props, desired, before, before, None)
-            now = self.parse_current(desired, client.read(self.read_plan(desired)))
-            changes = self.delete_changes(desired, now, stored)
-            ops = [op for change in changes for op in change.ops]
-            if ops:
-                client.call(ops)
-            for change in changes:
+            for change in self._remove(client, desired, stored):
                 log.warning("%s: create failed; undone: %s", self.kind, change.summary)
         except HostError as exc:
             log.warning("%s: create failed and could not be undone: %s", self.kind, exc)

@@ -41,6 +41,15 @@ class ConnectionArgs:
     # "powershell" (Windows PowerShell 5.1, the default) or "pwsh" (PowerShell 7).
     shell: pulumi.Input[str] | None = None
 
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ConnectionArgs:
+        """ConnectionArgs from a plain ``connection`` dict (the keys above), e.g. the
+        simulator's ``endpoint_connection(...)``; its secrets are marked secret."""
+        unknown = sorted(set(value) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputTypeError(f"not connection properties: {', '.join(unknown)}")
+        return cls(**{k: secret(v) if k in CONNECTION_SECRETS else v for k, v in value.items()})
+
 
 class ConnectionArgsDict(TypedDict, total=False):
     """ConnectionArgs as a dict (the ``...ArgsDict`` style of Pulumi's own SDKs)."""
@@ -63,6 +72,12 @@ def secret(value: Any) -> Any:
     return None if value is None else pulumi.Output.secret(value)
 
 
+def fields_of(value: Any) -> dict[str, Any]:
+    """A dataclass instance's fields by name. Not asdict(): it deep-copies, and Outputs
+    refuse to be copied."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
+
+
 def connection_input(connection: Any) -> dict[str, Any]:
     """The connection as a resource input, its secrets marked secret."""
     if isinstance(connection, pulumi.Output):
@@ -71,9 +86,7 @@ def connection_input(connection: Any) -> dict[str, Any]:
             "not an Output of a dict"
         )
     if is_dataclass(connection) and not isinstance(connection, type):
-        # Not asdict(): it deep-copies, and Outputs refuse to be copied.
-        pairs = ((f.name, getattr(connection, f.name)) for f in fields(connection))
-        value = {k: v for k, v in pairs if v is not None}
+        value = {k: v for k, v in fields_of(connection).items() if v is not None}
     elif isinstance(connection, dict):
         value = {k: v for k, v in connection.items() if v is not None}
     else:

@@ -12,12 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from iis_clientcert.framework.base import Change, IisProvider, require_site, site_exists
+from iis_clientcert.framework.base import (
+    Change,
+    IisProvider,
+    require_site,
+    site_exists,
+    validate_app_path,
+    validate_site,
+)
 from iis_clientcert.framework.inputs import Input
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import ReadKey, ReadPlan, Reads
 from iis_clientcert.host.connection import Connection
-from iis_clientcert.host.contract import SiteInfo
+from iis_clientcert.host.contract import Op, SiteInfo
 
 # The inputs both resources have: where the attribute is written.
 SITE = Input("site", "str", "The IIS site's name.", required=True, replace=True)
@@ -56,16 +63,15 @@ class AttributeCurrent:
     local_value: str | None  # the attribute as written at the location, if it is
 
 
-def _with_attribute(local: Mapping[str, str], attribute: str, value: str) -> dict[str, Any]:
-    attributes = dict(local)
-    attributes[attribute] = value
-    return contract.element(attributes)
-
-
 class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent]):
     section: ClassVar[str] = ""
     attribute: ClassVar[str] = ""
     computed = ("location", "prior_present", "prior_value")
+
+    def desired_value(self, inputs: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
+        """The attribute text the inputs ask for, the resource's own normalised inputs, and
+        notes on what normalising did."""
+        raise NotImplementedError
 
     def same_value(self, a: str | None, b: str | None) -> bool:
         """Whether two attribute texts mean the same (flag order, case)."""
@@ -76,6 +82,14 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
         raise NotImplementedError
 
     # --- hooks of IisProvider --------------------------------------------------------
+
+    def validate(self, inputs: Mapping[str, Any]) -> AttributeDesired:
+        site = validate_site(self.kind, self.inputs.get_str(inputs, "site"))
+        path = validate_app_path(self.kind, self.inputs.get_str(inputs, "path"))
+        value, own, notes = self.desired_value(inputs)
+        return AttributeDesired(
+            site, path, value, {"site": site, "path": path, **own}, tuple(notes)
+        )
 
     def advise(self, desired: AttributeDesired) -> list[str]:
         return [f"{desired.location}: {note}" for note in desired.notes]
@@ -125,13 +139,7 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
         return [
             Change(
                 f"{self.attribute} at {desired.location!r}: {before} -> {desired.value}",
-                [
-                    contract.config_set(
-                        self.section,
-                        desired.location,
-                        _with_attribute(current.local, self.attribute, desired.value),
-                    )
-                ],
+                [self._set(desired, {**current.local, self.attribute: desired.value})],
             )
         ]
 
@@ -177,21 +185,23 @@ class LocationAttributeProvider(IisProvider[AttributeDesired, AttributeCurrent])
             return [
                 Change(
                     f"put back {self.attribute}={prior!r} at {desired.location!r}",
-                    [
-                        contract.config_set(
-                            self.section,
-                            desired.location,
-                            _with_attribute(current.local, self.attribute, str(prior)),
-                        )
-                    ],
+                    [self._set(desired, {**current.local, self.attribute: str(prior)})],
                 )
             ]
         if current.local_value is None:
             return []
         rest = {k: v for k, v in current.local.items() if k != self.attribute}
         op = (
-            contract.config_set(self.section, desired.location, contract.element(rest))
+            self._set(desired, rest)
             if rest
             else contract.config_clear(self.section, desired.location)
         )
         return [Change(f"remove {self.attribute} from {desired.location!r} (inherit again)", [op])]
+
+    def _set(
+        self, desired: AttributeDesired, attributes: Mapping[str, str]
+    ) -> Op[contract.ChangedResult]:
+        """The op writing these attributes (all the location keeps) of the section."""
+        return contract.config_set(
+            self.section, desired.location, contract.element(dict(attributes))
+        )

@@ -7,9 +7,12 @@ A ``Connection`` is plain, immutable, picklable data. Live sessions are kept els
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -17,7 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from iis_clientcert.errors import ValidationError
+from iis_clientcert.errors import UsageError, ValidationError
 from iis_clientcert.host.contract import DEFAULT_SHELL, SHELLS
 
 TRANSPORTS: Final = ("ntlm", "kerberos", "credssp", "certificate", "basic")
@@ -377,3 +380,36 @@ def _parse(value: Mapping[str, Any], resource: str) -> Connection:
         read_timeout=read_timeout,
         shell=shell,
     )
+
+
+# --- the embedded simulator's connection -----------------------------------------------
+
+# A running simulator keeps a ready ``connection`` input in DIR/endpoint.json (written by
+# iis_clientcert_simulator.endpoint, which also derives its other transports). The product
+# reads the file as data and never imports the simulator: a test double a real deployment
+# does not need.
+SIMULATOR_ENDPOINT_FILE: Final = "endpoint.json"
+
+
+def simulator_connection_input(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``connection`` input (basic over HTTPS) of the simulator serving ``state_dir``;
+    a UsageError naming the fix when none does. It holds the password: never print it."""
+    path = Path(state_dir) / SIMULATOR_ENDPOINT_FILE
+    start = f"start it (python -m iis_clientcert_simulator serve --state-dir {state_dir})"
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"no simulator serves {state_dir} ({path} does not exist): {start}"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path} ({exc.strerror}): {start}") from None
+    except ValueError:
+        raise UsageError(f"{path} is not JSON: {start}") from None
+    if not isinstance(data, dict) or not data.get("pid"):
+        # A stopped simulator keeps its endpoint.json (the password for the next start).
+        raise UsageError(f"no simulator serves {state_dir} (it has stopped): {start}")
+    connection = data.get("connection")
+    if not isinstance(connection, dict):
+        raise UsageError(f"{path} holds no connection (written by an older simulator?): {start}")
+    return dict(connection)

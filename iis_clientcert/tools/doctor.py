@@ -36,7 +36,7 @@ from iis_clientcert.certs import CertInfo, load_certificate, verify_chain
 from iis_clientcert.errors import AgentError, CertificateError, IisClientCertError, UsageError
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient, ReadKey, ReadPlan
-from iis_clientcert.host.connection import Connection
+from iis_clientcert.host.connection import Connection, simulator_connection_input
 from iis_clientcert.host.contract import (
     CertListResult,
     CertRevocationResult,
@@ -95,6 +95,11 @@ class Finding:
     site: str | None
     problem: str  # what is wrong (for "ok": what was found right)
     fix: str = ""
+
+
+def _or_ok(out: list[Finding], check: str, site: str | None, found: str) -> list[Finding]:
+    """The check's findings, or one "ok" finding saying what was found right."""
+    return out or [Finding("ok", check, site, found)]
 
 
 @dataclass(frozen=True)
@@ -602,16 +607,12 @@ def check_mapping_enabled(reads: HostReads, site: SiteReads) -> list[Finding]:
                 "add one-to-one or many-to-one mappings (CertificateMapping)",
             )
         )
-    if not out:
-        out.append(
-            Finding(
-                "ok",
-                CHECK_MAPPING_ENABLED,
-                site.name,
-                f"certificate mapping enabled ({one} one-to-one, {many} many-to-one)",
-            )
-        )
-    return out
+    return _or_ok(
+        out,
+        CHECK_MAPPING_ENABLED,
+        site.name,
+        f"certificate mapping enabled ({one} one-to-one, {many} many-to-one)",
+    )
 
 
 def check_anonymous(_reads: HostReads, site: SiteReads) -> list[Finding]:
@@ -715,16 +716,12 @@ def check_chains(reads: HostReads, site: SiteReads) -> list[Finding]:
                     "LocalMachine\\CA (TrustedRoot)",
                 )
             )
-    if not out:
-        out.append(
-            Finding(
-                "ok",
-                CHECK_TRUST,
-                site.name,
-                f"{len(mapped)} mapped certificate(s) chain to Root and are valid",
-            )
-        )
-    return out
+    return _or_ok(
+        out,
+        CHECK_TRUST,
+        site.name,
+        f"{len(mapped)} mapped certificate(s) chain to Root and are valid",
+    )
 
 
 def check_logons(_reads: HostReads, site: SiteReads) -> list[Finding]:
@@ -1148,35 +1145,9 @@ def _read_text(path: str, what: str, base: Path | None = None) -> str:
         raise UsageError(f"{what}: cannot read {file}: {exc.strerror}") from None
 
 
-def _pem_or_path(value: str, what: str, base: Path) -> str:
-    return value if "-----BEGIN" in value else _read_text(value, what, base)
-
-
 def simulator_connection(directory: str) -> dict[str, Any]:
     """The connection input for the embedded simulator in DIR (its endpoint.json)."""
-    base = Path(directory)
-    path = base / "endpoint.json"
-    try:
-        info = json.loads(path.read_text("utf-8"))
-    except OSError:
-        raise UsageError(
-            f"{path} does not exist: start the simulator (python -m iis_clientcert_simulator serve "
-            f"--state-dir {directory})"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not JSON ({exc.msg})") from None
-    url = info.get("winrm_https_url") or info.get("endpoint")
-    if not isinstance(url, str):
-        raise UsageError(f"{path} has no winrm_https_url")
-    conn: dict[str, Any] = {
-        "endpoint": url,
-        "transport": "basic",
-        "username": info.get("username"),
-        "password": info.get("password"),
-    }
-    if isinstance(info.get("ca_bundle"), str):
-        conn["ca_bundle"] = _pem_or_path(info["ca_bundle"], "ca_bundle", base)
-    return conn
+    return simulator_connection_input(directory)
 
 
 def connection_input(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:

@@ -15,14 +15,13 @@ import pytest
 from iis_clientcert.errors import AgentError, AuthenticationError, HostError, TlsVerificationError
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.client import HostClient
-from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import SECTION_MAPPING, Op, element, make_op
 from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.executor import Executor
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
 from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand
-from tests.contract.conftest import simulator_connection
+from tests.support.simulator import connection
 
 USER_PASSWORD = "Canary-User-Pw-31337!"
 WEAK_PASSWORD = "canaryweakpw"
@@ -58,7 +57,7 @@ def test_every_transport_works_through_host_client(
     recorded: tuple[Endpoint, list[Any]], transport: str
 ) -> None:
     endpoint, seen = recorded
-    conn = simulator_connection(endpoint, transport)
+    conn = connection(endpoint, transport)
     assert conn.endpoint.startswith("http://" if transport == "ntlm" else "https://")
     facts, sites = HostClient(conn).call([make_op("host.facts"), make_op("site.list")])
     assert facts["computer_name"] and sites["sites"]
@@ -67,12 +66,7 @@ def test_every_transport_works_through_host_client(
 
 def test_wrong_password_is_an_authentication_error(recorded: tuple[Endpoint, list[Any]]) -> None:
     endpoint, _ = recorded
-    conn = Connection.from_input(
-        {
-            **simulator_connection(endpoint).to_input(),
-            "password": WRONG_LOGIN_PASSWORD,
-        }
-    )
+    conn = connection(endpoint, password=WRONG_LOGIN_PASSWORD)
     with pytest.raises(AuthenticationError) as caught:
         HostClient(conn).call_one("host.facts")
     assert WRONG_LOGIN_PASSWORD not in str(caught.value)
@@ -82,14 +76,14 @@ def test_https_without_the_ca_bundle_fails_verification(
     recorded: tuple[Endpoint, list[Any]],
 ) -> None:
     endpoint, _ = recorded
-    conn = Connection.from_input({**simulator_connection(endpoint).to_input(), "ca_bundle": None})
+    conn = connection(endpoint, ca_bundle=None)
     with pytest.raises(TlsVerificationError):
         HostClient(conn).call_one("host.facts")
 
 
 def test_canary_secrets_appear_nowhere(recorded: tuple[Endpoint, list[Any]]) -> None:
     endpoint, seen = recorded
-    client = HostClient(simulator_connection(endpoint))
+    client = HostClient(connection(endpoint))
     ca = pki.make_ca("Canary CA", key_type="rsa")
     server = pki.make_server(ca, "canary.test", key_type="rsa")
     pfx = base64.b64encode(server.pfx(PFX_PASSWORD.encode(), legacy=True)).decode()
@@ -157,9 +151,7 @@ def test_canary_secrets_appear_nowhere(recorded: tuple[Endpoint, list[Any]]) -> 
             ),
         ),
     )
-    bad_login = Connection.from_input(
-        {**client.connection.to_input(), "password": WRONG_LOGIN_PASSWORD}
-    )
+    bad_login = connection(endpoint, password=WRONG_LOGIN_PASSWORD)
     with pytest.raises(HostError) as caught:
         HostClient(bad_login).call_one("host.facts")
     errors.append(str(caught.value))

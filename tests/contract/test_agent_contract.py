@@ -27,7 +27,7 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.state import HostState
-from tests.contract.conftest import Target
+from tests.support.contract import Target
 
 STRONG = "Str0ng-Passw0rd!"
 OTHER = "0ther-Passw0rd!"

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from iis_clientcert_simulator import pki
-from tests.contract.conftest import Target
+from tests.support.contract import Target
 
 PFX_PASSWORD = "Contract-Rw-Pfx-7!"
 DISABLE_TLS13 = 32

@@ -51,16 +51,7 @@ class Sim:
 def sim(tmp_path: Path) -> Iterator[Sim]:
     with running_simulator(tmp_path / "host") as endpoint:
         set_lockout_policy(Path(endpoint.state_dir))
-        yield Sim(
-            {
-                "endpoint": endpoint.winrm_https_url,
-                "transport": "basic",
-                "username": endpoint.username,
-                "password": endpoint.password,
-                "ca_bundle": Path(endpoint.ca_bundle).read_text("utf-8"),
-            },
-            Path(endpoint.state_dir),
-        )
+        yield Sim(endpoint.connection_input(), Path(endpoint.state_dir))
     winrm_transport.close_pool()
     logons.LEDGER.clear()
 

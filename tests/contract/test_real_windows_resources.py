@@ -40,14 +40,7 @@ PFX_PASSWORD = "Real-Windows-Pfx-9!"
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with running_simulator(tmp_path / "state") as endpoint:
-        connection = {
-            "endpoint": endpoint.winrm_https_url,
-            "transport": "basic",
-            "username": endpoint.username,
-            "password": endpoint.password,
-            "ca_bundle": Path(endpoint.ca_bundle).read_text("utf-8"),
-        }
-        yield {"connection": connection, "state": Path(endpoint.state_dir)}
+        yield {"connection": endpoint.connection_input(), "state": Path(endpoint.state_dir)}
 
 
 def _call(sim: dict[str, Any], *ops: contract.Op[Any]) -> list[Any]:

@@ -40,14 +40,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             # agent.ps1 not written yet: the simulator then accepts any agent script.
             patch.setattr(host_module, "agent_script", lambda: "# agent.ps1 placeholder\n")
         with running_simulator(state) as endpoint:
-            connection = {
-                "endpoint": endpoint.winrm_https_url,
-                "transport": "basic",
-                "username": endpoint.username,
-                "password": endpoint.password,
-                "ca_bundle": Path(endpoint.ca_bundle).read_text("utf-8"),
-            }
-            yield {"connection": connection, "state": Path(endpoint.state_dir)}
+            yield {"connection": endpoint.connection_input(), "state": Path(endpoint.state_dir)}
 
 
 def _authority(sim: dict[str, Any]) -> str:

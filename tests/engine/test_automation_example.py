@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.hostkit import host_client, host_snapshot
+from tests.support.simulator import host_client, host_snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -56,7 +56,7 @@ def _inventory(folder: Path, hosts: dict[str, Endpoint]) -> Path:
             name: {
                 "endpoint": e.winrm_https_url,
                 "username": e.username,
-                "ca_bundle": e.ca_bundle,
+                "ca_bundle": e.ca_file,
                 "transport": "basic",
             }
             for name, e in hosts.items()

@@ -4,7 +4,6 @@ client certificates as configured, drift repaired, destroy restoring the host.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import pytest
 
 from iis_clientcert.host import contract
 from iis_clientcert.tools.probe import ProbeResult, probe
+from iis_clientcert_simulator.endpoint import Endpoint, read_endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import PulumiProject, write_project
-from tests.engine.hostkit import host_client, host_snapshot
+from tests.support.engine import PulumiProject, write_project
+from tests.support.simulator import host_client, host_snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -52,8 +51,9 @@ def pki(tmp_path: Path) -> Path:
 
 
 def _site_urls(endpoint: Endpoint) -> dict[str, str]:
-    info = json.loads((Path(endpoint.state_dir) / "endpoint.json").read_text())
-    return {site: urls[0] for site, urls in (info.get("sites") or {}).items() if urls}
+    # Read again: the simulator publishes the sites as their bindings change.
+    sites = read_endpoint(endpoint.state_dir).sites
+    return {site: urls[0] for site, urls in sites.items() if urls}
 
 
 def _probe(endpoint: Endpoint, pki: Path, site: str, who: str | None) -> ProbeResult:
@@ -87,18 +87,19 @@ def test_two_sites_in_parallel(
     simulator: Endpoint, pki: Path, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
     before = host_snapshot(simulator)
-    project_dir = write_project(tmp_path / "two-sites", "two-sites", EXAMPLE.read_text())
+    project_dir = write_project(tmp_path / "two-sites", "two-sites", EXAMPLE)
     project = PulumiProject(project_dir, pulumi_env)
     project.init_stack("test")
+    connection = simulator.connection_input()
     for key, value in {
-        "host_endpoint": simulator.winrm_https_url,
-        "host_username": simulator.username,
-        "host_ca_bundle": simulator.ca_bundle,
+        "host_endpoint": connection["endpoint"],
+        "host_username": connection["username"],
+        "host_ca_bundle": simulator.ca_file,  # the example reads a file
         "pki_dir": str(pki),
     }.items():
         project.config_set(key, value)
     for key, value in {
-        "host_password": simulator.password,
+        "host_password": connection["password"],
         "pfx_password": PFX_PASSWORD,
         "alice_password": "Al1ce-two-sites!",
         "staff_password": "St4ff-two-sites!",

@@ -4,7 +4,6 @@ do, nothing is written before the failure, and a rerun after fixing the cause co
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,14 @@ from lxml import etree
 from pulumi.automation.errors import CommandError
 
 from iis_clientcert.host import contract
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf
-from iis_clientcert_simulator.serve import Endpoint
-from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.hostkit import SpecProject, audit_lines, host_client, ops_of
+from tests.support.simulator import audit_lines, host_client, ops_of
+from tests.support.spec import SpecProject
 
 pytestmark = pytest.mark.engine
 
 PASSWORD = "Err0r-Path-Pa55!"
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Endpoint]:
-    with running_simulator(tmp_path / "host") as endpoint:
-        yield endpoint
 
 
 def _fails(spec: SpecProject) -> str:

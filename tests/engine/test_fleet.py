@@ -15,11 +15,11 @@ import pytest
 from pulumi import automation as auto
 
 from iis_clientcert.host import winrm_transport
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import PulumiProject, write_project
-from tests.engine.hostkit import host_client, host_snapshot
+from tests.support.engine import PulumiProject, write_project
+from tests.support.simulator import host_client, host_snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -66,14 +66,14 @@ def test_a_fleet_of_eight_hosts_in_one_up_read_by_another_stack(
     before = {name: host_snapshot(e) for name, e in fleet.items()}
     assert len({e.winrm_https_url.split("//")[1].split(":")[0] for e in fleet.values()}) == 1
     project = PulumiProject(
-        write_project(tmp_path / "fleet", "iis-clientcert-fleet", FLEET.read_text()), pulumi_env
+        write_project(tmp_path / "fleet", "iis-clientcert-fleet", FLEET), pulumi_env
     )
     project.init_stack("test")
     settings: dict[str, auto.ConfigValue] = {"pki_dir": auto.ConfigValue(str(pki))}
     for name, endpoint in fleet.items():
         settings[f"hosts.{name}.endpoint"] = auto.ConfigValue(endpoint.winrm_https_url)
         settings[f"hosts.{name}.username"] = auto.ConfigValue(endpoint.username)
-        settings[f"hosts.{name}.ca_bundle"] = auto.ConfigValue(endpoint.ca_bundle)
+        settings[f"hosts.{name}.ca_bundle"] = auto.ConfigValue(endpoint.ca_file)
         settings[f"passwords.{name}"] = auto.ConfigValue(endpoint.password, secret=True)
     settings["passwords.account"] = auto.ConfigValue("Fl33t-account!", secret=True)
     settings["passwords.pfx"] = auto.ConfigValue(PFX_PASSWORD, secret=True)
@@ -106,7 +106,7 @@ def test_a_fleet_of_eight_hosts_in_one_up_read_by_another_stack(
 
     # Another stack of the same backend reads what it needs from the fleet's outputs.
     clients = PulumiProject(
-        write_project(tmp_path / "clients", "iis-fleet-clients", CLIENTS.read_text()),
+        write_project(tmp_path / "clients", "iis-fleet-clients", CLIENTS),
         pulumi_env,
     )
     clients.init_stack("test")

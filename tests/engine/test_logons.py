@@ -15,15 +15,16 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import (
     WINDOWS_11_LOCKOUT,
     account_record,
     running_simulator,
     set_lockout_policy,
 )
-from tests.engine.hostkit import SpecProject, host_client
+from tests.support.simulator import host_client
+from tests.support.spec import SpecProject
 
 pytestmark = pytest.mark.engine
 

@@ -13,50 +13,36 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pulumi import automation as auto
 
-from iis_clientcert.host import winrm_transport
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
-from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import VENV, PulumiProject, write_project
-from tests.engine.hostkit import host_snapshot
+from tests.support.engine import PROGRAMS, PulumiProject, write_project
+from tests.support.simulator import host_snapshot
 
 pytestmark = pytest.mark.engine
 
 REPO = Path(__file__).resolve().parents[2]
 PFX_PASSWORD = "pfx-upgrade"
 
+MAIN = REPO / "__main__.py"
 # The program as it was before ClientCertHost: one ClientCertSite per configured site,
 # each with its own CAs, accounts and PFX.
-OLD_MAIN = """\
-from pathlib import Path
-
-import pulumi
-
-from iis_clientcert.components import ClientCertSite
-from stack_config import NAMESPACE, Secrets, StackConfig
-
-config = pulumi.Config(NAMESPACE)
-reader = StackConfig(Path(__file__).resolve().parent / "stacks", Secrets.from_stack(config))
-for name, args in reader.sites(config.get_object("hosts"), config.get_object("sites")):
-    ClientCertSite(name, args)
-"""
+OLD_MAIN = PROGRAMS / "site_per_config.py"
+# ClientCertSites on one host, as sites.json beside it lists them.
+SITES_PROGRAM = PROGRAMS / "sites.py"
 
 
-def _root_program(folder: Path, main: str | None = None) -> Path:
-    """The repository's program (Pulumi.yaml, __main__.py, stack_config.py) in ``folder``,
-    with a stacks/ folder of its own."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _root_program(folder: Path, main: Path = MAIN) -> Path:
+    """The repository's program (its Pulumi.yaml settings, ``main``, stack_config.py) in
+    ``folder``, with a stacks/ folder of its own."""
+    write_project(folder, "iis-clientcert", main, stack_config_dir="stacks")
     (folder / "stacks").mkdir(exist_ok=True)
-    project = (REPO / "Pulumi.yaml").read_text().replace("virtualenv: .venv", f"virtualenv: {VENV}")
-    (folder / "Pulumi.yaml").write_text(project)
     shutil.copy(REPO / "stack_config.py", folder / "stack_config.py")
-    (folder / "__main__.py").write_text(main or (REPO / "__main__.py").read_text())
     return folder
 
 
@@ -104,31 +90,23 @@ def test_a_bad_configuration_value_is_one_line_naming_the_key_and_the_fix(
     assert "W1nrm-pw!" not in text
 
 
-def _program(body: str) -> str:
-    return (
-        "import pulumi\n"
-        "from iis_clientcert import ClientCertSite, ClientCertSiteArgs, ConnectionArgs\n"
-        "config = pulumi.Config()\n"
-        "conn = ConnectionArgs(endpoint=config.require('endpoint'), transport='basic',\n"
-        "    username='admin', password=config.require_secret('password'))\n"
-        "ca = config.require('ca')\n" + body
-    )
+# The CA every site of the first case declares (a plain config value).
+CA = {"$config": "ca"}
 
 
 @pytest.mark.parametrize(
-    ("body", "words", "refused"),
+    ("sites", "words", "refused"),
     [
         (
-            "ClientCertSite('shop', ClientCertSiteArgs(connection=conn, site='shop',"
-            " trusted_roots=[ca]))\n"
-            "ClientCertSite('intranet', ClientCertSiteArgs(connection=conn,"
-            " site='Default Web Site', trusted_roots=[ca]))\n",
+            [
+                {"name": "shop", "site": "shop", "trusted_roots": [CA]},
+                {"name": "intranet", "site": "Default Web Site", "trusted_roots": [CA]},
+            ],
             "error: ClientCertSite 'intranet': trusted_roots[0] = 'CN=Errors Root (",
             "intranet",
         ),
         (
-            "ClientCertSite('shop', ClientCertSiteArgs(connection=conn, site='shop',"
-            " trusted_roots=[config.require_secret('not_a_cert')]))\n",
+            [{"name": "shop", "site": "shop", "trusted_roots": [{"$secret": "not_a_cert"}]}],
             "error: ClientCertSite 'shop': trusted_roots[0]: cannot be read",
             "shop",
         ),
@@ -136,9 +114,15 @@ def _program(body: str) -> str:
     ids=["one-ca-two-owners", "output-that-is-no-certificate"],
 )
 def test_component_errors_are_one_line_naming_site_and_property(
-    body: str, words: str, refused: str, pulumi_env: dict[str, str], tmp_path: Path
+    sites: list[dict[str, Any]],
+    words: str,
+    refused: str,
+    pulumi_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
-    project = PulumiProject(write_project(tmp_path / "p", "errors", _program(body)), pulumi_env)
+    folder = write_project(tmp_path / "p", "errors", SITES_PROGRAM)
+    (folder / "sites.json").write_text(json.dumps(sites))
+    project = PulumiProject(folder, pulumi_env)
     project.init_stack("test")
     project.config_set("endpoint", "https://web01:5986/wsman")
     project.config_set("password", "W1nrm-pw!", secret=True)
@@ -155,13 +139,6 @@ def test_component_errors_are_one_line_naming_site_and_property(
         assert "Declare it once on a ClientCertHost" in named[0]
     # Nothing of the refused site was planned: its resources wait for its checks.
     assert f"dynamic:Resource {refused}-" not in text, text
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Endpoint]:
-    with running_simulator(tmp_path / "host") as endpoint:
-        yield endpoint
-    winrm_transport.close_pool()
 
 
 def test_an_existing_stack_keeps_its_resources_when_a_host_takes_them_over(
@@ -201,7 +178,7 @@ def test_an_existing_stack_keeps_its_resources_when_a_host_takes_them_over(
     assert project.up() == {"create": 8}
     ids = {r["urn"].rsplit("::", 1)[-1]: r.get("id") for r in project.resources()}
 
-    (folder / "__main__.py").write_text((REPO / "__main__.py").read_text())
+    shutil.copy(MAIN, folder / "__main__.py")  # today's program
     # Only the ClientCertHost component is new; the CA, account and server certificate move
     # under it by their aliases: nothing is created, deleted or replaced on the host.
     assert project.preview() == {"create": 1, "same": 8}

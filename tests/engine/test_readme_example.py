@@ -4,7 +4,6 @@ code lives under one import root, so the program's folders shadow nothing of our
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from iis_clientcert.tools.probe import probe
+from iis_clientcert_simulator.endpoint import Endpoint, read_endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import PulumiProject, write_project
-from tests.engine.hostkit import host_snapshot
+from tests.support.engine import PulumiProject, write_project
+from tests.support.simulator import host_snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -42,7 +41,9 @@ def simulator(tmp_path: Path) -> Iterator[Endpoint]:
 def test_readme_example_runs_unchanged_beside_the_programs_own_folders(
     simulator: Endpoint, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
-    program = readme_example()
+    # The README's block, as it stands, is the program file.
+    program = tmp_path / "readme_example.py"
+    program.write_text(readme_example())
     project_dir = write_project(tmp_path / "scratch", "scratch", program)
     # The program's own packages, named like ours: importing ours through them would fail.
     for own in ("components", "providers", "simulator"):
@@ -52,7 +53,7 @@ def test_readme_example_runs_unchanged_beside_the_programs_own_folders(
         )
     certs = project_dir / "certs"
     certs.mkdir()
-    (certs / "web01-winrm-ca.pem").write_bytes(Path(simulator.ca_bundle).read_bytes())
+    (certs / "web01-winrm-ca.pem").write_bytes(Path(simulator.ca_file).read_bytes())
     partner_ca = make_ca("Partner Root CA")
     (certs / "partner-root-ca.pem").write_bytes(partner_ca.cert_pem())
     server = make_server(partner_ca, "localhost", ip_addresses=("127.0.0.1",))
@@ -75,7 +76,7 @@ def test_readme_example_runs_unchanged_beside_the_programs_own_folders(
     assert project.outputs()["url"].startswith("https://")
 
     # The simulator serves the site's https binding on a loopback port of its own.
-    url = json.loads((Path(simulator.state_dir) / "endpoint.json").read_text())["sites"]["shop"][0]
+    url = read_endpoint(simulator.state_dir).sites["shop"][0]
     # The mapped partner certificate gets in as the declared account; no certificate: 403.7.
     answer = probe(
         url,

@@ -9,23 +9,23 @@ their component), first registered the old way, then by today's code.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iis_clientcert.framework.resource import LEGACY_TYPE, type_token
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
-from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import PulumiProject, write_project
-from tests.engine.hostkit import audit_lines, host_snapshot
+from tests.support.engine import PROGRAMS, PulumiProject, write_project
+from tests.support.simulator import audit_lines, host_snapshot
 
 pytestmark = pytest.mark.engine
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "two_sites" / "__main__.py"
+# The example as the code before named types registered it (it runs two_sites.py beside it).
+OLD_PROGRAM = PROGRAMS / "legacy_types.py"
 PFX_PASSWORD = "pfx-resource-types"
 COMPONENT_TYPE = "iis-clientcert:index:ClientCertSite"
 # What the example registers: per site a server certificate, binding, sslFlags, anonymous
@@ -40,36 +40,6 @@ KINDS = {
     "TrustedRoot": 1,
 }
 RESOURCES = sum(KINDS.values()) + 2  # and the two components
-
-# The example as the code before named types registered it: every resource class with the
-# SDK's default type and no alias (restored afterwards, for the inline mode's one process).
-OLD_PROGRAM = """\
-import runpy
-from pathlib import Path
-
-import pulumi.dynamic
-
-from iis_clientcert import providers
-from iis_clientcert.framework.resource import IisResource
-
-saved = {name: getattr(providers, name)._resource_type_name for name in providers.__all__}
-saved_init = IisResource.__init__
-for name in providers.__all__:
-    getattr(providers, name)._resource_type_name = "dynamic:Resource"
-IisResource.__init__ = pulumi.dynamic.Resource.__init__
-try:
-    runpy.run_path(str(Path(__file__).parent / "two_sites.py"), run_name="__main__")
-finally:
-    IisResource.__init__ = saved_init
-    for name, token in saved.items():
-        getattr(providers, name)._resource_type_name = token
-"""
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Endpoint]:
-    with running_simulator(tmp_path / "host") as endpoint:
-        yield endpoint
 
 
 def _pki(folder: Path) -> Path:
@@ -86,13 +56,13 @@ def _pki(folder: Path) -> Path:
 
 def _project(directory: Path, env: dict[str, str], endpoint: Endpoint, pki: Path) -> PulumiProject:
     write_project(directory, "resource-types", OLD_PROGRAM)
-    (directory / "two_sites.py").write_text(EXAMPLE.read_text())
+    (directory / "two_sites.py").write_text(EXAMPLE.read_text())  # the example, unchanged
     project = PulumiProject(directory, env)
     project.init_stack("test")
     for key, value in {
         "host_endpoint": endpoint.winrm_https_url,
         "host_username": endpoint.username,
-        "host_ca_bundle": endpoint.ca_bundle,
+        "host_ca_bundle": endpoint.ca_file,
         "pki_dir": str(pki),
     }.items():
         project.config_set(key, value)
@@ -128,7 +98,7 @@ def test_a_stack_of_the_old_type_upgrades_in_place(
     created = host_snapshot(simulator)
 
     # Today's code: the example as it is.
-    (project.dir / "__main__.py").write_text(EXAMPLE.read_text())
+    write_project(project.dir, "resource-types", EXAMPLE)
     calls = len(audit_lines(simulator))
     assert project.preview() == {"same": RESOURCES}, "no create, delete or replace"
     assert project.up() == {"same": RESOURCES}

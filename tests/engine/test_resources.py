@@ -9,7 +9,7 @@ preview, destroy, and the host compared with how it was before the first up.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ import pytest
 from iis_clientcert.framework.resource import type_token
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import Issued, make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
-from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.hostkit import SpecProject, audit_lines, host_client, host_snapshot, ops_of
+from tests.support.simulator import audit_lines, host_client, host_snapshot, ops_of
+from tests.support.spec import SpecProject
 
 pytestmark = pytest.mark.engine
 
@@ -54,12 +54,6 @@ def pki() -> Pki:
     )
 
 
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Endpoint]:
-    with running_simulator(tmp_path / "host") as endpoint:
-        yield endpoint
-
-
 @dataclass
 class Case:
     id: str
@@ -84,22 +78,14 @@ def _user(name: str = "engine-user") -> dict[str, Any]:
     }
 
 
-def _drift_ssl(host: HostClient, _pki: Pki) -> None:
-    host.call_one(
-        "config.set",
-        section=contract.SECTION_SSL,
-        location="shop",
-        element=contract.element({"sslFlags": "Ssl"}),
-    )
+def _drift_at_shop(section: str, **attributes: str) -> Callable[[HostClient, Pki], None]:
+    """A drift that writes ``attributes`` of ``section`` at the shop's location."""
 
+    def drift(host: HostClient, _pki: Pki) -> None:
+        element = contract.element(attributes)
+        host.call_one("config.set", section=section, location="shop", element=element)
 
-def _drift_anonymous(host: HostClient, _pki: Pki) -> None:
-    host.call_one(
-        "config.set",
-        section=contract.SECTION_ANONYMOUS,
-        location="shop",
-        element=contract.element({"enabled": "true"}),
-    )
+    return drift
 
 
 def _drift_root(host: HostClient, pki: Pki) -> None:
@@ -145,14 +131,14 @@ CASES = [
     Case(
         "SslSettings",
         lambda _p: {"ssl": {"kind": "SslSettings", "inputs": {"site": "shop"}}},
-        _drift_ssl,
+        _drift_at_shop(contract.SECTION_SSL, sslFlags="Ssl"),
         "update",
         {},
     ),
     Case(
         "AnonymousAuthentication",
         lambda _p: {"anon": {"kind": "AnonymousAuthentication", "inputs": {"site": "shop"}}},
-        _drift_anonymous,
+        _drift_at_shop(contract.SECTION_ANONYMOUS, enabled="true"),
         "update",
         {},
     ),

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import (
+from tests.support.engine import (
     DYNAMIC_TYPE,
     PINNED_VERSION,
+    TOY_PROGRAM,
     PulumiCli,
     PulumiProject,
     decode_secret,
@@ -20,15 +21,6 @@ from tests.engine.conftest import (
 )
 
 pytestmark = pytest.mark.engine
-
-PROGRAM = """\
-import pulumi
-
-from tests.engine.toy_provider import Toy
-
-toy = Toy("toy", value="hello")
-pulumi.export("toy_value", toy.value)
-"""
 
 
 def _require_mode(cli: PulumiCli, mode: str) -> None:
@@ -47,7 +39,7 @@ def test_preview_up_up_destroy_with_a_dynamic_provider(
     pulumi_cli: PulumiCli, pulumi_env: dict[str, str], tmp_path: Path, mode: str
 ) -> None:
     _require_mode(pulumi_cli, mode)
-    project_dir = write_project(tmp_path / "proj", "toolchain", PROGRAM)
+    project_dir = write_project(tmp_path / "proj", "toolchain", TOY_PROGRAM)
     project = PulumiProject(project_dir, pulumi_env, mode=mode)
     project.init_stack("test")
 
@@ -73,7 +65,7 @@ def test_preview_up_up_destroy_with_a_dynamic_provider(
 def test_provider_is_secret_in_state_without_show_secrets(
     pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
-    project = PulumiProject(write_project(tmp_path / "proj", "toolchain", PROGRAM), pulumi_env)
+    project = PulumiProject(write_project(tmp_path / "proj", "toolchain", TOY_PROGRAM), pulumi_env)
     project.init_stack("test")
     project.up()
     raw = project.export(show_secrets=False)
@@ -95,7 +87,7 @@ def test_pulumi_about_lists_the_python_language_plugin(
     pulumi_cli: PulumiCli, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
     _require_mode(pulumi_cli, "cli")
-    project_dir = write_project(tmp_path / "proj", "about", "")
+    project_dir = write_project(tmp_path / "proj", "about", None)
     proc = subprocess.run(
         [str(pulumi_cli.pulumi), "about", "--json"],
         cwd=project_dir,

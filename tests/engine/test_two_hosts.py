@@ -8,7 +8,6 @@ answering 200; destroy gives both hosts back exactly as they were."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from iis_clientcert.tools.probe import probe
+from iis_clientcert_simulator.endpoint import Endpoint, read_endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import PulumiProject, write_project
-from tests.engine.hostkit import host_client, host_snapshot
+from tests.support.engine import PulumiProject, write_project
+from tests.support.simulator import host_client, host_snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -61,8 +60,8 @@ def pki(tmp_path: Path) -> Path:
 
 
 def _answer(endpoint: Endpoint, pki: Path, site: str, who: str | None) -> str:
-    info = json.loads((Path(endpoint.state_dir) / "endpoint.json").read_text())
-    url = info["sites"][site][0]
+    # Read afresh: the simulator publishes a site's URL once its https binding exists.
+    url = read_endpoint(endpoint.state_dir).sites[site][0]
     cert = (pki / f"{who}.pem").read_bytes() if who else None
     key = (pki / f"{who}.key").read_bytes() if who else None
     result = probe(url, client_cert_pem=cert, client_key_pem=key, ca_bundle=str(pki / "ca.pem"))
@@ -91,16 +90,16 @@ def test_two_hosts_three_sites_shared_objects_have_one_owner(
     hosts: dict[str, Endpoint], pki: Path, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
     before = {name: host_snapshot(e) for name, e in hosts.items()}
-    project_dir = write_project(tmp_path / "two-hosts", "two-hosts", EXAMPLE.read_text())
+    project_dir = write_project(tmp_path / "two-hosts", "two-hosts", EXAMPLE)
     project = PulumiProject(project_dir, pulumi_env)
     project.init_stack("test")
     web01, web02 = hosts["web01"], hosts["web02"]
     for key, value in {
         "web01_endpoint": web01.winrm_https_url,
         "web01_username": web01.username,
-        "web01_ca_bundle": web01.ca_bundle,
+        "web01_ca_bundle": web01.ca_file,
         "web02_username": web02.username,
-        "web02_ca_bundle": web02.ca_bundle,
+        "web02_ca_bundle": web02.ca_file,
         "pki_dir": str(pki),
     }.items():
         project.config_set(key, value)

@@ -17,7 +17,7 @@ from iis_clientcert.providers.local_user import LocalUserProvider
 from iis_clientcert.providers.server_certificate import ServerCertificateProvider
 from iis_clientcert.providers.ssl_settings import SslSettingsProvider
 from iis_clientcert.providers.trusted_root import TrustedRootProvider
-from tests.reliability.conftest import PFX_PASSWORD, USER_PASSWORD, Pki
+from tests.support.reliability import PFX_PASSWORD, USER_PASSWORD, Pki
 
 MAP_USER = "rel-mapuser"
 SHOP = "C:\\inetpub\\shop"

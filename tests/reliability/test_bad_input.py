@@ -20,12 +20,12 @@ from iis_clientcert.providers.local_user import LocalUserProvider
 from iis_clientcert.providers.server_certificate import ServerCertificateProvider
 from iis_clientcert.providers.ssl_settings import SslSettingsProvider
 from iis_clientcert.providers.trusted_root import TrustedRootProvider
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_intermediate, make_leaf
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.hostkit import host_client
-from tests.reliability.conftest import PFX_PASSWORD, USER_PASSWORD, Figures, Pki, connection_of
 from tests.reliability.resources import MAP_USER, prepare_host
+from tests.support.reliability import PFX_PASSWORD, USER_PASSWORD, Figures, Pki
+from tests.support.simulator import connection, host_client
 
 pytestmark = pytest.mark.reliability
 
@@ -166,7 +166,7 @@ def test_bad_input_is_explained(case: Case, host: Endpoint, pki: Pki, figures: F
     figures.add("inputs_tried", "bad input")
     provider = case.provider()
     kind = provider.kind
-    news = {**case.inputs(pki), "connection": connection_of(host)}
+    news = {**case.inputs(pki), "connection": connection(host).to_input()}
     result = provider.check({}, news)
     if case.at_create:
         assert not result.failures, [f.reason for f in result.failures]
@@ -191,7 +191,9 @@ def test_expired_client_certificate_warns(
     """An expired client certificate in a mapping: a warning naming it and 403.17."""
     figures.add("inputs_tried", "bad input")
     provider = CertificateMappingProvider()
-    result = provider.check({}, {**_mapping(_expired(pki)), "connection": connection_of(host)})
+    result = provider.check(
+        {}, {**_mapping(_expired(pki)), "connection": connection(host).to_input()}
+    )
     assert not result.failures
     err = capsys.readouterr().err
     assert "one_to_one[0]" in err and "403.17" in err, err

@@ -14,21 +14,19 @@ import pytest
 from pulumi.automation import CommandError
 
 from iis_clientcert.host import winrm_transport
-from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.endpoint import ENDPOINT_FILE, Endpoint
 from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.testing import running_simulator
-from iis_clientcert_simulator.wsman import faults_lock, write_faults
-from tests.engine.hostkit import host_client
-from tests.reliability.conftest import (
-    USER_PASSWORD,
-    Figures,
-    Pki,
+from tests.reliability.resources import MAP_USER, prepare_host
+from tests.support.reliability import USER_PASSWORD, Figures, Pki
+from tests.support.simulator import (
     add_sites,
     apphost_tree,
+    host_client,
     normalised_snapshot,
+    set_faults,
 )
-from tests.reliability.engine_kit import MultiProject, basic_connection
-from tests.reliability.resources import MAP_USER, prepare_host
+from tests.support.spec import WINRM_PASSWORD, SpecProject, spec_connection
 
 pytestmark = [pytest.mark.reliability, pytest.mark.engine]
 
@@ -73,15 +71,11 @@ def test_secret_canaries(
         "client key tail": key_body[-64:],
         "pfx": pfx_b64[100:164],
     }
-    spec = MultiProject(tmp_path / "project", pulumi_env)
-    cert_conn = {
-        "endpoint": host.winrm_https_url,
-        "transport": "certificate",
-        "client_cert_pem": Path(host.client_cert).read_text(),
-        "client_key_pem": {"$secret": "client_key"},
-        "ca_bundle": Path(host.ca_bundle).read_text(),
+    spec = SpecProject(tmp_path / "project", pulumi_env)
+    connections = {
+        "main": spec_connection(host, WINRM_PASSWORD),
+        "cert": spec_connection(host, "client_key", "certificate"),
     }
-    connections = {"main": basic_connection(host, "winrm_password"), "cert": cert_conn}
 
     def resources() -> dict[str, Any]:
         return {
@@ -111,8 +105,8 @@ def test_secret_canaries(
             },
         }
 
-    spec.set(
-        connections,
+    spec.use_connections(connections)
+    spec.set_resources(
         resources(),
         winrm_password=host.password,
         client_key=client_key,
@@ -138,7 +132,7 @@ def test_secret_canaries(
     project.config_set("user_password", canaries["changed user password"], secret=True)
     cli("update", "up", "--yes")
     # The host while the passwords are deployed (destroy removes them later).
-    mid_run = _files_text(Path(host.state_dir), skip=("endpoint.json", "pki"))
+    mid_run = _files_text(Path(host.state_dir), skip=(ENDPOINT_FILE, "pki"))
     assert "[enc:" in mid_run[f"{Path(host.state_dir).name}/applicationHost.config"]
     # Failing runs: a wrong mapping password (host check) and a wrong PFX password (check).
     project.config_set("map_password", canaries["wrong mapping password"], secret=True)
@@ -160,7 +154,7 @@ def test_secret_canaries(
     looked_at.update(_files_text(Path(pulumi_env["PULUMI_HOME"])))
     # The simulator's own credential files (endpoint.json, pki/) hold its WinRM password
     # and client key by design; everything else of the host is searched.
-    looked_at.update(_files_text(Path(host.state_dir), skip=("endpoint.json", "pki")))
+    looked_at.update(_files_text(Path(host.state_dir), skip=(ENDPOINT_FILE, "pki")))
     found = [
         f"{what} in {where}"
         for where, text in looked_at.items()
@@ -173,12 +167,6 @@ def test_secret_canaries(
 
 
 # --- 3. faults through the engine -------------------------------------------------------
-
-
-def _set_faults(endpoint: Endpoint, faults: dict[str, Any]) -> None:
-    path = Path(endpoint.state_dir) / "faults.json"
-    with faults_lock(path):
-        write_faults(path, faults)
 
 
 ENGINE_FAULTS = [
@@ -225,15 +213,10 @@ def test_engine_fault_then_converge(
     figures: Figures,
 ) -> None:
     before = normalised_snapshot(host)
-    spec = MultiProject(tmp_path / "project", pulumi_env)
-    spec.set(
-        {"main": basic_connection(host, "winrm_password")},
-        _resource(kind, pki),
-        winrm_password=host.password,
-        user_password=USER_PASSWORD,
-    )
+    spec = SpecProject(tmp_path / "project", pulumi_env, host)
+    spec.set_resources(_resource(kind, pki), user_password=USER_PASSWORD)
     project = spec.project
-    _set_faults(host, faults)
+    set_faults(host.state_dir, faults)
     with pytest.raises(CommandError):
         project.up()
     figures.add("faults_injected", "engine")
@@ -311,14 +294,14 @@ def test_many_sites_many_hosts_in_parallel(
             prepare_host(host_client(endpoints[name]), pki)
             sites[name] = ["Default Web Site", "shop", *extra]
         stack.callback(winrm_transport.close_pool)
-        spec = MultiProject(tmp_path / "project", pulumi_env)
+        spec = SpecProject(tmp_path / "project", pulumi_env)
         resources: dict[str, Any] = {}
         for name, names in sites.items():
             for i, site in enumerate(names):
                 resources.update(_site_resources(name, site, i))
-        connections = {n: basic_connection(e, f"pw_{n}") for n, e in endpoints.items()}
-        spec.set(
-            connections,
+        connections = {n: spec_connection(e, f"pw_{n}") for n, e in endpoints.items()}
+        spec.use_connections(connections)
+        spec.set_resources(
             resources,
             user_password=USER_PASSWORD,
             **{f"pw_{n}": e.password for n, e in endpoints.items()},
@@ -379,14 +362,13 @@ def test_host_failure_is_explained_then_converges(
     figures: Figures,
 ) -> None:
     wrong = "Canary-Wrong-WinRM-9!"
-    good = basic_connection(host, "winrm_password")
+    good = spec_connection(host, WINRM_PASSWORD)
     broken, words = _break(kind, host, good)
-    spec = MultiProject(tmp_path / "project", pulumi_env)
+    spec = SpecProject(tmp_path / "project", pulumi_env, host)
     resources = _resource("CertificateMapping", pki)
-    spec.set(
-        {"main": broken},
+    spec.use_connections({"main": broken})
+    spec.set_resources(
         resources,
-        winrm_password=host.password,
         wrong_password=wrong,
         user_password=USER_PASSWORD,
     )
@@ -399,7 +381,8 @@ def test_host_failure_is_explained_then_converges(
     for secret in (wrong, host.password, USER_PASSWORD):
         assert secret not in text
     _repair(kind, host)
-    spec.set({"main": good}, resources)
+    spec.use_connections({"main": good})
+    spec.set_resources(resources)
     assert spec.project.up() == {"create": 1}
     assert spec.project.preview() == {"same": 1}
     figures.add("runs_converged", "bad input (engine)")

@@ -21,23 +21,23 @@ import pytest
 
 from iis_clientcert.framework.base import IisProvider
 from iis_clientcert.host import winrm_transport
-from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.endpoint import ENDPOINT_FILE, Endpoint
 from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.testing import running_simulator
-from iis_clientcert_simulator.wsman import faults_lock, write_faults
-from tests.engine.hostkit import audit_lines, host_client
-from tests.reliability.conftest import (
-    Figures,
-    Pki,
-    connection_of,
-    normalised_snapshot,
-)
 from tests.reliability.resources import SUBJECTS, Subject, prepare_host
+from tests.support.reliability import Figures, Pki
+from tests.support.simulator import (
+    audit_lines,
+    connection,
+    host_client,
+    normalised_snapshot,
+    set_faults,
+)
 
 pytestmark = pytest.mark.reliability
 
 # Files of the state folder that are not host state (kept across restores).
-_NOT_STATE = {"audit.log", ".lock", "faults.json", "endpoint.json"}
+_NOT_STATE = {"audit.log", ".lock", "faults.json", ENDPOINT_FILE}
 
 
 class Host:
@@ -71,8 +71,7 @@ class Host:
         self.set_faults({})
 
     def set_faults(self, faults: dict[str, Any]) -> None:
-        with faults_lock(self.state.faults):
-            write_faults(self.state.faults, faults)
+        set_faults(self.dir, faults)
 
     def fault_pending(self) -> bool:
         import json
@@ -158,7 +157,7 @@ def _fault_specs(commands: int, ops: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("subject", SUBJECTS, ids=[s.kind for s in SUBJECTS])
 def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, tmp_path: Path):
-    conn = connection_of(host.endpoint)
+    conn = connection(host.endpoint).to_input()
     provider = subject.provider()
     props_a = _checked(provider, subject.a(pki), conn)
     props_b = _checked(provider, subject.b(pki), conn)

@@ -19,19 +19,18 @@ from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.providers.certificate_mapping import CertificateMappingProvider
 from iis_clientcert.providers.local_user import LocalUserProvider
 from iis_clientcert.providers.ssl_settings import SslSettingsProvider
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_leaf
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.hostkit import audit_lines, host_client
-from tests.reliability.conftest import (
-    USER_PASSWORD,
-    Figures,
-    Pki,
+from tests.reliability.resources import MAP_USER, prepare_host
+from tests.support.reliability import USER_PASSWORD, Figures, Pki
+from tests.support.simulator import (
     add_sites,
     apphost_tree,
-    connection_of,
+    audit_lines,
+    connection,
+    host_client,
 )
-from tests.reliability.resources import MAP_USER, prepare_host
 
 pytestmark = pytest.mark.reliability
 
@@ -220,7 +219,7 @@ def _mapping(field: str, pki: Pki) -> Callable[[Endpoint, str, dict[str, Any], i
 
 
 def test_hostile_corpus(host: Endpoint, pki: Pki, figures: Figures) -> None:
-    conn = connection_of(host)
+    conn = connection(host).to_input()
     fields: dict[str, Callable[[Endpoint, str, dict[str, Any], int], Outcome]] = {
         "site name": _site,
         "user name": _user("name"),

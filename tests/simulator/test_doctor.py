@@ -24,41 +24,19 @@ from iis_clientcert.host import client as host
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.contract import Op, element, make_op
 from iis_clientcert.tools import doctor
-from iis_clientcert_simulator import pki
+from iis_clientcert_simulator import endpoint_connection, pki, read_endpoint
+from iis_clientcert_simulator.endpoint import ENDPOINT_FILE
 from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
+from tests.support.pki import CRL_URL, ClientPki, make_client_pki
 
 SITE = "shop"
 ALICE_PASSWORD = "Mapped-Passw0rd!x"
-CRL_URL = "http://pki.doctor.test/client-root.crl"
-
-
-@dataclass(frozen=True)
-class ClientPki:
-    ca: pki.Issued
-    intermediate: pki.Issued
-    alice: pki.Issued
-    stranger: pki.Issued
-    expired: pki.Issued
 
 
 @pytest.fixture(scope="module")
 def client_pki() -> ClientPki:
-    now = dt.datetime.now(dt.UTC)
-    ca = pki.make_ca("Doctor Client Root CA")
-    other = pki.make_ca("Doctor Unknown CA")
-    return ClientPki(
-        ca=ca,
-        intermediate=pki.make_intermediate(ca, "Doctor Issuing CA"),
-        alice=pki.make_leaf(ca, "alice"),
-        stranger=pki.make_leaf(other, "mallory"),
-        expired=pki.make_leaf(
-            ca,
-            "expired-client",
-            not_before=now - dt.timedelta(days=60),
-            not_after=now - dt.timedelta(days=1),
-        ),
-    )
+    return make_client_pki(dt.datetime.now(dt.UTC))
 
 
 @dataclass
@@ -146,7 +124,7 @@ def run_doctor(
     assert code in (0, 1), err
     report = json.loads(out)
     # The simulator's WinRM password never shows up.
-    password = json.loads((h.dir / "endpoint.json").read_text("utf-8"))["password"]
+    password = read_endpoint(h.dir).password
     assert password not in out + err and ALICE_PASSWORD not in out + err
     return code, report["findings"]
 
@@ -236,9 +214,8 @@ def exclusive_ca_trust(h: Host) -> None:
 
 def _carol(h: Host) -> pki.Issued:
     """A mapped client certificate that names the CA's CRL distribution point."""
-    carol = pki.make_leaf(h.pki.ca, "carol", crl_urls=[CRL_URL])
-    h.mapping([(h.pki.alice.blob, "alice"), (carol.blob, "alice")])
-    return carol
+    h.mapping([(h.pki.alice.blob, "alice"), (h.pki.carol.blob, "alice")])
+    return h.pki.carol
 
 
 def _publish(h: Host, revoked: list[pki.Issued]) -> None:
@@ -323,7 +300,8 @@ def test_locked_section_in_web_config(sim: Host, capsys: pytest.CaptureFixture[s
 
 
 def test_connection_failure_exits_2(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
-    sim.edit_json("endpoint.json", password="not-the-password-1A")
+    wrong = {**endpoint_connection(sim.dir), "password": "not-the-password-1A"}
+    sim.edit_json(ENDPOINT_FILE, connection=wrong)
     assert doctor.main(["--simulator", str(sim.dir)], {}) == 2
     err = capsys.readouterr().err
     assert "AuthenticationError" in err and "not-the-password-1A" not in err

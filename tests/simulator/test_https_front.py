@@ -647,9 +647,7 @@ def test_serve_command_lists_sites_in_endpoint_json(tmp_path: Path) -> None:
         on_disk = json.loads((directory / "endpoint.json").read_text("utf-8"))
         assert on_disk["sites"] == endpoint.sites
         # A fresh host: no certificate wanted, anonymous on at server level.
-        result = probe(
-            endpoint.sites["shop"][0], ca_bundle=endpoint.ca_bundle, server_name=SHOP_HOST
-        )
+        result = probe(endpoint.sites["shop"][0], ca_bundle=endpoint.ca_file, server_name=SHOP_HOST)
         _expect(result, "200.0", "NT AUTHORITY\\IUSR")
 
 

@@ -45,6 +45,24 @@ def mapping(
     return element({"enabled": "true"}, children)
 
 
+def map_bob(
+    host: AgentRunner,
+    *,
+    user: str = "bob",
+    password: str = CANARY,
+    many: list[dict[str, object]] | None = None,
+) -> None:
+    """The account bob (password CANARY), mapped one to one at the shop as ``user`` with
+    ``password``, and the ``many`` many-to-one mappings."""
+    host.one("user.set", name="bob", password=CANARY)
+    host.one(
+        "config.set",
+        section=SECTION_MAPPING,
+        location="shop",
+        element=mapping({"certificate": BLOB, "userName": user, "password": password}, many=many),
+    )
+
+
 def test_fresh_host_has_iis_layout(host: AgentRunner) -> None:
     root = etree.parse(str(apphost(host))).getroot()
     auth = root.find(
@@ -464,13 +482,7 @@ def test_hand_edits_survive_byte_for_byte(host: AgentRunner) -> None:
 
 
 def test_passwords_are_encrypted_at_rest(host: AgentRunner) -> None:
-    host.one("user.set", name="bob", password=CANARY)
-    host.one(
-        "config.set",
-        section=SECTION_MAPPING,
-        location="shop",
-        element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}),
-    )
+    map_bob(host)
     host.one(
         "config.set",
         section=SECTION_ANONYMOUS,
@@ -498,13 +510,7 @@ def test_passwords_are_encrypted_at_rest(host: AgentRunner) -> None:
 
 
 def test_encrypted_value_is_stored_as_is(host: AgentRunner) -> None:
-    host.one("user.set", name="bob", password=CANARY)
-    host.one(
-        "config.set",
-        section=SECTION_MAPPING,
-        location="shop",
-        element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}),
-    )
+    map_bob(host)
     found = host.one("config.get", section=SECTION_MAPPING, location="shop")["element"]
     # Put back what was read (a restore): same ciphertext, no change.
     assert (
@@ -517,15 +523,11 @@ def test_encrypted_value_is_stored_as_is(host: AgentRunner) -> None:
 
 
 def test_verify_logons_reports_wrong_password(host: AgentRunner) -> None:
-    host.one("user.set", name="bob", password=CANARY)
-    host.one(
-        "config.set",
-        section=SECTION_MAPPING,
-        location="shop",
-        element=mapping(
-            {"certificate": BLOB, "userName": "SIMIIS01\\bob", "password": "Wrong-Pw-123"},
-            many=[element({"name": "partners", "userName": "nobody", "password": CANARY})],
-        ),
+    map_bob(
+        host,
+        user="SIMIIS01\\bob",
+        password="Wrong-Pw-123",
+        many=[element({"name": "partners", "userName": "nobody", "password": CANARY})],
     )
     results = host.one("mapping.verify_logons", site="shop")["results"]
     assert [(r["kind"], r["valid"], r["hresult"]) for r in results] == [
@@ -575,13 +577,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 def test_restart_keeps_state(tmp_path: Path) -> None:
     state = tmp_path / "host"
     first = AgentRunner(state)
-    first.one("user.set", name="bob", password=CANARY)
-    first.one(
-        "config.set",
-        section=SECTION_MAPPING,
-        location="shop",
-        element=mapping({"certificate": BLOB, "userName": "bob", "password": CANARY}),
-    )
+    map_bob(first)
     config_before = (state / "applicationHost.config").read_bytes()
     second = AgentRunner(state)  # a new process would do the same: nothing is regenerated
     assert (state / "applicationHost.config").read_bytes() == config_before

@@ -15,6 +15,8 @@ import pytest
 import winrm
 from winrm.protocol import Protocol
 
+from iis_clientcert.host.client import HostClient
+from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import (
     POWERSHELL,
     SECTION_SSL,
@@ -26,7 +28,8 @@ from iis_clientcert.host.contract import (
     make_request,
     parse_result,
 )
-from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator import EndpointError, endpoint_connection
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.testing import agent_script, running_simulator
 
 
@@ -36,7 +39,7 @@ def agent_call(endpoint: Endpoint, *ops: Op[Any]) -> dict[str, Any]:
         transport="ssl",
         username=endpoint.username,
         password=endpoint.password,
-        ca_trust_path=endpoint.ca_bundle,
+        ca_trust_path=endpoint.ca_file,
     )
     shell = protocol.open_shell()
     try:
@@ -59,19 +62,12 @@ def test_serve_subprocess_first_start_and_restart(tmp_path: Path) -> None:
         endpoint_file = state / "endpoint.json"
         assert stat.S_IMODE(endpoint_file.stat().st_mode) == 0o600
         data = json.loads(endpoint_file.read_text())
-        for key in (
-            "winrm_https_url",
-            "winrm_http_url",
-            "ca_bundle",
-            "username",
-            "password",
-            "client_cert",
-            "client_key",
-            "pid",
-            "sites",
-        ):
+        for key in ("connection", "winrm_http_url", "ca_file", "client_cert", "client_key"):
             assert key in data
-        assert isinstance(data["sites"], dict) and data["username"] == "sim-admin"
+        assert isinstance(data["sites"], dict) and data["pid"] > 0
+        assert data["connection"]["username"] == "sim-admin"
+        # Written once: the password is in the connection and nowhere else in the file.
+        assert endpoint_file.read_text().count(endpoint.password) == 1
         assert endpoint.winrm_https_url.startswith("https://127.0.0.1:")
         assert stat.S_IMODE(Path(endpoint.client_key).stat().st_mode) == 0o600
         # The admin password is in endpoint.json only: users.json has a hash.
@@ -82,7 +78,7 @@ def test_serve_subprocess_first_start_and_restart(tmp_path: Path) -> None:
             endpoint.winrm_https_url,
             auth=(endpoint.username, endpoint.password),
             transport="ssl",
-            ca_trust_path=endpoint.ca_bundle,
+            ca_trust_path=endpoint.ca_file,
         )
         response = session.run_ps("Get-Date")
         assert response.status_code == 1
@@ -115,14 +111,14 @@ def test_in_process_auth_kinds(tmp_path: Path) -> None:
             transport="certificate",
             cert_pem=endpoint.client_cert,
             cert_key_pem=endpoint.client_key,
-            ca_trust_path=endpoint.ca_bundle,
+            ca_trust_path=endpoint.ca_file,
         )
         assert cert.run_cmd("hostname").status_code == 9009
         ntlm = winrm.Session(
             endpoint.winrm_http_url,
             auth=(endpoint.username, endpoint.password),
             transport="ntlm",
-            ca_trust_path=endpoint.ca_bundle,
+            ca_trust_path=endpoint.ca_file,
         )
         assert ntlm.run_ps("Get-Date").status_code == 1
         users = [
@@ -144,7 +140,9 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         line = json.loads(process.stdout.readline())
-        assert "password" not in line  # the password is in endpoint.json only
+        # The password is in endpoint.json only, never on stdout.
+        assert "password" not in line and "password" not in line["connection"]
+        assert line["connection"]["transport"] == "basic"
         assert line["pid"] == process.pid
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
@@ -183,3 +181,37 @@ def test_fixed_port(tmp_path: Path, port_offset: int) -> None:
             assert endpoint.winrm_http_url == f"http://127.0.0.1:{port + 1}/wsman"
     except OSError:
         pytest.skip("the port pair was taken meanwhile")
+
+
+@pytest.mark.parametrize("transport", ["basic", "certificate", "ntlm"])
+def test_endpoint_connection_reaches_the_host(tmp_path: Path, transport: str) -> None:
+    state = tmp_path / "state"
+    with running_simulator(state) as endpoint:
+        value = endpoint_connection(state, transport)
+        conn = Connection.from_input(value)
+        assert conn.transport == transport
+        assert conn.is_https == (transport != "ntlm")
+        if conn.is_https:
+            # The CA as PEM text, ready for the connection input (not a path).
+            assert conn.ca_bundle == Path(endpoint.ca_file).read_text()
+        facts = HostClient(conn).call_one("host.facts")
+        assert facts["computer_name"]
+        users = [
+            json.loads(line)["user"] for line in (state / "audit.log").read_text().splitlines()
+        ]
+        assert users == ["sim-admin"]
+
+
+def test_endpoint_connection_needs_a_running_simulator(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with pytest.raises(EndpointError) as missing:
+        endpoint_connection(state)
+    assert "does not exist" in str(missing.value)
+    assert f"python -m iis_clientcert_simulator serve --state-dir {state}" in str(missing.value)
+    with running_simulator(state) as endpoint, pytest.raises(ValueError, match="not 'kerberos'"):
+        endpoint.connection_input("kerberos")
+    # Stopped: endpoint.json keeps the password for the next start, but serves nobody.
+    with pytest.raises(EndpointError) as stopped:
+        endpoint_connection(state)
+    assert "has stopped" in str(stopped.value)
+    assert endpoint.password not in str(stopped.value)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import requests
@@ -43,7 +44,7 @@ from iis_clientcert_simulator.wsman import (
     ShellCommand,
     WSManServer,
 )
-from tests.simulator.conftest import WSManFactory, WSManPki
+from tests.support.wsman import WSManFactory, WSManPki
 
 USER = "winrm-admin"
 PASSWORD = "Pa:ss w0rd!é"  # a colon and non-ASCII: both must survive Basic and NTLM
@@ -119,8 +120,37 @@ def basic_session(
     )
 
 
-def ntlm_protocol(url: str, password: str = PASSWORD) -> Protocol:
-    return Protocol(url, transport="ntlm", username=USER, password=password)
+def cert_session(server: WSManServer, pki: WSManPki) -> winrm.Session:
+    return winrm.Session(
+        server.https_url,
+        auth=("", ""),
+        transport="certificate",
+        cert_pem=str(pki.client_cert_file),
+        cert_key_pem=str(pki.client_key_file),
+        server_cert_validation="validate",
+        ca_trust_path=str(pki.ca_file),
+    )
+
+
+def assert_refused(handler: EchoHandler, *sessions: winrm.Session) -> None:
+    """Each session's command is refused at logon: the handler never runs."""
+    for session in sessions:
+        with pytest.raises(InvalidCredentialsError):
+            session.run_cmd("whoami")
+    assert handler.calls == []
+
+
+def winrm_protocol(
+    url: str,
+    password: str = PASSWORD,
+    *,
+    transport: Literal["basic", "ntlm"] = "ntlm",
+    user: str = USER,
+    cls: type[Protocol] = Protocol,
+    **options: Any,
+) -> Protocol:
+    """A pywinrm Protocol for USER (NTLM unless told otherwise)."""
+    return cls(url, transport=transport, username=user, password=password, **options)
 
 
 def run_with_stdin(
@@ -166,32 +196,13 @@ def test_user_name_is_case_insensitive(server, wsman_pki):
 
 
 def test_certificate_auth_maps_thumbprint_to_user(server, wsman_pki):
-    session = winrm.Session(
-        server.https_url,
-        auth=("", ""),
-        transport="certificate",
-        cert_pem=str(wsman_pki.client_cert_file),
-        cert_key_pem=str(wsman_pki.client_key_file),
-        server_cert_validation="validate",
-        ca_trust_path=str(wsman_pki.ca_file),
-    )
-    result = session.run_cmd("whoami")
+    result = cert_session(server, wsman_pki).run_cmd("whoami")
     assert (result.status_code, result.std_out) == (0, f"{USER} certificate".encode())
 
 
 def test_unmapped_client_certificate_is_rejected(make_wsman, handler, wsman_pki):
     server = make_wsman(handler, Credentials(users={USER: PASSWORD}, cert_users={}))
-    session = winrm.Session(
-        server.https_url,
-        auth=("", ""),
-        transport="certificate",
-        cert_pem=str(wsman_pki.client_cert_file),
-        cert_key_pem=str(wsman_pki.client_key_file),
-        ca_trust_path=str(wsman_pki.ca_file),
-    )
-    with pytest.raises(InvalidCredentialsError):
-        session.run_cmd("whoami")
-    assert handler.calls == []
+    assert_refused(handler, cert_session(server, wsman_pki))
 
 
 def test_mutual_header_without_certificate_is_rejected(server, wsman_pki):
@@ -209,18 +220,17 @@ def test_mutual_header_without_certificate_is_rejected(server, wsman_pki):
 
 @pytest.mark.parametrize("transport", ["basic", "ssl"])
 def test_wrong_password_over_https_is_invalid_credentials(server, wsman_pki, handler, transport):
-    with pytest.raises(InvalidCredentialsError):
-        basic_session(server, wsman_pki, password="wrong", transport=transport).run_cmd("whoami")
-    with pytest.raises(InvalidCredentialsError):
-        basic_session(server, wsman_pki, user="nobody", transport=transport).run_cmd("whoami")
-    assert handler.calls == []
+    assert_refused(
+        handler,
+        basic_session(server, wsman_pki, password="wrong", transport=transport),
+        basic_session(server, wsman_pki, user="nobody", transport=transport),
+    )
 
 
 def test_basic_over_http_is_refused(server, handler):
-    session = winrm.Session(server.http_url, auth=(USER, PASSWORD), transport="basic")
-    with pytest.raises(InvalidCredentialsError):
-        session.run_cmd("whoami")
-    assert handler.calls == []
+    assert_refused(
+        handler, winrm.Session(server.http_url, auth=(USER, PASSWORD), transport="basic")
+    )
 
 
 def test_https_needs_the_ca_bundle(server, wsman_pki):
@@ -289,7 +299,7 @@ def proxy(server: WSManServer) -> Iterator[CapturingProxy]:
 
 
 def test_ntlm_over_http_is_encrypted_on_the_wire(proxy, handler):
-    protocol = ntlm_protocol(f"http://127.0.0.1:{proxy.port}/wsman")
+    protocol = winrm_protocol(f"http://127.0.0.1:{proxy.port}/wsman")
     out, err, code = run_with_stdin(protocol, "echo-stdin --marker-7c1e", [SECRET_STDIN])
     assert (out, err, code) == (SECRET_STDIN, b"", 0)
     (call,) = handler.calls
@@ -320,21 +330,14 @@ def test_ntlm_session_run_ps(server, handler):
 
 def test_ntlm_wrong_password_is_invalid_credentials(server, handler):
     with pytest.raises(InvalidCredentialsError):
-        ntlm_protocol(server.http_url, password="wrong").open_shell()
-    session = winrm.Session(server.http_url, auth=("nobody", PASSWORD), transport="ntlm")
-    with pytest.raises(InvalidCredentialsError):
-        session.run_cmd("whoami")
-    assert handler.calls == []
+        winrm_protocol(server.http_url, password="wrong").open_shell()
+    assert_refused(
+        handler, winrm.Session(server.http_url, auth=("nobody", PASSWORD), transport="ntlm")
+    )
 
 
 def test_ntlm_unencrypted_on_http_is_refused(server):
-    protocol = Protocol(
-        server.http_url,
-        transport="ntlm",
-        username=USER,
-        password=PASSWORD,
-        message_encryption="never",
-    )
+    protocol = winrm_protocol(server.http_url, message_encryption="never")
     with pytest.raises(winrm.exceptions.WinRMTransportError) as info:
         protocol.open_shell()
     assert info.value.code == 400
@@ -350,27 +353,21 @@ def test_ntlm_user_list_follows_credentials(server, creds):
 
 def test_two_servers_keep_their_own_ntlm_users(make_wsman, handler, server):
     second = make_wsman(handler, Credentials(users={USER: "Second-Passw0rd"}))
-    ntlm_protocol(server.http_url).close_shell(ntlm_protocol(server.http_url).open_shell())
-    protocol = ntlm_protocol(second.http_url, password="Second-Passw0rd")
+    winrm_protocol(server.http_url).close_shell(winrm_protocol(server.http_url).open_shell())
+    protocol = winrm_protocol(second.http_url, password="Second-Passw0rd")
     protocol.close_shell(protocol.open_shell())
     with pytest.raises(InvalidCredentialsError):
-        ntlm_protocol(second.http_url).open_shell()
+        winrm_protocol(second.http_url).open_shell()
 
 
 def test_ntlm_over_https_without_message_encryption(server, wsman_pki, handler):
-    protocol = Protocol(
-        server.https_url,
-        transport="ntlm",
-        username=USER,
-        password=PASSWORD,
-        ca_trust_path=str(wsman_pki.ca_file),
-    )
+    protocol = winrm_protocol(server.https_url, ca_trust_path=str(wsman_pki.ca_file))
     assert run_with_stdin(protocol, "echo-stdin", [b"over tls"]) == (b"over tls", b"", 0)
     assert handler.calls[0].auth == "ntlm"
 
 
 def test_ntlm_with_domain_dot_prefix(server):
-    protocol = Protocol(server.http_url, transport="ntlm", username=f".\\{USER}", password=PASSWORD)
+    protocol = winrm_protocol(server.http_url, user=f".\\{USER}")
     protocol.close_shell(protocol.open_shell())
 
 
@@ -450,7 +447,7 @@ def test_server_restarts(server, wsman_pki):
     server.stop()
     server.start()
     assert basic_session(server, wsman_pki).run_cmd("whoami").status_code == 0
-    ntlm_protocol(server.http_url).close_shell(ntlm_protocol(server.http_url).open_shell())
+    winrm_protocol(server.http_url).close_shell(winrm_protocol(server.http_url).open_shell())
 
 
 # --- the shell protocol ----------------------------------------------------------------
@@ -498,17 +495,14 @@ class CountingProtocol(Protocol):
 def test_large_stdout_is_split_across_receives(server, wsman_pki, transport):
     size = 700 * 1024
     if transport == "basic":
-        protocol = CountingProtocol(
+        protocol = winrm_protocol(
             server.https_url,
             transport="basic",
-            username=USER,
-            password=PASSWORD,
+            cls=CountingProtocol,
             ca_trust_path=str(wsman_pki.ca_file),
         )
     else:
-        protocol = CountingProtocol(
-            server.http_url, transport="ntlm", username=USER, password=PASSWORD
-        )
+        protocol = winrm_protocol(server.http_url, cls=CountingProtocol)
     CountingProtocol.receives = 0
     shell_id = protocol.open_shell()
     command_id = protocol.run_command(shell_id, f"big {size}")
@@ -549,19 +543,27 @@ def test_deleted_shell_is_gone(server, wsman_pki):
     assert info.value.wsman_fault_code == 2150858843
 
 
-def test_unknown_action_is_a_soap_fault(server, wsman_pki):
-    protocol = basic_session(server, wsman_pki).protocol
+def transfer_request(
+    protocol: Protocol, verb: str, body: dict[str, object] | None = None
+) -> tuple[uuid.UUID, str]:
+    """A hand-made WS-Transfer request to the cmd shell resource, and its message id."""
     message_id = uuid.uuid4()
     req = {
         "env:Envelope": protocol.build_wsman_header(
-            action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Get",
+            action=f"http://schemas.xmlsoap.org/ws/2004/09/transfer/{verb}",
             resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd",
             message_id=message_id,
         )
     }
-    req["env:Envelope"].setdefault("env:Body", {})
+    req["env:Envelope"].setdefault("env:Body", {}).update(body or {})
+    return message_id, xmltodict.unparse(req)
+
+
+def test_unknown_action_is_a_soap_fault(server, wsman_pki):
+    protocol = basic_session(server, wsman_pki).protocol
+    message_id, request = transfer_request(protocol, "Get")
     with pytest.raises(WSManFaultError) as info:
-        protocol.send_message(xmltodict.unparse(req))
+        protocol.send_message(request)
     fault = info.value
     assert fault.code == 500
     assert fault.wsman_fault_code == 2150858753
@@ -571,19 +573,9 @@ def test_unknown_action_is_a_soap_fault(server, wsman_pki):
 
 def test_responses_relate_to_the_request(server, wsman_pki):
     protocol = basic_session(server, wsman_pki).protocol
-    message_id = uuid.uuid4()
-    req = {
-        "env:Envelope": protocol.build_wsman_header(
-            action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Create",
-            resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd",
-            message_id=message_id,
-        )
-    }
-    req["env:Envelope"].setdefault("env:Body", {})["rsp:Shell"] = {
-        "rsp:InputStreams": "stdin",
-        "rsp:OutputStreams": "stdout stderr",
-    }
-    reply = xmltodict.parse(protocol.send_message(xmltodict.unparse(req)))
+    shell = {"rsp:InputStreams": "stdin", "rsp:OutputStreams": "stdout stderr"}
+    message_id, request = transfer_request(protocol, "Create", {"rsp:Shell": shell})
+    reply = xmltodict.parse(protocol.send_message(request))
     header = reply["s:Envelope"]["s:Header"]
     assert header["a:RelatesTo"] == f"uuid:{message_id}"
     assert header["a:Action"].endswith("/transfer/CreateResponse")
@@ -604,11 +596,9 @@ def test_handler_failure_is_a_fault_without_its_message(server, wsman_pki, caplo
 
 
 def test_slow_command_is_retried_past_the_operation_timeout(server, wsman_pki, handler):
-    protocol = Protocol(
+    protocol = winrm_protocol(
         server.https_url,
         transport="basic",
-        username=USER,
-        password=PASSWORD,
         ca_trust_path=str(wsman_pki.ca_file),
         operation_timeout_sec=1,
         read_timeout_sec=5,
@@ -698,7 +688,7 @@ def test_concurrent_clients(server, wsman_pki, handler):
     def work(i: int) -> None:
         try:
             if i % 2:
-                protocol = ntlm_protocol(server.http_url)
+                protocol = winrm_protocol(server.http_url)
             else:
                 protocol = basic_session(server, wsman_pki).protocol
             payload = f"client-{i}".encode() * 100

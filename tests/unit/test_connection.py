@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert.errors import ValidationError
+from iis_clientcert.framework.inputs import ConnectionArgs
 from iis_clientcert.host.connection import Connection
 from iis_clientcert_simulator import pki
 
@@ -258,22 +260,12 @@ def test_certificate_transport_invalid(
 
 
 def test_round_trip_pickle_and_redaction(material: dict[str, str]) -> None:
-    conn = Connection.from_input(basic(ca_bundle=material["ca"]))
+    # A shell other than the default, so that every field is stored.
+    conn = Connection.from_input(basic(ca_bundle=material["ca"], shell="pwsh"))
     again = Connection.from_input(conn.to_input())
     assert again == conn
-    assert set(conn.to_input()) == {
-        "endpoint",
-        "transport",
-        "username",
-        "password",
-        "client_cert_pem",
-        "client_key_pem",
-        "ca_bundle",
-        "verify_tls",
-        "connect_timeout",
-        "operation_timeout",
-        "read_timeout",
-    }
+    # What a program declares (ConnectionArgs) is what the host side reads and stores.
+    assert list(conn.to_input()) == [f.name for f in dataclasses.fields(ConnectionArgs)]
     assert pickle.loads(pickle.dumps(conn)) == conn  # noqa: S301 - our own bytes
     shown = conn.redacted()
     assert shown["password"] == "REDACTED"

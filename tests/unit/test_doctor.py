@@ -6,7 +6,8 @@ import copy
 import datetime as dt
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,51 +17,17 @@ from iis_clientcert.host import contract
 from iis_clientcert.host.contract import Op, element
 from iis_clientcert.tools import doctor
 from iis_clientcert_simulator import pki
+from tests.support.pki import CRL_URL, ClientPki, make_client_pki
+from tests.support.simulator import fake_endpoint
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 ENC = "[enc:AesProvider:c2VjcmV0LWNpcGhlcnRleHQ=:enc]"
 SITE = "shop"
-CRL_URL = "http://pki.doctor.test/root.crl"
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: pki.Issued
-    intermediate: pki.Issued
-    other_ca: pki.Issued
-    leaf: pki.Issued
-    via_intermediate: pki.Issued
-    expired: pki.Issued
-    stranger: pki.Issued
-    with_cdp: pki.Issued  # names CRL_URL as its CRL distribution point
 
 
 @pytest.fixture(scope="module")
-def certs() -> Pki:
-    start = NOW - dt.timedelta(days=30)
-    ca = pki.make_ca("Doctor Root CA", not_before=start - dt.timedelta(days=1))
-    inter = pki.make_intermediate(ca, "Doctor Issuing CA", not_before=start)
-    other = pki.make_ca("Unknown Root CA", not_before=start)
-    return Pki(
-        ca=ca,
-        intermediate=inter,
-        other_ca=other,
-        leaf=pki.make_leaf(ca, "alice", not_before=start, not_after=NOW + dt.timedelta(days=90)),
-        via_intermediate=pki.make_leaf(
-            inter, "bob", not_before=start, not_after=NOW + dt.timedelta(days=90)
-        ),
-        expired=pki.make_leaf(ca, "old", not_before=start, not_after=NOW - dt.timedelta(days=1)),
-        stranger=pki.make_leaf(
-            other, "mallory", not_before=start, not_after=NOW + dt.timedelta(days=90)
-        ),
-        with_cdp=pki.make_leaf(
-            ca,
-            "carol",
-            not_before=start,
-            not_after=NOW + dt.timedelta(days=90),
-            crl_urls=[CRL_URL],
-        ),
-    )
+def certs() -> ClientPki:
+    return make_client_pki(NOW)
 
 
 def store_entry(issued: pki.Issued) -> dict[str, Any]:
@@ -84,7 +51,7 @@ def mapping_item(blob: str, user: str = "alice") -> dict[str, Any]:
     return element({"enabled": "true", "userName": user, "password": ENC, "certificate": blob})
 
 
-def clean_results(certs: Pki) -> dict[str, Any]:
+def clean_results(certs: ClientPki) -> dict[str, Any]:
     """Raw op results of a host set up right (keys as doctor.gather uses them)."""
     return {
         "facts": {
@@ -126,7 +93,7 @@ def clean_results(certs: Pki) -> dict[str, Any]:
                     "manyToOneCertificateMappingsEnabled": "true",
                 },
                 children={
-                    "oneToOneMappings": element(items=[mapping_item(certs.leaf.blob)]),
+                    "oneToOneMappings": element(items=[mapping_item(certs.alice.blob)]),
                     "manyToOneMappings": element(),
                 },
             )
@@ -136,7 +103,7 @@ def clean_results(certs: Pki) -> dict[str, Any]:
             "results": [
                 {
                     "kind": "one_to_one",
-                    "key": certs.leaf.blob,
+                    "key": certs.alice.blob,
                     "user_name": "alice",
                     "valid": True,
                     "hresult": None,
@@ -170,7 +137,7 @@ def to_reads(raw: dict[str, Any], site_names: tuple[str, ...] | None = None) -> 
 
 # --- mutations: each breaks the host one way ---------------------------------------------
 
-Mutation = Callable[[dict[str, Any], Pki], None]
+Mutation = Callable[[dict[str, Any], ClientPki], None]
 
 
 def mapping_items(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -189,82 +156,82 @@ def wrapped(blob: str) -> str:
     return "\r\n".join(blob[i : i + 64] for i in range(0, len(blob), 64))
 
 
-def m_root_intermediate(raw: dict[str, Any], c: Pki) -> None:
+def m_root_intermediate(raw: dict[str, Any], c: ClientPki) -> None:
     raw["root"]["certificates"].append(store_entry(c.intermediate))
 
 
-def m_untrusted(raw: dict[str, Any], c: Pki) -> None:
+def m_untrusted(raw: dict[str, Any], c: ClientPki) -> None:
     set_blob(raw, c.stranger.blob)
 
 
-def m_missing_intermediate(raw: dict[str, Any], c: Pki) -> None:
-    set_blob(raw, c.via_intermediate.blob)
+def m_missing_intermediate(raw: dict[str, Any], c: ClientPki) -> None:
+    set_blob(raw, c.bob.blob)
     raw["ca"]["certificates"] = []
 
 
-def m_expired(raw: dict[str, Any], c: Pki) -> None:
+def m_expired(raw: dict[str, Any], c: ClientPki) -> None:
     set_blob(raw, c.expired.blob)
 
 
-def _revocation(raw: dict[str, Any], c: Pki, status: str, hresult: str | None) -> None:
-    set_blob(raw, c.with_cdp.blob)
-    entry = {"thumbprint": c.with_cdp.thumbprint, "status": status, "hresult": hresult}
+def _revocation(raw: dict[str, Any], c: ClientPki, status: str, hresult: str | None) -> None:
+    set_blob(raw, c.carol.blob)
+    entry = {"thumbprint": c.carol.thumbprint, "status": status, "hresult": hresult}
     raw["revocation"] = {"results": [{**entry, "urls": [CRL_URL]}]}
 
 
-def m_crl_unreachable(raw: dict[str, Any], c: Pki) -> None:
+def m_crl_unreachable(raw: dict[str, Any], c: ClientPki) -> None:
     _revocation(raw, c, "offline", "0x80092013")
 
 
-def m_revoked(raw: dict[str, Any], c: Pki) -> None:
+def m_revoked(raw: dict[str, Any], c: ClientPki) -> None:
     _revocation(raw, c, "revoked", "0x80092010")
 
 
-def m_crl_reachable(raw: dict[str, Any], c: Pki) -> None:
+def m_crl_reachable(raw: dict[str, Any], c: ClientPki) -> None:
     _revocation(raw, c, "good", None)
 
 
-def m_anonymous(raw: dict[str, Any], c: Pki) -> None:
+def m_anonymous(raw: dict[str, Any], c: ClientPki) -> None:
     raw["anonymous"]["effective"]["attributes"]["enabled"] = "true"
 
 
-def m_cert_optional(raw: dict[str, Any], c: Pki) -> None:
+def m_cert_optional(raw: dict[str, Any], c: ClientPki) -> None:
     raw["ssl"]["effective"]["attributes"]["sslFlags"] = "Ssl, SslNegotiateCert"
 
 
-def m_no_client_certs(raw: dict[str, Any], c: Pki) -> None:
+def m_no_client_certs(raw: dict[str, Any], c: ClientPki) -> None:
     raw["ssl"]["effective"]["attributes"]["sslFlags"] = "Ssl"
 
 
-def m_no_negotiate(raw: dict[str, Any], c: Pki) -> None:
+def m_no_negotiate(raw: dict[str, Any], c: ClientPki) -> None:
     raw["ssl"]["effective"]["attributes"]["sslFlags"] = "Ssl, SslRequireCert"
 
 
-def m_mapping_disabled(raw: dict[str, Any], c: Pki) -> None:
+def m_mapping_disabled(raw: dict[str, Any], c: ClientPki) -> None:
     raw["mapping"]["effective"]["attributes"]["enabled"] = "false"
 
 
-def m_one_to_one_disabled(raw: dict[str, Any], c: Pki) -> None:
+def m_one_to_one_disabled(raw: dict[str, Any], c: ClientPki) -> None:
     raw["mapping"]["effective"]["attributes"]["oneToOneCertificateMappingsEnabled"] = "false"
 
 
-def m_locked(raw: dict[str, Any], c: Pki) -> None:
+def m_locked(raw: dict[str, Any], c: ClientPki) -> None:
     raw["mapping"] = doctor.OpFailure(
         "config.get", "Locked", "0x80070021", "This configuration section cannot be used..."
     )
 
 
-def m_webconfig_absent(raw: dict[str, Any], c: Pki) -> None:
+def m_webconfig_absent(raw: dict[str, Any], c: ClientPki) -> None:
     nothing = {"present": False, "element": None, "effective": element()}
     raw["webconfig"] = [(section, nothing) for section in doctor.LOCKED_SECTIONS]
 
 
-def m_webconfig_present(raw: dict[str, Any], c: Pki) -> None:
+def m_webconfig_present(raw: dict[str, Any], c: ClientPki) -> None:
     m_webconfig_absent(raw, c)
     raw["webconfig"][2] = (contract.SECTION_MAPPING, got(element({"enabled": "true"})))
 
 
-def m_webconfig_locked(raw: dict[str, Any], c: Pki) -> None:
+def m_webconfig_locked(raw: dict[str, Any], c: ClientPki) -> None:
     m_webconfig_absent(raw, c)
     raw["webconfig"][0] = (
         contract.SECTION_SSL,
@@ -272,27 +239,27 @@ def m_webconfig_locked(raw: dict[str, Any], c: Pki) -> None:
     )
 
 
-def m_blob_multiline(raw: dict[str, Any], c: Pki) -> None:
-    set_blob(raw, wrapped(c.leaf.blob))
+def m_blob_multiline(raw: dict[str, Any], c: ClientPki) -> None:
+    set_blob(raw, wrapped(c.alice.blob))
 
 
-def m_blob_pem(raw: dict[str, Any], c: Pki) -> None:
-    set_blob(raw, c.leaf.cert_pem().decode())
+def m_blob_pem(raw: dict[str, Any], c: ClientPki) -> None:
+    set_blob(raw, c.alice.cert_pem().decode())
 
 
-def m_blob_truncated(raw: dict[str, Any], c: Pki) -> None:
-    set_blob(raw, c.leaf.blob[:200])
+def m_blob_truncated(raw: dict[str, Any], c: ClientPki) -> None:
+    set_blob(raw, c.alice.blob[:200])
 
 
-def m_blob_garbage(raw: dict[str, Any], c: Pki) -> None:
+def m_blob_garbage(raw: dict[str, Any], c: ClientPki) -> None:
     set_blob(raw, "bm90IGEgY2VydGlmaWNhdGU=")
 
 
-def m_logon(raw: dict[str, Any], c: Pki) -> None:
+def m_logon(raw: dict[str, Any], c: ClientPki) -> None:
     raw["logons"]["results"][0].update(valid=False, hresult="0x8007052E")
 
 
-def m_many_to_one_logon(raw: dict[str, Any], c: Pki) -> None:
+def m_many_to_one_logon(raw: dict[str, Any], c: ClientPki) -> None:
     raw["logons"]["results"].append(
         {
             "kind": "many_to_one",
@@ -305,58 +272,58 @@ def m_many_to_one_logon(raw: dict[str, Any], c: Pki) -> None:
     )
 
 
-def m_logon_type_denied(raw: dict[str, Any], c: Pki) -> None:
+def m_logon_type_denied(raw: dict[str, Any], c: ClientPki) -> None:
     # The password is right (contract.LOGON_VALID_CODES), but IIS's logon still fails.
     raw["logons"]["results"][0].update(valid=True, hresult="0x80070569")
 
 
-def m_logon_locked_out(raw: dict[str, Any], c: Pki) -> None:
+def m_logon_locked_out(raw: dict[str, Any], c: ClientPki) -> None:
     raw["logons"]["results"][0].update(valid=False, hresult="0x80070775", checked=False)
 
 
-def m_logon_not_tried(raw: dict[str, Any], c: Pki) -> None:
+def m_logon_not_tried(raw: dict[str, Any], c: ClientPki) -> None:
     raw["logons"]["results"][0].update(valid=False, hresult=None, checked=False)
 
 
-def m_feature(raw: dict[str, Any], c: Pki) -> None:
+def m_feature(raw: dict[str, Any], c: ClientPki) -> None:
     raw["facts"]["web_cert_auth_installed"] = False
 
 
-def m_tls13(raw: dict[str, Any], c: Pki) -> None:
+def m_tls13(raw: dict[str, Any], c: ClientPki) -> None:
     raw["site"]["bindings"][1]["client_cert_negotiation"] = False
 
 
-def m_trust_mode(raw: dict[str, Any], c: Pki) -> None:
+def m_trust_mode(raw: dict[str, Any], c: ClientPki) -> None:
     raw["facts"]["client_auth_trust_mode"] = 2
 
 
-def m_ad_mapping(raw: dict[str, Any], c: Pki) -> None:
+def m_ad_mapping(raw: dict[str, Any], c: ClientPki) -> None:
     raw["ad_mapping"]["effective"]["attributes"]["enabled"] = "true"
 
 
-def m_read_failure(raw: dict[str, Any], c: Pki) -> None:
+def m_read_failure(raw: dict[str, Any], c: ClientPki) -> None:
     raw["anonymous"] = doctor.OpFailure("config.get", "AccessDenied", "0x80070005", "denied")
 
 
 # Variants that must stay clean.
-def m_via_intermediate(raw: dict[str, Any], c: Pki) -> None:
-    set_blob(raw, c.via_intermediate.blob)
+def m_via_intermediate(raw: dict[str, Any], c: ClientPki) -> None:
+    set_blob(raw, c.bob.blob)
 
 
-def m_tls13_off(raw: dict[str, Any], c: Pki) -> None:
+def m_tls13_off(raw: dict[str, Any], c: ClientPki) -> None:
     raw["site"]["bindings"][1]["client_cert_negotiation"] = False
     raw["facts"]["tls13_enabled"] = False
 
 
-def m_binding_disables_tls13(raw: dict[str, Any], c: Pki) -> None:
+def m_binding_disables_tls13(raw: dict[str, Any], c: ClientPki) -> None:
     raw["site"]["bindings"][1].update(client_cert_negotiation=False, ssl_flags=32)
 
 
-def m_numeric_flags(raw: dict[str, Any], c: Pki) -> None:
+def m_numeric_flags(raw: dict[str, Any], c: ClientPki) -> None:
     raw["ssl"]["effective"]["attributes"]["sslFlags"] = "104"
 
 
-def m_disabled_bad_mapping(raw: dict[str, Any], c: Pki) -> None:
+def m_disabled_bad_mapping(raw: dict[str, Any], c: ClientPki) -> None:
     # A disabled entry is never used by IIS: its blob does not matter.
     mapping_items(raw).append(
         element({"enabled": "false", "userName": "x", "password": ENC, "certificate": "junk"})
@@ -411,7 +378,7 @@ CASES: list[tuple[str, Mutation | None, set[tuple[str, str]]]] = [
 
 @pytest.mark.parametrize(("name", "mutate", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_each_failure_is_found_alone(
-    certs: Pki, name: str, mutate: Mutation | None, expected: set[tuple[str, str]]
+    certs: ClientPki, name: str, mutate: Mutation | None, expected: set[tuple[str, str]]
 ) -> None:
     raw = copy.deepcopy(clean_results(certs))
     if mutate is not None:
@@ -426,7 +393,7 @@ def test_each_failure_is_found_alone(
         assert ENC not in finding.problem + finding.fix
 
 
-def test_clean_host_reports_what_it_checked(certs: Pki) -> None:
+def test_clean_host_reports_what_it_checked(certs: ClientPki) -> None:
     findings = doctor.run_checks(to_reads(clean_results(certs)))
     checks = {f.check for f in findings if f.level == "ok"}
     assert {
@@ -472,7 +439,9 @@ def test_clean_host_reports_what_it_checked(certs: Pki) -> None:
         (m_revoked, ["403.13", "0x80092010", "carol", "revoked"]),
     ],
 )
-def test_findings_explain_status_and_fix(certs: Pki, mutate: Mutation, words: list[str]) -> None:
+def test_findings_explain_status_and_fix(
+    certs: ClientPki, mutate: Mutation, words: list[str]
+) -> None:
     raw = copy.deepcopy(clean_results(certs))
     mutate(raw, certs)
     text = " ".join(
@@ -482,7 +451,7 @@ def test_findings_explain_status_and_fix(certs: Pki, mutate: Mutation, words: li
         assert word in text
 
 
-def test_root_store_uses_403_7_when_trusted_issuer_list_is_sent(certs: Pki) -> None:
+def test_root_store_uses_403_7_when_trusted_issuer_list_is_sent(certs: ClientPki) -> None:
     raw = copy.deepcopy(clean_results(certs))
     m_root_intermediate(raw, certs)
     raw["facts"]["send_trusted_issuer_list"] = 1
@@ -490,7 +459,7 @@ def test_root_store_uses_403_7_when_trusted_issuer_list_is_sent(certs: Pki) -> N
     assert "403.7" in finding.problem
 
 
-def test_tls13_on_server_2025_says_500(certs: Pki) -> None:
+def test_tls13_on_server_2025_says_500(certs: ClientPki) -> None:
     raw = copy.deepcopy(clean_results(certs))
     m_tls13(raw, certs)
     raw["facts"]["os_build"] = 26100
@@ -499,7 +468,7 @@ def test_tls13_on_server_2025_says_500(certs: Pki) -> None:
     assert "HTTP 500 and 0x80070032" in finding.problem
 
 
-def test_feature_missing_folds_the_refused_mapping_read(certs: Pki) -> None:
+def test_feature_missing_folds_the_refused_mapping_read(certs: ClientPki) -> None:
     raw = copy.deepcopy(clean_results(certs))
     m_feature(raw, certs)
     raw["mapping"] = doctor.OpFailure("config.get", "FeatureMissing", None, "not registered")
@@ -507,7 +476,7 @@ def test_feature_missing_folds_the_refused_mapping_read(certs: Pki) -> None:
     assert [(f.check, f.level) for f in problems] == [("web-cert-auth", "error")]
 
 
-def test_sites_missing_or_without_https(certs: Pki) -> None:
+def test_sites_missing_or_without_https(certs: ClientPki) -> None:
     raw = clean_results(certs)
     missing = doctor.HostReads(
         raw["facts"], raw["root"], raw["ca"], (doctor.SiteReads("nope", None),), False, NOW
@@ -533,12 +502,12 @@ def test_ssl_flag_names(text: str, names: set[str]) -> None:
     assert doctor.ssl_flag_names(text) == names
 
 
-def test_inspect_blob_accepts_only_single_line_der(certs: Pki) -> None:
-    cert, problem, hresult = doctor.inspect_blob(certs.leaf.blob)
+def test_inspect_blob_accepts_only_single_line_der(certs: ClientPki) -> None:
+    cert, problem, hresult = doctor.inspect_blob(certs.alice.blob)
     assert cert is not None and problem is None and hresult is None
-    cert, problem, _ = doctor.inspect_blob(wrapped(certs.leaf.blob))
+    cert, problem, _ = doctor.inspect_blob(wrapped(certs.alice.blob))
     # Still names the certificate it meant, so the message can say which mapping.
-    assert cert is not None and cert.thumbprint == certs.leaf.thumbprint and problem
+    assert cert is not None and cert.thumbprint == certs.alice.thumbprint and problem
 
 
 # --- reading: the tolerant batch and the CLI ---------------------------------------------
@@ -605,7 +574,7 @@ def answers_from(raw: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
     return answer
 
 
-def test_gather_reads_https_sites_in_two_batches(certs: Pki) -> None:
+def test_gather_reads_https_sites_in_two_batches(certs: ClientPki) -> None:
     client = FakeClient(answers_from(clean_results(certs)))
     reads = doctor.gather(client)
     assert [s.name for s in reads.sites] == [SITE]
@@ -614,7 +583,7 @@ def test_gather_reads_https_sites_in_two_batches(certs: Pki) -> None:
     assert doctor.problems(doctor.run_checks(replace(reads, now=NOW))) == []
 
 
-def test_gather_asks_for_revocation_only_when_a_certificate_names_a_cdp(certs: Pki) -> None:
+def test_gather_asks_for_revocation_only_when_a_certificate_names_a_cdp(certs: ClientPki) -> None:
     raw = clean_results(certs)
     m_crl_unreachable(raw, certs)
     client = FakeClient(answers_from(raw))
@@ -625,14 +594,14 @@ def test_gather_asks_for_revocation_only_when_a_certificate_names_a_cdp(certs: P
     assert reads.revocation == raw["revocation"]
 
 
-def test_gather_named_site_is_one_batch(certs: Pki) -> None:
+def test_gather_named_site_is_one_batch(certs: ClientPki) -> None:
     client = FakeClient(answers_from(clean_results(certs)))
     reads = doctor.gather(client, [SITE])
     assert len(client.batches) == 1 and len(client.batches[0]) == 9
     assert reads.sites[0].site is not None and not reads.sites_defaulted
 
 
-def test_gather_keeps_going_past_a_refused_op(certs: Pki) -> None:
+def test_gather_keeps_going_past_a_refused_op(certs: ClientPki) -> None:
     raw = clean_results(certs)
     m_locked(raw, certs)
     client = FakeClient(answers_from(raw))
@@ -646,7 +615,7 @@ def test_gather_keeps_going_past_a_refused_op(certs: Pki) -> None:
 
 
 def test_gather_reads_web_config_when_the_contract_can(
-    certs: Pki, monkeypatch: pytest.MonkeyPatch
+    certs: ClientPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = contract.OPS["config.get"]
     target = contract.Arg("str", required=False, choices=contract.CONFIG_TARGETS)
@@ -668,7 +637,7 @@ def test_password_is_never_a_flag() -> None:
         doctor.build_parser().parse_args(["--endpoint", "https://h:5986/wsman", "--password", "x"])
 
 
-def test_connection_from_flags_takes_password_from_env(tmp_path: Any, certs: Pki) -> None:
+def test_connection_from_flags_takes_password_from_env(tmp_path: Any, certs: ClientPki) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_bytes(certs.ca.cert_pem())
     args = doctor.build_parser().parse_args(
@@ -688,22 +657,23 @@ def test_connection_from_flags_takes_password_from_env(tmp_path: Any, certs: Pki
     assert conn["ca_bundle"].startswith("-----BEGIN CERTIFICATE-----")
 
 
-def test_simulator_endpoint_json(tmp_path: Any, certs: Pki) -> None:
-    (tmp_path / "ca.pem").write_bytes(certs.ca.cert_pem())
-    (tmp_path / "endpoint.json").write_text(
-        json.dumps(
-            {
-                "winrm_https_url": "https://127.0.0.1:5986/wsman",
-                "ca_bundle": "ca.pem",
-                "username": "sim",
-                "password": "pw-sim",
-            }
-        )
-    )
+def test_simulator_endpoint_json(tmp_path: Path, certs: ClientPki) -> None:
+    fake_endpoint(tmp_path, certs.ca.cert_pem().decode(), password="pw-sim")
     args = doctor.build_parser().parse_args(["--simulator", str(tmp_path)])
     conn = doctor.connection_input(args, {})
     assert conn["endpoint"] == "https://127.0.0.1:5986/wsman"
+    assert conn["transport"] == "basic" and conn["password"] == "pw-sim"
     assert conn["ca_bundle"].startswith("-----BEGIN")
+
+
+def test_simulator_that_has_stopped(
+    tmp_path: Path, certs: ClientPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_endpoint(tmp_path, certs.ca.cert_pem().decode(), password="pw-sim", pid=None)
+    assert doctor.main(["--simulator", str(tmp_path)], {}) == 2
+    err = capsys.readouterr().err
+    assert "has stopped" in err and "python -m iis_clientcert_simulator serve" in err
+    assert "pw-sim" not in err
 
 
 def run_main(
@@ -730,12 +700,10 @@ def run_main(
 
 
 def test_main_clean_and_broken(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], certs: Pki
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Real time: the fixture certificates are valid around NOW only, so use fresh ones.
-    ca = pki.make_ca("Live CA")
-    leaf = pki.make_leaf(ca, "alice")
-    live = Pki(ca, certs.intermediate, certs.other_ca, leaf, leaf, leaf, leaf, leaf)
+    live = make_client_pki(dt.datetime.now(dt.UTC))
     raw = clean_results(live)
     code, out, _ = run_main(monkeypatch, capsys, raw)
     assert code == 0, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -11,8 +12,10 @@ import pulumi
 import pytest
 
 from iis_clientcert.components import SiteUser, TrustedCa
+from iis_clientcert.framework.inputs import ConnectionArgs
 from iis_clientcert_simulator.pki import make_ca, make_leaf
 from stack_config import ConfigError, Secrets, StackConfig
+from tests.support.simulator import fake_endpoint
 
 HOSTS = {"web01": {"endpoint": "https://web01:5986/wsman", "username": "WEB01\\deployer"}}
 
@@ -116,6 +119,38 @@ def test_mistakes_name_the_key_and_the_fix(
     assert f"config iis-clientcert:{key}:" in str(err.value)
     assert words in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+def test_running_simulator_gives_its_connection(stack: StackConfig, tmp_path: Path) -> None:
+    ca = make_ca("Simulator Root").cert_pem().decode()
+    fake_endpoint(tmp_path / "sim", ca, password="Sim-Pa55-word!")
+    # Outputs resolve on the event loop they were made on; the loop the other tests' Outputs
+    # use is put back afterwards.
+    previous = asyncio.get_event_loop_policy().get_event_loop()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        ((_, args),) = stack.sites({"sim": {"simulator": "sim"}}, [_site(host="sim")])
+        conn = args.connection
+        assert isinstance(conn, ConnectionArgs)
+        assert (conn.endpoint, conn.transport, conn.username, conn.ca_bundle) == (
+            "https://127.0.0.1:5986/wsman",
+            "basic",
+            "sim-admin",
+            ca,
+        )
+        # The password goes on as a secret Output, never as plain text.
+        assert isinstance(conn.password, pulumi.Output)
+        assert loop.run_until_complete(conn.password.is_secret())
+        assert loop.run_until_complete(conn.password.future()) == "Sim-Pa55-word!"
+    finally:
+        asyncio.set_event_loop(previous)
+        loop.close()
+
+
+def test_connection_args_from_an_unknown_key() -> None:
+    with pytest.raises(TypeError, match="not connection properties: pasword"):
+        ConnectionArgs.from_dict({"endpoint": "https://h:5986/wsman", "pasword": "x"})
 
 
 def test_simulator_that_is_not_running(stack: StackConfig, tmp_path: Path) -> None:

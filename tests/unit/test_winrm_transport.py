@@ -30,8 +30,9 @@ from iis_clientcert.errors import (
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
-from iis_clientcert_simulator.serve import Endpoint
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
+from tests.support.simulator import audit_lines, connection, ops_of, set_faults
 
 CANARY = "Canary-Secret-4242!x"
 
@@ -51,31 +52,12 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return taken
 
 
+# Short timeouts: the failures these tests provoke should not take long.
+TIMEOUTS = {"connect_timeout": 3, "operation_timeout": 5, "read_timeout": 10}
+
+
 def basic(sim: Endpoint, **extra: Any) -> Connection:
-    value: dict[str, Any] = {
-        "endpoint": sim.winrm_https_url,
-        "transport": "basic",
-        "username": sim.username,
-        "password": sim.password,
-        "ca_bundle": Path(sim.ca_bundle).read_text(),
-        "connect_timeout": 3,
-        "operation_timeout": 5,
-        "read_timeout": 10,
-    }
-    value.update(extra)
-    return Connection.from_input({k: v for k, v in value.items() if v is not None})
-
-
-def audit(sim: Endpoint) -> list[dict[str, Any]]:
-    path = Path(sim.state_dir) / "audit.log"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def set_faults(sim: Endpoint, **faults: Any) -> None:
-    path = Path(sim.state_dir) / "faults.json"
-    data = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
-    data.update(faults)
-    path.write_text(json.dumps(data))
+    return connection(sim, **{**TIMEOUTS, **extra})
 
 
 def free_port() -> int:
@@ -189,13 +171,13 @@ def test_verification_off_only_when_asked(sim: Endpoint) -> None:
 
 
 def _ops_in_audit(sim: Endpoint, name: str) -> int:
-    return sum(1 for e in audit(sim) for op in e.get("ops") or [] if op.get("op") == name)
+    return sum(1 for op in ops_of(audit_lines(sim)) if op.get("op") == name)
 
 
 def test_write_dropped_after_run_is_not_repeated(sim: Endpoint, sleeps: list[float]) -> None:
     client = HostClient(basic(sim))
     before = _ops_in_audit(sim, "user.set")
-    set_faults(sim, drop={"command": 1, "when": "after_run"})
+    set_faults(sim.state_dir, {"drop": {"command": 1, "when": "after_run"}})
     with pytest.raises(TransportError) as caught:
         client.call_one("user.set", name="dropped1", password=CANARY)
     assert caught.value.command_may_have_run is True
@@ -210,7 +192,7 @@ def test_write_dropped_before_run_is_not_repeated_either(
 ) -> None:
     # The client cannot tell "before" from "after" once the request was sent.
     client = HostClient(basic(sim))
-    set_faults(sim, drop={"command": 1, "when": "before_run"})
+    set_faults(sim.state_dir, {"drop": {"command": 1, "when": "before_run"}})
     with pytest.raises(TransportError) as caught:
         client.call_one("user.set", name="dropped2", password=CANARY)
     assert caught.value.command_may_have_run is True
@@ -219,7 +201,7 @@ def test_write_dropped_before_run_is_not_repeated_either(
 
 
 def test_read_only_batch_is_repeated_after_a_drop(sim: Endpoint, sleeps: list[float]) -> None:
-    set_faults(sim, drop={"command": 1, "when": "after_run"})
+    set_faults(sim.state_dir, {"drop": {"command": 1, "when": "after_run"}})
     results = HostClient(basic(sim)).call(
         [contract.make_op("host.facts"), contract.make_op("site.list")]
     )
@@ -284,7 +266,7 @@ def test_pwsh_connection_runs_the_agent_under_powershell_7(sim: Endpoint) -> Non
     finally:
         _powershell_editions(sim, ["Desktop"])
     assert facts["computer_name"]
-    assert audit(sim)[-1]["result"] == "ok"
+    assert audit_lines(sim)[-1]["result"] == "ok"
 
 
 def test_pwsh_missing_on_the_host_is_explained(sim: Endpoint, sleeps: list[float]) -> None:
