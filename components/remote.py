@@ -5,7 +5,7 @@ One definition, checked: each TypedDict here mirrors a ``...Dict`` of the Python
 (components/args.py, framework/inputs.py, client_cert_site.py) with the same keys, value
 types, required keys and defaults (in its description), less what only a Python program
 can give (``host``, ``aliases``, ``https.certificate``: objects of a ClientCertHost, Pulumi
-aliases). ``drift()`` lists every other difference; tests/unit/test_remote_schema.py fails
+aliases). ``drift()`` lists every other difference; tests/unit/test_component_package.py fails
 on any, so the two cannot drift apart silently.
 
 Written for the analyzer, which reads annotations as objects and documentation from the
@@ -195,7 +195,7 @@ class ClientCertSiteArgs(TypedDict, total=False):
     refused."""
     ssl_flags: pulumi.Input[Sequence[pulumi.Input[str]]]
     """The site's sslFlags: `Ssl`, `SslNegotiateCert`, `SslRequireCert`, `Ssl128`.
-    Default: ["Ssl", "SslNegotiateCert", "SslRequireCert"]."""
+    Default: `Ssl, SslNegotiateCert, SslRequireCert`."""
     anonymous_enabled: pulumi.Input[bool]
     """Anonymous access to the site (with it, a request without a certificate is served).
     Default: false."""
@@ -299,7 +299,7 @@ def mirrors() -> list[Mirror]:
 MAPPING_OBJECTS: dict[type, str] = {FolderAccess: "map[input[str]]"}
 
 # Where a value is a secret (marked ``secret`` in the schema, "Secret." in its description),
-# as the resources that take it declare it (tests/unit/test_remote_schema.py checks them).
+# as the resources that take it declare it (tests/unit/test_component_package.py checks them).
 SECRETS: Mapping[type, tuple[str, ...]] = {
     Connection: ("password", "client_key_pem"),
     HttpsEndpoint: ("pfx", "password"),
@@ -365,6 +365,9 @@ def shape(tp: Any, names: Mapping[type, str]) -> str:
 
 
 def _default_text(value: Any) -> str:
+    """How a description states a default: JSON for a value, a list as its entries."""
+    if isinstance(value, list | tuple):
+        return f"Default: `{', '.join(map(str, value))}`."
     return f"Default: {json.dumps(value)}."
 
 
@@ -421,7 +424,8 @@ def drift(pairs: Sequence[Mirror] | None = None) -> list[str]:
 
 def _default_drift(m: Mirror, keys: set[str]) -> list[str]:
     """A Python default that is a value (not none, empty or required) is stated in the
-    schema description as ``Default: <JSON>.``; no other description states one."""
+    schema description as ``Default: <JSON>.`` (a list: ``Default: `a, b`.``); no other
+    description states one."""
     assert m.defaults is not None
     found = []
     docs = field_docs(m.schema)

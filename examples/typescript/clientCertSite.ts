@@ -1,7 +1,7 @@
 // ClientCertSite of the iis-clientcert component package, for TypeScript programs: the
 // schema's types (schema/iis-clientcert.json) written out, and the remote component class.
 // (`pulumi package add` cannot generate it with the Node.js language host the set-up builds;
-// tests/unit/test_remote_schema.py keeps these names equal to the schema's.)
+// tests/unit/test_component_package.py keeps these names equal to the schema's.)
 import * as pulumi from "@pulumi/pulumi";
 
 /** How to reach the host's WinRM (WS-Management) endpoint. */

@@ -15,6 +15,7 @@ the CLI); when they cannot be had these tests FAIL with its message.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -167,13 +168,15 @@ def _lifecycle(project: PulumiProject, simulator: Endpoint, pki: Path) -> None:
     assert project.refresh() == {"same": RESOURCES}, "refresh finds the host as up left it"
     assert project.preview() == {"same": RESOURCES}
 
-    # Secrets: not in plain text in the state (exported as stored, without --show-secrets).
+    # Secrets: not in plain text in the state (exported as stored, without --show-secrets):
+    # the passwords, and the PFX with the server's private key.
     state = json.dumps(project.export(show_secrets=False))
-    for secret in (simulator.password, PFX_PASSWORD, ALICE_PASSWORD):
+    pfx = base64.b64encode((pki / "shop.pfx").read_bytes()).decode()
+    for secret in (simulator.password, PFX_PASSWORD, ALICE_PASSWORD, pfx):
         assert secret not in state
     # ...and there, encrypted: the same export with --show-secrets has them.
     shown = json.dumps(project.export(show_secrets=True))
-    assert ALICE_PASSWORD in shown and simulator.password in shown
+    assert ALICE_PASSWORD in shown and simulator.password in shown and pfx in shown
 
     assert project.destroy() == {"delete": RESOURCES}
     assert host_snapshot(simulator) == before, "destroy must leave the host as it was"
@@ -229,8 +232,24 @@ def test_yaml_program(
 
     # A mapping to an account the site does not declare: one line, in YAML's spelling.
     manifest = directory / "Pulumi.yaml"
-    manifest.write_text(manifest.read_text().replace("user: shop-alice", "user: bob"))
+    correct = manifest.read_text()
+    manifest.write_text(correct.replace("user: shop-alice", "user: bob"))
     assert _errors(project) == [UNDECLARED_USER]
+
+    # Without runtime.options.virtualenv (nor PULUMI_PYTHON_CMD) the site's resources would
+    # run in a python3 without the package: said before anything is made, with the fix.
+    manifest.write_text(re.sub(r"  options:\n(?:    .*\n)+", "", correct))
+    assert "virtualenv" not in manifest.read_text()
+    venv_bin = str(REPO / ".venv" / "bin")
+    project.env["PATH"] = os.pathsep.join(
+        p for p in project.env["PATH"].split(os.pathsep) if p != venv_bin
+    )
+    assert _errors(project) == [
+        "error: iis-clientcert:index:ClientCertSite resource 'shop' has a problem: the site's "
+        "resources run in the project's Python (python3), which cannot import iis_clientcert. "
+        "Name the Python that has iis-clientcert installed in the project's Pulumi.yaml: "
+        f"runtime.options.virtualenv: {REPO / '.venv'} (or set PULUMI_PYTHON_CMD)"
+    ]
 
 
 def test_typescript_program(
