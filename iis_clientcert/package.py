@@ -15,6 +15,10 @@ is built or when an Output resolves, instead of a Python traceback. The site's r
 are the Python program's dynamic resources: Pulumi runs their provider with the consuming
 project's Python (``runtime.options.virtualenv``, or ``PULUMI_PYTHON_CMD``), which must
 import this package (checked here first, with the fix in the message).
+
+``component_provider_host`` would construct the analyzed class itself and wrap every error
+of the component in a traceback; hence its parts here (ComponentProvider, the SDK's
+provider server) with those two things changed.
 """
 
 from __future__ import annotations
@@ -189,24 +193,26 @@ def _args_error(exc: BaseException | None) -> ArgsError | None:
 # =========================================================================== the provider
 
 
-def _dynamic_python() -> list[str]:
+def _dynamic_python() -> str:
     """The interpreter Pulumi's provider of dynamic resources (pulumi-resource-pulumi-python)
-    runs in the consuming project, as that launcher picks it."""
+    runs in the consuming project, as that launcher picks it (a relative virtualenv is the
+    project folder's, the working directory of both)."""
     venv = os.environ.get("PULUMI_RUNTIME_VIRTUALENV", "").rstrip("/")
     if venv:
-        return [os.path.join(os.path.abspath(venv), "bin", "python")]
-    return [os.environ.get("PULUMI_PYTHON_CMD") or "python3"]
+        return os.path.join(os.path.abspath(venv), "bin", "python")
+    return os.environ.get("PULUMI_PYTHON_CMD") or "python3"
 
 
 @cache
 def _dynamic_python_problem() -> str | None:
+    """Why the site's resources could not run, or None (asked once per provider process)."""
     command = _dynamic_python()
-    found = shutil.which(command[0])
+    found = shutil.which(command)
     if found is not None and os.path.realpath(found) == os.path.realpath(sys.executable):
         return None
     try:
         proc = subprocess.run(
-            [*command, "-c", "import iis_clientcert.providers"],
+            [command, "-c", "import iis_clientcert.providers"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -217,7 +223,7 @@ def _dynamic_python_problem() -> str | None:
     except OSError:
         pass
     return (
-        f"the site's resources run in the project's Python ({command[0]}), which cannot import "
+        f"the site's resources run in the project's Python ({command}), which cannot import "
         "iis_clientcert. Name the Python that has iis-clientcert installed in the project's "
         f"Pulumi.yaml: runtime.options.virtualenv: {sys.prefix} (or set PULUMI_PYTHON_CMD)"
     )
@@ -233,7 +239,7 @@ class ClientCertSiteProvider(ComponentProvider):
             version=version(),
         )
         self.schema = json.dumps(polish(json.loads(self.schema or "{}")), indent=2)
-        # The stack's resource per (project, stack), shared by every construct: see _share.
+        # The stack's resource per (project, stack), shared by every construct (_share_register).
         self._roots: dict[tuple[str, str], pulumi.Resource] = {}
 
     def construct(

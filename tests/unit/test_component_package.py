@@ -86,6 +86,24 @@ def test_drift_sees_a_python_only_key_python_dropped() -> None:
     assert "SiteUser: the Python component takes 'aliases', the schema does not" in found
 
 
+def test_folder_access_has_the_keys_local_user_reads() -> None:
+    # FolderAccess mirrors no TypedDict (Python takes a plain mapping): LocalUser reads it.
+    assert set(remote.FolderAccess.__annotations__) == {"path", "rights"}
+    assert remote.FolderAccess.__required_keys__ == frozenset({"path"})
+    desired = local_user.LocalUserProvider().validate(
+        {
+            "name": "alice",
+            "password": "Al1ce!pw-long",
+            "folder_access": [{"path": "C:\\shop", "rights": "Modify"}, {"path": "D:\\x"}],
+        }
+    )
+    assert [(f.path, f.rights) for f in desired.folder_access] == [
+        ("C:\\shop", "Modify"),
+        ("D:\\x", "ReadAndExecute"),  # the default FolderAccess.rights states
+    ]
+    assert 'Default: "ReadAndExecute".' in remote.field_docs(remote.FolderAccess)["rights"]
+
+
 # ====================================================================== schema reads well
 
 
