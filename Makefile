@@ -21,11 +21,13 @@ PYTEST_ARGS ?=
 # Shell prefix that loads the engine environment (CLI on PATH, PULUMI_HOME, backend, ...).
 WITH_ENV = eval "$$($(MAKE) -s --no-print-directory -C $(REPO) env)" &&
 
-.PHONY: help setup setup-pulumi env lint test demo demo-down doctor machine bench-host reliability
+.PHONY: help setup setup-pulumi setup-language-hosts schema env lint test demo demo-down doctor machine bench-host reliability
 
 help:
 	@echo "make setup        create/refresh .venv (Python 3.11, project editable + [dev])"
 	@echo "make setup-pulumi find or build the pinned Pulumi CLI (cached outside the checkout)"
+	@echo "make setup-language-hosts  build the YAML and Node.js language hosts (cached), npm deps of examples/typescript"
+	@echo "make schema       regenerate schema/iis-clientcert.json (pulumi package get-schema)"
 	@echo "make env          print shell exports: eval \"\$$(make -s env)\""
 	@echo "make lint         ruff check, ruff format --check, mypy --strict"
 	@echo "make test         setup + CLI + lint + all pytest suites"
@@ -42,11 +44,27 @@ setup:
 setup-pulumi:
 	@scripts/ensure-pulumi.sh >/dev/null
 
+# Only for programs in other languages (README, "Use from other languages"); the engine
+# tests that need them build them themselves.
+setup-language-hosts:
+	@scripts/ensure-language-hosts.sh >/dev/null
+
+# The component package's schema as `pulumi package get-schema` prints it (published in
+# schema/; tests/unit/test_component_package.py fails when it is stale).
+schema: setup setup-pulumi
+	@$(WITH_ENV) cd "$(REPO)" && tmp="$$(mktemp)" && \
+		{ pulumi package get-schema ./plugin/pulumi-resource-iis-clientcert >"$$tmp" || { rm -f "$$tmp"; exit 1; }; } && \
+		chmod 644 "$$tmp" && mv "$$tmp" schema/iis-clientcert.json
+	@echo "[schema] schema/iis-clientcert.json"
+
 # Prints exports only (stdout); nothing here overrides a user's own login unless evaluated.
 env:
 	@mkdir -p "$(WORK)/pulumi-home" "$(WORK)/state"
 	@bindir="$$(scripts/ensure-pulumi.sh --print-dir)"; \
 	echo "export PATH=\"$$bindir:\$$PATH\""; \
+	hostsdir="$$(scripts/ensure-language-hosts.sh --print-dir)"; \
+	if [ -d "$$hostsdir" ]; then echo "# YAML and Node.js language hosts (make setup-language-hosts)"; \
+		echo "export PATH=\"$$hostsdir:\$$PATH\""; fi; \
 	echo "export PULUMI_HOME=\"$(WORK)/pulumi-home\""; \
 	echo "export PULUMI_BACKEND_URL=\"file://$(WORK)/state\""; \
 	echo "# fixed local-only passphrase for the file:// stacks in .work/state (not a secret)"; \
@@ -97,5 +115,9 @@ machine:
 	printf 'pulumi:      '; ([ -x "$$bindir/pulumi" ] && "$$bindir/pulumi" version) || echo "not built yet (make setup-pulumi)"; \
 	for f in pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python; do \
 		printf '%-27s %s\n' "$$f:" "$$([ -x "$$bindir/$$f" ] && echo present || { command -v $$f >/dev/null 2>&1 && echo "on PATH" || echo MISSING; })"; \
+	done
+	@hostsdir="$$(scripts/ensure-language-hosts.sh --print-dir)"; \
+	for f in pulumi-language-yaml pulumi-language-nodejs; do \
+		printf '%-27s %s\n' "$$f:" "$$([ -x "$$hostsdir/$$f" ] && echo present || echo "not built (make setup-language-hosts; only for YAML/TypeScript programs)")"; \
 	done
 	@printf 'state:       %s\n' "$(WORK)/state"
