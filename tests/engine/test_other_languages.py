@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 
 from iis_clientcert.tools.probe import probe
+from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
-from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.testing import running_simulator
-from tests.engine.conftest import PulumiCli, PulumiProject
-from tests.engine.hostkit import host_snapshot
+from tests.support.engine import PulumiCli, PulumiProject
+from tests.support.simulator import host_snapshot
 
 pytestmark = pytest.mark.engine
 
@@ -126,7 +126,7 @@ def _project(
     for key, value in {
         "hostEndpoint": simulator.winrm_https_url,
         "hostUsername": simulator.username,
-        "hostCaBundle": Path(simulator.ca_bundle).read_text(),
+        "hostCaBundle": Path(simulator.ca_file).read_text(),
         "pkiDir": str(pki),
     }.items():
         project.config_set(key, value)
