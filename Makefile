@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # Shell prefix that loads the engine environment (CLI on PATH, PULUMI_HOME, backend, ...).
 WITH_ENV = eval "$$($(MAKE) -s --no-print-directory -C $(REPO) env)" &&
 
-.PHONY: help setup setup-pulumi setup-language-hosts schema env lint test demo demo-down doctor machine bench-host reliability
+.PHONY: test-windows help setup setup-pulumi setup-language-hosts schema env lint test demo demo-down doctor machine bench-host reliability
 
 help:
 	@echo "make setup        create/refresh .venv (Python 3.11, project editable + [dev])"
@@ -31,6 +31,7 @@ help:
 	@echo "make env          print shell exports: eval \"\$$(make -s env)\""
 	@echo "make lint         ruff check, ruff format --check, mypy --strict"
 	@echo "make test         setup + CLI + lint + all pytest suites"
+	@echo "make test-windows the contract suite and one engine test against a real Windows host (IIS_TEST_*)"
 	@echo "make demo         setup + CLI + pulumi up of the dev stack"
 	@echo "make demo-down    pulumi destroy of the dev stack"
 	@echo "make doctor       check the demo's IIS host for the known failures (DOCTOR_ARGS=...)"
@@ -87,6 +88,16 @@ test: setup setup-pulumi lint
 	@$(WITH_ENV) cd "$(REPO)" && rc=0 && "$(PY)" -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "[test] ERROR: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
+
+# Against a real Windows Server with IIS (docs/real-host.md): IIS_TEST_ENDPOINT,
+# IIS_TEST_USERNAME, IIS_TEST_PASSWORD, IIS_TEST_TRANSPORT, IIS_TEST_CA_BUNDLE (optional
+# IIS_TEST_SITE, IIS_TEST_SHELL=pwsh). Runs only the Windows targets; a skip is reported.
+test-windows: setup setup-pulumi
+	@if [ -z "$${IIS_TEST_ENDPOINT:-}" ]; then \
+		echo "[test-windows] set IIS_TEST_ENDPOINT (and IIS_TEST_USERNAME, IIS_TEST_PASSWORD, ...): see docs/real-host.md" >&2; \
+		exit 2; \
+	fi
+	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m pytest -rs -k windows tests/contract tests/engine/test_windows_host.py $(PYTEST_ARGS)
 
 demo: setup setup-pulumi
 	@$(WITH_ENV) scripts/demo.sh
