@@ -29,6 +29,8 @@ from typing import Any, NotRequired, Optional, Required, TypedDict
 
 import pulumi
 
+from iis_clientcert.errors import InputTypeError
+
 # ============================================================== the inputs, as the schema has them
 
 
@@ -240,7 +242,7 @@ class ClientCertSite(pulumi.ComponentResource):
         args: ClientCertSiteArgs,
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> None:
-        raise TypeError(
+        raise InputTypeError(
             "components.remote.ClientCertSite declares the schema only: in Python, use "
             "iis_clientcert.ClientCertSite"
         )

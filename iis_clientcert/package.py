@@ -53,6 +53,7 @@ from pulumi.runtime.proto import provider_pb2_grpc
 from iis_clientcert.components import remote
 from iis_clientcert.components.checks import ArgsError
 from iis_clientcert.components.client_cert_site import ClientCertSite
+from iis_clientcert.errors import UsageError
 
 NAME = "iis-clientcert"
 TOKEN = f"{NAME}:index:ClientCertSite"
@@ -251,7 +252,7 @@ class ClientCertSiteProvider(ComponentProvider):
     ) -> ConstructResult:
         self.validate_resource_type(NAME, resource_type)
         if resource_type != TOKEN:
-            raise ValueError(f"{NAME} has no component {resource_type}")
+            raise UsageError(f"{NAME} has no component {resource_type}")
         definition = self._component_defs["ClientCertSite"]
         problem = _dynamic_python_problem()
         if problem is not None:
