@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert.framework import logons
 from iis_clientcert.framework.base import IisProvider
 from iis_clientcert.host import winrm_transport
 from iis_clientcert_simulator.endpoint import ENDPOINT_FILE, Endpoint
@@ -116,6 +117,9 @@ class Run:
         return self.subject.provider()
 
     def __call__(self) -> dict[str, Any] | None:
+        # Each run is a new `pulumi up` / `destroy`: a new provider process, which remembers
+        # no logon of an earlier one (iis_clientcert.framework.logons.LEDGER).
+        logons.LEDGER.clear()
         provider = self.provider()
         if self.op == "create":
             return dict(provider.create(dict(self.props_a)).outs or {})
