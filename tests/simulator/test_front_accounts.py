@@ -22,6 +22,7 @@ from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
     SECTION_MAPPING,
     SECTION_SSL,
+    WINDOWS_CODES,
     element,
     logon_verdict,
     make_op,
@@ -290,6 +291,8 @@ def test_each_account_state_means_the_password_was_right() -> None:
             "hresult": f"0x{0x80070000 | code:08X}",
             "checked": True,
         }
+        # And every one is explained with what to do when a request or a check meets it.
+        assert WINDOWS_CODES[0x80070000 | code].action, code
 
 
 def test_password_change_takes_effect_at_once_here_unlike_iis_token_cache(host: Host) -> None:
