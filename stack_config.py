@@ -46,6 +46,11 @@ from iis_clientcert.errors import CertificateError, IisClientCertError, UsageErr
 from iis_clientcert.framework.inputs import ConnectionArgs
 from iis_clientcert.host import contract
 from iis_clientcert.host.connection import simulator_connection_input
+from iis_clientcert.providers.certificate_mapping import (
+    SUB_FIELD_FIX,
+    SUB_FIELD_PROBLEM,
+    canonical_sub_field,
+)
 
 NAMESPACE = "iis-clientcert"
 
@@ -331,15 +336,27 @@ class StackConfig:
         rules = []
         for j, r in enumerate(_list(f"{key}.rules", m.get("rules"))):
             rule = _object(f"{key}.rules[{j}]", r, RULE_KEYS)
+            sub = _str(f"{key}.rules[{j}].sub_field", rule.get("sub_field"))
+            if canonical_sub_field(sub) is None:
+                raise ConfigError(
+                    f"{key}.rules[{j}].sub_field", f"{sub!r} {SUB_FIELD_PROBLEM}", SUB_FIELD_FIX
+                )
             rules.append(
                 Rule(
-                    sub_field=_str(f"{key}.rules[{j}].sub_field", rule.get("sub_field")),
+                    sub_field=sub,
                     match=_str(f"{key}.rules[{j}].match", rule.get("match")),
                     field=_str(f"{key}.rules[{j}].field", rule.get("field"), "Subject"),
                     case_sensitive=_bool(
                         f"{key}.rules[{j}].case_sensitive", rule.get("case_sensitive"), True
                     ),
                 )
+            )
+        if not rules:
+            raise ConfigError(
+                f"{key}.rules",
+                "is empty: what IIS does with a many-to-one mapping without rules is "
+                "undocumented (every trusted certificate, or none)",
+                "Give at least one rule, e.g. {field: Issuer, sub_field: CN, match: My CA}.",
             )
         user = m.get("user")
         return ManyToOne(

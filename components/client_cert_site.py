@@ -56,7 +56,13 @@ from iis_clientcert.framework.inputs import ConnectionArgs, ConnectionArgsDict, 
 from iis_clientcert.framework.resource import LEGACY_TYPE, type_token
 from iis_clientcert.host import contract
 from iis_clientcert.providers.anonymous_authentication import AnonymousAuthentication
-from iis_clientcert.providers.certificate_mapping import CertificateMapping
+from iis_clientcert.providers.certificate_mapping import (
+    SUB_FIELD_FIX,
+    SUB_FIELD_PROBLEM,
+    CertificateMapping,
+    canonical_sub_field,
+    repeated_rdn_notes,
+)
 from iis_clientcert.providers.https_binding import HttpsBinding
 from iis_clientcert.providers.local_user import LocalUser
 from iis_clientcert.providers.server_certificate import ServerCertificate
@@ -264,7 +270,18 @@ def _view(site: _Site) -> dict[str, Any]:
         "roots": [{"certificate": r.certificate, "prop": r.prop} for r in site.roots],
         "users": users,
         "one_to_one": [{"certificate": o.certificate, "user": o.user} for o in site.one_to_one],
-        "many_to_one": [{"user": m.user, "permission": m.permission} for m in site.many_to_one],
+        "many_to_one": [
+            {
+                "user": m.user,
+                "permission": m.permission,
+                "rules": [
+                    {"field": r.field, "sub_field": r.sub_field}
+                    for r in m.rules
+                    if isinstance(r, Rule)
+                ],
+            }
+            for m in site.many_to_one
+        ],
         "https": None
         if https is None
         else {"ip": https.ip, "port": https.port, "host_name": https.host_name, "sni": https.sni},
@@ -277,9 +294,12 @@ def _view(site: _Site) -> dict[str, Any]:
 
 def _check_site(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
     try:
-        return _checks(where, view, reg)
+        checked = _checks(where, view, reg)
     except ValidationError as exc:
         raise ArgsError.of(exc) from None
+    for warning in checked["warnings"]:
+        pulumi.log.warn(warning)
+    return checked
 
 
 def _port(value: Any) -> int:
@@ -317,6 +337,7 @@ def _checks(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
             raise ValidationError(
                 where, f"one_to_one[{i}].user", one["user"], f"is not one of {whose}", fix
             )
+    compared: list[tuple[str, str]] = []  # (field, sub-field) of every rule
     for i, many in enumerate(view["many_to_one"]):
         user = many["user"]
         if user and str(user).lower() not in users:
@@ -327,6 +348,28 @@ def _checks(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
             raise ValidationError(
                 where, f"many_to_one[{i}].user", None, "is required for an Allow mapping"
             )
+        if not many["rules"]:
+            raise ValidationError(
+                where,
+                f"many_to_one[{i}].rules",
+                None,
+                "is empty: what IIS does with a many-to-one mapping without rules is "
+                "undocumented (every trusted certificate, or none)",
+                "Give at least one rule, e.g. the issuing CA's CN: "
+                "Rule(field='Issuer', sub_field='CN', match='My CA').",
+            )
+        for j, rule in enumerate(many["rules"]):
+            sub = canonical_sub_field(str(rule["sub_field"]))
+            if sub is None:
+                raise ValidationError(
+                    where,
+                    f"many_to_one[{i}].rules[{j}].sub_field",
+                    rule["sub_field"],
+                    SUB_FIELD_PROBLEM,
+                    SUB_FIELD_FIX,
+                )
+            field_name = "Issuer" if str(rule["field"]).strip().lower() == "issuer" else "Subject"
+            compared.append((field_name, sub))
     roots: list[tuple[str, certs.CertInfo]] = []
     for root in view["roots"]:
         try:
@@ -335,6 +378,11 @@ def _checks(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
             raise ValidationError(
                 where, root["prop"], None, f"cannot be read ({exc.kind}): {exc}"
             ) from None
+    # Repeated RDNs the rules compare, in the certificates this site sees: its trusted
+    # CAs (Issuer rules read their subject) and its one-to-one certificates.
+    warnings: list[str] = []
+    for prop, info in roots:
+        warnings.extend(repeated_rdn_notes(f"{where}: {prop}", info, compared, as_issuer=True))
     anchors = [info for _, info in roots if info.self_signed]
     intermediates = [info for _, info in roots if not info.self_signed]
     mapped: dict[str, str] = {}
@@ -351,6 +399,7 @@ def _checks(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
                 where, prop, info.thumbprint, f"is mapped twice (also by {mapped[info.thumbprint]})"
             )
         mapped[info.thumbprint] = f"one_to_one[{i}]"
+        warnings.extend(repeated_rdn_notes(f"{where}: {prop}", info, compared))
         if not view["allow_untrusted"]:
             verdict = certs.verify_chain(
                 info, anchors, intermediates, at=datetime.now(UTC), require_client_auth=False
@@ -388,7 +437,7 @@ def _checks(where: str, view: dict[str, Any], reg: Register) -> dict[str, Any]:
             reg.claim_root(authority, info.thumbprint, info.subject, f"{where}: {prop}")
         for i, user in enumerate(view["users"]):
             reg.claim_user(authority, user["name"], f"{where}: users[{i}]")
-    return {"mapped": mapped}
+    return {"mapped": mapped, "warnings": warnings}
 
 
 # --- the component ---------------------------------------------------------------------------

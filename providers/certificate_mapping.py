@@ -17,7 +17,7 @@ to log on is kept in state (``stale_passwords`` says so, and the next ``up`` rew
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +42,44 @@ from iis_clientcert.host.contract import LogonResult, SiteInfo, VerifyPasswordRe
 
 KIND = "CertificateMapping"
 
-SUB_FIELDS = ("CN", "O", "OU", "C", "L", "S", "E")
+# The certificateSubField values IIS documents (iis-docs, manyToOneMappings rules:
+# CN, OU, O, L, S, C). What IIS does with any other (E, ST, an OID) is undocumented, so a
+# rule naming one is refused rather than left to fail silently on a host.
+SUB_FIELDS = ("CN", "OU", "O", "L", "S", "C")
+SUB_FIELD_PROBLEM = "is not a certificate sub-field IIS documents for many-to-one rules"
+SUB_FIELD_FIX = "Use one of " + ", ".join(SUB_FIELDS) + "."
+
+
+def canonical_sub_field(value: str) -> str | None:
+    """The documented spelling of a rule's sub-field (case-insensitive), or None."""
+    return {s.lower(): s for s in SUB_FIELDS}.get(value.strip().lower())
+
+
+def repeated_rdn_notes(
+    label: str, info: certs.CertInfo, rules: Iterable[tuple[str, str]], as_issuer: bool = False
+) -> list[str]:
+    """Warnings for a certificate the product sees whose name repeats an RDN (two OUs) that
+    a rule compares (``rules``: (field, sub_field) pairs). For a one-to-one certificate the
+    rule's field is its own Subject or Issuer; for a trusted CA (``as_issuer``) Issuer rules
+    read its subject, the issuer of the client certificates it signs. IIS documents neither
+    which value it compares nor whether any match is enough: docs/real-host.md."""
+    out: list[str] = []
+    for field_name, sub in sorted(set(rules)):
+        if as_issuer:
+            values = info.subject_fields.get(sub, []) if field_name == "Issuer" else []
+        else:
+            fields = info.subject_fields if field_name == "Subject" else info.issuer_fields
+            values = fields.get(sub, [])
+        if len(values) > 1:
+            out.append(
+                f"{label} ({info.subject}) has {len(values)} {sub} values "
+                f"({', '.join(values)}) and a many-to-one rule compares {field_name} {sub}: "
+                "how IIS matches a repeated RDN is undocumented (check it on the host, "
+                "docs/real-host.md, 'Many-to-one rules')"
+            )
+    return out
+
+
 FIELDS = ("Subject", "Issuer")
 PERMISSIONS = ("Allow", "Deny")
 LOGON_METHODS = ("Interactive", "Batch", "Network", "ClearText")
@@ -219,6 +256,7 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
     certificates: dict[str, str] = {}
     seen: dict[str, str] = {}
     one_to_one: list[OneToOne] = []
+    mapped_infos: list[tuple[str, certs.CertInfo]] = []
     for i, entry in enumerate(get_list(KIND, inputs, "one_to_one")):
         key = f"one_to_one[{i}]"
         if not isinstance(entry, Mapping):
@@ -262,6 +300,7 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 "Map each certificate once.",
             )
         seen[info.thumbprint] = key
+        mapped_infos.append((key, info))
         now = datetime.now(UTC)
         if not info.valid_at(now):
             notes.append(
@@ -312,14 +351,10 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
             if field_c is None:
                 raise ValidationError(KIND, f"{rkey}.field", field, "must be Subject or Issuer")
             sub = get_str(KIND, rule, "sub_field", prefix=f"{rkey}.")
-            sub_c = {s.lower(): s for s in SUB_FIELDS}.get(sub.lower())
+            sub_c = canonical_sub_field(sub)
             if sub_c is None:
                 raise ValidationError(
-                    KIND,
-                    f"{rkey}.sub_field",
-                    sub,
-                    "is not a certificate sub-field IIS matches",
-                    "Use one of " + ", ".join(SUB_FIELDS),
+                    KIND, f"{rkey}.sub_field", sub, SUB_FIELD_PROBLEM, SUB_FIELD_FIX
                 )
             match = rule.get("match")
             if not isinstance(match, str) or not match:
@@ -335,8 +370,16 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 raise ValidationError(KIND, rkey, match, "repeats an earlier rule")
             rules.append(new_rule)
         if not rules:
-            notes.append(
-                f"{site}: {key} ({name}) has no rules and matches every trusted certificate"
+            # What IIS does with a rule-less mapping is undocumented: it may match every
+            # trusted certificate or none, and the two mean opposite things for security.
+            raise ValidationError(
+                KIND,
+                f"{key}.rules",
+                name,
+                "is empty: what IIS does with a many-to-one mapping without rules is "
+                "undocumented (every trusted certificate, or none)",
+                "Give at least one rule; to admit every certificate of a CA, match its "
+                "Issuer CN, e.g. {field: Issuer, sub_field: CN, match: 'My CA'}.",
             )
         many.append(
             ManyToOne(
@@ -350,6 +393,9 @@ def validate(inputs: Mapping[str, Any]) -> MappingDesired:
                 rules=tuple(rules),
             )
         )
+    compared = [(r.field, r.sub_field) for m in many for r in m.rules]
+    for key, info in mapped_infos:
+        notes.extend(repeated_rdn_notes(f"{site}: {key} certificate", info, compared))
     logon = INPUTS.get_str(inputs, "logon_method")
     logon_c = {m.lower(): m for m in LOGON_METHODS}.get(logon.lower())
     if logon_c is None:

@@ -88,7 +88,41 @@ def validate_account_name(kind: str, value: str, key: str = "name") -> str:
         )
     if not value.strip(" ."):
         raise ValidationError(kind, key, value, "cannot consist only of dots and spaces")
+    # SAM's rule for local accounts (Microsoft docs, New-LocalUser -Name: no "@"; "Naming
+    # conventions in Active Directory": no final period); Windows answers 0x8007089A.
+    if "@" in value:
+        raise ValidationError(
+            kind,
+            key,
+            value,
+            "contains '@', which Windows does not allow in a local account name",
+            "Use the account name alone (user@domain is a sign-in name, not an account).",
+        )
+    if value.endswith("."):
+        raise ValidationError(
+            kind, key, value, "ends with a period, which Windows does not allow", "Drop it."
+        )
     return value
+
+
+# The special characters Windows' complexity rule counts (Microsoft docs, "Password must
+# meet complexity requirements"); currency symbols such as the euro or pound do not.
+COMPLEXITY_SPECIALS = frozenset("~!@#$%^&*_-+=`|\\(){}[]:;\"'<>,.?/")
+
+
+def complexity_categories(password: str) -> int:
+    """How many of the rule's five categories a password uses: upper case, lower case,
+    digits 0-9, the listed special characters, and letters without case (Unicode letters
+    that are neither upper nor lower case, such as CJK ideographs)."""
+    return sum(
+        [
+            any(c.isupper() for c in password),
+            any(c.islower() for c in password),
+            any(c in "0123456789" for c in password),
+            any(c in COMPLEXITY_SPECIALS for c in password),
+            any(c.isalpha() and not (c.isupper() or c.islower()) for c in password),
+        ]
+    )
 
 
 def password_problems(
@@ -99,17 +133,10 @@ def password_problems(
     if len(password) < min_length:
         problems.append(f"is shorter than the host's minimum of {min_length} characters")
     if complexity:
-        classes = sum(
-            [
-                any(c.islower() for c in password),
-                any(c.isupper() for c in password),
-                any(c.isdigit() for c in password),
-                any(not c.isalnum() for c in password),
-            ]
-        )
-        if classes < 3:
+        if complexity_categories(password) < 3:
             problems.append(
-                "needs characters from three of: lower case, upper case, digits, symbols"
+                "needs characters from three of: lower case, upper case, digits, symbols "
+                "(currency symbols do not count), letters without case"
             )
         if len(account) >= 3 and account.lower() in password.lower():
             problems.append("must not contain the account name")

@@ -14,9 +14,20 @@ lockout policy and logon rights, whoever tries them (agent ops, the HTTPS front)
   right password included, until the lockout duration has passed (0: until an
   administrator unlocks it).
 * A right password resets the count (SAM's successful validation), even when the logon is
-  then refused for another reason: disabled (1331), or a logon type the account is denied
-  (1385 ERROR_LOGON_TYPE_NOT_GRANTED, from "Deny access to this computer from the network"
-  and its siblings: Microsoft docs, "User Rights Assignment").
+  then refused for another reason, in MSV1_0's order: disabled (1331), expired account
+  (1793, ``account_expires``), a blank password over the network (1327
+  ERROR_ACCOUNT_RESTRICTION: "Accounts: Limit local account use of blank passwords to
+  console logon only", on by default), must change the password at the next logon (1907,
+  ``password_must_change``), an expired password (1330: older than the host's maximum
+  password age, 42 days by default, unless ``password_never_expires``), and then the
+  logon right of the logon type (1385 ERROR_LOGON_TYPE_NOT_GRANTED).
+* Logon rights (Microsoft docs, "User Rights Assignment" and the page of each right): the
+  account, or a group in its token, must hold the right of the logon type ("Allow log on
+  locally" for Interactive, "Access this computer from the network" for Network and
+  ClearText, "Log on as a batch job" for Batch) and none of its "Deny ..." counterparts.
+  A server grants them by default as :data:`DEFAULT_LOGON_RIGHTS` says; every local
+  account's token holds Everyone and BUILTIN\\Users (through Authenticated Users), so
+  network and interactive logons are granted and batch logons are not.
 """
 
 from __future__ import annotations
@@ -62,7 +73,9 @@ WELL_KNOWN = {
     "creator owner": "CREATOR OWNER",
     "everyone": "Everyone",
 }
-_BAD_NAME_CHARS = set('"/\\[]:;|=,+*?<>')
+# SAM's rule for local account names (Microsoft docs, New-LocalUser -Name: no " / \\ [ ] :
+# ; | = , + * ? < > @, not only periods and spaces; "Naming conventions": no final period).
+_BAD_NAME_CHARS = set('"/\\[]:;|=,+*?<>@')
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -70,6 +83,17 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 class PasswordPolicy:
     min_length: int = 8
     complexity: bool = True
+    max_age_days: int = 42  # Maximum password age; 0: passwords never expire
+
+
+# What a host applies when nothing set its password policy (Microsoft docs, "Minimum
+# password length", "Maximum password age", "Password must meet complexity requirements"):
+# a stand-alone server's local policy (no minimum length; complexity as Windows Server's
+# setup leaves it, enabled: the docs' table says disabled, a real host settles it,
+# docs/real-host.md), a domain member the Default Domain Policy (7 characters, complex).
+# Both keep passwords for 42 days.
+STAND_ALONE_PASSWORD_POLICY = PasswordPolicy(min_length=0, complexity=True, max_age_days=42)
+DOMAIN_MEMBER_PASSWORD_POLICY = PasswordPolicy(min_length=7, complexity=True, max_age_days=42)
 
 
 @dataclass(frozen=True)
@@ -85,9 +109,31 @@ class LockoutPolicy:
 
 # Win32 errors of LogonUser (winerror.h).
 ERROR_LOGON_FAILURE = 1326
+ERROR_ACCOUNT_RESTRICTION = 1327
+ERROR_PASSWORD_EXPIRED = 1330
 ERROR_ACCOUNT_DISABLED = 1331
 ERROR_LOGON_TYPE_NOT_GRANTED = 1385
+ERROR_ACCOUNT_EXPIRED = 1793
+ERROR_PASSWORD_MUST_CHANGE = 1907
 ERROR_ACCOUNT_LOCKED_OUT = 1909
+
+# The logon rights and the logon types each grants (User Rights Assignment: "Allow log on
+# locally", "Access this computer from the network", "Log on as a batch job").
+LOGON_RIGHTS: dict[str, frozenset[int]] = {
+    "SeInteractiveLogonRight": frozenset({2}),
+    "SeNetworkLogonRight": frozenset({3, 8}),
+    "SeBatchLogonRight": frozenset({4}),
+}
+# Whom a Windows Server grants them by default (the "Default values" table of each right's
+# page, member and stand-alone servers).
+DEFAULT_LOGON_RIGHTS: dict[str, tuple[str, ...]] = {
+    "SeInteractiveLogonRight": ("Administrators", "Backup Operators", "Users"),
+    "SeNetworkLogonRight": ("Everyone", "Administrators", "Users", "Backup Operators"),
+    "SeBatchLogonRight": ("Administrators", "Backup Operators", "Performance Log Users"),
+}
+# Logon types a blank password is refused for ("Limit local account use of blank passwords
+# to console logon only": network logons; IIS's ClearText is one).
+BLANK_PASSWORD_REFUSED: frozenset[int] = frozenset({3, 8})
 
 # The "Deny ..." user rights and the logon types each refuses (Microsoft docs, User Rights
 # Assignment: network access covers the network (3) and network-cleartext (8) logons;
@@ -124,9 +170,11 @@ def check_account_name(name: str) -> None:
     if not name or len(name) > 20:
         problem = "must be 1 to 20 characters long"
     elif any(ch in _BAD_NAME_CHARS for ch in name) or any(ord(ch) < 32 for ch in name):
-        problem = 'must not contain any of " / \\ [ ] : ; | = , + * ? < >'
+        problem = 'must not contain any of " / \\ [ ] : ; | = , + * ? < > @'
     elif set(name) <= {".", " "}:
         problem = "must not consist only of periods and spaces"
+    elif name.endswith("."):
+        problem = "must not end with a period"
     if problem:
         raise OpError(
             "PolicyViolation",
@@ -135,23 +183,36 @@ def check_account_name(name: str) -> None:
         )
 
 
+# The special characters the complexity rule counts (Microsoft docs, "Password must meet
+# complexity requirements"); currency symbols such as the euro or the pound do not count.
+COMPLEXITY_SPECIALS = frozenset("~!@#$%^&*_-+=`|\\(){}[]:;\"'<>,.?/")
+
+
+def complexity_categories(password: str) -> int:
+    """How many of the five categories of Windows' complexity rule a password uses: upper
+    case, lower case, base-10 digits, the listed special characters, and letters with no
+    case (Unicode alphabetic characters that are neither, such as CJK ideographs)."""
+    return sum(
+        [
+            any(c.isupper() for c in password),
+            any(c.islower() for c in password),
+            any(c in "0123456789" for c in password),
+            any(c in COMPLEXITY_SPECIALS for c in password),
+            any(c.isalpha() and not c.isupper() and not c.islower() for c in password),
+        ]
+    )
+
+
 def check_password(password: str, name: str, full_name: str, policy: PasswordPolicy) -> None:
     """Windows' length and complexity rules. The message never repeats the password."""
     problems: list[str] = []
     if len(password) < policy.min_length:
         problems.append(f"it is shorter than {policy.min_length} characters")
     if policy.complexity:
-        classes = sum(
-            [
-                any(c.isupper() for c in password),
-                any(c.islower() for c in password),
-                any(c.isdigit() for c in password),
-                any(not c.isalnum() for c in password),
-            ]
-        )
-        if classes < 3:
+        if complexity_categories(password) < 3:
             problems.append(
-                "it needs characters from three of: upper case, lower case, digits, symbols"
+                "it needs characters from three of: upper case, lower case, digits, symbols, "
+                "letters without case"
             )
         lowered = password.lower()
         tokens = [name, *re.split(r"[,.\-_#\t ]+", full_name or "")]
@@ -344,6 +405,8 @@ class Accounts:
             )
             if not current:
                 record["password_hash"] = hash_password(password)
+                record["password_last_set"] = self.now  # the maximum age counts from here
+                record["password_must_change"] = False
                 changed.append("password")
             self.request.just_set[record["name"].lower()] = password
         for prop in USER_PROPS:
@@ -401,19 +464,72 @@ class Accounts:
             # The lockout duration has passed: unlocked, with a fresh count.
             record["locked_at"] = None
             record["bad_password_count"] = 0
-        if not password_matches(password, record.get("password_hash")):
+        stored = record.get("password_hash")
+        blank = stored is None and password == ""  # an account created with no password
+        if not blank and not password_matches(password, stored):
             self._bad_attempt(record)
             return ERROR_LOGON_FAILURE
         if record.get("bad_password_count"):
             record["bad_password_count"] = 0
+        return self._restriction(record, logon_type, blank)
+
+    def _restriction(self, record: dict[str, Any], logon_type: int, blank: bool) -> int:
+        """What refuses a logon whose password is right (module docstring's order), or 0."""
         if record.get("disabled"):
             return ERROR_ACCOUNT_DISABLED
+        expires = record.get("account_expires")
+        if expires is not None and self.now >= float(expires):
+            return ERROR_ACCOUNT_EXPIRED
+        if blank and logon_type in BLANK_PASSWORD_REFUSED:
+            return ERROR_ACCOUNT_RESTRICTION
+        if record.get("password_must_change"):
+            return ERROR_PASSWORD_MUST_CHANGE
+        last_set = record.get("password_last_set")
+        max_age = self.policy.max_age_days * 86400
+        if (
+            not record.get("password_never_expires")
+            and max_age > 0
+            and last_set is not None
+            and self.now - float(last_set) >= max_age
+        ):
+            return ERROR_PASSWORD_EXPIRED
+        if not self.has_logon_right(record, logon_type):
+            return ERROR_LOGON_TYPE_NOT_GRANTED
+        return 0
+
+    def token_names(self, record: dict[str, Any]) -> set[str]:
+        """The names in a local account's logon token (lower case): itself, its groups,
+        Everyone, and Users (Authenticated Users is a member of BUILTIN\\Users)."""
+        names = {str(record["name"]), "Everyone", "Users"}
+        names.update(str(g) for g in record.get("groups") or [])
+        return {n.lower() for n in names}
+
+    def logon_right_holders(self, right: str) -> list[str]:
+        rights: dict[str, Any] = self.data.get("user_rights") or {}
+        return list(rights.get(right, DEFAULT_LOGON_RIGHTS[right]))
+
+    def has_logon_right(self, record: dict[str, Any], logon_type: int) -> bool:
         denied: set[int] = set()
         for right in record.get("deny_logon_rights") or []:
             denied |= DENY_RIGHTS.get(str(right), frozenset())
         if logon_type in denied:
-            return ERROR_LOGON_TYPE_NOT_GRANTED
-        return 0
+            return False
+        token = self.token_names(record)
+        for right, types in LOGON_RIGHTS.items():
+            if logon_type in types:
+                holders = {
+                    bare_name(h, self.computer).lower() for h in self.logon_right_holders(right)
+                }
+                return bool(token & holders)
+        return True  # a logon type without a right of its own here (service, unlock)
+
+    def grant_logon_right(self, principal: str, right: str, grant: bool = True) -> None:
+        """Add (or remove) an account or group to a logon right (User Rights Assignment);
+        the first change starts from the host's defaults."""
+        if right not in LOGON_RIGHTS:
+            raise ValueError(f"unknown logon right {right!r}: one of {sorted(LOGON_RIGHTS)}")
+        holders = [h for h in self.logon_right_holders(right) if h.lower() != principal.lower()]
+        self.data.setdefault("user_rights", {})[right] = [*holders, principal] if grant else holders
 
     def guarded_logon(
         self, user_name: str, password: str, logon_type: int, default_domain: str = ""

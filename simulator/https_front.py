@@ -41,9 +41,18 @@ Per request, for the binding's site (location path = site name):
    password with the section's logonMethod and defaultLogonDomain against users.json, and
    counts there like every logon on the host (a wrong password is a bad attempt towards
    the lockout threshold); a failure is 401.1 with the model's HRESULT (0x8007052E for a
-   wrong name or password, 0x80070775 locked out, 0x80070569 logon type not granted).
+   wrong name or password, 0x80070775 locked out, 0x80070569 logon right missing or
+   denied, 0x80070533 disabled, 0x80070701 expired account, 0x8007052F blank password
+   over the network, 0x80070773 must change the password, 0x80070532 expired password;
+   accounts.py says in which order). Not modelled: IIS's logon token cache. IIS keeps a
+   successful logon's token for UserTokenTTL (15 minutes by default, HKLM\\SYSTEM\\
+   CurrentControlSet\\Services\\InetInfo\\Parameters), so on a real host a mapping keeps
+   working for up to 15 minutes after its account's password changed, and a fixed stored
+   password may still meet a cached failure; here every request logs on afresh
+   (tests/simulator/test_front_accounts.py states it where a password changes).
 6. No mapping matched: anonymous access (``anonymousAuthentication@enabled``) gives 200
-   as its user (IUSR); otherwise 401.2 (server configuration denies logon).
+   as its user (IUSR; an empty userName is the site's application pool identity, see
+   pool_identity); otherwise 401.2 (server configuration denies logon).
 
 Not modelled: ClientAuthTrustMode 1/2, application-level locations (everything is
 evaluated at the site).
@@ -94,6 +103,7 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert_simulator import schema, trust
 from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name
+from iis_clientcert_simulator.apphost import Apphost, attrs, child, elements
 from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
@@ -337,6 +347,8 @@ class SiteView:
     logon_method: str = "ClearText"
     default_logon_domain: str = ""
     anonymous_logon_method: str = "ClearText"
+    # The identity of the site's application pool (an empty anonymous userName means it).
+    pool_identity: str = ""
 
     @property
     def negotiates_cert(self) -> bool:
@@ -422,6 +434,46 @@ def _decrypt(session: Session, value: str | None) -> str | None:
     return plain if plain is not None or value.startswith("[enc:") else value
 
 
+# processModel@identityType -> the account a worker process runs as (IIS docs,
+# "Application Pool Identities"; IIS_schema.xml's enum, ApplicationPoolIdentity by default).
+_POOL_ACCOUNTS = {
+    "localsystem": "NT AUTHORITY\\SYSTEM",
+    "localservice": "NT AUTHORITY\\LOCAL SERVICE",
+    "networkservice": "NT AUTHORITY\\NETWORK SERVICE",
+}
+
+
+def pool_identity(apphost: Apphost, site: str) -> str:
+    """Whom the site's root application pool runs as: IIS APPPOOL\\<pool> for
+    ApplicationPoolIdentity, the built-in account, or the SpecificUser's userName. The pool
+    is the root application's ``applicationPool``, else ``applicationDefaults``; the
+    identity the pool's ``processModel``, else ``applicationPoolDefaults``."""
+    pool = ""
+    sites = apphost.sites_element()
+    defaults = child(sites, "applicationDefaults")
+    if defaults is not None:
+        pool = attrs(defaults).get("applicationPool", "")
+    found = apphost.find_site(site)
+    for app in elements(found) if found is not None else ():
+        if app.tag == "application" and attrs(app).get("path", "/") == "/":
+            pool = attrs(app).get("applicationPool", pool)
+    model: dict[str, str] = {}
+    host = child(apphost.root, "system.applicationHost")
+    pools = child(host, "applicationPools") if host is not None else None
+    if pools is not None:
+        pool_defaults = child(pools, "applicationPoolDefaults")
+        if pool_defaults is not None and (pm := child(pool_defaults, "processModel")) is not None:
+            model.update(attrs(pm))
+        for add in elements(pools):
+            named = add.tag == "add" and attrs(add).get("name", "").lower() == pool.lower()
+            if named and (pm := child(add, "processModel")) is not None:
+                model.update(attrs(pm))
+    kind = model.get("identityType", "ApplicationPoolIdentity").lower()
+    if kind == "specificuser":
+        return model.get("userName", "")
+    return _POOL_ACCOUNTS.get(kind, f"IIS APPPOOL\\{pool or site}")
+
+
 def read_site(session: Session, site: str) -> SiteView:
     apphost = session.apphost
     ssl_attrs = apphost.effective(schema.section(SECTION_SSL), site)["attributes"]
@@ -481,6 +533,7 @@ def read_site(session: Session, site: str) -> SiteView:
         logon_method=str(attrs.get("logonMethod", "ClearText")),
         default_logon_domain=str(attrs.get("defaultLogonDomain", "")),
         anonymous_logon_method=str(anon.get("logonMethod", "ClearText")),
+        pool_identity=pool_identity(apphost, site),
     )
 
 
@@ -510,18 +563,19 @@ class Decision:
         }
 
 
-# IIS's names for the RDNs a many-to-one rule can name (and the spellings IIS Manager
-# accepts for them), read from the certificate by the simulator itself.
+# The sub-fields a many-to-one rule can name: the ones IIS documents (iis-docs,
+# iisClientCertificateMappingAuthentication/manyToOneMappings/add/rules/add:
+# certificateSubField "CN", "OU", "O", "L", "S", "C"), spelled as documented. A rule with
+# any other sub-field (E, ST, cn) never matches here: what IIS does with one is
+# undocumented (docs/real-host.md, "Many-to-one rules"), and the product refuses them.
 _SUB_FIELDS: dict[str, x509.ObjectIdentifier] = {
     "CN": NameOID.COMMON_NAME,
-    "O": NameOID.ORGANIZATION_NAME,
     "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "C": NameOID.COUNTRY_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
     "L": NameOID.LOCALITY_NAME,
     "S": NameOID.STATE_OR_PROVINCE_NAME,
-    "E": NameOID.EMAIL_ADDRESS,
+    "C": NameOID.COUNTRY_NAME,
 }
-_SUB_FIELD_ALIASES = {"ST": "S", "EMAILADDRESS": "E", "EMAIL": "E"}
 
 
 def _rdn_values(cert: x509.Certificate, field_name: str, sub_field: str) -> list[str]:
@@ -529,10 +583,11 @@ def _rdn_values(cert: x509.Certificate, field_name: str, sub_field: str) -> list
     if which not in ("subject", "issuer"):
         return []
     name = cert.subject if which == "subject" else cert.issuer
-    sub = sub_field.strip().upper()
-    oid = _SUB_FIELDS.get(_SUB_FIELD_ALIASES.get(sub, sub))
+    oid = _SUB_FIELDS.get(sub_field)
     if oid is None:
         return []
+    # Every value of a repeated RDN (two OUs) is compared: one match is enough (unconfirmed
+    # on a real host, docs/real-host.md).
     return [str(a.value) for a in name.get_attributes_for_oid(oid)]
 
 
@@ -621,7 +676,9 @@ def _anonymous(view: SiteView) -> Decision:
     if well_known is not None:
         return Decision(200, 0, well_known, "anonymous")
     if user == "":
-        return Decision(200, 0, f"IIS APPPOOL\\{view.site}", "anonymous")
+        # An empty userName: requests run as the application pool's identity (IIS docs,
+        # anonymousAuthentication: "set the userName to an empty string" for the pool).
+        return Decision(200, 0, view.pool_identity or f"IIS APPPOOL\\{view.site}", "anonymous")
     who, hresult = _logon(view, user, view.anonymous_password, anonymous=True)
     if who is None:
         return Decision(401, 1, None, None, hresult, "the anonymous user cannot log on")

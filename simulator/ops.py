@@ -521,7 +521,7 @@ def cert_revocation(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 
 def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     facts = s.facts
-    policy = facts.get("password_policy") or {}
+    policy = s.state.password_policy()
     return {
         "computer_name": facts.get("computer_name"),
         "os_caption": facts.get("os_caption"),
@@ -531,10 +531,7 @@ def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
         "client_auth_trust_mode": int(facts.get("client_auth_trust_mode", 0)),
         "send_trusted_issuer_list": int(facts.get("send_trusted_issuer_list", 0)),
         "tls13_enabled": bool(facts.get("tls13_enabled", False)),
-        "password_policy": {
-            "min_length": int(policy.get("min_length", 8)),
-            "complexity": bool(policy.get("complexity", True)),
-        },
+        "password_policy": {"min_length": policy.min_length, "complexity": policy.complexity},
         "lockout_policy": dict(vars(s.state.lockout_policy())),
     }
 

@@ -39,6 +39,8 @@ from lxml import etree
 
 from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.accounts import (
+    DOMAIN_MEMBER_PASSWORD_POLICY,
+    STAND_ALONE_PASSWORD_POLICY,
     Accounts,
     Domain,
     Folders,
@@ -288,9 +290,17 @@ class HostState:
         return {str(url): bool(ok) for url, ok in dict(facts).items()}
 
     def password_policy(self) -> PasswordPolicy:
-        policy = self.host_facts().get("password_policy") or {}
+        """host.json's ``password_policy``; what it leaves out is the Windows default of a
+        stand-alone server, or of a domain member when host.json names a domain (accounts.py,
+        STAND_ALONE_PASSWORD_POLICY). The simulated host sets 8 characters (HOST_FACTS)."""
+        facts = self.host_facts()
+        policy = facts.get("password_policy") or {}
+        member = Domain.from_facts(facts) is not None
+        default = DOMAIN_MEMBER_PASSWORD_POLICY if member else STAND_ALONE_PASSWORD_POLICY
         return PasswordPolicy(
-            int(policy.get("min_length", 8)), bool(policy.get("complexity", True))
+            int(policy.get("min_length", default.min_length)),
+            bool(policy.get("complexity", default.complexity)),
+            int(policy.get("max_age_days", default.max_age_days)),
         )
 
     def lockout_policy(self) -> LockoutPolicy:

@@ -267,6 +267,36 @@ def deny_logon_right(
         session.save()
 
 
+def grant_logon_right(
+    state_dir: Path, principal: str, right: str = "SeBatchLogonRight", grant: bool = True
+) -> None:
+    """Add (or, with ``grant=False``, remove) an account or group to a logon right (User
+    Rights Assignment: SeInteractiveLogonRight, SeNetworkLogonRight, SeBatchLogonRight)."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        session = Session(state)
+        session.accounts.grant_logon_right(principal, right, grant)
+        session.save()
+
+
+def set_account_state(state_dir: Path, user: str, **fields: Any) -> None:
+    """Change what users.json holds for an account as lusrmgr or net user would:
+    ``password_must_change``, ``account_expires`` / ``password_last_set`` (epoch seconds),
+    ``password_never_expires``, ``disabled``; ``blank_password=True`` clears the password."""
+    state = HostState(Path(state_dir))
+    with state.locked():
+        session = Session(state)
+        accounts = session.accounts
+        key = accounts._key(user)
+        if key is None:
+            raise KeyError(user)
+        record = accounts.data["users"][key]
+        if fields.pop("blank_password", False):
+            record["password_hash"] = None
+        record.update(fields)
+        session.save()
+
+
 def unlock_account(state_dir: Path, user: str) -> None:
     """What an administrator does for a locked account (IsAccountLocked = $false)."""
     state = HostState(Path(state_dir))

@@ -809,7 +809,36 @@ WINDOWS_CODES: Final[dict[int, WindowsCode]] = {
         "ERROR_LOGON_TYPE_NOT_GRANTED",
         "the account may not log on this way (a 'Deny ...' logon right, or a missing one)",
         "grant the account the logon right of its logonMethod (ClearText and Network need "
-        "'Access this computer from the network'), or change logon_method",
+        "'Access this computer from the network', Batch 'Log on as a batch job', which a "
+        "server gives no ordinary account), or change logon_method",
+    ),
+    0x80070533: WindowsCode(
+        "ERROR_ACCOUNT_DISABLED",
+        "the account is disabled (its password is right)",
+        "enable the account (LocalUser disabled=False, or net user NAME /active:yes)",
+    ),
+    0x80070532: WindowsCode(
+        "ERROR_PASSWORD_EXPIRED",
+        "the account's password is older than the host's maximum password age",
+        "set a new password (and the mapping's), or mark the account's password as never "
+        "expiring (password_never_expires=True)",
+    ),
+    0x80070773: WindowsCode(
+        "ERROR_PASSWORD_MUST_CHANGE",
+        "the account must change its password at the next logon, which IIS cannot do",
+        "clear 'User must change password at next logon' (net user NAME "
+        "/logonpasswordchg:no), or change the password in the program",
+    ),
+    0x80070701: WindowsCode(
+        "ERROR_ACCOUNT_EXPIRED",
+        "the account's expiry date has passed",
+        "extend or clear the account's expiry date (net user NAME /expires:never)",
+    ),
+    0x8007052F: WindowsCode(
+        "ERROR_ACCOUNT_RESTRICTION",
+        "an account restriction refuses this logon: most often a blank password, which "
+        "Windows allows only at the console",
+        "give the account a password (and the mapping the same one)",
     ),
     0x80070775: WindowsCode(
         "ERROR_ACCOUNT_LOCKED_OUT",

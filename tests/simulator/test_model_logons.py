@@ -163,6 +163,8 @@ def test_deny_network_logon_refuses_network_and_cleartext_logons_only(tmp_path: 
     deny_logon_right(runner.state_dir, "alice", "SeDenyNetworkLogonRight")
     accounts = _accounts(WINDOWS_11)
     accounts.deny_logon_right("alice", "SeDenyNetworkLogonRight")
+    # Batch logons need "Log on as a batch job", which a server grants to no ordinary user.
+    accounts.grant_logon_right("alice", "SeBatchLogonRight")
     codes = {method: accounts.logon("alice", PASSWORD, t) for method, t in LOGON_TYPES.items()}
     assert codes == {
         "Interactive": 0,

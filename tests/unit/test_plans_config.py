@@ -348,7 +348,7 @@ def test_mapping_normalises_every_certificate_form_to_one_blob(alice: Issued) ->
                 ]
             },
             "many_to_one[0].rules[0].sub_field",
-            "Use one of CN, O, OU, C, L, S, E",
+            "Use one of CN, OU, O, L, S, C.",
         ),
         (
             {
