@@ -70,7 +70,9 @@ callback is installed on the context's ``SSL_CTX`` through ctypes (``_ssl`` keep
 existing callback when ``verify_mode`` changes); the intermediates the client sent are read
 with ``SSL_get_peer_cert_chain``. If that is not possible (not CPython, no libssl found),
 the front falls back to OpenSSL's own checks against Root + CA with time checks off;
-untrusted certificates then fail in the handshake and a warning is logged once.
+untrusted certificates then fail in the handshake and a warning is logged once, and a
+binding without handshake negotiation cannot renegotiate: its requests go on without a
+certificate (403.7 where one is required).
 """
 
 from __future__ import annotations
@@ -1258,11 +1260,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._read_body()
         tls = self.tls.version() if self.tls is not None else None
         if early is not None:
-            result: tuple[str, Decision, str | None] | None = (
-                self.server.binding_key[0],
-                early,
-                None,
-            )
+            binding = front.bindings_by_key().get(self.server.binding_key)
+            site = binding.site if binding is not None else self.server.binding_key[0]
+            result: tuple[str, Decision, str | None] | None = (site, early, None)
         else:
             result = front.answer(
                 self.server.binding_key,
@@ -1376,6 +1376,10 @@ class HttpsFront:
                 if listener.binding.protocol == protocol:
                     out.setdefault(listener.binding.site, []).append(listener.url)
             return {site: sorted(urls) for site, urls in sorted(out.items())}
+
+    def bindings_by_key(self) -> dict[tuple[str, str, str], Binding]:
+        with self._lock:
+            return {key: listener.binding for key, listener in self._listeners.items()}
 
     def bindings(self) -> dict[str, Binding]:
         """{url: binding} of the listeners, for callers that need the binding details."""
