@@ -386,6 +386,11 @@ class Accounts:
                     HR_ALREADY_EXISTS,
                 )
             record: dict[str, Any] = {"name": name, **_new_user(), "password_hash": None}
+            # New-LocalUser (like net user /add) makes every new account a member of Users,
+            # which the default folder ACLs grant read to (FACTS, "IIS request semantics").
+            users_group = self._group_key("Users")
+            if users_group is not None:
+                record["groups"] = [users_group]
         else:
             assert key is not None
             record = self.data["users"][key]  # changed in place (saved if the op succeeds)

@@ -8,16 +8,25 @@ plain listener. The state folder is re-read for every request, and the set of li
 follows changes to applicationHost.config and httpsys.json, so a ``pulumi up`` takes
 effect without a restart.
 
-Per request, for the binding's site (location path = site name):
+Per request, at the URL's configuration path (``<location path="site/app/folder">`` levels
+of applicationHost.config, then the site's web.config files written with
+target="webconfig", merged as IIS merges them; see ``read_site``):
 
 0. Plain http: ``access@sslFlags`` with Ssl128 answers 403.5, with Ssl 403.4 (IIS's
    "SSL required" substatuses); client certificates play no part (there is no TLS).
 1. The client certificate is asked for in the TLS handshake when the HTTP.sys binding
-   negotiates it (``clientcertnegotiation=enable``, or binding sslFlags 128). Otherwise
-   IIS asks after the handshake when ``access@sslFlags`` has SslNegotiateCert: on TLS 1.2
-   that is a renegotiation (emulated here by asking in the handshake, which yields the same
-   certificate); TLS 1.3 forbids it, so the connection is reset (Windows Server 2022) or
-   answered 500 with 0x80070032 (Server 2025, os_build >= 26100).
+   negotiates it (``clientcertnegotiation=enable``; the binding's sslFlags 128 only on
+   Server 2025, build 26100: earlier builds ignore it). Otherwise IIS asks after reading
+   the request, when the URL's ``access@sslFlags`` has SslNegotiateCert. On TLS 1.2 that is
+   a real renegotiation here (``renegotiate_for_certificate``: SSL_renegotiate through
+   ctypes, which Python's ssl does not expose): the body is read first, and one larger
+   than ``serverRuntime@uploadReadAheadSize`` (49152 by default) is answered 413 without
+   asking; a client that refuses the renegotiation (HTTP/2 clients must; or renegotiation
+   turned off) gets its connection reset. TLS 1.3 forbids renegotiation, so the connection
+   is reset (Windows Server 2022) or answered 500 with 0x80070032 (Server 2025, os_build
+   >= 26100). TLS versions follow the OS build: no TLS 1.3 before Server 2022 (20348).
+   Emulated, not real: the reset after a refused renegotiation (HTTP.sys's exact reaction
+   is not documented) and the front speaks HTTP/1.1 only (no ALPN h2).
 2. IIS uses a client certificate only when sslFlags has SslNegotiateCert (it is what makes
    IIS ask HTTP.sys for the certificate); SslRequireCert without it is 403.7 even when the
    handshake carried one. No certificate and SslRequireCert: 403.7.
@@ -53,9 +62,16 @@ Per request, for the binding's site (location path = site name):
 6. No mapping matched: anonymous access (``anonymousAuthentication@enabled``) gives 200
    as its user (IUSR; an empty userName is the site's application pool identity, see
    pool_identity); otherwise 401.2 (server configuration denies logon).
+7. Per path: the mapping section is read at the site only (mappings stored at an
+   application or folder path are ignored); a section in a web.config along the path that
+   applicationHost.config locks answers 500.19 0x80070021 to every request below it; a
+   request that runs as a local account (mapped, or a local anonymous user) needs read
+   access to the URL's physical folder by acl.json (nearest modelled folder; Allow/Deny
+   ACEs of the account, its groups, Everyone, Authenticated Users), else 401.3. Built-in
+   identities (IUSR, application pool identities) are not checked.
 
-Not modelled: ClientAuthTrustMode 1/2, application-level locations (everything is
-evaluated at the site).
+Not modelled: ClientAuthTrustMode 1/2, keep-alive (every answer closes the connection),
+chunked request bodies.
 
 The client certificate must reach the trust decision even when OpenSSL would reject it
 (unknown CA, expired). Python 3.11's ``ssl`` has no verify callback, so an accept-all
@@ -63,7 +79,9 @@ callback is installed on the context's ``SSL_CTX`` through ctypes (``_ssl`` keep
 existing callback when ``verify_mode`` changes); the intermediates the client sent are read
 with ``SSL_get_peer_cert_chain``. If that is not possible (not CPython, no libssl found),
 the front falls back to OpenSSL's own checks against Root + CA with time checks off;
-untrusted certificates then fail in the handshake and a warning is logged once.
+untrusted certificates then fail in the handshake and a warning is logged once, and a
+binding without handshake negotiation cannot renegotiate: its requests go on without a
+certificate (403.7 where one is required).
 """
 
 from __future__ import annotations
@@ -85,10 +103,12 @@ import struct
 import sys
 import tempfile
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 from cryptography import x509
@@ -102,8 +122,8 @@ from iis_clientcert.host.contract import (
     SECTION_SSL,
 )
 from iis_clientcert_simulator import schema, trust
-from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name
-from iis_clientcert_simulator.apphost import Apphost, attrs, child, elements
+from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name, norm_folder
+from iis_clientcert_simulator.apphost import Apphost, attrs, child, elements, merge
 from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
@@ -120,6 +140,13 @@ SSL_FLAG_128 = 256
 BINDING_SNI = 1
 BINDING_NEGOTIATE_CLIENT_CERT = 128
 WINDOWS_2025_BUILD = 26100
+# Windows Server 2022 (build 20348) is the first whose Schannel speaks TLS 1.3 (Microsoft:
+# "TLS protocol version support"); 2016 (14393) and 2019 (17763) stop at TLS 1.2.
+WINDOWS_2022_BUILD = 20348
+# system.webServer/serverRuntime@uploadReadAheadSize's default (IIS_schema.xml).
+UPLOAD_READ_AHEAD_DEFAULT = 49152
+HR_ACCESS_DENIED = "0x80070005"
+HR_LOCK_VIOLATION = "0x80070021"
 
 HR_CERT_UNTRUSTED_ROOT = trust.HR_UNTRUSTED_ROOT
 HR_CERT_SIGNATURE = trust.HR_CERT_SIGNATURE
@@ -180,6 +207,21 @@ def _find_libssl() -> ctypes.CDLL | None:
             lib.OPENSSL_sk_value.restype = ctypes.c_void_p
             lib.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
             lib.i2d_X509.restype = ctypes.c_int
+            # A server-initiated TLS 1.2 renegotiation (what Python's ssl does not expose).
+            for fn in (
+                "SSL_renegotiate",
+                "SSL_do_handshake",
+                "SSL_renegotiate_pending",
+                "SSL_in_init",
+            ):
+                getattr(lib, fn).argtypes = [ctypes.c_void_p]
+                getattr(lib, fn).restype = ctypes.c_int
+            lib.SSL_get_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            lib.SSL_get_error.restype = ctypes.c_int
+            lib.SSL_peek.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+            lib.SSL_peek.restype = ctypes.c_int
+            lib.ERR_clear_error.argtypes = []
+            lib.ERR_clear_error.restype = None
         except (OSError, AttributeError):
             continue
         return lib
@@ -235,12 +277,63 @@ def _ssl_pointer(ssl_object: Any, ctx: ssl.SSLContext) -> int | None:
     return int(ssl_ptr)
 
 
-def _ask_on_tls12(ssl_object: Any, _server_name: str | None, ctx: ssl.SSLContext) -> None:
-    """SNI callback (runs after version selection): on TLS 1.2 ask for the certificate in
-    the handshake, standing in for IIS's renegotiation; TLS 1.3 gets no request."""
-    ssl_ptr = _ssl_pointer(ssl_object, ctx)
-    if _LIBSSL is not None and ssl_ptr is not None and _LIBSSL.SSL_version(ssl_ptr) == 0x0303:
-        _LIBSSL.SSL_set_verify(ssl_ptr, _SSL_VERIFY_PEER, _ACCEPT_ANY)
+_SSL_ERROR_WANT_READ = 2
+_SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x00010000
+_SSL_ERROR_WANT_WRITE = 3
+
+
+def renegotiate_for_certificate(tls: ssl.SSLSocket, timeout: float) -> bool | None:
+    """Ask a TLS 1.2 client for its certificate by a server-initiated renegotiation, as
+    HTTP.sys does for IIS after reading the request (the client answers with a new
+    handshake that carries the certificate). True when the new handshake completed, False
+    when the client refused or broke it (an HTTP/2 client, one with renegotiation off),
+    None when renegotiation cannot be done here (no libssl hook).
+
+    Python's ssl has no SSL_renegotiate; it is called through ctypes on the connection's
+    SSL*. The socket is non-blocking underneath (it has a timeout), so the handshake is
+    driven with SSL_peek until OpenSSL reports it no longer pending."""
+    lib = _LIBSSL
+    ssl_ptr = _ssl_pointer(tls, tls.context)
+    if lib is None or ssl_ptr is None:
+        return None
+    import select  # noqa: PLC0415 - only this path waits on the raw descriptor
+
+    lib.SSL_set_verify(ssl_ptr, _SSL_VERIFY_PEER, _ACCEPT_ANY)
+    fd = tls.fileno()
+    deadline = time.monotonic() + timeout
+    probe = ctypes.create_string_buffer(1)
+
+    def wait(err: int) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0 or err not in (_SSL_ERROR_WANT_READ, _SSL_ERROR_WANT_WRITE):
+            return False
+        if err == _SSL_ERROR_WANT_READ:
+            return bool(select.select([fd], [], [], left)[0])
+        return bool(select.select([], [fd], [], left)[1])
+
+    try:
+        if lib.SSL_renegotiate(ssl_ptr) != 1:
+            return False
+        while True:  # sends the HelloRequest
+            rc = lib.SSL_do_handshake(ssl_ptr)
+            if rc == 1:
+                break
+            if not wait(lib.SSL_get_error(ssl_ptr, rc)):
+                return False
+        # The client's new handshake: pending until its ClientHello, in init until done.
+        while lib.SSL_renegotiate_pending(ssl_ptr) or lib.SSL_in_init(ssl_ptr):
+            rc = lib.SSL_peek(ssl_ptr, probe, 1)
+            if rc > 0:
+                # Application data instead of a handshake: the client ignored the request.
+                return False
+            err = lib.SSL_get_error(ssl_ptr, rc)
+            if not (lib.SSL_renegotiate_pending(ssl_ptr) or lib.SSL_in_init(ssl_ptr)):
+                break
+            if not wait(err):
+                return False
+        return True
+    finally:
+        lib.ERR_clear_error()  # leave nothing for _ssl's next call to misreport
 
 
 def peer_chain(tls: ssl.SSLSocket) -> list[bytes]:
@@ -349,6 +442,11 @@ class SiteView:
     anonymous_logon_method: str = "ClearText"
     # The identity of the site's application pool (an empty anonymous userName means it).
     pool_identity: str = ""
+    # The URL's physical folder (for the read-access check: 401.3) and a locked section
+    # found in a web.config along the path (500.19 on every request).
+    physical_folder: str = ""
+    locked_section: str | None = None
+    upload_read_ahead_size: int = UPLOAD_READ_AHEAD_DEFAULT
 
     @property
     def negotiates_cert(self) -> bool:
@@ -376,7 +474,7 @@ def _flags(value: str) -> int:
     return total
 
 
-def _https_binding(site: str, b: Any, httpsys: Any) -> Binding | None:
+def _https_binding(site: str, b: Any, httpsys: Any, build: int) -> Binding | None:
     info = str(b.get("bindingInformation", ""))
     try:
         flags = int(str(b.get("sslFlags", "0")) or "0")
@@ -398,8 +496,11 @@ def _https_binding(site: str, b: Any, httpsys: Any) -> Binding | None:
         ssl_flags=flags,
         certificate_hash=str(entry.get("certificate_hash", "")).upper(),
         certificate_store=str(entry.get("certificate_store", "My")),
+        # The binding's sslFlags 128 (negotiate the client certificate in the handshake)
+        # exists on Server 2025 only; earlier IIS ignores it and only the HTTP.sys
+        # record's clientcertnegotiation counts (FACTS, "IIS request semantics").
         client_cert_negotiation=bool(entry.get("client_cert_negotiation"))
-        or bool(flags & BINDING_NEGOTIATE_CLIENT_CERT),
+        or (bool(flags & BINDING_NEGOTIATE_CLIENT_CERT) and build >= WINDOWS_2025_BUILD),
         verify_client_cert_revocation=_bool(entry.get("verifyclientcertrevocation"), True),
         disable_tls13=_bool(entry.get("disabletls13"), False),
     )
@@ -410,12 +511,13 @@ def read_bindings(session: Session) -> list[Binding]:
     without one cannot serve), and http ones."""
     out: list[Binding] = []
     httpsys = session.httpsys
+    build = int(session.facts.get("os_build", WINDOWS_2022_BUILD))
     for site in session.apphost.site_elements():
         name = str(site.get("name", ""))
         for b in session.apphost.bindings(site):
             protocol = str(b.get("protocol", "")).lower()
             if protocol == "https":
-                found = _https_binding(name, b, httpsys)
+                found = _https_binding(name, b, httpsys, build)
                 if found is not None:
                     out.append(found)
             elif protocol == "http":
@@ -474,10 +576,81 @@ def pool_identity(apphost: Apphost, site: str) -> str:
     return _POOL_ACCOUNTS.get(kind, f"IIS APPPOOL\\{pool or site}")
 
 
-def read_site(session: Session, site: str) -> SiteView:
+def url_path(target: str) -> str:
+    """The decoded path of a request target ("/app/page?x" -> "/app/page")."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(target).path or "/") or "/"
+
+
+def config_path(site: str, path: str) -> str:
+    """IIS's configuration path for a URL of ``site``: "shop" + "/app/x" -> "shop/app/x"."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p and p != "."]
+    return "/".join([site, *parts])
+
+
+def _web_config_levels(
+    session: Session, section_schema: schema.SectionSchema, location: str
+) -> list[Any]:
+    """The section in the site's web.config files along ``location`` (written with
+    target="webconfig"; they merge below applicationHost.config, as IIS's do)."""
+    parts = location.split("/")
+    out: list[Any] = []
+    for depth in range(1, len(parts) + 1):
+        config = session.webconfig("/".join(parts[:depth]), create=False)
+        if config is not None:
+            out.append(config.section_in(config.root, section_schema))
+    return out
+
+
+def _locked_in_web_config(session: Session, location: str) -> str | None:
+    """A section set in a web.config along ``location`` that applicationHost.config locks
+    (overrideMode Deny): IIS fails every request below it with 500.19 0x80070021
+    (Microsoft: "HTTP Error 500.19 ... 0x80070021", the configuration section is locked
+    at a parent level). Returns a description, or None."""
+    parts = location.split("/")
     apphost = session.apphost
-    ssl_attrs = apphost.effective(schema.section(SECTION_SSL), site)["attributes"]
-    anon = apphost.effective(schema.section(SECTION_ANONYMOUS), site)["attributes"]
+    for depth in range(1, len(parts) + 1):
+        at = "/".join(parts[:depth])
+        config = session.webconfig(at, create=False)
+        if config is None:
+            continue
+        pending: list[tuple[str, Any]] = [(str(c.tag), c) for c in config.root if _is_el(c)]
+        while pending:
+            name, el = pending.pop()
+            try:
+                declared = apphost.override_mode_default(name)
+            except OpError:
+                pending += [(f"{name}/{c.tag}", c) for c in el if _is_el(c)]
+                continue
+            try:
+                mode = apphost.override_mode(schema.section(name), at)
+            except OpError:
+                mode = declared  # a section the simulator's schema does not model
+            if mode == "Deny":
+                return f"{name} in the web.config of '{at}'"
+    return None
+
+
+def _is_el(node: Any) -> bool:
+    return isinstance(node.tag, str)
+
+
+def read_site(session: Session, site: str, path: str = "/") -> SiteView:
+    """The configuration one request to ``path`` of ``site`` sees: sslFlags and anonymous
+    access at the URL's configuration path (location paths of applications and folders,
+    then the site's web.config files), the mappings at the site only."""
+    apphost = session.apphost
+    location = config_path(site, path)
+
+    def effective(section_path: str) -> dict[str, Any]:
+        found = schema.section(section_path)
+        levels = apphost.levels(found, location) + _web_config_levels(session, found, location)
+        return merge(found, levels)
+
+    ssl_attrs = effective(SECTION_SSL)["attributes"]
+    anon = effective(SECTION_ANONYMOUS)["attributes"]
+    # IIS reads the certificate mapping section at the site only: mappings stored at an
+    # application or folder path are ignored (FACTS, "IIS request semantics"; the mapping
+    # module is configured per site: Microsoft, iisClientCertificateMappingAuthentication).
     mapping = apphost.effective(schema.section(SECTION_MAPPING), site)
     attrs = mapping["attributes"]
     one_to_one = tuple(
@@ -534,7 +707,100 @@ def read_site(session: Session, site: str) -> SiteView:
         default_logon_domain=str(attrs.get("defaultLogonDomain", "")),
         anonymous_logon_method=str(anon.get("logonMethod", "ClearText")),
         pool_identity=pool_identity(apphost, site),
+        physical_folder=_physical_folder(apphost, site, path),
+        locked_section=_locked_in_web_config(session, location),
+        upload_read_ahead_size=_upload_read_ahead(apphost, location),
     )
+
+
+def _physical_folder(apphost: Any, site: str, path: str) -> str:
+    """The folder a URL path maps to: the longest matching application + virtual directory
+    of the site, then the rest of the path below its physicalPath."""
+    element = apphost.find_site(site)
+    if element is None:
+        return ""
+    wanted = [p for p in path.split("/") if p]
+    best: tuple[int, str] = (-1, "")
+    for app in element:
+        if not _is_el(app) or app.tag != "application":
+            continue
+        for vdir in app:
+            if not _is_el(vdir) or vdir.tag != "virtualDirectory":
+                continue
+            virtual = f"{app.get('path', '/').rstrip('/')}/{vdir.get('path', '/').strip('/')}"
+            parts = [p for p in virtual.split("/") if p]
+            same = [p.lower() for p in wanted[: len(parts)]] == [p.lower() for p in parts]
+            if same and len(parts) > best[0]:
+                best = (len(parts), str(vdir.get("physicalPath", "")))
+    if best[0] < 0 or not best[1]:
+        return ""
+    return "\\".join([best[1].rstrip("\\"), *wanted[best[0] :]])
+
+
+def _upload_read_ahead(apphost: Any, location: str) -> int:
+    """serverRuntime@uploadReadAheadSize at the URL's configuration path (the nearest level
+    that sets it; the simulator's schema does not model the section, so it is read raw)."""
+    value = UPLOAD_READ_AHEAD_DEFAULT
+    for container in apphost._chain(location, include_self=True):
+        el = container
+        for part in ("system.webServer", "serverRuntime"):
+            el = (
+                next((c for c in el if _is_el(c) and c.tag == part), None)
+                if el is not None
+                else None
+            )
+        if el is not None and el.get("uploadReadAheadSize") is not None:
+            with contextlib.suppress(ValueError):
+                value = int(str(el.get("uploadReadAheadSize")))
+    return value
+
+
+_READ_RIGHTS = ("fullcontrol", "modify", "readandexecute", "read")
+
+
+def can_read(session: Session, folder: str, who: str) -> bool:
+    """Whether ``who`` (COMPUTER\\name) may read ``folder`` by the simulator's ACLs
+    (acl.json): the nearest modelled folder at or above it, its Allow and Deny ACEs for the
+    account, its local groups, Everyone and Authenticated Users. A folder the model does
+    not know is not checked."""
+    if not folder:
+        return True
+    folders = session.folders
+    path = norm_folder(folder)
+    entry: dict[str, Any] | None = None
+    while True:
+        found = folders.get(path)
+        if found["exists"]:
+            entry = found
+            break
+        parent = str(PureWindowsPath(path).parent)
+        if parent == path:
+            return True
+        path = parent
+    computer = session.computer.lower()
+    name = who.rsplit("\\", maxsplit=1)[-1].lower()
+    record = session.accounts.user(name) or {}
+    groups = [str(g).lower() for g in record.get("groups", [])]
+    ids = {
+        name,
+        f"{computer}\\{name}",
+        f".\\{name}",
+        "everyone",
+        "nt authority\\authenticated users",
+    }
+    for g in groups:
+        ids |= {g, f"builtin\\{g}", f"{computer}\\{g}"}
+    allowed = False
+    for ace in entry["aces"]:
+        if str(ace.get("identity", "")).lower() not in ids:
+            continue
+        rights = str(ace.get("rights", "")).lower().replace(" ", "").split(",")
+        if not any(r in _READ_RIGHTS for r in rights):
+            continue
+        if str(ace.get("type", "Allow")).lower() == "deny":
+            return False
+        allowed = True
+    return allowed
 
 
 # --- IIS's decision ------------------------------------------------------------------------
@@ -683,6 +949,13 @@ def _anonymous(view: SiteView) -> Decision:
     if who is None:
         return Decision(401, 1, None, None, hresult, "the anonymous user cannot log on")
     return Decision(200, 0, who, "anonymous")
+
+
+def _is_local(user: str, view: SiteView) -> bool:
+    """A local account of the host (the identities with folder ACEs of their own), not a
+    built-in one such as IUSR or an application pool identity."""
+    domain, _, _name = user.rpartition("\\")
+    return domain.lower() == view.computer.lower()
 
 
 def _load_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
@@ -865,8 +1138,10 @@ class _Contexts:
             return ctx
         if _accept_all_client_certs(ctx):
             if mode == "after":
+                # Not in the handshake: renegotiate_for_certificate asks after the request,
+                # in a full handshake (a resumed session would carry no certificate).
                 ctx.verify_mode = ssl.CERT_NONE
-                ctx.sni_callback = _ask_on_tls12
+                ctx.options |= _SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION
             return ctx
         if not _HOOK_WARNED.is_set():
             _HOOK_WARNED.set()
@@ -916,6 +1191,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "Microsoft-IIS/10.0"
 
     tls: ssl.SSLSocket | None = None
+    mode: CertMode = "none"
+    tls_version: str | None = None
     reset_after_request = False
     tls13_failure = False
     client_der: bytes | None = None
@@ -942,9 +1219,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.client_der = self.tls.getpeercert(binary_form=True)
         if self.client_der is not None:
             self.client_chain = tuple(c for c in peer_chain(self.tls) if c != self.client_der)
-        if mode == "after" and version == "TLSv1.3" and self.client_der is None:
-            # IIS would renegotiate for the certificate; TLS 1.3 forbids that.
-            self.tls13_failure = True
+        self.mode = mode
+        self.tls_version = version
         super().setup()
 
     def handle(self) -> None:
@@ -972,17 +1248,85 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 1 << 20))
         self._answer(send_body=True)
+
+    def _read_body(self, limit: int = 1 << 24) -> int:
+        """Read (and drop) the request body; its length."""
+        length = int(self.headers.get("Content-Length") or 0)
+        left = min(length, limit)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
+        return length
+
+    def _ask_after_request(self, path: str) -> Decision | bool:
+        """IIS without handshake negotiation: the certificate is asked for only now, after
+        the request was read, when the URL's sslFlags have SslNegotiateCert. False: the
+        connection fails (reset); a Decision: answer it; True: go on."""
+        front = self.server.front
+        plan = front.after_request_plan(self.server.binding_key, path)
+        if plan is None or not plan[0]:
+            self._read_body()
+            return True
+        limit = plan[1]
+        if self.tls_version == "TLSv1.3":
+            # TLS 1.3 has no renegotiation (answered in HttpsFront.answer).
+            self._read_body()
+            self.tls13_failure = True
+            return True
+        # HTTP.sys holds the body read ahead while it renegotiates; a body larger than
+        # serverRuntime@uploadReadAheadSize cannot be held: 413 (Microsoft: "serverRuntime";
+        # KB "Client certificate ... 413 Request Entity Too Large").
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > limit:
+            self._read_body()
+            return Decision(
+                413,
+                0,
+                detail=f"request body of {length} bytes is over uploadReadAheadSize ({limit}) "
+                "and the client certificate must be renegotiated",
+            )
+        self._read_body()
+        assert self.tls is not None
+        done = renegotiate_for_certificate(self.tls, self.timeout)
+        if done is False:
+            log.info("%s: the client refused TLS renegotiation", self.client_address[0])
+            return False
+        if done:
+            self.client_der = self.tls.getpeercert(binary_form=True)
+            if self.client_der is not None:
+                self.client_chain = tuple(c for c in peer_chain(self.tls) if c != self.client_der)
+        return True
 
     def _answer(self, send_body: bool) -> None:
         front = self.server.front
+        path = url_path(self.path)
+        early: Decision | None = None
+        if self.tls is not None and self.mode == "after" and self.client_der is None:
+            step = self._ask_after_request(path)
+            if step is False:
+                self.close_connection = True
+                self._reset(self.tls)
+                return
+            if isinstance(step, Decision):
+                early = step
+        else:
+            self._read_body()
         tls = self.tls.version() if self.tls is not None else None
-        result = front.answer(
-            self.server.binding_key, self.client_der, self.tls13_failure, self.client_chain
-        )
+        if early is not None:
+            binding = front.bindings_by_key().get(self.server.binding_key)
+            site = binding.site if binding is not None else self.server.binding_key[0]
+            result: tuple[str, Decision, str | None] | None = (site, early, None)
+        else:
+            result = front.answer(
+                self.server.binding_key,
+                self.client_der,
+                self.tls13_failure,
+                self.client_chain,
+                path=path,
+            )
         if result is None:  # Windows Server 2022: the connection is reset
             self.close_connection = True
             if self.tls is not None:
@@ -1089,6 +1433,10 @@ class HttpsFront:
                     out.setdefault(listener.binding.site, []).append(listener.url)
             return {site: sorted(urls) for site, urls in sorted(out.items())}
 
+    def bindings_by_key(self) -> dict[tuple[str, str, str], Binding]:
+        with self._lock:
+            return {key: listener.binding for key, listener in self._listeners.items()}
+
     def bindings(self) -> dict[str, Binding]:
         """{url: binding} of the listeners, for callers that need the binding details."""
         with self._lock:
@@ -1184,16 +1532,31 @@ class HttpsFront:
             fresh = {b.key: b for b in read_bindings(session)}.get(key)
             if fresh is None:
                 return None
-            view_flags = read_site(session, fresh.site).ssl_flags
             facts = session.facts
-        tls13 = bool(facts.get("tls13_enabled", True)) and not fresh.disable_tls13
-        # IIS asks for a certificate after the handshake only for SslNegotiateCert.
-        wants = bool(view_flags & SSL_FLAG_NEGOTIATE)
-        mode: CertMode = (
-            "handshake" if fresh.client_cert_negotiation else ("after" if wants else "none")
+        # Schannel's TLS 1.3 arrived with Server 2022 (build 20348); 2016/2019 stop at 1.2.
+        tls13 = (
+            bool(facts.get("tls13_enabled", True))
+            and not fresh.disable_tls13
+            and int(facts.get("os_build", WINDOWS_2022_BUILD)) >= WINDOWS_2022_BUILD
         )
+        # Without negotiation in the handshake IIS asks after reading the request (and
+        # only for a URL whose sslFlags have SslNegotiateCert): _Handler._ask_after_request.
+        mode: CertMode = "handshake" if fresh.client_cert_negotiation else "after"
         ctx = contexts.get(fresh, mode, tls13)
         return None if ctx is None else (ctx, mode)
+
+    def after_request_plan(self, key: tuple[str, str, str], path: str) -> tuple[bool, int] | None:
+        """For a connection without handshake negotiation: whether IIS asks for a client
+        certificate for ``path`` (its sslFlags have SslNegotiateCert) and the
+        uploadReadAheadSize that applies there."""
+        binding = self._binding(key)
+        if binding is None:
+            return None
+        with self.state.locked():
+            view = read_site(Session(self.state), binding.site, path)
+        if view.locked_section is not None:
+            return False, view.upload_read_ahead_size  # 500.19 comes first
+        return view.negotiates_cert, view.upload_read_ahead_size
 
     def answer(
         self,
@@ -1201,9 +1564,10 @@ class HttpsFront:
         cert_der: bytes | None,
         tls13_failure: bool,
         chain: Sequence[bytes] = (),
+        path: str = "/",
     ) -> tuple[str, Decision, str | None] | None:
-        """IIS's answer to one request (site, decision, client certificate thumbprint);
-        None means "reset the connection"."""
+        """IIS's answer to one request for ``path`` (site, decision, client certificate
+        thumbprint); None means "reset the connection"."""
         binding = self._binding(key)
         if binding is None:
             return None
@@ -1211,8 +1575,22 @@ class HttpsFront:
             session = Session(self.state)
             # The HTTP.sys record as it is now (its revocation setting may have changed).
             binding = {b.key: b for b in read_bindings(session)}.get(key, binding)
-            view = read_site(session, binding.site)
-            build = int(session.facts.get("os_build", 20348))
+            view = read_site(session, binding.site, path)
+            build = int(session.facts.get("os_build", WINDOWS_2022_BUILD))
+        if view.locked_section is not None:
+            # IIS cannot read the configuration of the path at all (Microsoft: "HTTP Error
+            # 500.19 - Internal Server Error", error code 0x80070021).
+            return (
+                binding.site,
+                Decision(
+                    500,
+                    19,
+                    hresult=HR_LOCK_VIOLATION,
+                    detail=f"this configuration section cannot be used at this path: "
+                    f"{view.locked_section} is locked at a parent level",
+                ),
+                None,
+            )
         if tls13_failure and view.negotiates_cert:
             if build >= WINDOWS_2025_BUILD:
                 return (
@@ -1234,6 +1612,20 @@ class HttpsFront:
             secure=binding.secure,
             check_revocation=binding.verify_client_cert_revocation,
         )
+        if decision.status == 200 and decision.user and _is_local(decision.user, view):
+            with self.state.locked():
+                readable = can_read(Session(self.state), view.physical_folder, decision.user)
+            if not readable:
+                # The request runs as the mapped identity, which needs read access to the
+                # physical path (Microsoft: 401.3 "Unauthorized due to ACL on resource").
+                decision = Decision(
+                    401,
+                    3,
+                    None,
+                    decision.auth,
+                    HR_ACCESS_DENIED,
+                    f"{decision.user} has no read access to {view.physical_folder}",
+                )
         thumb: str | None = None
         if cert_der is not None and binding.secure:
             with contextlib.suppress(ValueError):

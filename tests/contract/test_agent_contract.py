@@ -513,15 +513,17 @@ def test_user_lifecycle(agent_host: Target) -> None:
         )
         assert [r["checked"] for r in again] == [True, False]
 
-        assert agent_host.one("group.add_member", group="Users", member=name) == {"changed": True}
-        assert agent_host.one("group.add_member", group="Users", member=name) == {"changed": False}
+        # A new local account is a member of Users already (New-LocalUser, as net user).
         assert "Users" in agent_host.one("user.get", name=name)["groups"]
+        assert agent_host.one("group.add_member", group="Users", member=name) == {"changed": False}
         assert agent_host.one("group.remove_member", group="Users", member=name) == {
             "changed": True
         }
         assert agent_host.one("group.remove_member", group="Users", member=name) == {
             "changed": False
         }
+        assert "Users" not in agent_host.one("user.get", name=name)["groups"]
+        assert agent_host.one("group.add_member", group="Users", member=name) == {"changed": True}
         expect_error(
             agent_host, "group.add_member", "NotFound", group="No Such Group 9", member=name
         )

@@ -8,10 +8,13 @@ that change the host put back what they changed.
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
 import http.client
 import json
+import socket
 import ssl
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
 
 import iis_clientcert_simulator
 from iis_clientcert.host.contract import (
@@ -522,7 +526,7 @@ def test_tls13_without_handshake_negotiation_resets_the_connection(host: Host) -
         result = host.probe("alice")
         assert result.status is None and result.error == "connection reset", result
         assert result.tls_version == "TLSv1.3"
-        # TLS 1.2 renegotiates for the certificate (emulated in the handshake): it works.
+        # TLS 1.2 renegotiates for the certificate after the request: it works.
         _expect(host.probe("alice", tls_max=ssl.TLSVersion.TLSv1_2), "200.0")
     finally:
         host.binding(negotiate=True)
@@ -816,3 +820,312 @@ def test_damaged_one_to_one_blob_is_401_1_not_401_2(
         _expect(host.probe("alice"), "200.0")  # other mappings are unaffected
     finally:
         host.set_section(SECTION_MAPPING, _mapping(host.certs["alice"].blob))
+
+
+# --- issue 11, point 3: the certificate asked for after the request (renegotiation) --------
+
+
+@dataclass(frozen=True)
+class Raw:
+    status: int
+    substatus: int
+    body: dict[str, Any]
+    tls: str | None
+
+
+def _request(
+    host: Host,
+    name: str | None,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    path: str = "/",
+    tls_max: ssl.TLSVersion | None = ssl.TLSVersion.TLSv1_2,
+    refuse_renegotiation: bool = False,
+) -> Raw:
+    """One request with certificate ``name`` through a client whose TLS is set up here
+    (the probe sends no body and cannot refuse renegotiation)."""
+    ctx = ssl.create_default_context(cafile=host.ca_bundle)
+    if tls_max is not None:
+        ctx.maximum_version = tls_max
+    if refuse_renegotiation:
+        # What an HTTP/2 client does (RFC 7540 9.2.1 forbids renegotiation).
+        ctx.options |= ssl.OP_NO_RENEGOTIATION
+    if name is not None:
+        cert = host.certs[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            pem, key = Path(tmp, "c.pem"), Path(tmp, "c.key")
+            pem.write_bytes(cert.cert_pem())
+            key.write_bytes(cert.key_pem())
+            ctx.load_cert_chain(str(pem), str(key))
+    port = int(host.url().rstrip("/").rsplit(":", 1)[1])
+    tcp = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        tls = ctx.wrap_socket(tcp, server_hostname=SHOP_HOST)
+        version = tls.version()
+        conn.sock = tls  # an HTTPSConnection would check the name "127.0.0.1"
+        conn.request(method, path, body=body, headers={"Host": SHOP_HOST, "Connection": "close"})
+        response = conn.getresponse()
+        data = json.loads(response.read())
+        status = int(response.getheader("X-IIS-Substatus") or 0)
+        return Raw(response.status, status, data, version)
+    finally:
+        conn.close()
+        tcp.close()
+
+
+@contextlib.contextmanager
+def _renegotiating(host: Host) -> Iterator[None]:
+    """The binding without clientcertnegotiation: IIS asks for the certificate after
+    reading the request (a TLS 1.2 renegotiation)."""
+    host.binding(negotiate=False)
+    try:
+        yield
+    finally:
+        host.binding(negotiate=True)
+
+
+def test_renegotiation_after_the_request_maps_the_certificate(host: Host) -> None:
+    with _renegotiating(host):
+        got = _request(host, "alice", method="POST", body=b"x" * 1000)
+        assert (got.status, got.substatus) == (200, 0), got
+        assert got.body["user"] == f"{COMPUTER_NAME}\\alice" and got.tls == "TLSv1.2"
+        # The probe (a plain HTTP/1.1 client) renegotiates too.
+        _expect(host.probe("partner", tls_max=ssl.TLSVersion.TLSv1_2), "200.0")
+
+
+def test_client_refusing_renegotiation_fails_as_http2_clients_do(host: Host) -> None:
+    # The certificate is not asked for in the handshake: a client that refuses the
+    # renegotiation IIS starts after the request gets no answer at all.
+    refused = pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException))
+    with _renegotiating(host), refused:
+        _request(host, "alice", refuse_renegotiation=True)
+    # Negotiated in the handshake, the same client gets in.
+    got = _request(host, "alice", refuse_renegotiation=True)
+    assert (got.status, got.body["user"]) == (200, f"{COMPUTER_NAME}\\alice"), got
+
+
+def test_body_over_upload_read_ahead_size_is_413_when_renegotiating(host: Host) -> None:
+    with _renegotiating(host):
+        got = _request(host, "alice", method="POST", body=b"x" * 49153)
+        assert (got.status, got.substatus) == (413, 0), got
+        got = _request(host, "alice", method="POST", body=b"x" * 49152)
+        assert (got.status, got.body["user"]) == (200, f"{COMPUTER_NAME}\\alice"), got
+    # Negotiated in the handshake, nothing has to be held back: any size is fine.
+    got = _request(host, "alice", method="POST", body=b"x" * 200_000)
+    assert got.status == 200, got
+
+
+def _edit_apphost(host: Host, edit: Callable[[etree._Element], None]) -> Callable[[], None]:
+    """Change applicationHost.config by hand (as an administrator would); returns the undo."""
+    path = host.state.apphost
+    before = path.read_bytes()
+    tree = etree.fromstring(before)
+    edit(tree)
+    path.write_bytes(etree.tostring(tree, xml_declaration=True, encoding="utf-8"))
+
+    def undo() -> None:
+        path.write_bytes(before)
+
+    return undo
+
+
+def test_upload_read_ahead_size_is_read_from_server_runtime(host: Host) -> None:
+    def raise_limit(root: etree._Element) -> None:
+        location = etree.SubElement(root, "location", path="shop")
+        runtime = etree.SubElement(etree.SubElement(location, "system.webServer"), "serverRuntime")
+        runtime.set("uploadReadAheadSize", "100000")
+
+    undo = _edit_apphost(host, raise_limit)
+    try:
+        with _renegotiating(host):
+            got = _request(host, "alice", method="POST", body=b"x" * 60000)
+            assert got.status == 200, got
+            got = _request(host, "alice", method="POST", body=b"x" * 100001)
+            assert got.status == 413, got
+    finally:
+        undo()
+
+
+def test_no_tls13_before_server_2022(host: Host) -> None:
+    undo = _with_json(host.state.host, {"os_build": 17763})  # Windows Server 2019
+    try:
+        with _renegotiating(host):
+            # No TLS 1.3 in Schannel: TLS 1.2 and a renegotiation, not a reset.
+            result = host.probe("alice")
+            _expect(result, "200.0", f"{COMPUTER_NAME}\\alice")
+            assert result.tls_version == "TLSv1.2"
+    finally:
+        undo()
+    assert host.probe("alice").tls_version == "TLSv1.3"
+
+
+def test_binding_ssl_flag_128_negotiates_only_on_server_2025(host: Host) -> None:
+    host.binding(negotiate=False, ssl_flags=128)
+    try:
+        # Server 2022 ignores the flag: no certificate in the TLS 1.3 handshake, reset.
+        result = host.probe("alice")
+        assert result.status is None and result.error == "connection reset", result
+        undo = _with_json(host.state.host, {"os_build": 26100})
+        try:
+            host.front.sync()
+            _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+        finally:
+            undo()
+    finally:
+        host.binding(negotiate=True)
+
+
+# --- issue 11, point 5: the request path ------------------------------------------------
+
+
+def _at(host: Host, path: str) -> str:
+    return host.url().rstrip("/") + path
+
+
+def test_ssl_flags_and_anonymous_access_apply_per_url_path(host: Host) -> None:
+    host.set_section(SECTION_SSL, element({"sslFlags": "Ssl"}), location="shop/public")
+    host.set_section(SECTION_ANONYMOUS, element({"enabled": "true"}), location="shop/public")
+    try:
+        for path in ("/public", "/public/", "/Public/docs/page.html"):
+            result = probe(_at(host, path), ca_bundle=host.ca_bundle, server_name=SHOP_HOST)
+            _expect(result, "200.0", "NT AUTHORITY\\IUSR")
+        # The rest of the site keeps the site's settings, also for a look-alike prefix.
+        _expect(host.probe(None), "403.7")
+        result = probe(_at(host, "/publicity"), ca_bundle=host.ca_bundle, server_name=SHOP_HOST)
+        _expect(result, "403.7")
+    finally:
+        host.agent.one("config.clear", section=SECTION_SSL, location="shop/public")
+        host.agent.one("config.clear", section=SECTION_ANONYMOUS, location="shop/public")
+
+
+def test_mappings_below_site_level_are_ignored(host: Host) -> None:
+    nobody = host.certs["nobody"]
+    mapping = element(
+        {"enabled": "true"},
+        {
+            "oneToOneMappings": element(
+                items=[element({"certificate": nobody.blob, "userName": "bob", "password": BOB_PW})]
+            )
+        },
+    )
+    host.set_section(SECTION_MAPPING, mapping, location="shop/app")
+    try:
+        result = probe(
+            _at(host, "/app/"),
+            client_cert_pem=nobody.cert_pem(),
+            client_key_pem=nobody.key_pem(),
+            ca_bundle=host.ca_bundle,
+            server_name=SHOP_HOST,
+        )
+        _expect(result, "401.2")
+    finally:
+        host.agent.one("config.clear", section=SECTION_MAPPING, location="shop/app")
+
+
+def _write_web_config(host: Host, location: str, inner: str) -> Callable[[], None]:
+    """A web.config deployed with the site's content (DIR/webconfig/<path>/web.config)."""
+    path = host.state.dir.joinpath("webconfig", *location.split("/"), "web.config")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<configuration>{inner}</configuration>'
+    )
+
+    def undo() -> None:
+        path.unlink()
+
+    return undo
+
+
+def test_locked_section_in_a_web_config_is_500_19_on_every_request(host: Host) -> None:
+    # access is locked in applicationHost.config (overrideModeDefault="Deny").
+    locked = '<system.webServer><security><access sslFlags="Ssl" /></security></system.webServer>'
+    undo = _write_web_config(host, "shop/sub", locked)
+    try:
+        for path in ("/sub/", "/sub/deeper/page"):
+            result = (
+                host.probe("alice")
+                if path == "/"
+                else probe(
+                    _at(host, path),
+                    client_cert_pem=host.certs["alice"].cert_pem(),
+                    client_key_pem=host.certs["alice"].key_pem(),
+                    ca_bundle=host.ca_bundle,
+                    server_name=SHOP_HOST,
+                )
+            )
+            _expect(result, "500.19")
+            assert result.hresult == "0x80070021", result
+        # Above the web.config the site still works.
+        _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+    finally:
+        undo()
+    undo = _write_web_config(host, "shop", locked)
+    try:
+        _expect(host.probe("alice"), "500.19")
+        _expect(host.probe(None), "500.19")
+    finally:
+        undo()
+
+
+def test_web_config_of_the_site_merges_in(host: Host) -> None:
+    def unlock(root: etree._Element) -> None:
+        for section in root.iter("section"):
+            if section.get("name") in ("access", "anonymousAuthentication"):
+                section.set("overrideModeDefault", "Allow")
+
+    undo_apphost = _edit_apphost(host, unlock)
+    try:
+        for section, data in (
+            (SECTION_SSL, element({"sslFlags": "Ssl"})),
+            (SECTION_ANONYMOUS, element({"enabled": "true"})),
+        ):
+            host.agent.one(
+                "config.set",
+                section=section,
+                location="shop/open",
+                element=data,
+                target="webconfig",
+            )
+        result = probe(_at(host, "/open/"), ca_bundle=host.ca_bundle, server_name=SHOP_HOST)
+        _expect(result, "200.0", "NT AUTHORITY\\IUSR")
+        _expect(host.probe(None), "403.7")
+    finally:
+        for section in (SECTION_SSL, SECTION_ANONYMOUS):
+            host.agent.one(
+                "config.clear", section=section, location="shop/open", target="webconfig"
+            )
+        undo_apphost()
+
+
+def test_mapped_user_needs_read_access_to_the_physical_path(host: Host) -> None:
+    acl = host.state.acl
+    before = acl.read_text("utf-8")
+    data = json.loads(before)
+    key = next(k for k in data if k.lower() == "c:\\inetpub\\shop")
+    data[key]["aces"] = [
+        a
+        for a in data[key]["aces"]
+        if a["identity"] in ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
+    ]
+    acl.write_text(json.dumps(data), "utf-8")
+    try:
+        result = host.probe("alice")
+        _expect(result, "401.3")
+        assert result.hresult == "0x80070005", result
+        _expect(host.probe("partner"), "401.3")
+        host.agent.one("acl.grant", path="C:\\inetpub\\shop", identity="alice", rights="Read")
+        _expect(host.probe("alice"), "200.0", f"{COMPUTER_NAME}\\alice")
+        _expect(host.probe("partner"), "401.3")
+    finally:
+        acl.write_text(before, "utf-8")
+    _expect(host.probe("partner"), "200.0", f"{COMPUTER_NAME}\\bob")
+
+
+def test_new_local_accounts_are_members_of_users(host: Host) -> None:
+    host.agent.one("user.set", name="dave", password="Diving-Deep-2024!")
+    try:
+        assert "Users" in host.agent.one("user.get", name="dave")["groups"]
+    finally:
+        host.agent.one("user.delete", name="dave")

@@ -101,7 +101,7 @@ def test_create_update_and_idempotency(host: AgentRunner) -> None:
         "disabled": True,
         "password_never_expires": True,
         "user_cannot_change_password": False,
-        "groups": [],
+        "groups": ["Users"],  # every new local account is a member of Users
         # user.set tried "Another-Pw-2" (a logon) before setting it: one bad attempt.
         "bad_password_count": 1,
         "locked_out": False,
@@ -148,7 +148,7 @@ def test_groups(host: AgentRunner) -> None:
     host.one("user.set", name="alice", password=PASSWORD)
     assert host.one("group.add_member", group="IIS_IUSRS", member="alice") == {"changed": True}
     assert host.one("group.add_member", group="iis_iusrs", member=".\\alice") == {"changed": False}
-    assert host.one("user.get", name="alice")["groups"] == ["IIS_IUSRS"]
+    assert host.one("user.get", name="alice")["groups"] == ["Users", "IIS_IUSRS"]
     assert host.one("group.remove_member", group="IIS_IUSRS", member="alice") == {"changed": True}
     assert host.one("group.remove_member", group="IIS_IUSRS", member="alice") == {"changed": False}
     assert host.error("group.add_member", group="Nope", member="alice")["code"] == "NotFound"
