@@ -29,7 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    simulator = Simulator(Path(args.state_dir), port=args.port, latency_ms=args.latency_ms)
+    simulator = Simulator(
+        Path(args.state_dir),
+        port=args.port,
+        latency_ms=args.latency_ms,
+        winrm_setup=not args.winrm_as_shipped,
+    )
     endpoint = simulator.start()
     front: HttpsFront | None = None
     try:
@@ -91,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--latency-ms", type=int, default=0, help="delay added to every request")
     serve.add_argument("--log-level", default="WARNING")
+    serve.add_argument(
+        "--winrm-as-shipped",
+        action="store_true",
+        help="skip the demo's WinRM setup step on a new host: Basic and certificate auth "
+        "stay off and LocalAccountTokenFilterPolicy unset, as on a fresh Windows",
+    )
     reset = sub.add_parser("reset", help="delete the state folder")
     reset.add_argument("--state-dir", required=True)
     reset.add_argument("--force", action="store_true")
