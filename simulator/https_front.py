@@ -1268,10 +1268,10 @@ def publish_sites(
     write_json(path, data, 0o600)
 
 
-def start_published(state_dir: str | os.PathLike[str]) -> HttpsFront:
+def start_published(state_dir: str | os.PathLike[str], *, iis_headers: bool = True) -> HttpsFront:
     """A started front that keeps endpoint.json's ``sites`` and ``http_sites`` current (the
-    serve command's)."""
-    front = HttpsFront(state_dir)
+    serve command's); ``iis_headers=False`` answers as a real IIS (see HttpsFront)."""
+    front = HttpsFront(state_dir, iis_headers=iis_headers)
     front.on_change = lambda sites: publish_sites(state_dir, sites, front.urls("http"))
     front.start()
     publish_sites(state_dir, front.urls(), front.urls("http"))

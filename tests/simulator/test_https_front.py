@@ -13,6 +13,8 @@ import http.client
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import iis_clientcert_simulator
+from iis_clientcert.host import client as host_client
+from iis_clientcert.host import winrm_transport
+from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
     SECTION_MAPPING,
@@ -34,12 +39,14 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert.tools.probe import ProbeResult, probe, probe_with_log
 from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.endpoint import read_endpoint
 from iis_clientcert_simulator.https_front import HttpsFront
 from iis_clientcert_simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
 from iis_clientcert_simulator.stores import CertStores
 from iis_clientcert_simulator.testing import (
     AgentRunner,
     account_record,
+    agent_script,
     deny_logon_right,
     set_lockout_policy,
     unlock_account,
@@ -901,3 +908,41 @@ def test_real_iis_shape_hides_the_substatus_and_the_log_tells_it(host: Host) -> 
         host.front.iis_headers = True
     # With the simulator's header the log is not needed.
     assert host.probe("unknown-ca").substatus_source == "header"
+
+
+def test_serve_with_real_iis_responses_probe_reads_the_log_over_winrm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path a real IIS needs: no substatus in the answer, the log read with the
+    site.log_tail op through HostClient and WinRM."""
+    monkeypatch.setattr(host_client, "agent_script", agent_script)
+    directory = tmp_path / "served"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "iis_clientcert_simulator",
+            "serve",
+            "--state-dir",
+            str(directory),
+            "--real-iis-responses",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        json.loads(process.stdout.readline())  # ready
+        endpoint = read_endpoint(directory)
+        url = endpoint.sites["shop"][0]
+        plain = probe(url, ca_bundle=endpoint.ca_file, server_name=SHOP_HOST)
+        assert (plain.status, plain.substatus, plain.user) == (200, None, None)
+        client = host_client.HostClient(Connection.from_input(endpoint.connection_input(), "probe"))
+        logged = probe_with_log(
+            url, client, "shop", ca_bundle=endpoint.ca_file, server_name=SHOP_HOST
+        )
+        assert (logged.code, logged.substatus_source) == ("200.0", "log")
+    finally:
+        winrm_transport.close_pool()
+        process.terminate()
+        process.wait(10)
