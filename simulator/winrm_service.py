@@ -12,7 +12,7 @@ Each value and default comes from a published source:
   (KB 951016, "Description of User Account Control and remote restrictions").
 - ``MaxEnvelopeSizekb`` 500 (MS-WSMV 2.2.4.10: it also limits the size of requests),
   ``MaxTimeoutms`` 60000 (MS-WSMV 2.2.4.10; an OperationTimeout above it is lowered to
-  it, MS-WSMV 3.1.4.1.x "wsman:OperationTimeout"), ``winrs/MaxShellsPerUser`` 30 and
+  it, MS-WSMV, "wsman:OperationTimeout" (MaxTimeoutms)), ``winrs/MaxShellsPerUser`` 30 and
   ``service/MaxConcurrentOperationsPerUser`` 1500 (the same Microsoft page).
 
 The facts live in host.json under ``"winrm"`` (:data:`SHIPPED`); the endpoint reads them

@@ -593,7 +593,7 @@ def _operation_quota_fault(limit: int) -> _SoapFaultError:
 
 def _limit_timeout(req: _Request, config: WinRMService) -> _Request:
     """An OperationTimeout above MaxTimeoutms is lowered to it, not refused (MS-WSMV
-    3.1.4.1.x "wsman:OperationTimeout": the server MUST use MaxTimeoutms then)."""
+    section "wsman:OperationTimeout": the server MUST use MaxTimeoutms then)."""
     limit = config.max_timeout_ms / 1000
     if req.operation_timeout <= limit:
         return req

@@ -7,7 +7,8 @@
   and is refused unless LocalAccountTokenFilterPolicy=1 (KB 951016).
 - MaxEnvelopeSizekb 500 bounds requests (MS-WSMV 2.2.4.10): HTTP 413, which Windows'
   client reports as 0x80338111.
-- MaxTimeoutms 60000: a longer OperationTimeout is lowered to it (MS-WSMV 3.1.4.1.x).
+- MaxTimeoutms 60000: a longer OperationTimeout is lowered to it (MS-WSMV,
+  "wsman:OperationTimeout").
 - winrs MaxShellsPerUser 30 and MaxConcurrentOperationsPerUser 1500: w:QuotaLimit
   (MS-WSMV 3.1.4.5.2.1) with WSManFault codes 0x803381A5 / 0x803381A6 (wsmerror.h).
 """
