@@ -29,14 +29,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    simulator = Simulator(Path(args.state_dir), port=args.port, latency_ms=args.latency_ms)
+    simulator = Simulator(
+        Path(args.state_dir),
+        port=args.port,
+        latency_ms=args.latency_ms,
+        winrm_setup=not args.winrm_as_shipped,
+    )
     endpoint = simulator.start()
     front: HttpsFront | None = None
     try:
         # --- HTTPS front (simulator/https_front.py): each site's https (and http) bindings
         # on loopback, listed under "sites" ("http_sites") in endpoint.json and kept current
         # as bindings change.
-        front = start_published(endpoint.state_dir)
+        front = start_published(endpoint.state_dir, iis_headers=not args.real_iis_responses)
         endpoint = dataclasses.replace(endpoint, sites=front.urls(), http_sites=front.urls("http"))
         # --- end of HTTPS front
         # One line a script can wait for; the password stays in endpoint.json (0600).
@@ -91,6 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--latency-ms", type=int, default=0, help="delay added to every request")
     serve.add_argument("--log-level", default="WARNING")
+    serve.add_argument(
+        "--real-iis-responses",
+        action="store_true",
+        help="the HTTPS front answers as a real IIS: no X-IIS-Substatus header or JSON body, "
+        "IIS's error page; the substatus is then only in the site's W3C log (site.log_tail)",
+    )
+    serve.add_argument(
+        "--winrm-as-shipped",
+        action="store_true",
+        help="skip the demo's WinRM setup step on a new host: Basic and certificate auth "
+        "stay off and LocalAccountTokenFilterPolicy unset, as on a fresh Windows",
+    )
     reset = sub.add_parser("reset", help="delete the state folder")
     reset.add_argument("--state-dir", required=True)
     reset.add_argument("--force", action="store_true")

@@ -109,7 +109,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PureWindowsPath
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -121,7 +121,7 @@ from iis_clientcert.host.contract import (
     SECTION_MAPPING,
     SECTION_SSL,
 )
-from iis_clientcert_simulator import schema, trust
+from iis_clientcert_simulator import iis_log, schema, trust
 from iis_clientcert_simulator.accounts import WELL_KNOWN, bare_name, norm_folder
 from iis_clientcert_simulator.apphost import Apphost, attrs, child, elements, merge
 from iis_clientcert_simulator.endpoint import endpoint_file
@@ -1333,13 +1333,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reset(self.tls)
             return
         site, decision, thumb = result
-        body = json.dumps(decision.body(site, thumb, tls)).encode("utf-8")
+        front.log_request(site, decision, self)
+        if front.iis_headers:
+            body = json.dumps(decision.body(site, thumb, tls)).encode("utf-8")
+            content_type = "application/json; charset=utf-8"
+        else:
+            body, content_type = _iis_page(decision.status), "text/html"
         self.send_response(decision.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-IIS-Substatus", str(decision.substatus))
-        if decision.hresult:
-            self.send_header("X-IIS-HResult", decision.hresult)
+        if front.iis_headers:
+            # Simulator-only: a real IIS says the substatus only in its log (iis_log.py).
+            self.send_header("X-IIS-Substatus", str(decision.substatus))
+            if decision.hresult:
+                self.send_header("X-IIS-HResult", decision.hresult)
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
@@ -1348,6 +1355,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.client_address[0], format % args)
+
+
+# IIS's custom error pages for a remote client (errorMode="DetailedLocalOnly"): the status
+# and its reason, never the substatus.
+_IIS_REASONS: dict[int, str] = {
+    401: "401 - Unauthorized: Access is denied due to invalid credentials.",
+    403: "403 - Forbidden: Access is denied.",
+    413: "413 - Request Entity Too Large",
+    500: "500 - Internal server error.",
+}
+
+
+def _iis_page(status: int) -> bytes:
+    if status == 200:
+        return b"<!DOCTYPE html><html><head><title>IIS Windows Server</title></head></html>\r\n"
+    reason = _IIS_REASONS.get(status, f"{status} - Error")
+    return (
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN">\r\n<html><head>'
+        f'<title>{reason.split(":")[0]}</title></head><body><div id="header"><h1>Server '
+        f'Error</h1></div><div id="content"><fieldset><h2>{reason}</h2></fieldset></div>'
+        "</body></html>\r\n"
+    ).encode()
 
 
 @dataclass
@@ -1375,8 +1404,12 @@ class HttpsFront:
         *,
         poll_interval: float = 0.25,
         on_change: Callable[[dict[str, list[str]]], None] | None = None,
+        iis_headers: bool = True,
     ) -> None:
         self.state = HostState(Path(state_dir))
+        # False: answer as a real IIS does (no X-IIS-Substatus, IIS's own error page); the
+        # substatus is then only in the site's W3C log (site.log_tail).
+        self.iis_headers = iis_headers
         self.poll_interval = poll_interval
         self.on_change = on_change
         self._lock = threading.RLock()
@@ -1558,6 +1591,33 @@ class HttpsFront:
             return False, view.upload_read_ahead_size  # 500.19 comes first
         return view.negotiates_cert, view.upload_read_ahead_size
 
+    def log_request(self, site: str, decision: Decision, request: BaseHTTPRequestHandler) -> None:
+        """One W3C log line for the request, in the site's W3SVC<id> folder (as IIS)."""
+        with self.state.locked():
+            found = Session(self.state).apphost.find_site(site)
+        if found is None:
+            return
+        stem, _, query = request.path.partition("?")
+        iis_log.write_entry(
+            self.state.dir,
+            int(found.get("id", "0") or 0),
+            {
+                "s-ip": LOOPBACK,
+                "cs-method": request.command,
+                "cs-uri-stem": stem,
+                "cs-uri-query": query,
+                "s-port": cast("tuple[str, int]", request.server.server_address)[1],
+                "cs-username": decision.user if decision.status < 400 else None,
+                "c-ip": request.client_address[0],
+                "cs(User-Agent)": request.headers.get("User-Agent"),
+                "cs(Referer)": request.headers.get("Referer"),
+                "sc-status": decision.status,
+                "sc-substatus": decision.substatus,
+                "sc-win32-status": iis_log.win32_status(decision.hresult),
+                "time-taken": 0,
+            },
+        )
+
     def answer(
         self,
         key: tuple[str, str, str],
@@ -1657,10 +1717,10 @@ def publish_sites(
     write_json(path, data, 0o600)
 
 
-def start_published(state_dir: str | os.PathLike[str]) -> HttpsFront:
+def start_published(state_dir: str | os.PathLike[str], *, iis_headers: bool = True) -> HttpsFront:
     """A started front that keeps endpoint.json's ``sites`` and ``http_sites`` current (the
-    serve command's)."""
-    front = HttpsFront(state_dir)
+    serve command's); ``iis_headers=False`` answers as a real IIS (see HttpsFront)."""
+    front = HttpsFront(state_dir, iis_headers=iis_headers)
     front.on_change = lambda sites: publish_sites(state_dir, sites, front.urls("http"))
     front.start()
     publish_sites(state_dir, front.urls(), front.urls("http"))

@@ -25,7 +25,7 @@ from iis_clientcert.host.contract import (
     logon_account_key,
     not_checked,
 )
-from iis_clientcert_simulator import trust
+from iis_clientcert_simulator import iis_log, trust
 from iis_clientcert_simulator.apphost import (
     Apphost,
     ConfigFile,
@@ -536,9 +536,22 @@ def host_facts(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def site_log_tail(s: Session, args: dict[str, Any]) -> dict[str, Any]:
+    site = s.apphost.require_site(str(args["site"]))
+    site_id = int(site.get("id", "0") or 0)
+    count = max(0, min(int(args["count"]), 1000))
+    return {
+        "site": str(site.get("name", "")),
+        "site_id": site_id,
+        "log_directory": f"{iis_log.WINDOWS_LOG_ROOT}\\W3SVC{site_id}",
+        "entries": iis_log.tail(s.state.dir, site_id, count),
+    }
+
+
 HANDLERS: dict[str, Handler] = {
     "host.facts": host_facts,
     "site.list": site_list,
+    "site.log_tail": site_log_tail,
     "config.get": config_get,
     "config.set": config_set,
     "config.clear": config_clear,

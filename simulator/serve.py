@@ -9,6 +9,7 @@ users.json.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -23,9 +24,38 @@ from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
 from iis_clientcert_simulator.state import COMPUTER_NAME, HostState, Session
 from iis_clientcert_simulator.stores import thumbprint
+from iis_clientcert_simulator.winrm_service import (
+    DEMO_SETUP,
+    SHIPPED,
+    WinRMService,
+    demo_setup_commands,
+)
 from iis_clientcert_simulator.wsman import Credentials, FileFaults, WSManServer
 
 ADMIN_USER = "sim-admin"
+logger = logging.getLogger(__name__)
+
+
+def winrm_demo_setup(state: HostState, *, enable: bool = True) -> bool:
+    """The demo's WinRM setup step, done once per host (when host.json has no "winrm" yet).
+
+    Windows ships with Basic and certificate authentication off and filters the network
+    token of a local administrator like ``sim-admin`` (winrm_service.py gives the sources).
+    The demo and the tests use Basic and certificate auth over HTTPS and NTLM as sim-admin,
+    so this step does on the simulated host what a person does on a real one
+    (:func:`demo_setup_commands`, README "A real host"). ``enable=False`` records the
+    shipped defaults instead (``serve --winrm-as-shipped``). Returns whether it ran.
+    """
+    with state.locked():
+        facts = read_json(state.host, {}) or {}
+        if isinstance(facts.get("winrm"), dict):
+            return False  # set up before (or configured by hand): leave it as it is
+        facts["winrm"] = {**SHIPPED, **(DEMO_SETUP if enable else {})}
+        write_json(state.host, facts)
+    if enable:
+        for command in demo_setup_commands():
+            logger.warning("WinRM setup step (as on a real host): %s", command)
+    return True
 
 
 @dataclass(frozen=True)
@@ -91,20 +121,33 @@ def prepare(state: HostState) -> _Material:
 class Simulator:
     """Start and stop the simulated host's WS-Management endpoint (threads, in-process)."""
 
-    def __init__(self, state_dir: Path, *, port: int = 0, latency_ms: int = 0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = 0,
+        latency_ms: int = 0,
+        winrm_setup: bool = True,
+    ) -> None:
         self.state = HostState(Path(state_dir).resolve())
         self.port = port
         self.latency_ms = latency_ms
+        # False: the host keeps WinRM as Windows ships it (Basic and certificate auth off).
+        self.winrm_setup = winrm_setup
         self.server: WSManServer | None = None
         self.endpoint: Endpoint | None = None
 
     def start(self) -> Endpoint:
         material = prepare(self.state)
+        winrm_demo_setup(self.state, enable=self.winrm_setup)
+        state = self.state
         server = WSManServer(
             Executor(self.state.dir),
             Credentials(
                 users={ADMIN_USER: material.password},
                 cert_users={material.client_thumbprint: ADMIN_USER},
+                # prepare() makes it a member of Administrators; it is not the built-in one.
+                filtered_admins={ADMIN_USER},
             ),
             tls_cert_pem=material.server_cert.read_bytes(),
             tls_key_pem=material.server_key.read_bytes(),
@@ -114,6 +157,7 @@ class Simulator:
             http_port=self.port + 1 if self.port else 0,
             latency_ms=self.latency_ms,
             machine=COMPUTER_NAME,
+            config=lambda: WinRMService.from_facts(state.host_facts()),
         )
         server.start()
         self.server = server

@@ -41,12 +41,16 @@ def running_simulator(
     latency_ms: int = 0,
     subprocess_mode: bool = False,
     startup_timeout: float = 60.0,
+    winrm_setup: bool = True,
 ) -> Iterator[Endpoint]:
     """Start a simulator on ``state_dir`` (in-process threads, or
     ``python -m iis_clientcert_simulator serve`` with ``subprocess_mode=True``) and stop it
-    on exit."""
+    on exit. ``winrm_setup=False`` leaves a new host's WinRM as Windows ships it (see
+    serve.winrm_demo_setup)."""
     if not subprocess_mode:
-        simulator = Simulator(Path(state_dir), port=port, latency_ms=latency_ms)
+        simulator = Simulator(
+            Path(state_dir), port=port, latency_ms=latency_ms, winrm_setup=winrm_setup
+        )
         try:
             yield simulator.start()
         finally:
@@ -64,6 +68,7 @@ def running_simulator(
             str(port),
             "--latency-ms",
             str(latency_ms),
+            *([] if winrm_setup else ["--winrm-as-shipped"]),
         ],
         stdout=subprocess.PIPE,
         text=True,

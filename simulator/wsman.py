@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -46,7 +47,7 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +57,8 @@ from urllib.parse import urlsplit
 import spnego
 from lxml import etree
 from spnego._ntlm_raw.crypto import ntowfv1  # private, but the acceptor's own hash
+
+from iis_clientcert_simulator.winrm_service import WinRMService
 
 __all__ = [
     "CommandHandler",
@@ -140,6 +143,9 @@ class Credentials:
     users: dict[str, str] = field(default_factory=dict)  # user -> password (Basic, NTLM)
     # client-certificate SHA-1 thumbprint (upper hex) -> user name (certificate auth)
     cert_users: dict[str, str] = field(default_factory=dict)
+    # Local administrators other than the built-in Administrator: UAC remote restrictions
+    # filter their network logons unless LocalAccountTokenFilterPolicy=1 (KB 951016).
+    filtered_admins: set[str] = field(default_factory=set)
 
 
 # --- fault injection -------------------------------------------------------------------
@@ -330,6 +336,9 @@ FAULT_INVALID_RESOURCE: Final = 0x80338000  # ERROR_WSMAN_RESOURCE_NOT_FOUND
 FAULT_PIPE_CLOSING: Final = 0x800700E8  # ERROR_NO_DATA: stdin is closed
 FAULT_BAD_REQUEST: Final = 0x80070057  # E_INVALIDARG
 FAULT_INTERNAL: Final = 0x80004005  # E_FAIL
+# Quotas (wsmerror.h): MS-WSMV 3.1.4.5.2.1 names the fault w:QuotaLimit.
+FAULT_QUOTA_MAX_SHELLS: Final = 0x803381A5  # ERROR_WSMAN_QUOTA_MAX_SHELLS
+FAULT_QUOTA_MAX_OPERATIONS: Final = 0x803381A6  # ERROR_WSMAN_QUOTA_MAX_OPERATIONS
 
 # Windows' default MaxEnvelopeSizekb is 500; pywinrm asks for 150 KB responses.
 SERVER_MAX_ENVELOPE: Final = 512_000
@@ -556,6 +565,49 @@ def _option_true(options: dict[str, str], name: str, *, default: bool) -> bool:
     return value.lower() in ("true", "1")
 
 
+# --- the service's limits (winrm_service.WinRMService; each cites its source there) -------
+
+
+def _check_shell_quota(shells: Iterable[_Shell], who: _Principal, limit: int) -> None:
+    """winrs/MaxShellsPerUser: a Create beyond it gets w:QuotaLimit (MS-WSMV 3.1.4.5.2.1)."""
+    if sum(1 for s in shells if s.owner.lower() == who.user.lower()) >= limit:
+        raise _SoapFaultError(
+            "w:QuotaLimit",
+            "The Windows Remote Shell cannot process the request. The server is already "
+            "executing the maximum number of concurrent shells a user can remotely open on "
+            f"the same system (MaxShellsPerUser {limit}). Retry later.",
+            FAULT_QUOTA_MAX_SHELLS,
+        )
+
+
+def _operation_quota_fault(limit: int) -> _SoapFaultError:
+    """service/MaxConcurrentOperationsPerUser exceeded (w:QuotaLimit, MS-WSMV 3.1.4.5.2.1)."""
+    return _SoapFaultError(
+        "w:QuotaLimit",
+        "The WS-Management service cannot process the request. This user is allowed a "
+        f"maximum number of {limit} concurrent operations, which has been exceeded. Close "
+        "existing operations for this user, or raise the quota for this user.",
+        FAULT_QUOTA_MAX_OPERATIONS,
+    )
+
+
+def _limit_timeout(req: _Request, config: WinRMService) -> _Request:
+    """An OperationTimeout above MaxTimeoutms is lowered to it, not refused (MS-WSMV
+    section "wsman:OperationTimeout": the server MUST use MaxTimeoutms then)."""
+    limit = config.max_timeout_ms / 1000
+    if req.operation_timeout <= limit:
+        return req
+    return dataclasses.replace(req, operation_timeout=limit)
+
+
+def _request_too_large(length: int, config: WinRMService) -> bool:
+    """MaxEnvelopeSizekb also bounds a request (MS-WSMV 2.2.4.10): a larger one is answered
+    with HTTP 413, which the Windows client reports as 0x80338111
+    (ERROR_WSMAN_HTTP_REQUEST_TOO_LARGE_STATUS, "the request size exceeded the configured
+    MaxEnvelopeSize quota")."""
+    return length > config.max_envelope_size_kb * 1024
+
+
 class _ShellService:
     """The WinRS shell resource: shells and their commands, independent of HTTP."""
 
@@ -564,9 +616,11 @@ class _ShellService:
         handler: CommandHandler,
         faults: Callable[[], FaultSource | None],
         machine: str,
+        config: Callable[[], WinRMService] = WinRMService,
     ) -> None:
         self._handler = handler
         self._faults = faults
+        self._config = config
         self.machine = machine
         self._lock = threading.Lock()
         self._shells: dict[str, _Shell] = {}
@@ -646,6 +700,7 @@ class _ShellService:
         shell_id = str(uuid.uuid4()).upper()
         with self._lock:
             self._expire_idle()
+            _check_shell_quota(self._shells.values(), who, self._config().max_shells_per_user)
             self._shells[shell_id] = _Shell(shell_id, who.user, who.auth, time.monotonic())
         spec = req.body.find(_q("rsp", "Shell"))
 
@@ -1134,7 +1189,9 @@ class _Handler(BaseHTTPRequestHandler):
             ]
         else:
             challenges = [("WWW-Authenticate", "Negotiate")]
-            if self._https:
+            # Windows offers Basic only when winrm/config/service/auth/Basic is true: a
+            # client (and the doctor) can see from the challenge that it is off.
+            if self._https and self.server.owner.config().auth_basic:
                 challenges.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
         self._respond(401, headers=challenges)
 
@@ -1162,6 +1219,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         who = self._authenticate()
         if who is None:
+            return
+        if _request_too_large(len(body), owner.config()):
+            logger.info("refused a %d-byte request of %s (MaxEnvelopeSizekb)", len(body), who.user)
+            self._respond(413)
             return
 
         content_type = self.headers.get("Content-Type", "")
@@ -1223,7 +1284,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             req = _parse_request(body)
             relates_to = req.message_id
-            reply = owner.service.handle(req, who, endpoint)
+            req = _limit_timeout(req, owner.config())
+            with owner.operation(who.user):
+                reply = owner.service.handle(req, who, endpoint)
             logger.debug("%s %s -> 200", who.user, req.action.rsplit("/", 1)[-1])
             return 200, reply
         except _ConnectionDropError:
@@ -1264,12 +1327,20 @@ class _Handler(BaseHTTPRequestHandler):
                 logger.info("refused Basic authentication on HTTP")
                 self._unauthorized()
                 return None
+            if not owner.config().auth_basic:
+                logger.info("refused Basic: winrm/config/service/auth/Basic is false")
+                self._unauthorized()
+                return None
             user = owner.check_basic(value.strip())
-            if user is None:
+            if user is None or self._token_filtered(user):
                 self._unauthorized()
                 return None
             return _Principal(user, "basic")
         if header.strip() == MUTUAL_AUTH:
+            if not owner.config().auth_certificate:
+                logger.info("refused certificate auth: winrm/config/service/auth/Certificate")
+                self._unauthorized()
+                return None
             user = self._certificate_user() if self._https else None
             if user is None:
                 self._unauthorized()
@@ -1277,6 +1348,18 @@ class _Handler(BaseHTTPRequestHandler):
             return _Principal(user, "certificate")
         self._unauthorized()
         return None
+
+    def _token_filtered(self, user: str) -> bool:
+        """UAC remote restrictions: a local administrator other than the built-in one gets a
+        filtered token over the network, and WinRM denies access (401) unless
+        LocalAccountTokenFilterPolicy=1 (KB 951016)."""
+        owner = self.server.owner
+        if owner.config().local_account_token_filter_policy == 1:
+            return False
+        filtered = user.lower() in {u.lower() for u in owner.credentials.filtered_admins}
+        if filtered:
+            logger.info("access denied to %s: LocalAccountTokenFilterPolicy is not 1", user)
+        return filtered
 
     def _certificate_user(self) -> str | None:
         conn = self.connection
@@ -1332,7 +1415,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._final_token = out
         principal = str(context.client_principal or "")
         user = owner.canonical_user(principal.rsplit("\\", 1)[-1])
-        if user is None:
+        if user is None or self._token_filtered(user):
             self._unauthorized()
             return None
         self._ntlm, self._ntlm_user = context, user
@@ -1360,13 +1443,20 @@ class WSManServer:
         http_port: int = 0,
         latency_ms: int = 0,
         machine: str = "SIMULATOR",
+        config: Callable[[], WinRMService] = WinRMService,
     ) -> None:
         self.credentials = credentials
+        # Read on every request (the host's facts may change while it runs); the default
+        # is Windows as shipped: Basic and certificate authentication off.
+        self.config = config
+        self._operations: dict[str, int] = {}
+        self._operations_lock = threading.Lock()
         self.faults = faults
         self.latency_ms = latency_ms
         self.host = host
         self._ports = (https_port, http_port)
-        self.service = _ShellService(handler, lambda: self.faults, machine)
+        # Through self: a test or the owner may swap self.config while the server runs.
+        self.service = _ShellService(handler, lambda: self.faults, machine, self._current_config)
         self._tls = self._tls_context(tls_cert_pem, tls_key_pem, client_ca_pem)
         self._private = Path(tempfile.mkdtemp(prefix="wsman-"))  # mode 0700
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._private, True)
@@ -1466,6 +1556,24 @@ class WSManServer:
             if value is not None:
                 return value
         return self.latency_ms
+
+    def _current_config(self) -> WinRMService:
+        return self.config()
+
+    @contextlib.contextmanager
+    def operation(self, user: str) -> Iterator[None]:
+        """Count one request in flight for ``user`` (MaxConcurrentOperationsPerUser)."""
+        limit = self.config().max_concurrent_operations_per_user
+        key = user.lower()
+        with self._operations_lock:
+            if self._operations.get(key, 0) >= limit:
+                raise _operation_quota_fault(limit)
+            self._operations[key] = self._operations.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._operations_lock:
+                self._operations[key] -= 1
 
     def canonical_user(self, name: str) -> str | None:
         """The Credentials spelling of a user name (Windows names are case-insensitive)."""

@@ -1270,6 +1270,72 @@ function Invoke-SiteList($A) {
     }
 }
 
+# site.log_tail: a real IIS says 403.16 only in its W3C log (sc-status, sc-substatus,
+# sc-win32-status), in <logFile directory>\W3SVC<site id>\u_ex*.log. HTTP.sys buffers log
+# lines: flush them first, so the request just made is there.
+function ConvertFrom-W3CLog([string[]]$Lines) {
+    $fields = @()
+    $out = New-List
+    foreach ($line in $Lines) {
+        if ($line.StartsWith('#Fields:', [StringComparison]::Ordinal)) { $fields = $line.Substring(8).Trim() -split ' '; continue }
+        if ($line.Length -eq 0 -or $line.StartsWith('#', [StringComparison]::Ordinal) -or $fields.Count -eq 0) { continue }
+        $values = $line -split ' '
+        $row = @{}
+        for ($i = 0; $i -lt [Math]::Min($fields.Count, $values.Count); $i++) {
+            $v = $values[$i]
+            $row[$fields[$i]] = if ($v -eq '-') { '' } else { $v.Replace('+', ' ') }
+        }
+        $num = { param($n) $x = 0L; if ([int64]::TryParse([string]$row[$n], [ref]$x)) { $x } else { 0L } }
+        [void]$out.Add([ordered]@{
+                date = [string]$row['date']
+                time = [string]$row['time']
+                method = [string]$row['cs-method']
+                uri_stem = [string]$row['cs-uri-stem']
+                uri_query = [string]$row['cs-uri-query']
+                port = (& $num 's-port')
+                username = [string]$row['cs-username']
+                client_ip = [string]$row['c-ip']
+                status = (& $num 'sc-status')
+                substatus = (& $num 'sc-substatus')
+                win32_status = (& $num 'sc-win32-status')
+            })
+    }
+    return , $out
+}
+
+function Invoke-SiteLogTail($A) {
+    $sm = New-ServerManager
+    try {
+        $site = Get-SiteOrFail $sm ([string]$A.site)
+        $root = [Environment]::ExpandEnvironmentVariables([string]$site.LogFile.Directory)
+        $dir = Join-Path $root ('W3SVC' + $site.Id)
+        try { & netsh.exe http flush logbuffer | Out-Null } catch { }
+        $entries = New-List
+        $file = Get-ChildItem -LiteralPath $dir -Filter 'u_ex*.log' -ErrorAction SilentlyContinue |
+            Sort-Object LastWriteTimeUtc | Select-Object -Last 1
+        if ($null -ne $file) {
+            # FileShare.ReadWrite: IIS keeps the file open for writing.
+            $stream = [IO.File]::Open($file.FullName, 'Open', 'Read', 'ReadWrite')
+            try {
+                $reader = New-Object IO.StreamReader($stream)
+                $lines = $reader.ReadToEnd() -split "`r?`n"
+            } finally { $stream.Dispose() }
+            $all = ConvertFrom-W3CLog $lines
+            $count = [Math]::Max(0, [Math]::Min([int]$A.count, 1000))
+            $start = [Math]::Max(0, $all.Count - $count)
+            for ($i = $start; $i -lt $all.Count; $i++) { [void]$entries.Add($all[$i]) }
+        }
+        return [ordered]@{
+            site = [string]$site.Name
+            site_id = [int64]$site.Id
+            log_directory = $dir
+            entries = $entries
+        }
+    } finally {
+        $sm.Dispose()
+    }
+}
+
 function ConvertTo-Thumbprint([string]$Text) {
     $t = ($Text -replace '[\s:]', '').ToUpperInvariant()
     if ($t -notmatch '^[0-9A-F]{40}$') { throw (New-AgentError 'InvalidValue' "'$Text' is not a SHA-1 thumbprint (40 hex digits)" 0x8007000D) }
@@ -2306,6 +2372,7 @@ function Invoke-HostFacts($A) {
 $Handlers = @{
     'host.facts' = { param($A) Invoke-HostFacts $A }
     'site.list' = { param($A) Invoke-SiteList $A }
+    'site.log_tail' = { param($A) Invoke-SiteLogTail $A }
     'config.get' = { param($A) Invoke-ConfigGet $A }
     'config.set' = { param($A) Invoke-ConfigSet $A }
     'config.clear' = { param($A) Invoke-ConfigClear $A }

@@ -176,6 +176,29 @@ class SiteListResult(TypedDict):
     sites: list[SiteInfo]
 
 
+class SiteLogEntry(TypedDict):
+    """One request of a site's W3C log (IIS's default fields that say what was answered)."""
+
+    date: str  # yyyy-MM-dd, UTC
+    time: str  # HH:mm:ss, UTC
+    method: str
+    uri_stem: str
+    uri_query: str
+    port: int
+    username: str
+    client_ip: str
+    status: int  # sc-status
+    substatus: int  # sc-substatus: the 16 of 403.16
+    win32_status: int  # sc-win32-status: e.g. 2148204809 = 0x800B0109
+
+
+class SiteLogTailResult(TypedDict):
+    site: str
+    site_id: int
+    log_directory: str  # the W3SVC<id> folder read ("" when the site logs nowhere)
+    entries: list[SiteLogEntry]  # oldest first
+
+
 class ConfigGetResult(TypedDict):
     present: bool  # the section is written at the location itself
     element: Element | None  # what is written there (None when not present)
@@ -362,6 +385,15 @@ _OPS: list[OpSpec] = [
         "Sites with their physical path and bindings.",
         writes=False,
         result=SiteListResult,
+    ),
+    OpSpec(
+        "site.log_tail",
+        "The last entries of a site's W3C request log (status, substatus, win32 status): "
+        "what a real IIS says only there, not in its responses.",
+        writes=False,
+        args={"site": Arg("str"), "count": Arg("int")},
+        result=SiteLogTailResult,
+        target="site",
     ),
     OpSpec(
         "config.get",
@@ -971,6 +1003,10 @@ def host_facts() -> Op[HostFactsResult]:
 
 def site_list() -> Op[SiteListResult]:
     return make_op("site.list")
+
+
+def site_log_tail(site: str, count: int) -> Op[SiteLogTailResult]:
+    return make_op("site.log_tail", site=site, count=count)
 
 
 def config_get(section: str, location: str) -> Op[ConfigGetResult]:

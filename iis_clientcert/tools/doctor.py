@@ -24,16 +24,26 @@ import json
 import os
 import re
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeAlias, TypeVar
 
+import requests
 from cryptography import x509
 
 from iis_clientcert.certs import CertInfo, load_certificate, verify_chain
-from iis_clientcert.errors import AgentError, CertificateError, IisClientCertError, UsageError
+from iis_clientcert.errors import (
+    AgentError,
+    AuthenticationError,
+    CertificateError,
+    IisClientCertError,
+    TransportError,
+    UsageError,
+    WSManFaultError,
+)
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient, ReadKey, ReadPlan
 from iis_clientcert.host.connection import Connection, simulator_connection_input
@@ -45,6 +55,7 @@ from iis_clientcert.host.contract import (
     Op,
     SiteInfo,
     SiteListResult,
+    SiteLogTailResult,
     VerifyLogonsResult,
 )
 
@@ -72,6 +83,7 @@ CHECK_EXPIRY: Final = "mapping-expiry"
 CHECK_LOGON: Final = "mapping-logon"
 CHECK_TLS13: Final = "tls13"
 CHECK_REVOCATION: Final = "revocation"
+CHECK_REQUESTS: Final = "recent-requests"
 
 HR_LOCKED: Final = "0x80070021"
 # The sslFlags the fixes recommend, as IIS writes them.
@@ -130,6 +142,8 @@ class SiteReads:
     # config.get of the locked sections in the site's web.config, (section, result), when
     # the contract's config.get can read there (its optional ``target`` argument).
     webconfig: tuple[tuple[str, Read[ConfigGetResult]], ...] = ()
+    # The last entries of the site's W3C log: what IIS answered, substatus included.
+    log: Read[SiteLogTailResult] = None
 
 
 @dataclass(frozen=True)
@@ -791,6 +805,54 @@ def check_logons(_reads: HostReads, site: SiteReads) -> list[Finding]:
     return out
 
 
+# What a refusal in the IIS log means (the checks above find the cause in the config).
+REFUSALS: Final[dict[tuple[int, int], str]] = {
+    (401, 1): "the mapped account's logon failed",
+    (401, 2): "no mapping matched the certificate and anonymous access is off",
+    (401, 3): "the mapped user may not read the site's folder",
+    (403, 7): "the client sent no certificate",
+    (403, 12): "a mapping denies the certificate",
+    (403, 13): "the certificate is revoked or its CRL could not be fetched",
+    (403, 16): "the certificate does not chain to a trusted root",
+    (403, 17): "the certificate has expired or is not yet valid",
+    (500, 19): "the configuration cannot be read (a locked section in a web.config)",
+}
+LOG_TAIL: Final = 50
+
+
+def check_recent_requests(_reads: HostReads, site: SiteReads) -> list[Finding]:
+    """Client-certificate refusals in the site's IIS log: what a real IIS discloses only
+    there (sc-status, sc-substatus, sc-win32-status), never in its response."""
+    got = _ok(site.log)
+    if got is None:
+        return []
+    seen: dict[tuple[int, int], list[contract.SiteLogEntry]] = {}
+    for entry in got["entries"]:
+        key = (entry["status"], entry["substatus"])
+        if key in REFUSALS:
+            seen.setdefault(key, []).append(entry)
+    out = []
+    for (status, substatus), entries in sorted(seen.items()):
+        last = entries[-1]
+        win32 = last["win32_status"]
+        code = f"; Windows error {win32:#010x}" if win32 > 0xFFFF else ""
+        code = code or (f"; Windows error {win32}" if win32 else "")
+        out.append(
+            Finding(
+                "warning",
+                CHECK_REQUESTS,
+                site.name,
+                f"the IIS log ({got['log_directory']}) shows {len(entries)} of the last "
+                f"{len(got['entries'])} request(s) answered {status}.{substatus}: "
+                f"{REFUSALS[(status, substatus)]} (last at {last['date']} {last['time']} UTC "
+                f"from {last['client_ip'] or '?'}{code})",
+                "see the errors above for the setting that causes it; if none, the "
+                "client's certificate is the cause",
+            )
+        )
+    return out
+
+
 def _os_name(facts: Mapping[str, Any]) -> str:
     build = int(facts.get("os_build", 0) or 0)
     if build >= 26100:
@@ -948,6 +1010,7 @@ SITE_CHECKS: Final[tuple[SiteCheckFn, ...]] = (
     check_chains,
     check_logons,
     check_tls13,
+    check_recent_requests,
 )
 
 
@@ -1037,6 +1100,10 @@ def section_key(site: str, section: str, where: str = "apphost") -> ReadKey[Conf
     return ReadKey(f"{site}: {section} ({where})")
 
 
+def log_key(site: str) -> ReadKey[SiteLogTailResult]:
+    return ReadKey(f"{site}: log")
+
+
 def logons_key(site: str) -> ReadKey[VerifyLogonsResult]:
     return ReadKey(f"{site}: logons")
 
@@ -1050,6 +1117,7 @@ def _site_reads(plan: ReadPlan, name: str) -> ReadPlan:
     ):
         plan.add(section_key(name, section), contract.config_get(section, name))
     plan.add(logons_key(name), contract.mapping_verify_logons(name))
+    plan.add(log_key(name), contract.site_log_tail(name, LOG_TAIL))
     for section in LOCKED_SECTIONS if reads_webconfig() else ():
         plan.add(
             section_key(name, section, "webconfig"),
@@ -1129,7 +1197,8 @@ def _site_reads_of(got: Gathered, name: str, site: SiteInfo | None) -> SiteReads
         if key in got:
             found = got[key]
             webconfig.append((section, found))
-    return SiteReads(name, site, ssl, anonymous, mapping, ad_mapping, logons, tuple(webconfig))
+    log = got[log_key(name)]
+    return SiteReads(name, site, ssl, anonymous, mapping, ad_mapping, logons, tuple(webconfig), log)
 
 
 # --- command line ----------------------------------------------------------------------
@@ -1246,9 +1315,121 @@ def render_json(host: str, findings: Sequence[Finding]) -> str:
     )
 
 
+# --- why the WinRM service refused the doctor itself -------------------------------------
+
+CHECK_WINRM: Final = "winrm"
+# wsmerror.h: the WinRS quotas (MS-WSMV 3.1.4.5.2.1, w:QuotaLimit).
+WSMAN_QUOTA_MAX_SHELLS: Final = 0x803381A5
+WSMAN_QUOTA_MAX_OPERATIONS: Final = 0x803381A6
+FILTER_POLICY_FIX: Final = (
+    "on a workgroup host, let local administrators in over the network (KB 951016): "
+    "reg add HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System /v "
+    "LocalAccountTokenFilterPolicy /t REG_DWORD /d 1 /f; or use the built-in Administrator "
+    "or a domain account"
+)
+
+
+def offered_auth_schemes(connection: Connection) -> list[str] | None:
+    """The schemes in the WinRM service's 401 challenge (None: could not ask).
+
+    Windows offers Basic only when winrm/config/service/auth/Basic is true, so an
+    unauthenticated POST tells "Basic is off" apart from "wrong password" on any host.
+    """
+    verify: bool | str = connection.verify_tls
+    with tempfile.TemporaryDirectory(prefix="doctor-") as tmp:
+        if connection.verify_tls and connection.ca_bundle:
+            verify = str(Path(tmp) / "ca.pem")
+            Path(verify).write_text(connection.ca_bundle, "utf-8")
+        try:
+            reply = requests.post(
+                connection.endpoint,
+                data=b"",
+                headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
+                verify=verify,
+                timeout=connection.connect_timeout,
+            )
+        except requests.RequestException:
+            return None
+    if reply.status_code != 401:
+        return None
+    header = reply.headers.get("WWW-Authenticate", "")
+    return [part.strip().split(" ", 1)[0] for part in header.split(",") if part.strip()]
+
+
+def explain_refusal(
+    exc: IisClientCertError, transport: str, offered: Sequence[str] | None
+) -> Finding | None:
+    """What the WinRM service's refusal means and its fix (WinRM as Windows ships it)."""
+    schemes = {s.lower() for s in offered or ()}
+    if isinstance(exc, AuthenticationError):
+        if transport == "basic" and offered is not None and "basic" not in schemes:
+            return Finding(
+                "error",
+                CHECK_WINRM,
+                None,
+                "the WinRM service does not offer Basic authentication "
+                "(winrm/config/service/auth/Basic is false, as Windows ships it)",
+                'winrm set winrm/config/service/auth @{Basic="true"} (HTTPS listener only), '
+                "or use --transport ntlm",
+            )
+        if transport == "certificate":
+            return Finding(
+                "error",
+                CHECK_WINRM,
+                None,
+                "the WinRM service refused the client certificate: certificate "
+                "authentication is off as Windows ships it, or the certificate is not mapped",
+                'winrm set winrm/config/service/auth @{Certificate="true"}, and map the '
+                "certificate to a local administrator (New-Item WSMan:\\localhost\\"
+                "ClientCertificate -Subject ... -URI * -Issuer <CA thumbprint> -Credential ...)",
+            )
+        return Finding(
+            "error",
+            CHECK_WINRM,
+            None,
+            f"the WinRM service refused the {transport} logon: a wrong user name or "
+            "password, or a local administrator other than the built-in Administrator whose "
+            "network token UAC filters (LocalAccountTokenFilterPolicy is not 1)",
+            "check the user name and password; " + FILTER_POLICY_FIX,
+        )
+    if isinstance(exc, TransportError) and "HTTP 413" in str(exc):
+        return Finding(
+            "error",
+            CHECK_WINRM,
+            None,
+            "a request was larger than the WinRM service's MaxEnvelopeSizekb (500 KB as "
+            "Windows ships it; the Windows client reports 0x80338111)",
+            'winrm set winrm/config @{MaxEnvelopeSizekb="8192"}',
+        )
+    if isinstance(exc, WSManFaultError) and exc.code is not None:
+        code = exc.code & 0xFFFFFFFF
+        if code == WSMAN_QUOTA_MAX_SHELLS:
+            return Finding(
+                "error",
+                CHECK_WINRM,
+                None,
+                "the account already has the most remote shells WinRM allows it "
+                "(winrs MaxShellsPerUser, 30 as Windows ships it)",
+                "close the other sessions of this account (or wait for their idle timeout), "
+                'or winrm set winrm/config/winrs @{MaxShellsPerUser="50"}',
+            )
+        if code == WSMAN_QUOTA_MAX_OPERATIONS:
+            return Finding(
+                "error",
+                CHECK_WINRM,
+                None,
+                "the account has too many WinRM operations in flight "
+                "(MaxConcurrentOperationsPerUser, 1500 as Windows ships it)",
+                "let the other clients of this account finish, or "
+                'winrm set winrm/config/service @{MaxConcurrentOperationsPerUser="3000"}',
+            )
+    return None
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
+    connection: Connection | None = None
     try:
         connection = Connection.from_input(connection_input(args, env), "doctor")
         client = HostClient(connection)
@@ -1256,10 +1437,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (UsageError, IisClientCertError) as exc:
         # Typed errors carry no secret (see iis_clientcert.errors); say which kind it was.
         kind = "settings" if isinstance(exc, UsageError) else type(exc).__name__
+        why: Finding | None = None
+        if connection is not None and not isinstance(exc, UsageError):
+            offered = (
+                offered_auth_schemes(connection) if isinstance(exc, AuthenticationError) else None
+            )
+            why = explain_refusal(exc, connection.transport, offered)
         if args.json:
-            print(json.dumps({"error": {"kind": kind, "message": str(exc)}}))
+            error: dict[str, Any] = {"kind": kind, "message": str(exc)}
+            if why is not None:
+                error["finding"] = asdict(why)
+            print(json.dumps({"error": error}))
         else:
             print(f"doctor: cannot check the host ({kind}): {exc}", file=sys.stderr)
+            if why is not None:
+                print(f"doctor: why: {why.problem}\ndoctor: fix: {why.fix}", file=sys.stderr)
         return 2
     findings = run_checks(reads)
     facts: Mapping[str, Any] = _ok(reads.facts) or {}

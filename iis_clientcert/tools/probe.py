@@ -1,9 +1,11 @@
 """Ask an IIS site over TLS, with or without a client certificate: who does it say we are?
 
-Used by the demo's table and by tests. The answer is the HTTP status and IIS substatus
-(from the ``X-IIS-Substatus`` header the simulator sends, or the JSON body), plus the
-authenticated user when the site reports one. Against a real IIS site the status line is
-what there is; the substatus shows only where the server discloses it.
+Used by the demo's table, the doctor and tests. The answer is the HTTP status and IIS
+substatus, plus the authenticated user when the site reports one. The substatus comes from
+the ``X-IIS-Substatus`` header (or JSON body) when the server sends one, which only the
+simulator does; a real IIS puts it only in the site's W3C log (sc-substatus), so
+:func:`probe_with_log` reads the log's last entries over WinRM (the ``site.log_tail`` op)
+and takes the substatus of the matching request from there.
 
 The client key is written to a private temporary folder (0700, file 0600) for the
 length of the call, because Python's ssl module loads keys only from files, and removed
@@ -13,20 +15,24 @@ afterwards. Nothing secret is put in the result or in error messages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
 import socket
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from iis_clientcert.errors import UsageError
+from iis_clientcert.host import contract
+from iis_clientcert.host.contract import Op, SiteLogEntry
 
-__all__ = ["ProbeResult", "probe"]
+__all__ = ["LogReader", "ProbeResult", "probe", "probe_with_log", "substatus_from_log"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class ProbeResult:
     hresult: str | None
     error: str | None
     tls_version: str | None = None
+    # Where the substatus came from: "header" (simulator), "log" (the site's W3C log) or
+    # None (not known: a real IIS answered and its log was not read).
+    substatus_source: str | None = None
 
     @property
     def code(self) -> str:
@@ -174,10 +183,50 @@ def probe(
         substatus = _int(data.get("substatus"))
     return ProbeResult(
         status=response.status,
-        substatus=substatus if substatus is not None else 0,
+        substatus=substatus,
+        substatus_source="header" if substatus is not None else None,
         user=_str(data.get("user")),
         auth=_str(data.get("auth")),
         hresult=_str(data.get("hresult")) or response.getheader("X-IIS-HResult"),
         error=None,
         tls_version=tls_version,
+    )
+
+
+class LogReader(Protocol):
+    """What reads the host (a HostClient): runs ops, returns their results."""
+
+    def call(self, ops: Sequence[Op[Any]]) -> list[Any]: ...
+
+
+def substatus_from_log(
+    result: ProbeResult, entries: Sequence[SiteLogEntry], *, path: str, port: int
+) -> ProbeResult:
+    """``result`` with the substatus (and Windows error) of the newest log entry for the
+    same path, port and status; unchanged when there is none."""
+    stem = path.split("?", 1)[0] or "/"
+    for entry in reversed(entries):
+        if (entry["status"], entry["uri_stem"], entry["port"]) != (result.status, stem, port):
+            continue
+        win32 = entry["win32_status"]
+        hresult = result.hresult
+        if hresult is None and win32:
+            hresult = f"0x{win32:08X}" if win32 > 0xFFFF else f"0x{0x80070000 | win32:08X}"
+        return dataclasses.replace(
+            result, substatus=entry["substatus"], hresult=hresult, substatus_source="log"
+        )
+    return result
+
+
+def probe_with_log(url: str, host: LogReader, site: str, **options: Any) -> ProbeResult:
+    """:func:`probe`, then the substatus from the site's IIS log when the answer carried
+    none (a real IIS). ``host`` reads the log over WinRM; ``options`` go to :func:`probe`."""
+    result = probe(url, **options)
+    if result.status is None or result.substatus is not None:
+        return result
+    # IIS writes its log through HTTP.sys's buffer: the agent flushes it before reading.
+    (tail,) = host.call([contract.site_log_tail(site, 50)])
+    parts = urlsplit(url)
+    return substatus_from_log(
+        result, tail["entries"], path=parts.path or "/", port=parts.port or 443
     )

@@ -711,6 +711,7 @@ def test_every_op_returns_its_declared_result_type(
     ops: list[contract.Op[Any]] = [
         contract.host_facts(),
         contract.site_list(),
+        contract.site_log_tail(site, 5),
         contract.user_set(name, password=STRONG, description="contract shape"),
         contract.user_get(name),
         contract.user_verify_password(name, STRONG),

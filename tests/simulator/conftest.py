@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert_simulator.winrm_service import DEMO_SERVICE
 from iis_clientcert_simulator.wsman import CommandHandler, Credentials, WSManServer
 from tests.support.wsman import WSManFactory, WSManPki, make_wsman_pki
 
@@ -22,6 +23,9 @@ def make_wsman(wsman_pki: WSManPki) -> Iterator[WSManFactory]:
     started: list[WSManServer] = []
 
     def factory(handler: CommandHandler, credentials: Credentials, **kwargs: Any) -> WSManServer:
+        # Basic and certificate auth on, as after the demo's setup step (tests of the
+        # shipped defaults pass their own config).
+        kwargs.setdefault("config", lambda: DEMO_SERVICE)
         server = WSManServer(
             handler,
             credentials,

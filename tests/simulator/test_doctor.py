@@ -12,22 +12,30 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import winrm
 from cryptography.hazmat.primitives import serialization
 
 from iis_clientcert.host import client as host
 from iis_clientcert.host import contract, winrm_transport
 from iis_clientcert.host.contract import Op, element, make_op
 from iis_clientcert.tools import doctor
-from iis_clientcert_simulator import endpoint_connection, pki, read_endpoint
+from iis_clientcert_simulator import endpoint_connection, iis_log, pki, read_endpoint
 from iis_clientcert_simulator.endpoint import ENDPOINT_FILE
 from iis_clientcert_simulator.state import HostState
-from iis_clientcert_simulator.testing import AgentRunner, agent_script, running_simulator
+from iis_clientcert_simulator.testing import (
+    AgentRunner,
+    agent_script,
+    deny_logon_right,
+    running_simulator,
+    set_lockout_policy,
+)
 from tests.support.pki import CRL_URL, ClientPki, make_client_pki
 
 SITE = "shop"
@@ -317,3 +325,117 @@ def test_command_line_on_clean_host(sim: Host) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 error(s)" in done.stdout
+
+
+# --- the acceptance items of issue 11: logon right, locked account ----------------------
+
+
+def logon_right_missing(h: Host) -> None:
+    # IIS logs mapped users on with logonMethod ClearText, a network logon (1385 if denied).
+    deny_logon_right(h.dir, "alice", "SeDenyNetworkLogonRight")
+
+
+def locked_account(h: Host) -> None:
+    set_lockout_policy(h.dir)
+    users = json.loads((h.dir / "users.json").read_text("utf-8"))
+    record = next(r for k, r in users["users"].items() if k.lower() == "alice")
+    record.update(locked_at=time.time(), bad_password_count=10)
+    (h.dir / "users.json").write_text(json.dumps(users), "utf-8")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "word"), [(logon_right_missing, "logon right"), (locked_account, "locked")]
+)
+def test_doctor_finds_account_states(
+    sim: Host, capsys: pytest.CaptureFixture[str], breakage: Breakage, word: str
+) -> None:
+    breakage(sim)
+    code, findings = run_doctor(sim, capsys)
+    assert problems(findings) == {("mapping-logon", "error", SITE)}
+    assert code == 1
+    finding = next(f for f in findings if f["check"] == "mapping-logon")
+    assert word in (finding["problem"] + finding["fix"]).lower()
+
+
+# --- WinRM refusals of the doctor itself (WinRM as Windows ships it) --------------------
+
+
+def _winrm(h: Host, **values: Any) -> None:
+    facts = json.loads((h.dir / "host.json").read_text("utf-8"))
+    facts["winrm"].update(values)
+    (h.dir / "host.json").write_text(json.dumps(facts), "utf-8")
+
+
+def _refusal(h: Host, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    winrm_transport.close_pool()  # a fresh logon, as a new doctor process makes
+    assert doctor.main(["--simulator", str(h.dir), "--json"], {}) == 2
+    out, err = capsys.readouterr()
+    assert read_endpoint(h.dir).password not in out + err
+    finding: dict[str, Any] = json.loads(out)["error"]["finding"]
+    assert finding["check"] == "winrm" and finding["level"] == "error"
+    return finding
+
+
+def test_basic_off_is_explained(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    _winrm(sim, auth_basic=False)
+    finding = _refusal(sim, capsys)
+    assert "does not offer Basic" in finding["problem"]
+    assert '@{Basic="true"}' in finding["fix"]
+
+
+def test_token_filter_policy_is_explained(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    _winrm(sim, local_account_token_filter_policy=0)
+    finding = _refusal(sim, capsys)
+    assert "LocalAccountTokenFilterPolicy" in finding["problem"]
+    assert "LocalAccountTokenFilterPolicy /t REG_DWORD /d 1" in finding["fix"]
+
+
+def test_envelope_size_is_explained(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    _winrm(sim, max_envelope_size_kb=32)  # the agent's stdin goes in 96 KiB chunks
+    finding = _refusal(sim, capsys)
+    assert "MaxEnvelopeSizekb" in finding["problem"]
+    assert "MaxEnvelopeSizekb" in finding["fix"]
+
+
+def test_shells_quota_is_explained(sim: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    _winrm(sim, max_shells_per_user=1)
+    endpoint = read_endpoint(sim.dir)
+    other = winrm.protocol.Protocol(
+        endpoint.winrm_https_url,
+        transport="basic",
+        username=endpoint.username,
+        password=endpoint.password,
+        ca_trust_path=endpoint.ca_file,
+    )
+    shell_id = other.open_shell()  # another session of the same account holds the one shell
+    try:
+        finding = _refusal(sim, capsys)
+    finally:
+        other.close_shell(shell_id)
+    assert "MaxShellsPerUser" in finding["problem"]
+    assert "MaxShellsPerUser" in finding["fix"]
+
+
+# --- the IIS log: what a real IIS says only there (issue 11, point 12) --------------------
+
+
+def test_refusals_in_the_iis_log_are_reported(
+    sim: Host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sites = sim.ok(make_op("site.list"))[0]["sites"]
+    site_id = next(s["id"] for s in sites if s["name"] == SITE)
+    entry = {"cs-method": "GET", "cs-uri-stem": "/", "s-port": 443, "c-ip": "10.0.0.7"}
+    # What IIS logs for an untrusted client certificate (0x800B0109 as sc-win32-status),
+    # and a request that got in.
+    iis_log.write_entry(
+        sim.dir,
+        site_id,
+        {**entry, "sc-status": 403, "sc-substatus": 16, "sc-win32-status": 2148204809},
+    )
+    iis_log.write_entry(sim.dir, site_id, {**entry, "sc-status": 200, "sc-substatus": 0})
+    code, findings = run_doctor(sim, capsys)
+    assert problems(findings) == {("recent-requests", "warning", SITE)}
+    assert code == 0
+    (finding,) = [f for f in findings if f["check"] == "recent-requests"]
+    assert "403.16" in finding["problem"] and "0x800b0109" in finding["problem"]
+    assert f"W3SVC{site_id}" in finding["problem"]

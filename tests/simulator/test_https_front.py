@@ -14,33 +14,42 @@ import http.client
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 import iis_clientcert_simulator
+from iis_clientcert.host import client as host_client
+from iis_clientcert.host import winrm_transport
+from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
     SECTION_MAPPING,
     SECTION_SSL,
+    Op,
     element,
     make_op,
 )
-from iis_clientcert.tools.probe import ProbeResult, probe
+from iis_clientcert.tools.probe import ProbeResult, probe, probe_with_log
 from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.endpoint import read_endpoint
 from iis_clientcert_simulator.https_front import HttpsFront
 from iis_clientcert_simulator.state import COMPUTER_NAME, SHOP_HOST, HostState
 from iis_clientcert_simulator.stores import CertStores
 from iis_clientcert_simulator.testing import (
     AgentRunner,
     account_record,
+    agent_script,
     deny_logon_right,
     set_lockout_policy,
     unlock_account,
@@ -1129,3 +1138,123 @@ def test_new_local_accounts_are_members_of_users(host: Host) -> None:
         assert "Users" in host.agent.one("user.get", name="dave")["groups"]
     finally:
         host.agent.one("user.delete", name="dave")
+
+
+# --- the response shape of a real IIS: substatus only in the W3C log (issue 11, point 12) ---
+
+
+class _AgentLogReader:
+    """The probe's LogReader over the simulator's agent (as a HostClient reads a host)."""
+
+    def __init__(self, agent: AgentRunner) -> None:
+        self.agent = agent
+
+    def call(self, ops: Sequence[Op[Any]]) -> list[Any]:
+        return self.agent.ok(*ops)
+
+
+def _probe_with_log(host: Host, name: str) -> ProbeResult:
+    cert = host.certs[name]
+    return probe_with_log(
+        host.url(),
+        _AgentLogReader(host.agent),
+        "shop",
+        client_cert_pem=cert.cert_pem(),
+        client_key_pem=cert.key_pem(),
+        ca_bundle=host.ca_bundle,
+        server_name=SHOP_HOST,
+        timeout=10,
+    )
+
+
+def _raw_get(host: Host) -> tuple[http.client.HTTPResponse, str]:
+    """GET / without a client certificate; the response and its body."""
+    port = urlsplit(host.url()).port
+    assert port is not None
+    ctx = ssl.create_default_context(cafile=host.ca_bundle)
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10)
+    connection.sock = ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=SHOP_HOST
+    )
+    connection.request("GET", "/", headers={"Host": SHOP_HOST, "Connection": "close"})
+    response = connection.getresponse()
+    body = response.read().decode("utf-8")
+    connection.close()
+    return response, body
+
+
+def test_front_writes_a_w3c_log_per_request(host: Host) -> None:
+    host.probe("unknown-ca")
+    sites = host.agent.one("site.list")["sites"]
+    site_id = next(s["id"] for s in sites if s["name"] == "shop")
+    logs = sorted((host.state.dir / "inetpub/logs/LogFiles" / f"W3SVC{site_id}").glob("*.log"))
+    lines = logs[-1].read_text("utf-8").splitlines()
+    assert lines[0] == "#Software: Microsoft Internet Information Services 10.0"
+    assert any(line.startswith("#Fields: date time s-ip cs-method") for line in lines)
+    tail = host.agent.one("site.log_tail", site="shop", count=1)
+    assert (tail["site"], tail["site_id"]) == ("shop", site_id)
+    assert tail["log_directory"].endswith(f"\\W3SVC{site_id}")
+    (entry,) = tail["entries"]
+    assert (entry["method"], entry["uri_stem"]) == ("GET", "/")
+    assert (entry["status"], entry["substatus"]) == (403, 16)
+    assert entry["win32_status"] == 0x800B010A  # CERT_E_CHAINING, as IIS logs it
+
+
+def test_real_iis_shape_hides_the_substatus_and_the_log_tells_it(host: Host) -> None:
+    host.front.iis_headers = False  # behave like a real IIS: no X-IIS-Substatus, no JSON
+    try:
+        plain = host.probe("unknown-ca")
+        assert (plain.status, plain.substatus, plain.substatus_source) == (403, None, None)
+        assert plain.user is None and plain.hresult is None
+        logged = _probe_with_log(host, "unknown-ca")
+        assert (logged.code, logged.substatus_source) == ("403.16", "log")
+        assert logged.hresult == "0x800B010A"
+        _expect(_probe_with_log(host, "expired"), "403.17")
+        _expect(_probe_with_log(host, "alice"), "200.0")
+        response, body = _raw_get(host)
+        assert response.status == 403
+        assert response.getheader("X-IIS-Substatus") is None
+        assert response.getheader("Content-Type") == "text/html"
+        assert "403 - Forbidden: Access is denied." in body and "403.7" not in body
+    finally:
+        host.front.iis_headers = True
+    # With the simulator's header the log is not needed.
+    assert host.probe("unknown-ca").substatus_source == "header"
+
+
+def test_serve_with_real_iis_responses_probe_reads_the_log_over_winrm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path a real IIS needs: no substatus in the answer, the log read with the
+    site.log_tail op through HostClient and WinRM."""
+    monkeypatch.setattr(host_client, "agent_script", agent_script)
+    directory = tmp_path / "served"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "iis_clientcert_simulator",
+            "serve",
+            "--state-dir",
+            str(directory),
+            "--real-iis-responses",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        json.loads(process.stdout.readline())  # ready
+        endpoint = read_endpoint(directory)
+        url = endpoint.sites["shop"][0]
+        plain = probe(url, ca_bundle=endpoint.ca_file, server_name=SHOP_HOST)
+        assert (plain.status, plain.substatus, plain.user) == (200, None, None)
+        client = host_client.HostClient(Connection.from_input(endpoint.connection_input(), "probe"))
+        logged = probe_with_log(
+            url, client, "shop", ca_bundle=endpoint.ca_file, server_name=SHOP_HOST
+        )
+        assert (logged.code, logged.substatus_source) == ("200.0", "log")
+    finally:
+        winrm_transport.close_pool()
+        process.terminate()
+        process.wait(10)

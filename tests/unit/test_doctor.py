@@ -569,6 +569,9 @@ def answers_from(raw: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
             return raw["logons"]
         if name == "cert.revocation":
             return raw["revocation"]
+        if name == "site.log_tail":
+            empty = {"site": SITE, "site_id": 2, "log_directory": "C:\\logs", "entries": []}
+            return raw.get("log", empty)
         raise AssertionError(name)
 
     return answer
@@ -597,7 +600,7 @@ def test_gather_asks_for_revocation_only_when_a_certificate_names_a_cdp(certs: C
 def test_gather_named_site_is_one_batch(certs: ClientPki) -> None:
     client = FakeClient(answers_from(clean_results(certs)))
     reads = doctor.gather(client, [SITE])
-    assert len(client.batches) == 1 and len(client.batches[0]) == 9
+    assert len(client.batches) == 1 and len(client.batches[0]) == 10
     assert reads.sites[0].site is not None and not reads.sites_defaulted
 
 
@@ -627,7 +630,7 @@ def test_gather_reads_web_config_when_the_contract_can(
     raw["in_webconfig"] = [contract.SECTION_MAPPING]
     client = FakeClient(answers_from(raw))
     reads = doctor.gather(client, [SITE])
-    assert len(client.batches) == 1 and len(client.batches[0]) == 4 + 5 + 4
+    assert len(client.batches) == 1 and len(client.batches[0]) == 4 + 6 + 4
     problems = doctor.problems(doctor.run_checks(replace(reads, now=NOW)))
     assert [(f.check, f.site) for f in problems] == [("locked-section", SITE)]
 
