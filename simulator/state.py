@@ -85,9 +85,12 @@ HOST_FACTS: dict[str, Any] = {
 }
 
 # Windows feature -> the native module its installation adds to <globalModules> (the name
-# IIS Manager and the agent's Test-WebCertAuthInstalled look for) and its DLL.
+# IIS Manager and the agent's Test-WebCertAuthInstalled look for) and its image in
+# %windir%\System32\inetsrv. Microsoft's "Introduction to IIS Architectures" (Security
+# Modules) lists IISCertificateMappingAuthenticationModule as Inetsrv\Authmap.dll (authcert.dll
+# is the Active Directory mapping module), as a default applicationHost.config registers it.
 FEATURE_MODULES: dict[str, tuple[str, str]] = {
-    "Web-Cert-Auth": ("IISCertificateMappingAuthenticationModule", "iiscertmap.dll"),
+    "Web-Cert-Auth": ("IISCertificateMappingAuthenticationModule", "authmap.dll"),
     "Web-Basic-Auth": ("BasicAuthenticationModule", "authbas.dll"),
     "Web-Windows-Auth": ("WindowsAuthenticationModule", "authsspi.dll"),
 }
@@ -213,6 +216,7 @@ class HostState:
         iis = [
             {
                 "identity": "BUILTIN\\IIS_IUSRS",
+                "sid": "S-1-5-32-568",
                 "rights": "ReadAndExecute",
                 "type": "Allow",
                 "inherited": True,
@@ -383,7 +387,7 @@ class Session:
     def folders(self) -> Folders:
         if self._acl is None:
             self._acl = _JsonDoc(self.state.acl, {})
-        return Folders(self._acl.data)
+        return Folders(self._acl.data, self.accounts)
 
     @property
     def httpsys(self) -> HttpSys:

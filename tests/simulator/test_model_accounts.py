@@ -101,11 +101,14 @@ def test_create_update_and_idempotency(host: AgentRunner) -> None:
         "disabled": True,
         "password_never_expires": True,
         "user_cannot_change_password": False,
-        "groups": [],
+        # Windows makes every new local account a member of Users.
+        "groups": ["Users"],
         # user.set tried "Another-Pw-2" (a logon) before setting it: one bad attempt.
         "bad_password_count": 1,
         "locked_out": False,
+        "sid": got["sid"],
     }
+    assert got["sid"].startswith("S-1-5-21-") and int(got["sid"].rsplit("-", 1)[1]) >= 1000
     assert host.one("user.delete", name="alice") == {"removed": True}
     assert host.one("user.delete", name="alice") == {"removed": False}
     assert host.one("user.get", name="alice")["exists"] is False
@@ -148,7 +151,7 @@ def test_groups(host: AgentRunner) -> None:
     host.one("user.set", name="alice", password=PASSWORD)
     assert host.one("group.add_member", group="IIS_IUSRS", member="alice") == {"changed": True}
     assert host.one("group.add_member", group="iis_iusrs", member=".\\alice") == {"changed": False}
-    assert host.one("user.get", name="alice")["groups"] == ["IIS_IUSRS"]
+    assert host.one("user.get", name="alice")["groups"] == ["Users", "IIS_IUSRS"]
     assert host.one("group.remove_member", group="IIS_IUSRS", member="alice") == {"changed": True}
     assert host.one("group.remove_member", group="IIS_IUSRS", member="alice") == {"changed": False}
     assert host.error("group.add_member", group="Nope", member="alice")["code"] == "NotFound"
@@ -170,6 +173,7 @@ def test_acl_grant_and_revoke(host: AgentRunner) -> None:
     aces = host.one("acl.get", path=path)["aces"]
     assert {
         "identity": "SIMIIS01\\alice",
+        "sid": host.one("user.get", name="alice")["sid"],
         "rights": "ReadAndExecute",
         "type": "Allow",
         "inherited": False,
