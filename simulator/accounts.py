@@ -565,7 +565,9 @@ class Accounts:
             return known
         prefix, sep, rest = identity.rpartition("\\")
         bare = rest if sep else identity
-        if not sep or prefix.lower() in (".", self.computer.lower(), "builtin"):
+        # "." is LogonUser's name for this computer, not LookupAccountName's: ".\x" is an
+        # unknown domain there (the agent names the computer instead).
+        if not sep or prefix.lower() in (self.computer.lower(), "builtin"):
             key = self._key(bare)
             if key is not None:
                 return f"{self.computer}\\{key}"
@@ -636,6 +638,9 @@ class Accounts:
     def resolve_identity(self, identity: str) -> str:
         """An ACE identity as the agent resolves it: SIMIIS01\\bob, BUILTIN\\Users, NT
         AUTHORITY\\..., or a DOMAIN\\name given as such."""
+        if identity.startswith(".\\"):
+            # As agent.ps1's Resolve-Identity: ".\name" is this computer's account.
+            identity = f"{self.computer}\\{identity[2:]}"
         if "\\" in identity or "@" in identity:
             return self.lookup_account_name(identity)  # the domain was said
         # A bare name: a well-known name, or this computer's account or group; never a

@@ -2295,6 +2295,11 @@ function Resolve-Identity([string]$Identity) {
         # name no longer translates; contract.is_sid).
         return (New-Object System.Security.Principal.SecurityIdentifier($Identity))
     }
+    if ($Identity.StartsWith('.\', [System.StringComparison]::Ordinal)) {
+        # ".\name" is this computer's account to LogonUser and IIS, but LookupAccountName
+        # (NTAccount.Translate) knows no "." domain: name the computer.
+        $Identity = "$env:COMPUTERNAME\" + $Identity.Substring(2)
+    }
     if ($Identity.Contains('\') -or $Identity.Contains('@')) {
         try {
             return (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType)

@@ -19,6 +19,7 @@ from lxml import etree
 
 from iis_clientcert.host.contract import SECTION_MAPPING, SECTION_SSL, element, make_op
 from iis_clientcert_simulator import pki
+from iis_clientcert_simulator.errors import OpError
 from iis_clientcert_simulator.state import FEATURE_MODULES, HostState, Session
 from iis_clientcert_simulator.testing import (
     AgentRunner,
@@ -181,6 +182,19 @@ def test_local_name_forms_resolve_to_one_account(host: AgentRunner) -> None:
             "changed": False
         }
     assert [a["sid"] for a in _explicit(host)] == [sid]
+
+
+def test_lookup_account_name_knows_no_dot_domain(host: AgentRunner) -> None:
+    # ".\name" is LogonUser's spelling; LookupAccountName fails on it (the agent maps it
+    # to COMPUTER\name first, which the op test above relies on).
+    host.one("user.set", name="dotted", password=PASSWORD)
+    state = HostState(host.state_dir)
+    with state.locked():
+        accounts = Session(state).accounts
+        assert accounts.lookup_account_name("SIMIIS01\\dotted") == "SIMIIS01\\dotted"
+        with pytest.raises(OpError) as caught:
+            accounts.lookup_account_name(".\\dotted")
+    assert caught.value.hresult == 0x80070534
 
 
 def test_a_domain_account_of_the_same_name_is_another_sid(host: AgentRunner) -> None:

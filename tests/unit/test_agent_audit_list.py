@@ -107,6 +107,18 @@ def test_a_sid_names_an_acl_identity_as_it_is(agent: str) -> None:
     assert "Resolve-Identity $identity" in revoke
 
 
+def test_dot_backslash_names_this_computer_before_a_lookup(agent: str) -> None:
+    # LogonUser and IIS read ".\name" as this computer's account; LookupAccountName (what
+    # NTAccount.Translate calls) knows no "." domain, so the agent names the computer.
+    body = function(agent, "Resolve-Identity")
+    dot = body.index("if ($Identity.StartsWith('.\\', [System.StringComparison]::Ordinal))")
+    assert '$Identity = "$env:COMPUTERNAME\\" + $Identity.Substring(2)' in body
+    assert dot < body.index("New-Object System.Security.Principal.NTAccount($Identity)")
+    # Group members and logons already read "." as this computer.
+    assert "$parts[0] -eq '.'" in function(agent, "Get-MemberPath")
+    assert "$domain -eq '.'" in function(agent, "Invoke-GuardedLogon")
+
+
 # --- (j) temporary copies of applicationHost.config ------------------------------------------
 
 
