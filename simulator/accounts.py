@@ -249,8 +249,11 @@ class Accounts:
         lockout: LockoutPolicy | None = None,
         now: float | None = None,
         request: RequestLogons | None = None,
+        sam: dict[str, Any] | None = None,
     ) -> None:
         self.data = data
+        # sam.json: the next relative id, kept apart from the accounts (see HostState.sam).
+        self.sam = sam if sam is not None else {}
         self.computer = computer
         self.policy = policy
         self.domain = domain
@@ -265,7 +268,6 @@ class Accounts:
     @staticmethod
     def initial(computer: str) -> dict[str, Any]:
         accounts = Accounts({}, computer, PasswordPolicy())
-        accounts.data["next_rid"] = FIRST_RID
         for name, disabled, groups, description in (
             (
                 "Administrator",
@@ -302,11 +304,13 @@ class Accounts:
         return None if key is None else dict(self.data["users"][key])
 
     def _new_sid(self) -> str:
-        rid = int(self.data.get("next_rid") or FIRST_RID)
+        """The next SID of this host: relative ids go up and are never given twice (an
+        account deleted and made again under its name is another account)."""
+        rid = int(self.sam.get("next_rid") or FIRST_RID)
         taken = {str(u.get("sid", "")) for u in self.data["users"].values()}
         while f"{MACHINE_SID}-{rid}" in taken:
             rid += 1
-        self.data["next_rid"] = rid + 1
+        self.sam["next_rid"] = rid + 1
         return f"{MACHINE_SID}-{rid}"
 
     def user_sid(self, key: str) -> str:
