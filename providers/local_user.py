@@ -589,6 +589,7 @@ class LocalUser(IisResource, module=TYPE_MODULE, name="LocalUser"):
     name: pulumi.Output[str]
     adopted: pulumi.Output[bool]
     password_valid: pulumi.Output[bool | None]
+    sid: pulumi.Output[str | None]
 
     def __init__(
         self,

@@ -2290,7 +2290,7 @@ function Resolve-Identity([string]$Identity) {
     # (SYSTEM, IUSR, IIS_IUSRS, Users): never a domain account of the same name, which
     # NTAccount's lookup of a bare name finds on a domain member (FACTS.md "Account names").
     $sidType = [System.Security.Principal.SecurityIdentifier]
-    if ($Identity -match '^S-1-\d+(-\d+)+$') {
+    if ($Identity -cmatch '^S-1-\d+(-\d+)+$') {
         # A SID as it is: the one way to name the ACE of an account that was deleted (its
         # name no longer translates; contract.is_sid).
         return (New-Object System.Security.Principal.SecurityIdentifier($Identity))

@@ -99,7 +99,7 @@ def test_acl_get_reads_rules_by_sid_and_keeps_a_deleted_accounts_sid(agent: str)
 
 def test_a_sid_names_an_acl_identity_as_it_is(agent: str) -> None:
     body = function(agent, "Resolve-Identity")
-    sid = body.index("if ($Identity -match '^S-1-\\d+(-\\d+)+$')")
+    sid = body.index("if ($Identity -cmatch '^S-1-\\d+(-\\d+)+$')")
     assert sid < body.index("New-Object System.Security.Principal.NTAccount")
     assert re.fullmatch(r"S-1-\d+(?:-\d+)+", "S-1-5-21-1-2-3-1001")
     assert contract.is_sid("S-1-5-21-1-2-3-1001") and not contract.is_sid("S-1-x")
