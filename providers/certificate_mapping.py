@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 
@@ -192,6 +192,26 @@ class MappingCurrent:
     logons: list[LogonResult]  # mapping.verify_logons results (stored passwords)
     # user name -> whether the password we hold logs on (user.verify_password)
     accounts: dict[str, VerifyPasswordResult]
+    # The section in force at the site (config.get's effective: inherited entries too).
+    effective: contract.Element | None = None
+
+    def in_force(self) -> contract.Element | None:
+        """The site's own section plus the entries it inherits (a server-level mapping
+        applies to every site whose collection has no <clear/>). Whether IIS writes a
+        <clear/> where nothing is inherited is for a real host to say (docs/real-host.md):
+        going by what is in force, the answer does not matter."""
+        local = self.element if self.present else None
+        inherited = inherited_entries(local, self.effective)
+        if not any(inherited.values()):
+            return local
+        base: dict[str, Any] = dict(local or contract.element())
+        children: dict[str, Any] = dict(base.get("children") or {})
+        for name, extra in inherited.items():
+            own = dict(children.get(name) or contract.element())
+            own["items"] = [*(own.get("items") or []), *extra]
+            children[name] = own
+        base["children"] = children
+        return cast(contract.Element, base)
 
     def stored_password_logs_on(self, user: str) -> bool | None:
         """Whether the section's stored password for ``user`` logs on (None: unknown).
@@ -511,7 +531,8 @@ def comparable(element: Mapping[str, Any] | None) -> Any:
     def norm_attrs(attrs: Mapping[str, Any]) -> dict[str, str]:
         out = {k: v for k, v in _DEFAULTS.items() if k in _ATTRS_OF.get(_kind(attrs), ())}
         for k, v in attrs.items():
-            if k == "password":
+            # Locks and configSource are the host owner's; every write keeps them.
+            if k == "password" or k in contract.META_ATTRIBUTES:
                 continue
             text = str(v)
             out[k] = text.lower() if text.lower() in ("true", "false") else text
@@ -557,6 +578,29 @@ def _entries(element: Mapping[str, Any] | None, child: str) -> list[dict[str, An
     return list(((element.get("children") or {}).get(child) or {}).get("items") or [])
 
 
+# The mapping collections and the attribute that is each entry's key.
+_COLLECTION_KEYS = {"oneToOneMappings": "certificate", "manyToOneMappings": "name"}
+
+
+def inherited_entries(
+    local: Mapping[str, Any] | None, effective: Mapping[str, Any] | None
+) -> dict[str, list[dict[str, Any]]]:
+    """Per collection, the entries in force at the site that the site does not write
+    itself: inherited from the server level because its collection has no <clear/>."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in _COLLECTION_KEYS}
+    for name, key in _COLLECTION_KEYS.items():
+        written = ((local or {}).get("children") or {}).get(name) or {}
+        if written.get("clear"):
+            continue
+        own = {str((e.get("attributes") or {}).get(key, "")) for e in _entries(local, name)}
+        out[name] = [
+            dict(e)
+            for e in _entries(effective, name)
+            if str((e.get("attributes") or {}).get(key, "")) not in own
+        ]
+    return out
+
+
 def describe_drift(current: Mapping[str, Any] | None, desired: MappingDesired) -> list[str]:
     """Words for what differs, for the plan's summary."""
     if current is None:
@@ -582,7 +626,9 @@ def describe_drift(current: Mapping[str, Any] | None, desired: MappingDesired) -
 def plan(
     current: MappingCurrent, desired: MappingDesired, force_passwords: bool = False
 ) -> list[Change]:
-    local = current.element if current.present else None
+    # What is in force at the site, not only what it writes: an entry inherited through a
+    # missing <clear/> maps certificates as surely as one of its own.
+    local = current.in_force()
     same = comparable(local) == comparable(desired_element(desired, with_passwords=False))
     # Only logons that were tried and proved a password wrong (contract.logon_verdict).
     failing = [r for r in current.logons if r["checked"] and not r["valid"]]
@@ -744,6 +790,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
             element=got["element"] if got["present"] else None,
             logons=reads[LOGONS]["results"],
             accounts={user: reads[_password_check(user)] for user in desired.passwords},
+            effective=got["effective"],
         )
 
     def preflight(self, current: MappingCurrent, desired: MappingDesired) -> None:
@@ -836,7 +883,7 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
     ) -> dict[str, Any]:
         # Passwords are never read back and stay as they are (so later reads can try them):
         # one that no longer logs on shows in stale_passwords, and the diff names it.
-        return inputs_from_element(current.element if current.present else None, stored)
+        return inputs_from_element(current.in_force(), stored)
 
     def delete_changes(
         self, desired: MappingDesired, current: MappingCurrent, stored: Mapping[str, Any]

@@ -355,6 +355,21 @@ def plan(current: BindingCurrent, desired: BindingDesired) -> list[Change]:
 
 def preflight(current: BindingCurrent, desired: BindingDesired) -> None:
     require_site(KIND, "the host", current.sites, desired.site)
+    if current.binding is not None and current.binding.ssl_flags & SSL_FLAG_CENTRAL_STORE:
+        # Its certificate is a file on the CCS share, chosen by host name; binding a hash
+        # from LocalMachine\My would leave IIS serving the share's certificate (or take
+        # another site's ip:port record). The agent and the simulator refuse it too.
+        raise ValidationError(
+            KIND,
+            "host_name" if desired.host_name else "port",
+            desired.host_name or desired.port,
+            f"the https binding {desired.binding_information!r} of site {desired.site!r} "
+            "uses the Central Certificate Store (sslFlags bit 2), whose certificates come "
+            "from the CCS share",
+            "Manage that binding's certificate in the Central Certificate Store, or remove "
+            "the binding and let this resource create one bound to a certificate of "
+            "LocalMachine\\My",
+        )
     if current.used_by_other_site is not None:
         raise ValidationError(
             KIND,

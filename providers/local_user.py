@@ -186,10 +186,34 @@ class UserCurrent:
     # folder path -> rights granted to this account explicitly
     access: dict[str, list[str]] = field(default_factory=dict)
     missing_folders: tuple[str, ...] = ()
+    # The account's SID, and per folder the SIDs that hold an explicit Allow rule there:
+    # ACEs hold SIDs, so this account's rules are found by its SID (never by a name a
+    # domain account may share), and a deleted account's rules by the SID it had.
+    sid: str | None = None
+    granted_sids: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _same_identity(identity: str, name: str) -> bool:
-    return identity.rsplit("\\", 1)[-1].lower() == name.lower()
+def _orphan_revokes(
+    current: UserCurrent, name: str, old_sid: Any, paths: list[str]
+) -> list[Change]:
+    """Rules of the account this resource made before, if that account is gone (deleted,
+    or deleted and made again under the same name, with a new SID): by its SID, the one
+    way to name them now (issue 10, point 13 g)."""
+    if not isinstance(old_sid, str) or not old_sid or old_sid == current.sid:
+        return []
+    changes = []
+    seen: set[str] = set()
+    for path in paths:
+        if path.lower() in seen or old_sid not in current.granted_sids.get(path, ()):
+            continue
+        seen.add(path.lower())
+        changes.append(
+            Change(
+                f"revoke the rules of the deleted account {name!r} ({old_sid}) on {path!r}",
+                [contract.acl_revoke(path, old_sid)],
+            )
+        )
+    return changes
 
 
 def _has_rights(granted: list[str], wanted: str) -> bool:
@@ -271,6 +295,15 @@ def plan(
                     [contract.group_remove_member(group, desired.name)],
                 )
             )
+    previous_paths = [str(f.get("path", "")) for f in (previous or {}).get("folder_access") or []]
+    changes.extend(
+        _orphan_revokes(
+            current,
+            desired.name,
+            (previous or {}).get("sid"),
+            [e.path for e in desired.folder_access] + previous_paths,
+        )
+    )
     for entry in desired.folder_access:
         if not _has_rights(access.get(entry.path) or [], entry.rights):
             changes.append(
@@ -295,7 +328,7 @@ def plan(
 class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
     kind = KIND
     inputs = INPUTS
-    computed = ("adopted", "password_valid")
+    computed = ("adopted", "password_valid", "sid")
 
     def validate(self, inputs: Mapping[str, Any]) -> UserDesired:
         name = validate_account_name(KIND, INPUTS.get_str(inputs, "name"))
@@ -379,15 +412,16 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         user, verify = reads[USER], reads[PASSWORD]
         acls = {entry.path: reads[_acl(entry.path)] for entry in desired.folder_access}
         missing = tuple(path for path, acl in acls.items() if not acl["exists"])
-        access = {
-            path: [
-                ace["rights"]
-                for ace in acl["aces"]
-                if ace["type"] == "Allow"
-                and not ace["inherited"]
-                and _same_identity(ace["identity"], desired.name)
-            ]
+        explicit = {
+            path: [a for a in acl["aces"] if a["type"] == "Allow" and not a["inherited"]]
             for path, acl in acls.items()
+        }
+        granted = {path: tuple(a["sid"] for a in aces) for path, aces in explicit.items()}
+        sid = user["sid"] if user["exists"] else None
+        # By SID: CONTOSO\name (a domain account of the same name) is not this account.
+        access = {
+            path: [a["rights"] for a in aces if sid is not None and a["sid"] == sid]
+            for path, aces in explicit.items()
         }
         if not user["exists"]:
             return UserCurrent(
@@ -396,6 +430,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
                 complexity=policy["complexity"],
                 access=access,
                 missing_folders=missing,
+                granted_sids=granted,
             )
         return UserCurrent(
             exists=True,
@@ -416,6 +451,8 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             complexity=policy["complexity"],
             access=access,
             missing_folders=missing,
+            sid=sid,
+            granted_sids=granted,
         )
 
     def preflight(self, current: UserCurrent, desired: UserDesired) -> None:
@@ -467,10 +504,21 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         if valid is None:
             # Not verified this time: the last verdict stands (a drift found stays found).
             valid = (previous or {}).get("password_valid")
-        return {"adopted": adopted, "password_valid": valid}
+        # The SID of the account while it exists; the last one known once it is gone (its
+        # folder rules can then still be found and revoked).
+        sid = after.sid if after.exists else (previous or {}).get("sid")
+        return {"adopted": adopted, "password_valid": valid, "sid": sid}
 
     def exists(self, current: UserCurrent) -> bool:
         return current.exists
+
+    def leftovers(self, current: UserCurrent, stored: Mapping[str, Any]) -> bool:
+        # The account was deleted behind Pulumi's back, its folder rules were not: a refresh
+        # that forgot the resource would forget the SID that alone names them. Kept, the
+        # resource shows drift; up makes the account again and replaces them, destroy
+        # removes them.
+        paths = [str(f.get("path", "")) for f in stored.get("folder_access") or []]
+        return not current.exists and bool(_orphan_revokes(current, "", stored.get("sid"), paths))
 
     def stale_inputs(self, olds: Mapping[str, Any]) -> list[str]:
         # A refresh found that the password no longer logs on: `up` sets it again.
@@ -509,6 +557,20 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
         self, desired: UserDesired, current: UserCurrent, stored: Mapping[str, Any]
     ) -> dict[str, Any]:
         held = {g.lower() for g in current.groups}
+        if current.exists:
+            kept = [
+                f
+                for f in desired.folder_access
+                if _has_rights(current.access.get(f.path) or [], f.rights)
+            ]
+        else:
+            # The account is gone (leftovers): its rules are still there, under the SID it
+            # had. They stay listed, so a destroy after this refresh still knows where to
+            # revoke them; the drift shows in password_valid (no account logs on).
+            old_sid = stored.get("sid")
+            kept = [
+                f for f in desired.folder_access if old_sid in current.granted_sids.get(f.path, ())
+            ]
         return {
             "name": desired.name,
             # Never read back, and kept (so later reads can try it again): a password that
@@ -520,11 +582,7 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             "user_cannot_change_password": current.user_cannot_change_password,
             "disabled": current.disabled,
             "groups": [g for g in desired.groups if g.lower() in held],
-            "folder_access": [
-                {"path": f.path, "rights": f.rights}
-                for f in desired.folder_access
-                if _has_rights(current.access.get(f.path) or [], f.rights)
-            ],
+            "folder_access": [{"path": f.path, "rights": f.rights} for f in kept],
         }
 
     def delete_changes(
@@ -538,6 +596,10 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             for f in desired.folder_access
             if current.access.get(f.path)
         ]
+        # The account was deleted behind our back: its rules are left under its SID.
+        changes += _orphan_revokes(
+            current, desired.name, stored.get("sid"), [f.path for f in desired.folder_access]
+        )
         if current.exists and not stored.get("adopted"):
             changes.append(
                 Change(
@@ -554,6 +616,7 @@ class LocalUser(IisResource, module=TYPE_MODULE, name="LocalUser"):
     name: pulumi.Output[str]
     adopted: pulumi.Output[bool]
     password_valid: pulumi.Output[bool | None]
+    sid: pulumi.Output[str | None]
 
     def __init__(
         self,

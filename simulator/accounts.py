@@ -45,6 +45,7 @@ from typing import Any
 from iis_clientcert.host.contract import (
     PASSWORD_CHECK_LOGON_TYPE,
     VerifyPasswordResult,
+    is_sid,
     logon_guard_allows,
     logon_hresult,
     logon_verdict,
@@ -75,6 +76,24 @@ WELL_KNOWN = {
 }
 # SAM's rule for local account names (Microsoft docs, New-LocalUser -Name: no " / \\ [ ] :
 # ; | = , + * ? < > @, not only periods and spaces; "Naming conventions": no final period).
+# Security identifiers. An ACE holds a SID, not a name: the name shown is looked up when
+# the ACL is read, and an ACE of a deleted account shows (and is removed) by its SID
+# (Microsoft docs, "Security identifiers": well-known SIDs; local accounts are the machine
+# SID plus a relative id, 500 Administrator, 501 Guest, 1000 and up for new accounts, never
+# reused).
+MACHINE_SID = "S-1-5-21-2911532517-1437394741-3187006512"
+FIRST_RID = 1000
+WELL_KNOWN_SIDS: dict[str, str] = {
+    "NT AUTHORITY\\SYSTEM": "S-1-5-18",
+    "NT AUTHORITY\\IUSR": "S-1-5-17",
+    "CREATOR OWNER": "S-1-3-0",
+    "Everyone": "S-1-1-0",
+}
+BUILTIN_GROUP_SIDS: dict[str, str] = {
+    "Administrators": "S-1-5-32-544",
+    "Users": "S-1-5-32-545",
+    "IIS_IUSRS": "S-1-5-32-568",
+}
 _BAD_NAME_CHARS = set('"/\\[]:;|=,+*?<>@')
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -258,6 +277,19 @@ class Domain:
     name: str
     accounts: tuple[str, ...] = ()
 
+    @property
+    def sid(self) -> str:
+        """The domain's SID (stable for a name: the simulator makes no real one)."""
+        digest = hashlib.sha256(self.name.lower().encode()).digest()
+        parts = [int.from_bytes(digest[i : i + 4], "big") for i in (0, 4, 8)]
+        return "S-1-5-21-" + "-".join(str(p) for p in parts)
+
+    def account_sid(self, account: str) -> str | None:
+        for index, name in enumerate(self.accounts):
+            if name.lower() == account.lower():
+                return f"{self.sid}-{1100 + index}"
+        return None
+
     @classmethod
     def from_facts(cls, facts: dict[str, Any]) -> Domain | None:
         value = facts.get("domain")
@@ -299,8 +331,11 @@ class Accounts:
         lockout: LockoutPolicy | None = None,
         now: float | None = None,
         request: RequestLogons | None = None,
+        sam: dict[str, Any] | None = None,
     ) -> None:
         self.data = data
+        # sam.json: the next relative id, kept apart from the accounts (see HostState.sam).
+        self.sam = sam if sam is not None else {}
         self.computer = computer
         self.policy = policy
         self.domain = domain
@@ -333,6 +368,7 @@ class Accounts:
                 "user_cannot_change_password": name == "Guest",
                 "groups": groups,
                 "password_hash": None,
+                "sid": f"{MACHINE_SID}-{500 if name == 'Administrator' else 501}",
             }
         return accounts.data
 
@@ -350,6 +386,24 @@ class Accounts:
         key = self._key(name)
         return None if key is None else dict(self.data["users"][key])
 
+    def _new_sid(self) -> str:
+        """The next SID of this host: relative ids go up and are never given twice (an
+        account deleted and made again under its name is another account)."""
+        rid = int(self.sam.get("next_rid") or FIRST_RID)
+        taken = {str(u.get("sid", "")) for u in self.data["users"].values()}
+        while f"{MACHINE_SID}-{rid}" in taken:
+            rid += 1
+        self.sam["next_rid"] = rid + 1
+        return f"{MACHINE_SID}-{rid}"
+
+    def user_sid(self, key: str) -> str:
+        """The SID of the account stored under ``key`` (given one now if an older state
+        folder made it without)."""
+        record: dict[str, Any] = self.data["users"][key]
+        if not record.get("sid"):
+            record["sid"] = self._new_sid()
+        return str(record["sid"])
+
     def public(self, name: str) -> dict[str, Any]:
         user = self.user(name)
         if user is None:
@@ -359,7 +413,10 @@ class Accounts:
                 **_new_user(),
                 "bad_password_count": 0,
                 "locked_out": False,
+                "sid": None,
             }
+        key = self._key(name)
+        assert key is not None
         return {
             "exists": True,
             "name": user["name"],
@@ -371,6 +428,7 @@ class Accounts:
             "groups": list(user.get("groups", [])),
             "bad_password_count": int(user.get("bad_password_count") or 0),
             "locked_out": self._locked(user),
+            "sid": self.user_sid(key),
         }
 
     def set_user(self, name: str, password: str | None, props: dict[str, Any]) -> dict[str, Any]:
@@ -391,6 +449,7 @@ class Accounts:
             users_group = self._group_key("Users")
             if users_group is not None:
                 record["groups"] = [users_group]
+            record["sid"] = self._new_sid()
         else:
             assert key is not None
             record = self.data["users"][key]  # changed in place (saved if the op succeeds)
@@ -627,7 +686,9 @@ class Accounts:
             return known
         prefix, sep, rest = identity.rpartition("\\")
         bare = rest if sep else identity
-        if not sep or prefix.lower() in (".", self.computer.lower(), "builtin"):
+        # "." is LogonUser's name for this computer, not LookupAccountName's: ".\x" is an
+        # unknown domain there (the agent names the computer instead).
+        if not sep or prefix.lower() in (self.computer.lower(), "builtin"):
             key = self._key(bare)
             if key is not None:
                 return f"{self.computer}\\{key}"
@@ -645,9 +706,62 @@ class Accounts:
             0x80070534,  # ERROR_NONE_MAPPED
         )
 
+    def sid_of_name(self, name: str) -> str | None:
+        """The SID of an account name as lookup_account_name shows it (None: no account)."""
+        for known, sid in WELL_KNOWN_SIDS.items():
+            if known.lower() == name.lower():
+                return sid
+        prefix, sep, rest = name.rpartition("\\")
+        if not sep:
+            return None
+        if prefix.lower() == "builtin":
+            gkey = self._group_key(rest)
+            return BUILTIN_GROUP_SIDS.get(gkey or "") if gkey else None
+        if prefix.lower() in (".", self.computer.lower()):
+            key = self._key(rest)
+            return self.user_sid(key) if key is not None else None
+        if self.domain is not None and prefix.lower() == self.domain.name.lower():
+            return self.domain.account_sid(rest)
+        return None
+
+    def name_of_sid(self, sid: str) -> str | None:
+        """LookupAccountSid: the account a SID names now (None: none, e.g. deleted)."""
+        for name, known in WELL_KNOWN_SIDS.items():
+            if known == sid:
+                return name
+        for group, known in BUILTIN_GROUP_SIDS.items():
+            if known == sid:
+                return f"BUILTIN\\{group}"
+        for key, record in self.data["users"].items():
+            if record.get("sid") == sid:
+                return f"{self.computer}\\{key}"
+        if self.domain is not None:
+            for account in self.domain.accounts:
+                if self.domain.account_sid(account) == sid:
+                    return f"{self.domain.name}\\{account}"
+        return None
+
+    def resolve_sid(self, identity: str) -> str:
+        """An ACE identity as the agent resolves it, to the SID the ACE holds: a SID string
+        as it is (an account that may be gone), else the name as resolve_identity says."""
+        if is_sid(identity):
+            return identity
+        name = self.resolve_identity(identity)
+        sid = self.sid_of_name(name)
+        if sid is None:
+            raise OpError(
+                "NotFound",
+                f"Some or all identity references could not be translated: '{identity}'",
+                0x80070534,  # ERROR_NONE_MAPPED
+            )
+        return sid
+
     def resolve_identity(self, identity: str) -> str:
         """An ACE identity as the agent resolves it: SIMIIS01\\bob, BUILTIN\\Users, NT
         AUTHORITY\\..., or a DOMAIN\\name given as such."""
+        if identity.startswith(".\\"):
+            # As agent.ps1's Resolve-Identity: ".\name" is this computer's account.
+            identity = f"{self.computer}\\{identity[2:]}"
         if "\\" in identity or "@" in identity:
             return self.lookup_account_name(identity)  # the domain was said
         # A bare name: a well-known name, or this computer's account or group; never a
@@ -671,20 +785,50 @@ def norm_folder(path: str) -> str:
 
 def default_aces(extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     base = [
-        ("NT AUTHORITY\\SYSTEM", "FullControl"),
-        ("BUILTIN\\Administrators", "FullControl"),
-        ("BUILTIN\\Users", "ReadAndExecute"),
-        ("CREATOR OWNER", "FullControl"),
+        ("NT AUTHORITY\\SYSTEM", "S-1-5-18", "FullControl"),
+        ("BUILTIN\\Administrators", "S-1-5-32-544", "FullControl"),
+        ("BUILTIN\\Users", "S-1-5-32-545", "ReadAndExecute"),
+        ("CREATOR OWNER", "S-1-3-0", "FullControl"),
     ]
-    aces = [{"identity": i, "rights": r, "type": "Allow", "inherited": True} for i, r in base]
+    aces = [
+        {"identity": i, "sid": sid, "rights": r, "type": "Allow", "inherited": True}
+        for i, sid, r in base
+    ]
     return aces + list(extra or [])
 
 
 class Folders:
-    """acl.json: {normalised folder path: {"path": shown path, "aces": [...]}}."""
+    """acl.json: {normalised folder path: {"path": shown path, "aces": [...]}}.
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    An ACE holds a SID (``identity`` keeps the name it was granted to, for a reader of the
+    file). acl.get shows each ACE under the name its SID has now, or the SID itself when
+    it names no account any more, as Windows shows an ACE of a deleted account."""
+
+    def __init__(self, data: dict[str, Any], accounts: Accounts | None = None) -> None:
         self.data = data
+        self.accounts = accounts
+
+    def _sid(self, ace: dict[str, Any]) -> str:
+        sid = ace.get("sid")
+        if sid:
+            return str(sid)
+        # An ACE written by an older simulator: by name.
+        name = str(ace.get("identity", ""))
+        found = self.accounts.sid_of_name(name) if self.accounts is not None else None
+        return found or name
+
+    def _shown(self, ace: dict[str, Any]) -> dict[str, Any]:
+        sid = self._sid(ace)
+        name = self.accounts.name_of_sid(sid) if self.accounts is not None else None
+        if name is None and not is_sid(sid):
+            name = sid  # no SID known for it (an older state): the name as stored
+        return {
+            "identity": name or sid,
+            "sid": sid,
+            "rights": ace["rights"],
+            "type": ace["type"],
+            "inherited": bool(ace.get("inherited")),
+        }
 
     def _entry(self, path: str) -> dict[str, Any]:
         key = norm_folder(path).lower()
@@ -701,13 +845,17 @@ class Folders:
         key = norm_folder(path)
         self.data.setdefault(key, {"path": key, "aces": aces})
 
+    def require(self, path: str) -> None:
+        """NotFound for a folder that is not there (what changing its ACL meets)."""
+        self._entry(path)
+
     def get(self, path: str) -> dict[str, Any]:
         # A missing folder is an answer, not an error: read batches go on (as agent.ps1).
         try:
             entry = self._entry(path)
         except OpError:
             return {"exists": False, "aces": []}
-        return {"exists": True, "aces": [dict(a) for a in entry["aces"]]}
+        return {"exists": True, "aces": [self._shown(a) for a in entry["aces"]]}
 
     def _put(self, path: str, aces: list[dict[str, Any]]) -> None:
         key = norm_folder(path).lower()
@@ -716,29 +864,32 @@ class Folders:
                 self.data[k]["aces"] = aces
                 return
 
-    def grant(self, path: str, identity: str, rights: str) -> bool:
+    def grant(self, path: str, sid: str, rights: str, name: str = "") -> bool:
         aces: list[dict[str, Any]] = self._entry(path)["aces"]
-        mine = [a for a in aces if _explicit_allow_for(a, identity)]
+        mine = [a for a in aces if self._explicit_allow_for(a, sid)]
         if len(mine) == 1 and mine[0]["rights"] == rights:
             return False
         # SetAccessRule semantics: the identity's explicit Allow rule is replaced.
-        kept = [a for a in aces if not _explicit_allow_for(a, identity)]
-        kept.append({"identity": identity, "rights": rights, "type": "Allow", "inherited": False})
+        kept = [a for a in aces if not self._explicit_allow_for(a, sid)]
+        kept.append(
+            {
+                "identity": name or sid,
+                "sid": sid,
+                "rights": rights,
+                "type": "Allow",
+                "inherited": False,
+            }
+        )
         self._put(path, kept)
         return True
 
-    def revoke(self, path: str, identity: str) -> bool:
+    def revoke(self, path: str, sid: str) -> bool:
         aces: list[dict[str, Any]] = self._entry(path)["aces"]
-        kept = [a for a in aces if not _explicit_allow_for(a, identity)]
+        kept = [a for a in aces if not self._explicit_allow_for(a, sid)]
         if len(kept) == len(aces):
             return False
         self._put(path, kept)
         return True
 
-
-def _explicit_allow_for(ace: dict[str, Any], identity: str) -> bool:
-    return (
-        not ace.get("inherited")
-        and ace.get("type") == "Allow"
-        and str(ace.get("identity", "")).lower() == identity.lower()
-    )
+    def _explicit_allow_for(self, ace: dict[str, Any], sid: str) -> bool:
+        return not ace.get("inherited") and ace.get("type") == "Allow" and self._sid(ace) == sid

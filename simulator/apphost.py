@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from iis_clientcert.host.contract import element, is_encrypted_value
+from iis_clientcert.host.contract import LOCK_ATTRIBUTES, element, is_encrypted_value
 from iis_clientcert_simulator.errors import (
     HR_ALREADY_EXISTS,
     HR_BAD_DATA,
@@ -214,6 +214,8 @@ def build(
 
     el = etree.Element(tag)
     for name, value in attributes.items():
+        if name in LOCK_ATTRIBUTES:
+            continue  # the host owner's: keep_locks puts back what the element held
         attr = schema.attributes.get(name)
         if attr is None:
             raise _invalid(f"{where}: Unrecognized attribute '{name}'")
@@ -281,6 +283,22 @@ def build(
             build(children[name], sub, name, prev_child, key, f"{where}/{name}", undecryptable)
         )
     return el
+
+
+def keep_locks(previous: etree._Element | None, new: etree._Element, schema: ElementSchema) -> None:
+    """Put the lock attributes of the element a write replaces (and of its child elements
+    the write keeps) on the new one. IIS's RevertToParent drops them with the element; the
+    agent sets them again as metadata, so an owner's lockAttributes survive our writes."""
+    if previous is None:
+        return
+    for name in sorted(LOCK_ATTRIBUTES):
+        value = previous.get(name)
+        if value is not None:
+            new.set(name, value)
+    for name, sub in schema.children.items():
+        old_child, new_child = child(previous, name), child(new, name)
+        if old_child is not None and new_child is not None:
+            keep_locks(old_child, new_child, sub)
 
 
 def check_entries(coll: CollectionSchema, items: list[etree._Element], where: str) -> None:
@@ -493,6 +511,7 @@ class Apphost(ConfigFile):
         existing = self.find_section(schema, location)
         undecryptable: list[str] = []
         new = build(data, schema, schema.xml_path[-1], existing, key, where, undecryptable)
+        keep_locks(existing, new, schema)
         self._check_inherited_keys(schema, location, new, where)
         if existing is not None and to_json(existing, schema) == to_json(new, schema):
             return False

@@ -128,7 +128,11 @@ from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.errors import HR_ASN1_BADTAG, HR_ASN1_EOD, OpError
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.state import HostState, Session
-from iis_clientcert_simulator.stores import parse_binding_information, sslcert_key
+from iis_clientcert_simulator.stores import (
+    SSL_FLAG_CENTRAL_STORE,
+    parse_binding_information,
+    sslcert_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -484,7 +488,7 @@ def _https_binding(site: str, b: Any, httpsys: Any, build: int) -> Binding | Non
         return None
     entry = httpsys.get(key)
     wildcard = ("*", "0.0.0.0")  # noqa: S104 - binding text, not a socket address
-    if entry is None and not flags & BINDING_SNI and ip not in wildcard:
+    if entry is None and not flags & (BINDING_SNI | SSL_FLAG_CENTRAL_STORE) and ip not in wildcard:
         # HTTP.sys falls back to the 0.0.0.0 entry of the port.
         entry = httpsys.get(f"ipport=0.0.0.0:{port}")
     if entry is None:

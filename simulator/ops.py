@@ -30,6 +30,7 @@ from iis_clientcert_simulator.apphost import (
     Apphost,
     ConfigFile,
     build,
+    keep_locks,
     merge,
     norm_location,
     refuse_undecryptable,
@@ -38,7 +39,14 @@ from iis_clientcert_simulator.apphost import (
 from iis_clientcert_simulator.errors import HR_BAD_DATA, HR_INVALID_DATA, HR_NOT_FOUND, OpError
 from iis_clientcert_simulator.schema import SectionSchema, section
 from iis_clientcert_simulator.state import Session
-from iis_clientcert_simulator.stores import IIS_APP_ID, HttpSys, b64, load_der, sslcert_key
+from iis_clientcert_simulator.stores import (
+    IIS_APP_ID,
+    SSL_FLAG_CENTRAL_STORE,
+    HttpSys,
+    b64,
+    load_der,
+    sslcert_key,
+)
 from iis_clientcert_simulator.xmldoc import replace_child
 
 Handler = Callable[[Session, dict[str, Any]], dict[str, Any]]
@@ -149,6 +157,7 @@ def _set_in_file(
         f"{schema.path} in web.config of '{location}'",
         undecryptable,
     )
+    keep_locks(existing, new, schema)
     if existing is not None and to_json(existing, schema) == to_json(new, schema):
         return False
     refuse_undecryptable(undecryptable)
@@ -275,6 +284,19 @@ def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     thumb = args["certificate_hash"].replace(" ", "").upper()
     site = s.apphost.require_site(site_name)
     key = sslcert_key(info, flags)  # validates ip:port:host and SNI
+    existing = _find_https(site, info)
+    old_flags = int(existing.get("sslFlags", "0") or 0) if existing is not None else 0
+    if (flags | old_flags) & SSL_FLAG_CENTRAL_STORE:
+        # As agent.ps1: a CCS binding's certificate is a file on the CCS share, found by
+        # host name; a certificate hash from LocalMachine\My would go to a record that no
+        # CCS binding reads (or take another site's ip:port record).
+        raise OpError(
+            "InvalidValue",
+            f"The https binding '{info}' of site '{site_name}' uses the Central Certificate "
+            "Store (sslFlags bit 2): its certificate comes from the CCS share, which "
+            "binding.set does not manage",
+            HR_INVALID_DATA,
+        )
     if not s.stores.exists(store, thumb):
         raise OpError(
             "NotFound",
@@ -288,8 +310,6 @@ def binding_set(s: Session, args: dict[str, Any]) -> dict[str, Any]:
             "(A specified logon session does not exist)",
             HR_NO_SUCH_LOGON_SESSION,
         )
-    existing = _find_https(site, info)
-    old_flags = int(existing.get("sslFlags", "0") or 0) if existing is not None else 0
     old_key = sslcert_key(info, old_flags) if existing is not None else None
     changed, created = s.apphost.set_binding(site_name, "https", info, flags)
     s.checkpoint("binding.set:after_config")
@@ -416,19 +436,23 @@ def acl_get(s: Session, args: dict[str, Any]) -> dict[str, Any]:
 
 def acl_grant(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     folders = s.folders
-    folders.get(args["path"])  # NotFound before the identity is looked up, as Get-Acl fails
-    identity = s.accounts.resolve_identity(args["identity"])
-    return {"changed": folders.grant(args["path"], identity, args["rights"])}
+    folders.require(args["path"])  # NotFound before the identity is looked up, as Get-Acl
+    accounts = s.accounts
+    sid = accounts.resolve_sid(args["identity"])
+    name = accounts.name_of_sid(sid) or sid
+    return {"changed": folders.grant(args["path"], sid, args["rights"], name)}
 
 
 def acl_revoke(s: Session, args: dict[str, Any]) -> dict[str, Any]:
     folders = s.folders
-    folders.get(args["path"])
+    folders.require(args["path"])
     try:
-        identity = s.accounts.resolve_identity(args["identity"])
+        sid = s.accounts.resolve_sid(args["identity"])
     except OpError:
-        identity = args["identity"]  # a deleted account: match the name as stored
-    return {"changed": folders.revoke(args["path"], identity)}
+        # As the agent: a name that resolves to no account (a deleted one) matches no ACE,
+        # whose SID only the account's SID names (revoke those by SID).
+        return {"changed": False}
+    return {"changed": folders.revoke(args["path"], sid)}
 
 
 # --- mappings and facts ----------------------------------------------------------------

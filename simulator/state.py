@@ -87,9 +87,12 @@ HOST_FACTS: dict[str, Any] = {
 }
 
 # Windows feature -> the native module its installation adds to <globalModules> (the name
-# IIS Manager and the agent's Test-WebCertAuthInstalled look for) and its DLL.
+# IIS Manager and the agent's Test-WebCertAuthInstalled look for) and its image in
+# %windir%\System32\inetsrv. Microsoft's "Introduction to IIS Architectures" (Security
+# Modules) lists IISCertificateMappingAuthenticationModule as Inetsrv\Authmap.dll (authcert.dll
+# is the Active Directory mapping module), as a default applicationHost.config registers it.
 FEATURE_MODULES: dict[str, tuple[str, str]] = {
-    "Web-Cert-Auth": ("IISCertificateMappingAuthenticationModule", "iiscertmap.dll"),
+    "Web-Cert-Auth": ("IISCertificateMappingAuthenticationModule", "authmap.dll"),
     "Web-Basic-Auth": ("BasicAuthenticationModule", "authbas.dll"),
     "Web-Windows-Auth": ("WindowsAuthenticationModule", "authsspi.dll"),
 }
@@ -128,6 +131,9 @@ class HostState:
         self.httpsys = self.dir / "httpsys.json"
         self.certstore = self.dir / "certstore" / "LocalMachine"
         self.users = self.dir / "users.json"
+        # The SAM's own counter (the next relative id): Windows never gives a RID twice,
+        # and a person reading the host does not see it (not part of users.json).
+        self.sam = self.dir / "sam.json"
         self.acl = self.dir / "acl.json"
         self.features = self.dir / "features.json"
         self.host = self.dir / "host.json"
@@ -215,6 +221,7 @@ class HostState:
         iis = [
             {
                 "identity": "BUILTIN\\IIS_IUSRS",
+                "sid": "S-1-5-32-568",
                 "rights": "ReadAndExecute",
                 "type": "Allow",
                 "inherited": True,
@@ -350,6 +357,7 @@ class Session:
         self._apphost: Apphost | None = None
         self._webconfigs: dict[Path, ConfigFile] = {}
         self._users: _JsonDoc | None = None
+        self._sam: _JsonDoc | None = None
         self._acl: _JsonDoc | None = None
         self._httpsys: _JsonDoc | None = None
         self.logons = RequestLogons()
@@ -380,6 +388,8 @@ class Session:
     def accounts(self) -> Accounts:
         if self._users is None:
             self._users = _JsonDoc(self.state.users, {})
+        if self._sam is None:
+            self._sam = _JsonDoc(self.state.sam, {})
         return Accounts(
             self._users.data,
             self.computer,
@@ -387,13 +397,14 @@ class Session:
             Domain.from_facts(self.facts),
             lockout=self.state.lockout_policy(),
             request=self.logons,
+            sam=self._sam.data,
         )
 
     @property
     def folders(self) -> Folders:
         if self._acl is None:
             self._acl = _JsonDoc(self.state.acl, {})
-        return Folders(self._acl.data)
+        return Folders(self._acl.data, self.accounts)
 
     @property
     def httpsys(self) -> HttpSys:
@@ -422,14 +433,14 @@ class Session:
         Windows each op sees what other batches did since). applicationHost.config is kept:
         the batch's copy, whose version on disk a commit checks (Apphost.save)."""
         self._webconfigs.clear()
-        self._users = self._acl = self._httpsys = None
+        self._users = self._sam = self._acl = self._httpsys = None
 
     def save(self) -> None:
         if self._apphost is not None:
             self._apphost.save()
         for config in self._webconfigs.values():
             config.save()
-        for doc in (self._users, self._acl, self._httpsys):
+        for doc in (self._users, self._sam, self._acl, self._httpsys):
             if doc is not None:
                 doc.save()
 
@@ -437,7 +448,7 @@ class Session:
         """Forget unsaved changes (an op failed half way): reload from disk next time."""
         self._apphost = None
         self._webconfigs.clear()
-        self._users = self._acl = self._httpsys = None
+        self._users = self._sam = self._acl = self._httpsys = None
 
 
 def _global_modules(config: ConfigFile) -> etree._Element | None:

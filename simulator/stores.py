@@ -258,9 +258,19 @@ def parse_binding_information(info: str, ssl_flags: int) -> tuple[str, int, str]
     return ip or "*", int(port_text), host
 
 
+# Binding sslFlags bit 2: the certificate comes from the Central Certificate Store (a file
+# share), through one HTTP.sys record per port (netsh http add sslcert ccs=<port>), never
+# the ip:port or host:port record of a certificate in LocalMachine\My (Microsoft docs,
+# "IIS 8.0 Centralized SSL Certificate Support").
+SSL_FLAG_CENTRAL_STORE = 2
+
+
 def sslcert_key(info: str, ssl_flags: int) -> str:
-    """The HTTP.sys key of an https binding: hostnameport for SNI, else ipport."""
+    """The HTTP.sys key of an https binding: ccs for the Central Certificate Store,
+    hostnameport for SNI, else ipport."""
     ip, port, host = parse_binding_information(info, ssl_flags)
+    if ssl_flags & SSL_FLAG_CENTRAL_STORE:
+        return f"ccs={port}"
     if ssl_flags & 1:
         return f"hostnameport={host.lower()}:{port}"
     address = "0.0.0.0" if ip in ("*", "") else ip  # noqa: S104 - netsh spelling of "all"

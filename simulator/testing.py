@@ -196,7 +196,8 @@ def fail_at(state_dir: Path, step: str, **spec: Any) -> None:
 
 # Files that change with every request, whatever the request did.
 # Lock files (the state lock, the agent's named mutex) are not host state.
-_VOLATILE = frozenset({"audit.log", "faults.json", ".lock", ".agent-mutex"})
+# sam.json is the SAM's next relative id, which Windows never shows and never winds back.
+_VOLATILE = frozenset({"audit.log", "faults.json", ".lock", ".agent-mutex", "sam.json"})
 
 
 def snapshot(state_dir: Path) -> dict[str, bytes]:

@@ -160,6 +160,12 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
         """Whether the managed object is on the host (for refresh)."""
         return True
 
+    def leftovers(self, current: Current, stored: Mapping[str, Any]) -> bool:
+        """Whether something of a resource whose object is gone is still on the host, that
+        only its stored outputs can name (a deleted account's folder rules, by SID): refresh
+        then keeps the resource (as drifted) instead of forgetting what names them."""
+        return False
+
     def stale_inputs(self, olds: Mapping[str, Any]) -> list[str]:
         """Inputs the stored outputs know to be out of step with the host although their
         values look the same: the host never shows a password, so a refresh that finds one
@@ -250,7 +256,7 @@ class IisProvider(ResourceProvider, Generic[Desired, Current]):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         connection, desired = self._parse(props)
         current = self._read_current(ProviderClient(connection), desired)
-        if not self.exists(current):
+        if not self.exists(current) and not self.leftovers(current, props):
             return ReadResult(None, {})
         for note in self.notices(desired, current):
             warn(self.kind, f"{connection.host}: {note}")

@@ -108,9 +108,34 @@ function Get-CodeForHResult($HResult) {
     return 'Fault'
 }
 
+# contract.WITHHELD_MESSAGE (a unit test keeps them equal).
+$script:WithheldMessage = 'the message was withheld: it contains a value as short as a secret of this request (1 to 3 characters), which cannot be masked in it; the error code and HRESULT stand'
+
+function Add-Secret($Value) {
+    # Every secret of the request and every password this process decrypts, whatever its
+    # length (a one-character password is as secret as a long one).
+    if ($Value -is [string] -and $Value.Length -gt 0 -and -not $script:Secrets.Contains($Value)) { $script:Secrets.Add($Value) }
+}
+
 function Hide-Secrets([string]$Text) {
+    # Secrets of 4 characters or more become REDACTED, longest first. A shorter one cannot
+    # be masked (replacing every "a" makes the text unreadable and still tells where it
+    # was): a message that holds one is withheld whole, as contract.scrub does.
     if ($null -eq $Text) { return '' }
-    foreach ($s in $script:Secrets) { $Text = $Text.Replace($s, 'REDACTED') }
+    $probe = $Text
+    $short = New-Object 'System.Collections.Generic.List[string]'
+    foreach ($s in @($script:Secrets | Sort-Object -Property Length -Descending)) {
+        if ([string]::IsNullOrEmpty($s)) { continue }
+        if ($s.Length -ge 4) {
+            $Text = $Text.Replace($s, 'REDACTED')
+            $probe = $probe.Replace($s, '')
+        } else {
+            $short.Add($s)
+        }
+    }
+    foreach ($s in $short) {
+        if ($probe.IndexOf($s, [System.StringComparison]::Ordinal) -ge 0) { return $script:WithheldMessage }
+    }
     return $Text
 }
 
@@ -127,7 +152,7 @@ function Add-ElementSecrets($Element, $List) {
     if ((Test-DictKey $Element 'attributes') -and $Element['attributes'] -is [System.Collections.IDictionary]) {
         foreach ($k in @($Element['attributes'].Keys)) {
             $v = $Element['attributes'][$k]
-            if ($k -like '*password*' -and $v -is [string] -and $v.Length -ge 4) { $List.Add($v) }
+            if ($k -like '*password*' -and $v -is [string] -and $v.Length -gt 0) { $List.Add($v) }
         }
     }
     if ((Test-DictKey $Element 'children') -and $Element['children'] -is [System.Collections.IDictionary]) {
@@ -295,7 +320,10 @@ class AgentJson {
     }
 }
 
-function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
+function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value, [int]$Depth = 0) {
+    # A depth limit turns a value that contains itself into an error the caller can catch
+    # (unbounded recursion would end the process with no output at all).
+    if ($Depth -gt 64) { throw 'the result is nested too deep to write as JSON' }
     if ($null -eq $Value) { [void]$Sb.Append('null'); return }
     $v = $Value.PSObject.BaseObject
     if ($v -is [bool]) {
@@ -327,7 +355,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
             if (-not $first) { [void]$Sb.Append(',') }
             $first = $false
             [void]$Sb.Append([AgentJson]::Quote([string]$key)).Append(':')
-            Write-JsonValue $Sb $v[$key]
+            Write-JsonValue $Sb $v[$key] ($Depth + 1)
         }
         [void]$Sb.Append('}')
         return
@@ -338,7 +366,7 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
         foreach ($item in $v) {
             if (-not $first) { [void]$Sb.Append(',') }
             $first = $false
-            Write-JsonValue $Sb $item
+            Write-JsonValue $Sb $item ($Depth + 1)
         }
         [void]$Sb.Append(']')
         return
@@ -346,11 +374,40 @@ function Write-JsonValue([System.Text.StringBuilder]$Sb, $Value) {
     [void]$Sb.Append([AgentJson]::Quote([string]$v))
 }
 
+# The last resort of ConvertTo-ResponseText: a contract error result as a constant (a unit
+# test parses it with contract.parse_result).
+$script:UnwritableResponse = '{"ok":false,"results":[],"error":{"op":null,"index":null,"code":"Fault","hresult":null,"message":"the agent could not write its result as JSON"}}'
+
+function ConvertTo-ResponseText($Response) {
+    # The response as JSON text, and always a contract result: when the response cannot be
+    # written (a value the writer cannot render, one that contains itself), an error result
+    # that says so, built afresh; when even that fails, a constant. Never a raw exception on
+    # stderr, which the client can only report as "no contract result".
+    $problem = 'no response'
+    if ($null -ne $Response) {
+        try {
+            $sb = New-Object System.Text.StringBuilder
+            Write-JsonValue $sb $Response
+            return $sb.ToString()
+        } catch {
+            $problem = [string]$_.Exception.GetType().Name
+        }
+    }
+    try {
+        # The ops' results cannot be shown; those that wrote converge on the next run.
+        $message = "the agent could not write its result as JSON ($problem); the ops of this request may have run"
+        $sb = New-Object System.Text.StringBuilder
+        Write-JsonValue $sb (New-ErrorResponse $null $null 'Fault' $message $null @())
+        return $sb.ToString()
+    } catch {
+        return $script:UnwritableResponse
+    }
+}
+
 function Write-AgentOutput($Response) {
-    $sb = New-Object System.Text.StringBuilder
-    Write-JsonValue $sb $Response
+    $text = ConvertTo-ResponseText $Response
     # Raw UTF-8 bytes: independent of the console code page of the WinRM shell.
-    $bytes = (New-Object System.Text.UTF8Encoding($false)).GetBytes($sb.ToString())
+    $bytes = (New-Object System.Text.UTF8Encoding($false)).GetBytes($text)
     $stdout = [Console]::OpenStandardOutput()
     $stdout.Write($bytes, 0, $bytes.Length)
     $stdout.Flush()
@@ -418,10 +475,49 @@ function Test-EncryptedForm([string]$Value) {
     return ($null -ne $Value -and $Value -match '^\[enc:[A-Za-z0-9]+:[^:\]]*:enc\]$')
 }
 
-function Get-ApphostXml([string]$Path = $script:ApphostPath) {
+function Get-ApphostPath {
+    # Where applicationHost.config is, as IIS's configuration system says: Shared
+    # Configuration moves it (redirection.config, configurationRedirection@path, often a
+    # UNC share), and %windir%\system32\inetsrv\config then holds a stale copy or none.
+    $sm = New-ServerManager
+    try {
+        $redirection = $sm.GetRedirectionConfiguration().GetSection('configurationRedirection')
+        if ([bool]$redirection.GetAttributeValue('enabled')) {
+            $folder = [Environment]::ExpandEnvironmentVariables([string]$redirection.GetAttributeValue('path'))
+            if ($folder -ne '') { return (Join-Path $folder 'applicationHost.config') }
+        }
+    } finally {
+        $sm.Dispose()
+    }
+    return $script:ApphostPath
+}
+
+function Get-ApphostXml([string]$Path = '') {
+    # The raw XML of a configuration file (applicationHost.config unless a path is given):
+    # what is written at a location, and ciphertexts that the API would decrypt.
+    if ($Path -eq '') { $Path = Get-ApphostPath }
     $doc = New-Object System.Xml.XmlDocument
-    $doc.Load($Path)
+    try {
+        $doc.Load($Path)
+    } catch {
+        $inner = Get-InnermostException $_.Exception
+        if ($Path.StartsWith('\\', [System.StringComparison]::Ordinal) -and $inner -is [System.UnauthorizedAccessException]) {
+            # IIS reads a shared configuration with the credentials of redirection.config; a
+            # WinRM logon (NTLM, or Kerberos without delegation) has none for the share.
+            throw (New-AgentError 'AccessDenied' "$Path (IIS Shared Configuration) cannot be read by this WinRM logon: a second hop to the share needs delegated credentials (CredSSP, or Kerberos with delegation), or run against the host that holds the files" 0x80070005)
+        }
+        throw
+    }
     return , $doc
+}
+
+function Get-ConfigSourceXml($Doc, $Node) {
+    # A section with configSource="file" keeps its content in that file, next to the file
+    # that names it (IIS and .NET's configSource rule): the file's root is the section.
+    $source = $Node.GetAttribute('configSource')
+    $folder = [System.IO.Path]::GetDirectoryName(([uri]$Doc.BaseURI).LocalPath)
+    $inner = Get-ApphostXml ([System.IO.Path]::Combine($folder, $source))
+    return , $inner.DocumentElement
 }
 
 function Get-ChildXml($Node, [string]$Name) {
@@ -448,6 +544,7 @@ function Get-RawSection($Doc, [string]$Section, [string]$Location) {
             $current = Get-ChildXml $current $part
             if ($null -eq $current) { break }
         }
+        if ($null -ne $current -and $current.HasAttribute('configSource')) { return , (Get-ConfigSourceXml $Doc $current) }
         if ($null -ne $current) { return , $current }
     }
     return $null
@@ -696,12 +793,23 @@ function Remove-AgentTempDirectory {
 function Unprotect-IisValues($Values) {
     # Decrypts [enc:...:enc] values with this host's key, through IIS's own config system
     # (values it cannot decrypt are missing from the map):
-    # a copy of applicationHost.config (holding only ciphertext) gets one location per value
-    # and is read with a read-only ServerManager. No plain value is ever written anywhere.
+    # a file of applicationHost.config's declarations and providers (below) gets one location
+    # per value and is read with a read-only ServerManager, in the agent's private folder
+    # (SYSTEM and Administrators only), and removed. No plain value is written anywhere.
     # Ordinal: ciphertexts are case-sensitive base64 (a PowerShell @{} is not).
     $map = New-Object 'System.Collections.Generic.Dictionary[string,string]' ([System.StringComparer]::Ordinal)
     if (@($Values).Count -eq 0) { return $map }
-    $doc = Get-ApphostXml
+    # The copy holds what decrypting needs and nothing else: the section declarations and
+    # the providers (configProtectedData holds the AES session key, itself sealed with the
+    # machine's RSA key). No other ciphertext of the host's (application pool identities,
+    # other sites' passwords) is written anywhere, and no configSource file is needed.
+    $live = Get-ApphostXml
+    $doc = New-Object System.Xml.XmlDocument
+    $root = $doc.AppendChild($doc.CreateElement('configuration'))
+    foreach ($name in @('configSections', 'configProtectedData')) {
+        $node = Get-ChildXml $live.DocumentElement $name
+        if ($null -ne $node) { [void]$root.AppendChild($doc.ImportNode($node, $true)) }
+    }
     $paths = New-List
     $i = 0
     foreach ($value in $Values) {
@@ -732,7 +840,10 @@ function Unprotect-IisValues($Values) {
                 # placeholder) is left out of the map, and the caller decides what it means.
                 try {
                     $section = $cfg.GetSection('system.webServer/security/authentication/anonymousAuthentication', $paths[$j])
-                    $map[[string]@($Values)[$j]] = [string]$section.GetAttributeValue('password')
+                    $plain = [string]$section.GetAttributeValue('password')
+                    # A host password in plain text now: it must not reach any message.
+                    Add-Secret $plain
+                    $map[[string]@($Values)[$j]] = $plain
                 } catch {
                     $null = $_
                 }
@@ -748,7 +859,7 @@ function Unprotect-IisValues($Values) {
 
 function Test-MetaAttribute([string]$Name) {
     # Locking and config-source attributes the configuration system adds to any element.
-    return ($Name -match '^(lockAttributes|lockAllAttributesExcept|lockElements|lockAllElementsExcept|lockItem|configSource)$')
+    return ($Name -cmatch '^(lockAttributes|lockAllAttributesExcept|lockElements|lockAllElementsExcept|lockItem|configSource)$')
 }
 
 function Get-ElementSignature($Element, $Schema, $Plain) {
@@ -758,7 +869,9 @@ function Get-ElementSignature($Element, $Schema, $Plain) {
     $attrs = Get-ElementPart $Element 'attributes'
     foreach ($name in @($attrs.Keys | Sort-Object)) {
         $s = Get-AttrSchema $Schema $name
-        if ($null -eq $s -and $null -ne $Schema -and -not (Test-MetaAttribute $name)) {
+        # Locks and configSource are the host's, kept by every write: no part of the content.
+        if ($null -eq $s -and (Test-MetaAttribute $name)) { continue }
+        if ($null -eq $s -and $null -ne $Schema) {
             throw (New-AgentError 'InvalidValue' "'$name' is not an attribute of $($Schema.Name)" 0x8007000D)
         }
         $v = $attrs[$name]
@@ -836,6 +949,27 @@ function Set-ConfigElement($Target, $Element, $Schema, $Plain) {
             Set-ConfigElement $new $item $itemSchema $Plain
             [void]$collection.Add($new)
         }
+    }
+}
+
+function Restore-LockMetadata($Target, $Raw, $Schema, $Desired) {
+    # The owner's locks (lockAttributes, lockElements, ... of contract.LOCK_ATTRIBUTES) on
+    # the element a write replaced, and on the child elements the write keeps:
+    # RevertToParent drops them with the element, so they go back as metadata (Microsoft's
+    # IIS.Administration copies them the same way when it replaces an element).
+    if ($null -eq $Raw) { return }
+    foreach ($attr in $Raw.Attributes) {
+        $name = [string]$attr.Name
+        if ($name -eq 'configSource' -or -not (Test-MetaAttribute $name)) { continue }
+        $value = [string]$attr.Value
+        if ($name -eq 'lockItem') { $Target.SetMetadata($name, ($value -ieq 'true')) } else { $Target.SetMetadata($name, $value) }
+    }
+    $children = Get-ElementPart $Desired 'children'
+    foreach ($name in @($children.Keys)) {
+        $childSchema = Get-ChildSchema $Schema $name
+        $rawChild = Get-ChildXml $Raw $name
+        if ($null -eq $childSchema -or $null -eq $rawChild) { continue }
+        Restore-LockMetadata $Target.GetChildElement($childSchema.Name) $rawChild $childSchema $children[$name]
     }
 }
 
@@ -970,7 +1104,11 @@ function Get-SectionForWrite($Sm, [string]$SectionName, [string]$Location, [stri
         $parts = Split-WebLocation $Location
         $config = $Sm.GetWebConfiguration($parts[0], $parts[1])
         $section = $config.GetSection($SectionName)
-        if ($section.IsLocked) {
+        # OverrideModeEffective is what decides whether a web.config may set the section
+        # (overrideModeDefault, then each location's overrideMode / allowOverride on the
+        # way down: Microsoft docs, SectionInformation.EffectiveOverrideMode); IsLocked
+        # only reports lockItem.
+        if ([string]$section.OverrideModeEffective -eq 'Deny' -or $section.IsLocked) {
             throw (New-AgentError 'Locked' "This configuration section cannot be used at this path ($SectionName in web.config of '$Location'): it is locked at a parent level (overrideModeDefault=Deny)" 0x80070021)
         }
         $raw = $null
@@ -984,17 +1122,26 @@ function Get-SectionForWrite($Sm, [string]$SectionName, [string]$Location, [stri
     return , @($section, $raw)
 }
 
+# The native module of the Web-Cert-Auth feature and its image (Microsoft docs, "Introduction
+# to IIS Architectures", Security Modules: IISCertificateMappingAuthenticationModule is
+# Inetsrv\Authmap.dll; authcert.dll is the Active Directory mapping module). The simulator's
+# FEATURE_MODULES holds the same pair (a unit test compares them).
+$script:CertMapModule = 'IISCertificateMappingAuthenticationModule'
+$script:CertMapImage = 'authmap.dll'
+
 function Test-WebCertAuthInstalled {
+    # Installed means loaded by IIS: the module registered in <globalModules>. The DLL alone
+    # (the module removed by hand) maps nobody, so it does not count.
     $sm = New-ServerManager
     try {
         $modules = $sm.GetApplicationHostConfiguration().GetSection('system.webServer/globalModules').GetCollection()
         foreach ($m in $modules) {
-            if ([string]$m.GetAttributeValue('name') -eq 'IISCertificateMappingAuthenticationModule') { return $true }
+            if ([string]$m.GetAttributeValue('name') -eq $script:CertMapModule) { return $true }
         }
     } finally {
         $sm.Dispose()
     }
-    return (Test-Path -LiteralPath (Join-Path $env:windir 'system32\inetsrv\iiscertmap.dll'))
+    return $false
 }
 
 function Assert-SectionFeature([string]$SectionName) {
@@ -1002,7 +1149,11 @@ function Assert-SectionFeature([string]$SectionName) {
         throw (New-AgentError 'InvalidValue' "$SectionName is managed with site.list and binding.set/remove" 0x8007000D)
     }
     if ($SectionName -eq 'system.webServer/security/authentication/iisClientCertificateMappingAuthentication' -and -not (Test-WebCertAuthInstalled)) {
-        throw (New-AgentError 'FeatureMissing' 'the Windows feature Web-Cert-Auth (IIS Client Certificate Mapping Authentication) is not installed: Install-WindowsFeature Web-Cert-Auth')
+        $why = 'is not installed'
+        if (Test-Path -LiteralPath (Join-Path $env:windir "system32\inetsrv\$script:CertMapImage")) {
+            $why = "is not registered ($script:CertMapImage is there, but $script:CertMapModule is missing from <globalModules>)"
+        }
+        throw (New-AgentError 'FeatureMissing' "the Windows feature Web-Cert-Auth (IIS Client Certificate Mapping Authentication) $($why): Install-WindowsFeature Web-Cert-Auth")
     }
 }
 
@@ -1043,9 +1194,11 @@ function Invoke-ConfigSet($A) {
         if ($bad.Count -gt 0) {
             throw (New-AgentError 'InvalidValue' ("The encrypted value of " + ($bad -join ', ') + " cannot be decrypted with this host's key (it was encrypted on another host, or is a placeholder): give the plain value") 0x80090005)
         }
-        # Authoritative: drop what this location holds, then write the element afresh.
+        # Authoritative: drop what this location holds, then write the element afresh,
+        # with the locks the owner had put on it.
         $section.RevertToParent()
         Set-ConfigElement $section $desired $schema $plain
+        Restore-LockMetadata $section $raw $schema $desired
         $sm.CommitChanges()
         return [ordered]@{ changed = $true }
     } finally {
@@ -1126,6 +1279,13 @@ function Get-SslEndpoint([string]$BindingInformation, [int]$SslFlags) {
     $hostName = $parts[$parts.Count - 1]
     $port = $parts[$parts.Count - 2]
     $ip = ($parts[0..($parts.Count - 3)] -join ':')
+    if (($SslFlags -band 2) -ne 0) {
+        # Central Certificate Store: one record per port (netsh ... ccs=<port>), and the
+        # certificate is a file on the CCS share, never a hash of LocalMachine\My. Where
+        # HTTP.sys keeps it in the registry is for a real host to confirm (docs/real-host.md);
+        # it holds no SslCertHash, so nothing here reads a hash for such a binding.
+        return @{ kind = 'ccs'; key = "$port"; regKey = "$script:HttpParamsKey\SslCcsBindingInfo\0.0.0.0:$port" }
+    }
     if (($SslFlags -band 1) -ne 0) {
         return @{ kind = 'hostnameport'; key = "$($hostName):$port"; regKey = "$script:HttpParamsKey\SslSniBindingInfo\$($hostName):$port" }
     }
@@ -1402,6 +1562,24 @@ function Restore-BindingConfig([string]$SiteName, [string]$Info, $OldFlags, [boo
     }
 }
 
+function Assert-NotCentralStore([string]$SiteName, [string]$Info, [int]$Flags) {
+    # A Central Certificate Store binding (sslFlags bit 2, new or existing) takes its
+    # certificate from the CCS share by host name: a LocalMachine\My hash written for it
+    # would go to a record no CCS binding reads, or replace another site's ip:port record.
+    $existingFlags = 0
+    $sm = New-ServerManager
+    try {
+        $site = Get-SiteOrFail $sm $SiteName
+        $existing = Find-HttpsBinding $site $Info
+        if ($null -ne $existing) { $existingFlags = Get-BindingFlags $existing }
+    } finally {
+        $sm.Dispose()
+    }
+    if ((($Flags -bor $existingFlags) -band 2) -ne 0) {
+        throw (New-AgentError 'InvalidValue' "The https binding '$Info' of site '$SiteName' uses the Central Certificate Store (sslFlags bit 2): its certificate comes from the CCS share, which binding.set does not manage" 0x8007000D)
+    }
+}
+
 function Invoke-BindingSet($A) {
     $siteName = Get-RequiredString $A 'site'
     $info = Get-RequiredString $A 'binding_information'
@@ -1409,6 +1587,7 @@ function Invoke-BindingSet($A) {
     $hash = ConvertTo-Thumbprint (Get-RequiredString $A 'certificate_hash')
     $storeName = Get-RequiredString $A 'certificate_store'
     $negotiate = [bool](Get-RequiredArg $A 'client_cert_negotiation')
+    Assert-NotCentralStore $siteName $info $flags
     $endpoint = Get-SslEndpoint $info $flags
     $certificate = Find-Certificate $storeName $hash
     if ($null -eq $certificate) {
@@ -1783,11 +1962,28 @@ function Find-LocalUser([string]$Name) {
     try {
         return $computer.Children.Find($Name, 'user')
     } catch {
+        $failure = $_
         $inner = Get-InnermostException $_.Exception
         $h = ConvertTo-HResult32 $inner.HResult
+        # NERR_UserNotFound, a name the WinNT path cannot hold, E_ADS_BAD_PATHNAME.
         if ($h -eq 0x800708AD -or $h -eq 0x80070035 -or $h -eq 0x80005000) { return $null }
-        throw
+        # Which code Find gives for a group's name, or for names with other odd characters,
+        # is for a real host to say (docs/real-host.md): the account list decides, as
+        # ansible.windows win_user finds accounts, so no such code reads as an error for
+        # an account that is not there. One that is there and fails is a real error.
+        if (-not (Test-LocalUserListed $Name)) { return $null }
+        throw $failure
     }
+}
+
+function Test-LocalUserListed([string]$Name) {
+    # DirectoryEntry.Children makes a new collection on each read: filter the one we walk.
+    $children = (Get-Computer).Children
+    [void]$children.SchemaFilter.Add('user')
+    foreach ($child in $children) {
+        if ([string]$child.SchemaClassName -eq 'User' -and [string]::Equals([string]$child.Name, $Name, [System.StringComparison]::OrdinalIgnoreCase)) { return $true }
+    }
+    return $false
 }
 
 function Get-AdsiValue($Entry, [string]$Name, $Default) {
@@ -1812,9 +2008,12 @@ function Invoke-UserGet($A) {
     $name = Get-RequiredString $A 'name'
     $user = Find-LocalUser $name
     if ($null -eq $user) {
-        return [ordered]@{ exists = $false; name = $name; full_name = ''; description = ''; disabled = $false; password_never_expires = $false; user_cannot_change_password = $false; groups = @(); bad_password_count = 0; locked_out = $false }
+        return [ordered]@{ exists = $false; name = $name; full_name = ''; description = ''; disabled = $false; password_never_expires = $false; user_cannot_change_password = $false; groups = @(); bad_password_count = 0; locked_out = $false; sid = $null }
     }
     $flags = [int64](Get-AdsiValue $user 'UserFlags' 0)
+    # objectSid as bytes (as ansible.windows win_user reads it): what the account's ACEs hold.
+    $sidBytes = [byte[]]$user.Properties['objectSid'].Value
+    $sid = (New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sidBytes, 0).Value
     return [ordered]@{
         exists = $true
         name = [string]$user.Name
@@ -1826,6 +2025,7 @@ function Invoke-UserGet($A) {
         groups = (Get-UserGroups $user)
         bad_password_count = [int](Get-AdsiValue $user 'BadPasswordAttempts' 0)
         locked_out = (($flags -band $script:UF_LOCKOUT) -ne 0)
+        sid = [string]$sid
     }
 }
 
@@ -2156,6 +2356,16 @@ function Resolve-Identity([string]$Identity) {
     # (SYSTEM, IUSR, IIS_IUSRS, Users): never a domain account of the same name, which
     # NTAccount's lookup of a bare name finds on a domain member (FACTS.md "Account names").
     $sidType = [System.Security.Principal.SecurityIdentifier]
+    if ($Identity -cmatch '^S-1-\d+(-\d+)+$') {
+        # A SID as it is: the one way to name the ACE of an account that was deleted (its
+        # name no longer translates; contract.is_sid).
+        return (New-Object System.Security.Principal.SecurityIdentifier($Identity))
+    }
+    if ($Identity.StartsWith('.\', [System.StringComparison]::Ordinal)) {
+        # ".\name" is this computer's account to LogonUser and IIS, but LookupAccountName
+        # (NTAccount.Translate) knows no "." domain: name the computer.
+        $Identity = "$env:COMPUTERNAME\" + $Identity.Substring(2)
+    }
     if ($Identity.Contains('\') -or $Identity.Contains('@')) {
         try {
             return (New-Object System.Security.Principal.NTAccount($Identity)).Translate($sidType)
@@ -2181,9 +2391,15 @@ function Invoke-AclGet($A) {
     if (-not [System.IO.Directory]::Exists($path)) { return [ordered]@{ exists = $false; aces = @() } }
     $acl = Get-FolderAccess (New-Object System.IO.DirectoryInfo($path))
     $aces = New-List
-    foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
+    # By SID, each translated on its own: an ACE of a deleted account keeps its SID as its
+    # identity (as Get-Acl shows it), and the others their names.
+    foreach ($rule in $acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+        $sid = $rule.IdentityReference
+        $identity = [string]$sid.Value
+        try { $identity = [string]$sid.Translate([System.Security.Principal.NTAccount]).Value } catch { $null = $_ }
         [void]$aces.Add([ordered]@{
-                identity = [string]$rule.IdentityReference.Value
+                identity = $identity
+                sid = [string]$sid.Value
                 rights = (Format-Rights $rule.FileSystemRights)
                 type = [string]$rule.AccessControlType
                 inherited = [bool]$rule.IsInherited
@@ -2262,6 +2478,8 @@ function Invoke-MappingVerifyLogons($A) {
                 if (-not $skip.ContainsKey($account)) {
                     try {
                         $password = [string]$mapping.GetAttributeValue('password')
+                        # Decrypted by IIS: redacted from any message, whatever its length.
+                        Add-Secret $password
                     } catch {
                         $undecryptable = $true
                     }
@@ -2485,7 +2703,7 @@ function Invoke-Request([string]$Json) {
             }
             $script:Secrets.Clear()
             foreach ($k in @('password', 'pfx_password', 'pfx_b64')) {
-                if ($opArgs.ContainsKey($k) -and $opArgs[$k] -is [string] -and $opArgs[$k].Length -ge 4) { $script:Secrets.Add($opArgs[$k]) }
+                if ($opArgs.ContainsKey($k) -and $opArgs[$k] -is [string] -and $opArgs[$k].Length -gt 0) { $script:Secrets.Add($opArgs[$k]) }
             }
             if ($opArgs.ContainsKey('element')) { Add-ElementSecrets $opArgs['element'] $script:Secrets }
             $attempt = 0
@@ -2526,8 +2744,15 @@ function Invoke-Request([string]$Json) {
 try {
     $response = Invoke-Request $RequestJson
 } catch {
-    $exception = Get-InnermostException $_.Exception
-    $response = New-ErrorResponse $null $null 'Fault' $exception.Message $exception.HResult (New-List)
+    # The error handler must not fail in turn: whatever goes wrong here, Write-AgentOutput
+    # still writes a contract error result (ConvertTo-ResponseText).
+    $response = $null
+    try {
+        $exception = Get-InnermostException $_.Exception
+        $response = New-ErrorResponse $null $null 'Fault' $exception.Message $exception.HResult (New-List)
+    } catch {
+        $response = $null
+    }
 } finally {
     Remove-AgentTempDirectory
 }

@@ -261,6 +261,9 @@ class UserGetResult(TypedDict):
     # next bad one after the observation window), and whether the account is locked out.
     bad_password_count: int
     locked_out: bool
+    # The account's security identifier (None when it does not exist). Folder ACEs hold
+    # SIDs: once the account is deleted its ACEs show (and are revoked) by SID alone.
+    sid: str | None
 
 
 class UserSetResult(TypedDict):
@@ -277,7 +280,10 @@ class VerifyPasswordResult(TypedDict):
 
 
 class AceInfo(TypedDict):
+    # The account's name (DOMAIN\name, BUILTIN\Users, NT AUTHORITY\SYSTEM), or the SID
+    # itself when it names no account any more (a deleted account).
     identity: str
+    sid: str
     rights: str
     type: Literal["Allow", "Deny"]
     inherited: bool
@@ -570,7 +576,8 @@ _OPS: list[OpSpec] = [
     ),
     OpSpec(
         "acl.revoke",
-        "Remove the explicit Allow rules of an identity on a folder.",
+        "Remove the explicit Allow rules of an identity (a name, or a SID for an account "
+        "that no longer exists) on a folder.",
         writes=True,
         args={"path": Arg("str"), "identity": Arg("str")},
         result=ChangedResult,
@@ -1186,6 +1193,15 @@ def validate_request(request: Any) -> None:
         validate_op(entry)
 
 
+# What a message that holds a secret of 1 to 3 characters becomes (agent.ps1's Hide-Secrets
+# and the client's scrub): such a value cannot be masked inside a text (every "a" of it
+# replaced is unreadable and still shows where it was), so the text goes whole.
+WITHHELD_MESSAGE: Final = (
+    "the message was withheld: it contains a value as short as a secret of this request "
+    "(1 to 3 characters), which cannot be masked in it; the error code and HRESULT stand"
+)
+
+
 def redact_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
     """Arguments fit for a log: secrets replaced, config elements reduced to their shape."""
     spec = OPS.get(op)
@@ -1259,6 +1275,33 @@ def element(
 
 def is_encrypted_value(value: str) -> bool:
     return bool(ENCRYPTED_VALUE.match(value))
+
+
+_SID: Final = re.compile(r"S-1-\d+(?:-\d+)+")
+
+
+def is_sid(value: str) -> bool:
+    """Whether ``value`` is a SID in its string form (S-1-5-21-...-1001)."""
+    return bool(_SID.fullmatch(value))
+
+
+# Attributes IIS's configuration system puts on any element to lock parts of it for lower
+# levels (Microsoft docs, "Locking in IIS configuration"). They are the host owner's: a
+# config.set keeps the ones the replaced element held and ignores any it is given (agent.ps1
+# re-applies them with SetMetadata after RevertToParent, as Microsoft's IIS.Administration
+# copies them when it replaces an element), and comparisons leave them out.
+LOCK_ATTRIBUTES: Final = frozenset(
+    {
+        "lockAttributes",
+        "lockAllAttributesExcept",
+        "lockElements",
+        "lockAllElementsExcept",
+        "lockItem",
+    }
+)
+# Attributes that are no schema attribute of any element: the locks, and configSource
+# (the section's content lives in that file, next to applicationHost.config).
+META_ATTRIBUTES: Final = LOCK_ATTRIBUTES | {"configSource"}
 
 
 # Sections the product touches, with their XML path under <configuration>.

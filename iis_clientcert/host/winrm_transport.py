@@ -550,9 +550,17 @@ def request_secrets(request: dict[str, Any], conn: Connection | None = None) -> 
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value (4+ characters) in ``text`` by REDACTED."""
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, "REDACTED")
+    """``text`` without any secret: values of 4+ characters become REDACTED (longest
+    first); a text that still holds a shorter one is withheld whole
+    (contract.WITHHELD_MESSAGE), as agent.ps1's Hide-Secrets does."""
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    probe = text
+    for secret in values:
+        if len(secret) >= 4:
+            text = text.replace(secret, "REDACTED")
+            probe = probe.replace(secret, "")
+    if any(secret in probe for secret in values if len(secret) < 4):
+        return contract.WITHHELD_MESSAGE
     return text
 
 

@@ -31,6 +31,7 @@ from tests.support.simulator import (
     audit_lines,
     connection,
     host_client,
+    normalise_sid,
     normalised_snapshot,
     set_faults,
 )
@@ -215,14 +216,17 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
                 problems.append(f"{label}: refresh after the rerun finds drift")
                 ok = False
             if op == "create" and outs is not None:
-                # What the recovered create remembers must let destroy restore the host.
-                if outs != golden_outs:
+                # What the recovered create remembers must let destroy restore the host
+                # (an account's SID may differ: a rolled-back attempt used one up).
+                got = {k: normalise_sid(v) for k, v in outs.items()}
+                clean = {k: normalise_sid(v) for k, v in (golden_outs or {}).items()}
+                if got != clean:
                     problems.append(
                         f"{label}: outputs differ from a clean create: "
                         + ", ".join(
-                            f"{k}={outs.get(k)!r} (clean: {(golden_outs or {}).get(k)!r})"
-                            for k in sorted(set(outs) | set(golden_outs or {}))
-                            if outs.get(k) != (golden_outs or {}).get(k)
+                            f"{k}={got.get(k)!r} (clean: {clean.get(k)!r})"
+                            for k in sorted(set(got) | set(clean))
+                            if got.get(k) != clean.get(k)
                         )
                     )
                     ok = False

@@ -105,7 +105,9 @@ def test_create_update_and_idempotency(host: AgentRunner) -> None:
         # user.set tried "Another-Pw-2" (a logon) before setting it: one bad attempt.
         "bad_password_count": 1,
         "locked_out": False,
+        "sid": got["sid"],
     }
+    assert got["sid"].startswith("S-1-5-21-") and int(got["sid"].rsplit("-", 1)[1]) >= 1000
     assert host.one("user.delete", name="alice") == {"removed": True}
     assert host.one("user.delete", name="alice") == {"removed": False}
     assert host.one("user.get", name="alice")["exists"] is False
@@ -170,6 +172,7 @@ def test_acl_grant_and_revoke(host: AgentRunner) -> None:
     aces = host.one("acl.get", path=path)["aces"]
     assert {
         "identity": "SIMIIS01\\alice",
+        "sid": host.one("user.get", name="alice")["sid"],
         "rights": "ReadAndExecute",
         "type": "Allow",
         "inherited": False,

@@ -138,6 +138,15 @@ def host_snapshot(endpoint: Endpoint) -> dict[str, Any]:
 _ENC = re.compile(rb"\[enc:[A-Za-z0-9]+:[^:\]]*:enc\]")
 
 
+_LOCAL_SID = re.compile(r"^S-1-5-21-\d+-\d+-\d+-\d{4,}$")
+
+
+def normalise_sid(value: Any) -> Any:
+    """A SID of an account made on the host becomes a marker: relative ids are never given
+    twice, so an account made again after a rolled-back attempt has another one."""
+    return "<sid>" if isinstance(value, str) and _LOCAL_SID.match(value) else value
+
+
 def normalised_snapshot(endpoint: Endpoint) -> dict[str, Any]:
     """host_snapshot with what is random by design made comparable: encrypted values (fresh
     nonce per write) and password hashes (fresh salt) become markers."""
@@ -150,4 +159,9 @@ def normalised_snapshot(endpoint: Endpoint) -> dict[str, Any]:
         for stamp in ("last_bad_password_time", "locked_at"):
             if user.get(stamp) is not None:
                 user[stamp] = "<time>"
+        user["sid"] = normalise_sid(user.get("sid"))
+    for folder in snap["acl"].values():
+        for ace in folder.get("aces", []):
+            ace["sid"] = normalise_sid(ace.get("sid"))
+            ace["identity"] = normalise_sid(ace.get("identity"))
     return snap

@@ -837,11 +837,6 @@ OTHER = "FEDCBA9876543210FEDCBA9876543210FEDCBA98"
             _host([_binding("*:443:www.example.com", ssl_flags=33)]),
             [("binding.set", _set_args("*:443:www.example.com", ssl_flags=32))],
         ),
-        (
-            {},
-            _host([_binding("*:443:", ssl_flags=2, certificate_hash="")]),
-            [("binding.set", _set_args())],
-        ),
         ({"port": 8443}, _host([_binding("*:443:")]), [("binding.set", _set_args("*:8443:"))]),
     ],
     ids=[
@@ -854,7 +849,6 @@ OTHER = "FEDCBA9876543210FEDCBA9876543210FEDCBA98"
         "sni-absent",
         "sni-same-keeps-other-flag-bits",
         "sni-turned-off-keeps-other-flag-bits",
-        "central-store-to-hash",
         "other-port-is-another-binding",
     ],
 )
@@ -890,6 +884,14 @@ def test_https_binding_plan_summary_names_the_difference() -> None:
             "no private key",
         ),
         (_host(other=[_binding("*:443:")]), "port", "already belongs to site 'Other'"),
+        # Issue 10, point 13 (e): a Central Certificate Store binding takes its certificate
+        # from the CCS share; adopting it with a hash used to drop the CCS bit (and its
+        # prior state, with no hash, could not be put back on delete).
+        (
+            _host([_binding("*:443:", ssl_flags=2, certificate_hash="")]),
+            "port",
+            "Central Certificate Store",
+        ),
     ],
     ids=[
         "site-missing",
@@ -897,6 +899,7 @@ def test_https_binding_plan_summary_names_the_difference() -> None:
         "other-cert-only",
         "cert-without-key",
         "taken-by-other-site",
+        "central-certificate-store-binding",
     ],
 )
 def test_https_binding_preflight(host: Reads, prop: str, expected: str) -> None:
