@@ -156,7 +156,7 @@ def normalised_snapshot(endpoint: Endpoint) -> dict[str, Any]:
         if user.get("password_hash"):
             user["password_hash"] = "<hash>"
         # When a logon failed is a clock reading, not a write (the count itself is compared).
-        for stamp in ("last_bad_password_time", "locked_at"):
+        for stamp in ("last_bad_password_time", "locked_at", "password_last_set"):
             if user.get(stamp) is not None:
                 user[stamp] = "<time>"
         user["sid"] = normalise_sid(user.get("sid"))
