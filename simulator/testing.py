@@ -25,6 +25,7 @@ from iis_clientcert.host.contract import (
 )
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.host_costs import NONE, HostCosts
 from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.serve import Endpoint, Simulator
 from iis_clientcert_simulator.state import HostState, Session
@@ -40,12 +41,15 @@ def running_simulator(
     latency_ms: int = 0,
     subprocess_mode: bool = False,
     startup_timeout: float = 60.0,
+    host_costs: HostCosts = NONE,
 ) -> Iterator[Endpoint]:
     """Start a simulator on ``state_dir`` (in-process threads, or
     ``python -m iis_clientcert_simulator serve`` with ``subprocess_mode=True``) and stop it
-    on exit."""
+    on exit. Host costs are off unless asked for (tests stay fast)."""
     if not subprocess_mode:
-        simulator = Simulator(Path(state_dir), port=port, latency_ms=latency_ms)
+        simulator = Simulator(
+            Path(state_dir), port=port, latency_ms=latency_ms, host_costs=host_costs
+        )
         try:
             yield simulator.start()
         finally:
