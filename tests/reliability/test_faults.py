@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from iis_clientcert.framework.base import IisProvider
+from iis_clientcert.framework.logons import LEDGER
 from iis_clientcert.host import winrm_transport
 from iis_clientcert_simulator.serve import Endpoint
 from iis_clientcert_simulator.state import HostState
@@ -30,14 +31,24 @@ from tests.reliability.conftest import (
     Figures,
     Pki,
     connection_of,
-    normalised_snapshot,
 )
+from tests.reliability.conftest import normalised_snapshot as _normalised
 from tests.reliability.resources import SUBJECTS, Subject, prepare_host
 
 pytestmark = pytest.mark.reliability
 
 # Files of the state folder that are not host state (kept across restores).
 _NOT_STATE = {"audit.log", ".lock", "faults.json", "endpoint.json"}
+
+
+def normalised_snapshot(endpoint: Endpoint) -> dict[str, Any]:
+    """The conftest's snapshot, with the time of an account's last bad logon made
+    comparable too (a run that checks a wrong password at another moment did the same)."""
+    snap = _normalised(endpoint)
+    for user in snap["users"].get("users", {}).values():
+        if user.get("last_bad_password_time"):
+            user["last_bad_password_time"] = "<time>"
+    return snap
 
 
 class Host:
@@ -117,6 +128,9 @@ class Run:
         return self.subject.provider()
 
     def __call__(self) -> dict[str, Any] | None:
+        # Each run stands for a `pulumi up` / `destroy` of its own: a new provider process,
+        # which has learnt nothing from logons yet (iis_clientcert.framework.logons).
+        LEDGER.clear()
         provider = self.provider()
         if self.op == "create":
             return dict(provider.create(dict(self.props_a)).outs or {})
