@@ -14,8 +14,10 @@ ran it (``process``; ``process_started`` on the first line of each process).
 A process pays the host's costs (simulator/host_costs.py: its start, the agent's load, the
 first Add-Type compile, each op's work) and meets the faults of faults.json that name agent
 requests: ``drop`` (the k-th request's Send or answer is lost with its connection),
-``kill_agent`` (the process dies before or after running the k-th request) and
-``restart_winrm`` (the WinRM service restarts there: every shell and process is gone).
+``kill_agent`` (the process dies before or after running the k-th request, or just after
+answering it) and ``restart_winrm`` (the WinRM service restarts at that point: every shell
+and process is gone); ``when`` is ``before_run``, ``after_run`` or (for the last two)
+``after_answer``.
 In floor mode (``floor_ms``) each request costs exactly one round trip, paid when it arrives.
 """
 
@@ -81,6 +83,8 @@ logger = logging.getLogger(__name__)
 _PAYLOAD_EXIT = 2
 # What a process killed on the host exits with (Stop-Process, Task Manager).
 _KILLED_EXIT = 1
+# When a kill_agent / restart_winrm fault strikes, relative to its request.
+HOST_FAULT_WHENS = ("before_run", "after_run", "after_answer")
 _POWERSHELL_NAMES = tuple(EXECUTABLES)
 # What CreateProcess answers for a program that is not there (WINRS_SKIP_CMD_SHELL=TRUE).
 _FILE_NOT_FOUND = 0x80070002
@@ -258,6 +262,7 @@ class AgentProcess:
             "process": self.number,
         }
         self._first_line = True
+        self._host_ms = 0.0  # host costs spent since the last audit line
         self._cond = threading.Condition()
         self._lines: collections.deque[bytes] = collections.deque()
         self._tail = bytearray()  # stdin after the last line break
@@ -342,6 +347,7 @@ class AgentProcess:
                 if out or err:
                     self._out_pos += len(out)
                     self._err_pos += len(err)
+                    self._cond.notify_all()
                     drained = self._out_pos >= len(self._out) and self._err_pos >= len(self._err)
                     return ProcessOutput(out, err, self._exit if drained else None)
                 if self._exit is not None:
@@ -349,6 +355,15 @@ class AgentProcess:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
+                self._cond.wait(remaining)
+
+    def _wait_taken(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._out_pos < len(self._out) and not self._killed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
                 self._cond.wait(remaining)
 
     def _ended(self) -> bool:
@@ -371,6 +386,7 @@ class AgentProcess:
 
     def _pause(self, ms: float) -> None:
         """Time the host spends (a host cost); ends early when the process is killed."""
+        self._host_ms += ms
         deadline = time.monotonic() + ms / 1000
         with self._cond:
             while not self._killed:
@@ -415,10 +431,15 @@ class AgentProcess:
             self._cond.notify_all()
 
     def audit_base(self) -> dict[str, Any]:
+        """The fields of this process's next audit line: its number, whether it is the
+        first (a process start), and the host time spent since the last line (host_ms)."""
         base = dict(self._base)
         if self._first_line:
             base["process_started"] = True
             self._first_line = False
+        if self._host_ms:
+            base["host_ms"] = round(self._host_ms, 1)
+            self._host_ms = 0.0
         return base
 
     def _main(self) -> None:
@@ -496,10 +517,15 @@ class AgentProcess:
                     compiled = True  # once per process: the type stays loaded
                     spent += x.costs.add_type_ms
                 self._pause(spent)
+                if spent:
+                    base["host_ms"] = round(base.get("host_ms", 0.0) + spent, 1)
+                self._host_ms -= spent  # counted in this request's line already
 
-            result = x.handle_request(frame.text, self.audit_base(), started, agent, cost)
+            base = self.audit_base()
+            result = x.handle_request(frame.text, base, started, agent, cost)
             self._host_fault(faults, "after_run")
             self._print(result_frame(frame.request_id, result), answer=number)
+            self._host_fault(faults, "after_answer")
             if not agent.serves_many:
                 self._end(0)
                 return
@@ -509,10 +535,15 @@ class AgentProcess:
         counts requests once): key -> when."""
         if self._control is None:
             return {}
-        fired = {key: self._x.faults.take_nth(key) for key in ("kill_agent", "restart_winrm")}
+        fired = {
+            key: self._x.faults.take_nth(key, whens=HOST_FAULT_WHENS)
+            for key in ("kill_agent", "restart_winrm")
+        }
         return {key: when for key, when in fired.items() if when is not None}
 
     def _host_fault(self, faults: dict[str, str], now: str) -> None:
+        if now == "after_answer" and now in faults.values():
+            self._wait_taken()  # between calls: the answer reached the client first
         if faults.get("kill_agent") == now:
             logger.info("fault: agent process %s killed %s", self.number, now)
             self.terminate()

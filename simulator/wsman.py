@@ -271,6 +271,9 @@ def write_faults(path: str | os.PathLike[str], faults: dict[str, Any]) -> None:
         raise
 
 
+_WHENS: Final = ("before_run", "after_run")
+
+
 class FileFaults:
     """Faults read from a JSON file on each request (edit it while the server runs).
 
@@ -336,9 +339,12 @@ class FileFaults:
     def take_drop(self) -> DropWhen | None:
         return cast("DropWhen | None", self.take_nth("drop", "command"))
 
-    def take_nth(self, key: str, counter: str = "request") -> str | None:
+    def take_nth(
+        self, key: str, counter: str = "request", whens: tuple[str, ...] = _WHENS
+    ) -> str | None:
         """For a fault ``{key: {counter: k, "when": ...}}``: count one more event; at the
-        k-th (from when the fault appeared) remove the key and return its ``when``."""
+        k-th (from when the fault appeared) remove the key and return its ``when`` (one of
+        ``whens``)."""
         # One lock for read, count and one-shot removal, so two events racing for the
         # k-th place cannot both fire it.
         with self._lock:
@@ -347,7 +353,7 @@ class FileFaults:
             if spec is None:
                 self._seen.pop(key, None)
                 return None
-            parsed = self._parse(key, counter, spec)
+            parsed = self._parse(key, counter, spec, whens)
             if parsed is None:
                 return None
             k, when = parsed
@@ -365,7 +371,9 @@ class FileFaults:
             logger.info("fault: %s (%s)", key, when)
             return when
 
-    def _parse(self, key: str, counter: str, spec: Any) -> tuple[int, str] | None:
+    def _parse(
+        self, key: str, counter: str, spec: Any, whens: tuple[str, ...]
+    ) -> tuple[int, str] | None:
         if not isinstance(spec, dict):
             self._warn_once(f"{key} must be an object {{{counter}, when}}; ignoring it")
             return None
@@ -374,8 +382,8 @@ class FileFaults:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             self._warn_once(f"{key}.{counter} must be an integer >= 1; ignoring it")
             return None
-        if when not in ("before_run", "after_run"):
-            self._warn_once(f"{key}.when must be before_run or after_run; ignoring it")
+        if when not in whens:
+            self._warn_once(f"{key}.when must be one of {', '.join(whens)}; ignoring it")
             return None
         return k, str(when)
 
@@ -707,6 +715,22 @@ class _ShellService:
             "steady_requests": steady_requests,
             "steady_answers": steady_answers,
         }
+
+    def shells(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    "shell_id": shell.shell_id,
+                    "owner": shell.owner,
+                    "idle_timeout": shell.idle_timeout,
+                    "processes": sum(
+                        1
+                        for c in shell.commands.values()
+                        if c.process is not None and not c.process.exited
+                    ),
+                }
+                for shell in self._shells.values()
+            ]
 
     @staticmethod
     def _answers(shell: _Shell) -> int:
@@ -1122,12 +1146,12 @@ class _ShellService:
             raise _ConnectionDropError from None
         except TimeoutError:
             output = None
-        with self._lock:
-            gone = self._shells.get(shell.shell_id) is not shell
-        if gone:
-            # Deleted, expired or the service restarted while this Receive waited.
-            raise _shell_not_found(shell.shell_id)
         if output is None:
+            with self._lock:
+                gone = self._shells.get(shell.shell_id) is not shell
+            if gone:
+                # Deleted, expired or the service restarted while this Receive waited.
+                raise _shell_not_found(shell.shell_id)
             # pywinrm retries Receive on this code, like a long-running command on Windows.
             raise _SoapFaultError(
                 "w:TimedOut",
@@ -1718,6 +1742,11 @@ class WSManServer:
                 self.service.expire_idle()
             except Exception as exc:  # a bug here must not stop the reaper
                 logger.error("expiring idle shells failed: %s", _where(exc))
+
+    def shells(self) -> list[dict[str, Any]]:
+        """The open shells, as ``Get-WSManInstance shell -Enumerate`` lists them: id, owner,
+        idle timeout (seconds) and the processes still running in each."""
+        return self.service.shells()
 
     def stats(self) -> dict[str, Any]:
         """WS-Management requests per action, and the requests and answers of persistent

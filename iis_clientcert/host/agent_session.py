@@ -247,17 +247,32 @@ class AgentSession:
                 log.info("%s: the agent's shell is gone; opening a new one", self.conn.host)
                 self._abandon(undelivered=batch)
             else:
-                failure = _map_error(exc, self.conn, "send", may_have_run=True)
-                self._abandon(failure=failure)
+                self._abandon(failure=self._failure(exc, "send"))
         finally:
             self.endpoint.release(protocol, reusable)
+
+    def _failure(self, exc: BaseException, stage: winrm_transport.Stage) -> _MappedError:
+        """A Send or Receive failed after requests went out: they may have run."""
+        if _session_gone(exc):
+            # The shell went (a WinRM restart, the idle timeout) with the requests in it:
+            # a new session may well work (for what may be repeated).
+            return _MappedError(
+                TransportError(
+                    self.conn.host,
+                    f"the agent's shell on the host is gone (during {stage}): WinRM restarted, "
+                    "or the shell's idle timeout passed",
+                    command_may_have_run=True,
+                ),
+                retryable=True,
+            )
+        return _map_error(exc, self.conn, stage, may_have_run=True)
 
     # --- opening and the receiver -----------------------------------------------------
 
     def _idle_timeout(self) -> float:
         # Receives come once per operation timeout while the session is in use; the shell
         # must outlive two of them.
-        return max(SHELL_IDLE_SECONDS, 2 * self.conn.operation_timeout + 10)
+        return max(SHELL_IDLE_SECONDS, 2 * self.conn.operation_timeout)
 
     def _open(self) -> None:
         protocol = self.endpoint.acquire()
@@ -325,9 +340,7 @@ class AgentSession:
                     with self._cond:
                         closing = self._state != "open"
                     if not closing:
-                        self._abandon(
-                            failure=_map_error(exc, self.conn, "receive", may_have_run=True)
-                        )
+                        self._abandon(failure=self._failure(exc, "receive"))
                     return
                 self._take(out, err, code if done else None)
                 if done:

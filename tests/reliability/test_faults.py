@@ -12,7 +12,7 @@ through the real engine.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from tests.reliability.resources import SUBJECTS, Subject, prepare_host
 
 pytestmark = pytest.mark.reliability
 
+# The one-shot faults of faults.json the matrices set (simulator/executor.py).
+FAULT_KEYS = ("drop", "fail_op", "kill_agent", "restart_winrm")
 # Files of the state folder that are not host state (kept across restores).
 _NOT_STATE = {"audit.log", ".lock", "faults.json", "endpoint.json"}
 
@@ -92,7 +94,7 @@ class Host:
             data = json.loads(self.state.faults.read_text() or "{}")
         except FileNotFoundError:
             return False
-        return bool(data.get("drop") or data.get("fail_op"))
+        return any(data.get(key) for key in FAULT_KEYS)
 
     def commands(self) -> list[dict[str, Any]]:
         return audit_lines(self.endpoint)
@@ -172,6 +174,20 @@ def _fault_specs(commands: int, ops: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("subject", SUBJECTS, ids=[s.kind for s in SUBJECTS])
 def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, tmp_path: Path):
+    run_matrix(subject, host, pki, figures, tmp_path, _fault_specs)
+
+
+def run_matrix(
+    subject: Subject,
+    host: Host,
+    pki: Pki,
+    figures: Figures,
+    tmp_path: Path,
+    fault_specs: Callable[[int, int], list[dict[str, Any]]],
+    part: str = "provider",
+) -> None:
+    """Every fault of ``fault_specs(commands, ops)`` at create, update and delete of
+    ``subject``: each run must converge to the host of a run without faults."""
     conn = connection_of(host.endpoint)
     provider = subject.provider()
     props_a = _checked(provider, subject.a(pki), conn)
@@ -196,7 +212,7 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
         lines = host.commands()[seen:]
         golden = normalised_snapshot(host.endpoint)
         n_ops = sum(len(line.get("ops", [])) for line in lines)
-        for spec in _fault_specs(len(lines), n_ops):
+        for spec in fault_specs(len(lines), n_ops):
             label = f"{subject.kind}.{op} {spec}"
             host.restore(start)
             host.set_faults(spec)
@@ -208,19 +224,19 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
             if host.fault_pending():
                 problems.append(f"{label}: the fault never fired")
                 continue
-            figures.add("faults_injected", f"provider:{op}")
+            figures.add("faults_injected", f"{part}:{op}")
             host.set_faults({})
             if failed:  # a fault the client absorbed (a retried read) needs no rerun
                 try:
                     outs = run()  # the next `pulumi up` / `pulumi destroy`
                 except Exception as exc:
                     problems.append(f"{label}: the rerun failed: {exc}")
-                    figures.add("runs_not_converged", "provider")
+                    figures.add("runs_not_converged", part)
                     continue
             ok = True
             if normalised_snapshot(host.endpoint) != golden:
                 problems.append(f"{label}: the host differs from a run without faults")
-                figures.add("lost_writes", "provider")
+                figures.add("lost_writes", part)
                 ok = False
             if outs is not None and not _refresh_is_clean(run, outs):
                 problems.append(f"{label}: refresh after the rerun finds drift")
@@ -241,5 +257,5 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
                 if normalised_snapshot(host.endpoint) != baseline:
                     problems.append(f"{label}: destroy after the recovered create leaves changes")
                     ok = False
-            figures.add("runs_converged" if ok else "runs_not_converged", "provider")
+            figures.add("runs_converged" if ok else "runs_not_converged", part)
     assert not problems, "\n".join(problems)
