@@ -579,7 +579,8 @@ class _Shell:
     idle_timeout: float
     commands: dict[str, _Command] = field(default_factory=dict)
     requests: int = 0  # WS-Management requests for this shell
-    after_first_answer: int = 0  # of them, those that came after its first answer
+    # Sends after its first answer, and Receives that brought output after it.
+    after_first_answer: int = 0
 
 
 @dataclass(frozen=True)
@@ -701,8 +702,9 @@ class _ShellService:
     # -- statistics (what a benchmark reads)
 
     def stats(self) -> dict[str, Any]:
-        """Requests per action, and for persistent processes the requests that came after
-        their shell's first answer with the answers after the first."""
+        """Requests per action, and for persistent processes what calls after a shell's
+        first answer cost: their Sends and the Receives that brought output
+        (``steady_requests``), for ``steady_answers`` answers."""
         with self._lock:
             counts = dict(self._counts)
             live = [(s.after_first_answer, self._answers(s)) for s in self._shells.values()]
@@ -743,8 +745,16 @@ class _ShellService:
             shell = self._shells.get(req.shell_id or "")
             if shell is not None:
                 shell.requests += 1
-                if self._answers(shell) > 0:
+                # A call after the first: its Send(s), and the Receive that brought its
+                # answer (counted when it does, in _receive_from_process); Receives that
+                # only waited, and closing the shell, belong to no call.
+                if name == "Send" and self._answers(shell) > 0:
                     shell.after_first_answer += 1
+
+    def _count_answer(self, shell: _Shell, answers_before: int) -> None:
+        with self._lock:
+            if answers_before > 0:
+                shell.after_first_answer += 1
 
     # -- shells going away (Delete, idle timeout, a service restart)
 
@@ -1140,6 +1150,7 @@ class _ShellService:
     ) -> bytes:
         process = command.process
         assert process is not None
+        answers_before = process.answers
         try:
             output = process.read(req.operation_timeout, budget)
         except DropConnection:
@@ -1160,6 +1171,8 @@ class _ShellService:
                 FAULT_TIMEOUT,
                 sender=False,
             )
+        if output.stdout or output.stderr:
+            self._count_answer(shell, answers_before)
         root, body = _envelope(f"{ACTION_RECEIVE}Response", req.message_id)
         response = _sub(body, "rsp", "ReceiveResponse")
         for name, data in (("stdout", output.stdout), ("stderr", output.stderr)):
