@@ -34,6 +34,7 @@ plain text, so the agent must decrypt what it writes).
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -51,7 +52,7 @@ PROTOCOL_VERSION: Final = 1
 # stdin. A one-shot command sends one request and ends stdin; a persistent agent keeps
 # stdin open and is sent the next request when the next call comes (one Send, one
 # Receive). Request JSON is ASCII without line breaks (json.dumps escapes them), so a
-# frame never spans lines; the script travels base64-encoded for the same reason.
+# frame never spans lines; the script travels gzip-compressed and base64-encoded.
 AGENT_TAG: Final = "iis-clientcert-agent"
 REQUEST_TAG: Final = "iis-clientcert-request"
 RESULT_TAG: Final = "iis-clientcert-result"
@@ -78,8 +79,15 @@ BOOTSTRAP: Final = (
     "' + [char]10)\n"
     "  exit 2\n"
     "}\n"
-    "$agent = [ScriptBlock]::Create($utf8.GetString("
-    "[Convert]::FromBase64String($line.Substring($tag.Length))))\n"
+    # The script is gzip-compressed (a quarter of its size: one Send carries it with the
+    # first request). GZipStream is in System.dll on .NET Framework and in the shared
+    # framework of PowerShell 7.
+    "$zipped = New-Object System.IO.MemoryStream(,[Convert]::FromBase64String("
+    "$line.Substring($tag.Length)))\n"
+    "$gzip = New-Object System.IO.Compression.GZipStream($zipped, "
+    "[System.IO.Compression.CompressionMode]::Decompress)\n"
+    "$text = (New-Object System.IO.StreamReader($gzip, $utf8)).ReadToEnd()\n"
+    "$agent = [ScriptBlock]::Create($text)\n"
     "& $agent $reader\n"
 )
 # What the bootstrap answers when stdin does not start with the agent frame.
@@ -109,9 +117,10 @@ def command_arguments() -> list[str]:
 
 
 def agent_frame(agent_script: str) -> bytes:
-    """The first stdin line: the agent script."""
-    encoded = base64.b64encode(agent_script.encode("utf-8")).decode("ascii")
-    return f"{AGENT_TAG} {encoded}\n".encode("ascii")
+    """The first stdin line: the agent script, gzip-compressed (no timestamp: the same bytes
+    every time) and base64-encoded."""
+    zipped = gzip.compress(agent_script.encode("utf-8"), mtime=0)
+    return f"{AGENT_TAG} {base64.b64encode(zipped).decode('ascii')}\n".encode("ascii")
 
 
 def request_frame(request_id: int, request: dict[str, Any]) -> bytes:
@@ -140,8 +149,8 @@ def parse_stdin_line(line: bytes) -> StdinFrame:
     tag, _, rest = text.partition(" ")
     if tag == AGENT_TAG:
         try:
-            script = base64.b64decode(rest, validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
+            script = gzip.decompress(base64.b64decode(rest, validate=True)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError, OSError, EOFError):
             return StdinFrame("unknown")
         return StdinFrame("agent", text=script)
     if tag == REQUEST_TAG:
