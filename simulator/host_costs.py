@@ -4,7 +4,8 @@ The simulator answers in microseconds what a Windows Server answers in hundreds 
 milliseconds: starting powershell.exe, loading the agent, compiling its Add-Type code, and
 the work of each op. Without these costs a benchmark against the simulator flatters any
 design that starts PowerShell often. With ``realistic`` costs, each agent process pays
-its start and the agent's load once, its first Add-Type compile once, and each op its work
+its start and the agent's load once, its first Add-Type compile once (at its first logon),
+and each op its work
 (slept, outside the state lock, so concurrent processes overlap as on a multi-core host).
 
 The defaults come from published measurements (sources beside each figure); where no
@@ -34,7 +35,8 @@ class HostCosts:
     # The agent read into a script block: parsing ~2,500 lines, its PowerShell class
     # (AgentJson) and Microsoft.Web.Administration loaded; per process.
     agent_load_ms: float = 0.0
-    # The first Add-Type -TypeDefinition of a process (the LogonUser type), per process.
+    # The first Add-Type -TypeDefinition of a process (the LogonUser type, compiled at the
+    # first logon an op makes), per process.
     add_type_ms: float = 0.0
     # Work of an op that only reads (config, stores, accounts, HTTP.sys).
     read_op_ms: float = 0.0

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from iis_clientcert.framework.base import IisProvider
+from iis_clientcert.framework.host_facts import FACTS
 from iis_clientcert.framework.logons import LEDGER
 from iis_clientcert.host import winrm_transport
 from iis_clientcert_simulator.serve import Endpoint
@@ -131,8 +132,9 @@ class Run:
 
     def __call__(self) -> dict[str, Any] | None:
         # Each run stands for a `pulumi up` / `destroy` of its own: a new provider process,
-        # which has learnt nothing from logons yet (iis_clientcert.framework.logons).
+        # which has learnt nothing from logons or host facts yet (iis_clientcert.framework).
         LEDGER.clear()
+        FACTS.clear()
         provider = self.provider()
         if self.op == "create":
             return dict(provider.create(dict(self.props_a)).outs or {})
