@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pulumi import automation as auto
 
 from iis_clientcert_simulator import audit
@@ -50,8 +49,9 @@ from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
 from iis_clientcert_simulator.serve import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
-PFX_PASSWORD = "bench-pfx-pw"
-ACCOUNT_PASSWORD = "Bench-Account-Pw-4242!"
+# Values for throwaway simulated hosts, not secrets.
+PFX_PASSWORD = "bench-pfx-pw"  # noqa: S105
+ACCOUNT_PASSWORD = "Bench-Account-Pw-4242!"  # noqa: S105
 DEMO_OPS = ("up", "preview", "refresh", "destroy")
 FLEET_LATENCY_MS = 100
 # Goals of issue 13.
@@ -157,7 +157,7 @@ def project(folder: Path, name: str, program: Path, *extra: Path) -> Path:
         "name": name,
         "runtime": {"name": "python", "options": {"virtualenv": str(REPO / ".venv")}},
     }
-    (folder / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
+    (folder / "Pulumi.yaml").write_text(json.dumps(settings, indent=2))  # JSON is YAML
     return folder
 
 
@@ -180,11 +180,13 @@ def new_stack(
         work_dir=str(work_dir),
         opts=auto.LocalWorkspaceOptions(env_vars=engine_env(backend)),
     )
-    settings_file = work_dir / f"Pulumi.{stack_name}.yaml"
-    data = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
-    data = data or {}
-    data["config"] = {**(data.get("config") or {}), **config}
-    settings_file.write_text(yaml.safe_dump(data))
+    # Objects as JSON strings: pulumi.Config.get_object reads them the same way.
+    stack.set_all_config(
+        {
+            key: auto.ConfigValue(v if isinstance(v, str) else json.dumps(v))
+            for key, v in config.items()
+        }
+    )
     for key, value in secret.items():
         stack.set_config(key, auto.ConfigValue(json.dumps(value), secret=True))
     return stack
@@ -259,9 +261,7 @@ def fleet_stack(
         "iis-clientcert-fleet:hosts": inventory,
         "iis-clientcert-fleet:pki_dir": str(pki),
     }
-    return new_stack(
-        folder, name, backend, config, {"iis-clientcert-fleet:passwords": passwords}
-    )
+    return new_stack(folder, name, backend, config, {"iis-clientcert-fleet:passwords": passwords})
 
 
 # --- running --------------------------------------------------------------------------------

@@ -508,7 +508,9 @@ class AgentProcess:
             self._host_fault(faults, "before_run")
             started = time.monotonic()
 
-            def cost(op: str, logged_on: bool) -> None:
+            base = self.audit_base()
+
+            def cost(op: str, logged_on: bool, line: dict[str, Any] = base) -> None:
                 nonlocal compiled
                 if logged_on:
                     # The agent compiles its LogonUser type (Add-Type) at the first logon
@@ -523,10 +525,9 @@ class AgentProcess:
                         spent += x.costs.child_process_ms
                 self._pause(spent)
                 if spent:
-                    base["host_ms"] = round(base.get("host_ms", 0.0) + spent, 1)
+                    line["host_ms"] = round(line.get("host_ms", 0.0) + spent, 1)
                 self._host_ms -= spent  # counted in this request's line already
 
-            base = self.audit_base()
             result = x.handle_request(frame.text, base, started, agent, cost)
             self._host_fault(faults, "after_run")
             self._print(result_frame(frame.request_id, result), answer=number)

@@ -40,6 +40,7 @@ import shutil
 import socket
 import ssl
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -1386,6 +1387,15 @@ class _HTTPServer(ThreadingHTTPServer):
             if conn is not request:
                 with contextlib.suppress(OSError):
                     conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away mid-request (a provider process ending while its Receive
+        # waits) is no server error: note it quietly instead of printing a traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | ssl.SSLError | TimeoutError):
+            logger.debug("client %s went away: %s", client_address[0], type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._open_lock:

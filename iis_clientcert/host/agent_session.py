@@ -81,6 +81,12 @@ SHELL_IDLE_SECONDS: float = 120.0
 LINGER_SECONDS: float = 60.0
 # How long calls to a host that refused a shell (MaxShellsPerUser) go one-shot.
 ONE_SHOT_SECONDS: float = 60.0
+# Whether a request frame that fits one Send goes out at once, beside the Sends of other
+# calls (False: one Send per session on the wire at a time, frames queued meanwhile leave
+# together). Two Sends to one command at once are safe only if WinRS writes each Send's
+# data to the process's stdin whole (docs/real-host.md, "Concurrent Sends"); until a
+# Windows host confirms it, they stay serialised.
+CONCURRENT_SENDS: bool = False
 # Closing every session at exit takes at most this long.
 CLOSE_SECONDS: Final = 3.0
 
@@ -162,16 +168,28 @@ class AgentSession:
                 contract.request_frame(request_id, request),
                 time.monotonic() + budget,
             )
-            self._queue.append(call)
             self._calls[request_id] = call
             self._last_call = time.monotonic()
             self.stats.calls += 1
-            send = not self._sending
-            if send:
-                self._sending = True
+            # A frame that fits one Send may go at once, beside other such Sends, when the
+            # session is open and CONCURRENT_SENDS allows it; otherwise frames queue and
+            # leave together, one Send on the wire at a time.
+            direct = (
+                CONCURRENT_SENDS
+                and self._state == "open"
+                and len(call.frame) <= winrm_transport.STDIN_CHUNK
+            )
+            send = False
+            if not direct:
+                self._queue.append(call)
+                send = not self._sending
+                if send:
+                    self._sending = True
             if self._state == "open":
                 self._ensure_receiver()
-        if send:
+        if direct:
+            self._send([call], call.frame)
+        elif send:
             self._pump()
         with self._cond:
             while not call.done:

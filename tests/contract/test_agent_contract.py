@@ -632,9 +632,7 @@ def test_batch_stops_at_the_first_error(agent_host: Target) -> None:
 )
 def test_bad_requests(agent_host: Target, case: str, request_: dict[str, Any]) -> None:
     # Requests HostClient would refuse to build, sent raw.
-    result = agent_session.run_agent_request(
-        agent_host.client.connection, agent_script(), request_
-    )
+    result = agent_session.run_agent_request(agent_host.client.connection, agent_script(), request_)
     assert result["ok"] is False and result["error"]["code"] == "BadRequest"
 
 

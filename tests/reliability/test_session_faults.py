@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 from tests.engine.hostkit import audit_lines
+from tests.reliability import test_faults
 from tests.reliability.conftest import Figures, Pki
 from tests.reliability.resources import SUBJECTS, Subject
-from tests.reliability.test_faults import (  # noqa: F401 (the fixtures, for this module)
-    Host,
-    _fast_retries,
-    host,
-    run_matrix,
-)
+from tests.reliability.test_faults import Host, run_matrix
+
+# test_faults' fixtures, for this module too: a simulator per module, retries without pauses.
+host = test_faults.host
+_fast_retries = test_faults._fast_retries
 
 pytestmark = pytest.mark.reliability
 

@@ -82,7 +82,7 @@ def test_frames_are_one_line_each_and_keep_secrets_off_the_command_line() -> Non
 
 
 def test_results_are_taken_whole_and_stray_output_is_dropped() -> None:
-    buffer = bytearray(b"WARNING: something\r\niis-clientcert-result 3 {\"ok\":true,\"res")
+    buffer = bytearray(b'WARNING: something\r\niis-clientcert-result 3 {"ok":true,"res')
     assert contract.take_results(buffer) == []  # the result line is not complete yet
     buffer += b'ults":[]}\niis-clientcert-result 4 {"ok":true,"results":[1]}\npartial'
     assert contract.take_results(buffer) == [
