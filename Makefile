@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # Shell prefix that loads the engine environment (CLI on PATH, PULUMI_HOME, backend, ...).
 WITH_ENV = eval "$$($(MAKE) -s --no-print-directory -C $(REPO) env)" &&
 
-.PHONY: test-windows help setup setup-pulumi setup-language-hosts schema env lint test demo demo-down doctor machine bench-host reliability
+.PHONY: test-windows help setup setup-pulumi setup-language-hosts schema env lint test demo demo-down doctor machine bench bench-host reliability
 
 help:
 	@echo "make setup        create/refresh .venv (Python 3.11, project editable + [dev])"
@@ -37,6 +37,7 @@ help:
 	@echo "make doctor       check the demo's IIS host for the known failures (DOCTOR_ARGS=...)"
 	@echo "make machine      show what this machine has and what is missing"
 	@echo "make reliability  the fault, secret and concurrency suite"
+	@echo "make bench        demo stack and fleet at 0/100/300 ms vs the floor (~5 min)"
 	@echo "make bench-host   host-access benchmark"
 
 setup:
@@ -108,6 +109,11 @@ demo-down: setup setup-pulumi
 reliability: setup setup-pulumi
 	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m pytest -m reliability $(PYTEST_ARGS) && \
 		"$(PY)" -m benchmarks.reliability_report
+
+# The demo stack (up/preview/refresh/destroy at 0, 100 and 300 ms) and a fleet, each
+# against the floor (benchmarks/stack.py); BENCH_ARGS="--runs 3" for medians of 3.
+bench: setup setup-pulumi
+	@$(WITH_ENV) cd "$(REPO)" && "$(PY)" -m benchmarks.stack $(BENCH_ARGS)
 
 bench-host: setup
 	@cd "$(REPO)" && "$(PY)" -m benchmarks.host

@@ -1,6 +1,8 @@
 """Host-access benchmark: agent calls per second, latency p50/p95 and WinRM HTTP requests
 per agent call, for a read batch (host.facts + site.list + config.get) against the
-simulator at --latency-ms 0 and 300 (latency is added to every HTTP request).
+simulator at --latency-ms 0 and 300 (latency is added to every HTTP request). Calls go to
+the host's persistent agent (one Send and one Receive each); the stack-level benchmark
+against the floor is benchmarks/stack.py (`make bench`).
 
     python -m benchmarks.host [--calls 40] [--slow-calls 8] [--transport basic|certificate|ntlm]
 
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(
         f"read batch: {' + '.join(op.name for op in BATCH)} "
-        f"({len(BATCH)} ops, one WinRM command per call), transport {args.transport}"
+        f"({len(BATCH)} ops per agent call), transport {args.transport}"
     )
     header = (
         f"{'latency':>8} {'threads':>7} {'calls':>5} {'calls/s':>8} {'p50 ms':>8} "

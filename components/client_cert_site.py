@@ -532,13 +532,18 @@ class ClientCertSite(pulumi.ComponentResource):
             https_url = binding.url
             server_thumbprint = server_cert.thumbprint
 
+        # Ordered only where IIS needs it: the binding after its server certificate (the
+        # certificate must be in My), the mapping after the accounts it logs on as (it
+        # checks their logons). sslFlags, anonymous access, the CAs and the mapping's
+        # configuration need nothing else first, so they go in parallel: the critical path
+        # of a site is two resources, not four (each resource is a read and a write).
         flags: Any = a.ssl_flags  # a list of Inputs, or an Output of a list
         SslSettings(
             f"{name}-ssl",
             connection=conn,
             site=a.site,
             flags=flags,
-            opts=child(*([binding] if binding is not None else [])),
+            opts=child(),
         )
         AnonymousAuthentication(
             f"{name}-anonymous",
@@ -550,7 +555,7 @@ class ClientCertSite(pulumi.ComponentResource):
 
         mapping: CertificateMapping | None = None
         if site.one_to_one or site.many_to_one:
-            mapping = self._mapping(name, site, users, roots, child)
+            mapping = self._mapping(name, site, users, child)
 
         self.host_endpoint = pulumi.Output.from_input(site.authority)
         self.site_name = pulumi.Output.from_input(a.site)
@@ -583,7 +588,6 @@ class ClientCertSite(pulumi.ComponentResource):
         name: str,
         site: _Site,
         users: list[_User],
-        roots: list[TrustedRoot],
         child: Any,
     ) -> CertificateMapping:
         names: list[pulumi.Input[str]] = [u.spec.name for u in users]
@@ -641,7 +645,7 @@ class ClientCertSite(pulumi.ComponentResource):
                 for m in site.many_to_one
             ],
             passwords=passwords,
-            opts=child(*roots, *needed),
+            opts=child(*needed),
         )
 
 

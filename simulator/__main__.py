@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from iis_clientcert_simulator import host_costs
 from iis_clientcert_simulator.endpoint import endpoint_file
 from iis_clientcert_simulator.files import read_json
 from iis_clientcert_simulator.https_front import HttpsFront, start_published
@@ -34,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         latency_ms=args.latency_ms,
         winrm_setup=not args.winrm_as_shipped,
+        host_costs=args.costs,
+        floor=args.floor,
     )
     endpoint = simulator.start()
     front: HttpsFront | None = None
@@ -95,6 +98,26 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=0, help="HTTPS port (HTTP is port+1); 0 picks free ports"
     )
     serve.add_argument("--latency-ms", type=int, default=0, help="delay added to every request")
+    serve.add_argument(
+        "--host-costs",
+        choices=sorted(host_costs.PRESETS),
+        default="none",
+        help="what the host spends besides the network: starting PowerShell, loading the "
+        "agent, compiling, each op's work (realistic: published figures; none: free)",
+    )
+    serve.add_argument(
+        "--host-cost",
+        action="append",
+        default=[],
+        metavar="NAME=MS",
+        help="one host cost, e.g. powershell_start_ms=900 (repeatable)",
+    )
+    serve.add_argument(
+        "--floor",
+        action="store_true",
+        help="charge --latency-ms once per agent request instead of per HTTP request, and no "
+        "host costs: the floor a call cannot go below",
+    )
     serve.add_argument("--log-level", default="WARNING")
     serve.add_argument(
         "--real-iis-responses",
@@ -113,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     reset.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "serve":
+        try:
+            args.costs = host_costs.parse(args.host_costs, args.host_cost)
+        except ValueError as exc:
+            parser.error(str(exc))
         logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
         return _serve(args)
     return _reset(args)

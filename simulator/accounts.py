@@ -171,6 +171,7 @@ class RequestLogons:
 
     just_set: dict[str, str] = field(default_factory=dict)  # account key -> password
     failed: set[str] = field(default_factory=set)  # account keys with a wrong password
+    tried: int = 0  # LogonUser calls made (the agent compiles its LogonUser type at the first)
 
 
 def split_logon_name(user_name: str, default_domain: str) -> tuple[str | None, str]:
@@ -617,6 +618,7 @@ class Accounts:
                 count, self.lockout.threshold
             ):
                 return not_checked()
+        self.request.tried += 1
         verdict = logon_verdict(self.logon(user_name, password, logon_type, default_domain))
         if verdict["checked"] and not verdict["valid"]:
             self.request.failed.add(account)

@@ -14,7 +14,12 @@ read from the script itself, so the simulator fails the agent where Windows woul
 - the host-wide named mutex ``Global\iis-clientcert-agent`` (created, waited on, released)
   that serialises write batches, and whether a commit conflict (Microsoft.Web.Administration's
   FileLoadException, "the file has changed on disk") is caught to run the op again (FACTS.md,
-  "Real-host pitfalls": Microsoft.Web.Administration commits optimistically).
+  "Real-host pitfalls": Microsoft.Web.Administration commits optimistically);
+- whether the script answers request after request from the stdin reader the bootstrap
+  hands it (a loop around ``ReadLine()`` at the top level: a persistent agent) or one
+  request and ends;
+- what an op costs on a host (simulator/host_costs.py): the ops that can reach an
+  ``Add-Type`` compile, and those that start a program (``& "...\\netsh.exe"``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ _TEMP_READS: Final = (
 )
 _COMPILES: Final = re.compile(r"(?i)\bAdd-Type\b[^\n]*-(?:TypeDefinition|MemberDefinition)\b")
 _SETS_TMP: Final = re.compile(r"(?i)\$env:TMP\s*=[^=]")
+# A program started by the call operator: & "$env:windir\system32\netsh.exe" @args.
+_STARTS_PROGRAM: Final = re.compile(r"(?i)&\s*[\"'][^\"'\n]*\.exe[\"']")
+_READS_LINES: Final = re.compile(r"(?i)\.ReadLine\(\s*\)")
+_LOOP: Final = re.compile(r"(?i)\b(?:while|for|foreach|do)\b")
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,26 @@ class AgentText:
     def retries_commit_conflict(self) -> bool:
         """Whether the script catches a commit conflict (FileLoadException) to retry."""
         return "[System.IO.FileLoadException]" in self.code
+
+    def serves_many_requests(self) -> bool:
+        """Whether the script reads request after request: a loop at its top level around
+        ``ReadLine()`` (otherwise it answers at most one request and ends)."""
+        top = self.top_level()
+        loop = _LOOP.search(top)
+        return loop is not None and _READS_LINES.search(top, loop.start()) is not None
+
+    def _ops_reaching(self, pattern: re.Pattern[str]) -> frozenset[str]:
+        bodies = {TOP_LEVEL: ""} | {n: self.body(n) for n in self.functions}
+        hits = {name for name, text in bodies.items() if pattern.search(text)}
+        return frozenset(op for op in self.handlers if self.reach(op) & hits)
+
+    def ops_compiling(self) -> frozenset[str]:
+        """Ops that can reach an Add-Type compile (static: a call that is there counts)."""
+        return self._ops_reaching(_COMPILES)
+
+    def ops_starting_programs(self) -> frozenset[str]:
+        """Ops that can reach the start of a program (netsh.exe, secedit.exe)."""
+        return self._ops_reaching(_STARTS_PROGRAM)
 
     def ops_needing_temp(self, edition: Edition) -> dict[str, str]:
         uses = self.temp_uses(edition)

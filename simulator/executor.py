@@ -1,22 +1,39 @@
-"""Runs the commands the WS-Management server receives: agent requests only.
+"""Runs the commands the WS-Management server receives: the agent, and nothing else.
 
-A command is an agent request when it is ``powershell.exe`` (Windows PowerShell 5.1) or
+A command is the agent when it is ``powershell.exe`` (Windows PowerShell 5.1) or
 ``pwsh.exe`` (PowerShell 7, when the host has it) with exactly the contract's bootstrap
-arguments (or a script that is the bootstrap) and stdin carries the genuine
-iis_clientcert/host/agent.ps1, the marker and a JSON request. Anything else fails the way
+arguments (or a script that is the bootstrap). It runs as a process (:class:`AgentProcess`),
+started at the Command request as WinRS starts one: it reads stdin as the client sends it
+(the genuine iis_clientcert/host/agent.ps1 first, then request frames), answers each
+request with a result frame on stdout while it runs, and ends at the end of stdin: one
+request for a one-shot command, many for a persistent agent. Anything else fails the way
 powershell.exe or cmd.exe would. Requests run under the state lock, op by op, stopping at
-the first error; every command leaves one line in audit.log.
+the first error; every request leaves one line in audit.log, naming the agent process that
+ran it (``process``; ``process_started`` on the first line of each process).
+
+A process pays the host's costs (simulator/host_costs.py: its start, the agent's load, the
+first Add-Type compile, each op's work) and meets the faults of faults.json that name agent
+requests: ``drop`` (the k-th request's Send or answer is lost with its connection),
+``kill_agent`` (the process dies before or after running the k-th request, or just after
+answering it) and ``restart_winrm`` (the WinRM service restarts at that point: every shell
+and process is gone); ``when`` is ``before_run``, ``after_run`` or (for the last two)
+``after_answer``.
+In floor mode (``floor_ms``) each request costs exactly one round trip, paid when it arrives.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import re
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,17 +41,21 @@ from typing import Any
 
 from iis_clientcert.errors import ContractError
 from iis_clientcert.host.contract import (
+    AGENT_FRAME_MISSING,
     BOOTSTRAP,
+    NO_REQUEST,
     OPS,
     command_arguments,
     error_result,
-    split_stdin,
+    parse_stdin_line,
+    result_frame,
     validate_request,
 )
 from iis_clientcert_simulator import audit
 from iis_clientcert_simulator.agent_reading import MUTEX_NAME, AgentText
 from iis_clientcert_simulator.errors import HR_FAIL, CommitConflictError, OpError, injected_error
 from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.host_costs import NONE, HostCosts
 from iis_clientcert_simulator.ops import HANDLERS
 from iis_clientcert_simulator.powershell_editions import EXECUTABLES, Edition, violations
 from iis_clientcert_simulator.powershell_errors import (
@@ -47,19 +68,23 @@ from iis_clientcert_simulator.state import HostState, Session
 from iis_clientcert_simulator.wsman import (
     CommandNotStarted,
     CommandOutcome,
+    DropConnection,
+    FileFaults,
+    ProcessOutput,
     ShellCommand,
+    ShellControl,
     StdinNeverEnds,
     faults_lock,
 )
 
 logger = logging.getLogger(__name__)
 
-# What the bootstrap prints (and its exit code) when stdin has no request marker.
-_MARKER_MISSING = (
-    '{"ok":false,"results":[],"error":{"op":null,"index":null,'
-    '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}'
-)
+# The exit code of the bootstrap when stdin does not start with the genuine agent.
 _PAYLOAD_EXIT = 2
+# What a process killed on the host exits with (Stop-Process, Task Manager).
+_KILLED_EXIT = 1
+# When a kill_agent / restart_winrm fault strikes, relative to its request.
+HOST_FAULT_WHENS = ("before_run", "after_run", "after_answer")
 _POWERSHELL_NAMES = tuple(EXECUTABLES)
 # What CreateProcess answers for a program that is not there (WINRS_SKIP_CMD_SHELL=TRUE).
 _FILE_NOT_FOUND = 0x80070002
@@ -154,6 +179,9 @@ class AgentRun:
     refused: dict[str, OpError] = field(default_factory=dict)  # op -> the error it meets
     takes_mutex: bool = False  # holds the host's agent mutex around a write batch
     retries_conflict: bool = False  # runs an op again once after a commit conflict
+    serves_many: bool = True  # answers request after request (a persistent agent)
+    compiles: frozenset[str] = frozenset()  # ops that can reach an Add-Type compile
+    starts_programs: frozenset[str] = frozenset()  # ops that can start netsh.exe, ...
 
 
 def agent_script_text() -> str:
@@ -163,17 +191,9 @@ def agent_script_text() -> str:
         return ""
 
 
-def _outcome(result: dict[str, Any], exit_code: int) -> CommandOutcome:
-    return CommandOutcome(
-        stdout=json.dumps(result, separators=(",", ":")).encode("utf-8"),
-        stderr=b"",
-        exit_code=exit_code,
-    )
-
-
-def _reads_stdin_to_end(script: str) -> bool:
-    """Whether a PowerShell script waits for the end of its standard input (from its text)."""
-    return "OpenStandardInput()" in script and ".ReadToEnd()" in script
+def _reads_stdin(script: str) -> bool:
+    """Whether a PowerShell script reads its standard input (from its text)."""
+    return "OpenStandardInput()" in script and (".ReadToEnd()" in script or ".ReadLine()" in script)
 
 
 def _first_word(script: str) -> str:
@@ -181,16 +201,388 @@ def _first_word(script: str) -> str:
     return match.group(1) if match else ""
 
 
+class _Killed(Exception):  # noqa: N818 (control flow inside a process thread)
+    """The process was ended (terminate, a kill fault, the service restarting)."""
+
+
+class FinishedProcess:
+    """A command that ended as soon as it started (a refused command line): its output."""
+
+    def __init__(self, outcome: CommandOutcome) -> None:
+        self._outcome = outcome
+        self._taken = False
+        self._lock = threading.Lock()
+
+    @property
+    def exited(self) -> bool:
+        return True
+
+    @property
+    def answers(self) -> int:
+        return 0
+
+    def write(self, data: bytes, end: bool) -> None:
+        return None  # stdin of a process that is gone: nothing reads it
+
+    def read(self, timeout: float, budget: int) -> ProcessOutput:
+        with self._lock:
+            if self._taken:
+                return ProcessOutput(b"", b"", self._outcome.exit_code)
+            self._taken = True
+        # Refusals are short; one Receive takes them whole.
+        return ProcessOutput(self._outcome.stdout, self._outcome.stderr, self._outcome.exit_code)
+
+    def terminate(self) -> None:
+        return None
+
+    def wait(self) -> CommandOutcome:
+        return self._outcome
+
+
+class AgentProcess:
+    """powershell.exe (or pwsh.exe) running the bootstrap: reads stdin as it arrives, answers
+    each request on stdout, ends at the end of stdin (see the module docstring)."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        command: ShellCommand,
+        edition: Edition,
+        control: ShellControl | None,
+    ) -> None:
+        self._x = executor
+        self._edition = edition
+        self._control = control
+        self.number = next(executor._process_numbers)
+        self._base: dict[str, Any] = {
+            "user": command.user,
+            "auth": command.auth,
+            "shell_id": command.shell_id,
+            "command_id": command.command_id,
+            "process": self.number,
+        }
+        self._first_line = True
+        self._host_ms = 0.0  # host costs spent since the last audit line
+        self._cond = threading.Condition()
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._tail = bytearray()  # stdin after the last line break
+        self._eof = False
+        self._out = bytearray()
+        self._err = bytearray()
+        self._out_pos = 0
+        self._err_pos = 0
+        self._exit: int | None = None
+        self._killed = False
+        self._requests_in = 0  # request lines received (numbered from 1)
+        self._requests_run = 0  # request lines read by the agent (the same numbers)
+        self._answers = 0
+        # Request numbers whose answer a drop fault loses, and where each answer ends in
+        # stdout (request number -> offset after it).
+        self._lose: set[int] = set()
+        self._answer_ends: dict[int, int] = {}
+        self._thread = threading.Thread(
+            target=self._main, name=f"agent-process-{self.number}", daemon=True
+        )
+        self._thread.start()
+
+    # --- what WS-Management sees (wsman.CommandProcess) -----------------------------------
+
+    @property
+    def exited(self) -> bool:
+        with self._cond:
+            return self._exit is not None
+
+    @property
+    def answers(self) -> int:
+        with self._cond:
+            return self._answers
+
+    def write(self, data: bytes, end: bool) -> None:
+        with self._cond:
+            if self._exit is not None:
+                return
+            pending = bytes(self._tail) + data
+            *complete, rest = pending.split(b"\n")
+        requests = sum(1 for line in complete if parse_stdin_line(line).kind == "request")
+        lose: list[int] = []
+        if requests and self._control is not None:
+            # The Send that brings requests: what the network does to it.
+            for offset in range(requests):
+                when = self._x.faults.take_nth("drop", "command")
+                if when == "before_run":
+                    raise DropConnection  # none of it arrives
+                if when == "after_run":
+                    lose.append(offset)
+            if self._x.floor_ms > 0:
+                time.sleep(self._x.floor_ms / 1000)  # the one round trip of the call
+        with self._cond:
+            if self._ended():  # it ended while the request travelled
+                return
+            first = self._requests_in + 1
+            self._lose.update(first + offset for offset in lose)
+            self._requests_in += requests
+            self._lines.extend(complete)
+            self._tail = bytearray(rest)
+            if end:
+                self._eof = True
+            self._cond.notify_all()
+
+    def read(self, timeout: float, budget: int) -> ProcessOutput:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                lost = [
+                    n
+                    for n in self._lose
+                    if n in self._answer_ends and self._answer_ends[n] > self._out_pos
+                ]
+                if lost:
+                    # The answer is lost with the connection that carried it.
+                    self._lose.difference_update(lost)
+                    self._out_pos = len(self._out)
+                    self._err_pos = len(self._err)
+                    raise DropConnection
+                out = bytes(self._out[self._out_pos : self._out_pos + budget])
+                err = bytes(self._err[self._err_pos : self._err_pos + max(0, budget - len(out))])
+                if out or err:
+                    self._out_pos += len(out)
+                    self._err_pos += len(err)
+                    self._cond.notify_all()
+                    drained = self._out_pos >= len(self._out) and self._err_pos >= len(self._err)
+                    return ProcessOutput(out, err, self._exit if drained else None)
+                if self._exit is not None:
+                    return ProcessOutput(b"", b"", self._exit)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self._cond.wait(remaining)
+
+    def _wait_taken(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._out_pos < len(self._out) and not self._killed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+
+    def _ended(self) -> bool:
+        return self._exit is not None
+
+    def terminate(self) -> None:
+        with self._cond:
+            self._killed = True
+            if self._exit is None:
+                self._exit = _KILLED_EXIT
+            self._cond.notify_all()
+
+    def wait(self) -> CommandOutcome:
+        """The whole output once the process ended (for a one-shot run without WS-Man)."""
+        self._thread.join()
+        with self._cond:
+            return CommandOutcome(bytes(self._out), bytes(self._err), self._exit or 0)
+
+    # --- the process ------------------------------------------------------------------
+
+    def _pause(self, ms: float) -> None:
+        """Time the host spends (a host cost); ends early when the process is killed."""
+        self._host_ms += ms
+        deadline = time.monotonic() + ms / 1000
+        with self._cond:
+            while not self._killed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+            raise _Killed
+
+    def _next_line(self) -> bytes | None:
+        """The next stdin line (None at the end of stdin), as ReadLine() returns it."""
+        with self._cond:
+            while not self._lines and not self._eof and not self._killed:
+                self._cond.wait()
+            if self._killed:
+                raise _Killed
+            if self._lines:
+                return self._lines.popleft()
+            if self._tail:  # the last line, without a line break
+                line = bytes(self._tail)
+                self._tail.clear()
+                return line
+            return None
+
+    def _print(
+        self, stdout: bytes = b"", stderr: bytes = b"", *, answer: int | None = None
+    ) -> None:
+        with self._cond:
+            if self._killed:
+                raise _Killed
+            self._out += stdout
+            self._err += stderr
+            if answer is not None:
+                self._answers += 1
+                self._answer_ends[answer] = len(self._out)
+            self._cond.notify_all()
+
+    def _end(self, code: int) -> None:
+        with self._cond:
+            if self._exit is None:
+                self._exit = code
+            self._cond.notify_all()
+
+    def audit_base(self) -> dict[str, Any]:
+        """The fields of this process's next audit line: its number, whether it is the
+        first (a process start), and the host time spent since the last line (host_ms)."""
+        base = dict(self._base)
+        if self._first_line:
+            base["process_started"] = True
+            self._first_line = False
+        if self._host_ms:
+            base["host_ms"] = round(self._host_ms, 1)
+            self._host_ms = 0.0
+        return base
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except _Killed:
+            pass
+        except Exception as exc:
+            # A simulator bug: the process "crashes" without a word on stdout.
+            logger.exception("agent process %s failed", self.number)
+            self._print(stderr=f"the simulator failed ({type(exc).__name__})\r\n".encode())
+            self._end(1)
+
+    def _run(self) -> None:
+        x = self._x
+        self._pause(x.costs.start_ms(self._edition))
+        started = time.monotonic()
+        line = self._next_line()
+        frame = parse_stdin_line(line) if line is not None else None
+        if frame is None or frame.kind != "agent":
+            x._audit(self.audit_base(), "agent", [], "BadRequest", None, started)
+            missing = error_result(None, None, "BadRequest", AGENT_FRAME_MISSING)
+            self._print(result_frame(NO_REQUEST, missing))
+            self._end(_PAYLOAD_EXIT)
+            return
+        script = frame.text
+        problem = x._check_script(script)
+        if problem is not None:
+            x._audit(self.audit_base(), "agent", [], "BadRequest", None, started)
+            self._print(result_frame(NO_REQUEST, error_result(None, None, "BadRequest", problem)))
+            self._end(_PAYLOAD_EXIT)
+            return
+        missing_apis = violations(script, self._edition)
+        if missing_apis:
+            # The edition played lacks an API the agent calls: PowerShell stops the script
+            # with an error record on stderr, nothing on stdout, exit code 1.
+            x._audit(self.audit_base(), "agent", [], "PowerShellError", None, started)
+            first = missing_apis[0]
+            lines = [
+                first.api.error,
+                f"At line:{first.line}",
+                *[v.message(self._edition) for v in missing_apis],
+            ]
+            self._print(stderr=clixml_error(lines))
+            self._end(1)
+            return
+        agent = x._agent_run(script, self._edition, self._base)
+        self._pause(x.costs.agent_load_ms)
+        compiled = False
+        while True:
+            line = self._next_line()
+            if line is None:
+                self._end(0)
+                return
+            if not line.strip():
+                continue
+            frame = parse_stdin_line(line)
+            if frame.kind != "request":
+                # What the agent answers a line that is no request frame.
+                bad = error_result(None, None, "BadRequest", "not a request frame")
+                self._print(result_frame(NO_REQUEST, bad))
+                continue
+            self._requests_run += 1
+            number = self._requests_run
+            faults = self._host_faults()
+            self._host_fault(faults, "before_run")
+            started = time.monotonic()
+
+            base = self.audit_base()
+
+            def cost(op: str, logged_on: bool, line: dict[str, Any] = base) -> None:
+                nonlocal compiled
+                if logged_on:
+                    # The agent compiles its LogonUser type (Add-Type) at the first logon
+                    # of the process, when the op can reach that compile; it stays loaded.
+                    if compiled or op not in agent.compiles:
+                        return
+                    compiled = True
+                    spent = x.costs.add_type_ms
+                else:
+                    spent = x.costs.write_op_ms if OPS[op].writes else x.costs.read_op_ms
+                    if op in agent.starts_programs:
+                        spent += x.costs.child_process_ms
+                self._pause(spent)
+                if spent:
+                    line["host_ms"] = round(line.get("host_ms", 0.0) + spent, 1)
+                self._host_ms -= spent  # counted in this request's line already
+
+            result = x.handle_request(frame.text, base, started, agent, cost)
+            self._host_fault(faults, "after_run")
+            self._print(result_frame(frame.request_id, result), answer=number)
+            self._host_fault(faults, "after_answer")
+            if not agent.serves_many:
+                self._end(0)
+                return
+
+    def _host_faults(self) -> dict[str, str]:
+        """faults.json ``kill_agent`` / ``restart_winrm`` that fire at this request (each
+        counts requests once): key -> when."""
+        if self._control is None:
+            return {}
+        fired = {
+            key: self._x.faults.take_nth(key, whens=HOST_FAULT_WHENS)
+            for key in ("kill_agent", "restart_winrm")
+        }
+        return {key: when for key, when in fired.items() if when is not None}
+
+    def _host_fault(self, faults: dict[str, str], now: str) -> None:
+        if now == "after_answer" and now in faults.values():
+            self._wait_taken()  # between calls: the answer reached the client first
+        if faults.get("kill_agent") == now:
+            logger.info("fault: agent process %s killed %s", self.number, now)
+            self.terminate()
+            raise _Killed
+        if faults.get("restart_winrm") == now and self._control is not None:
+            self._control.restart_service()
+            raise _Killed
+
+
 class Executor:
     """The WS-Management server's command handler for one simulated host."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, costs: HostCosts = NONE, floor_ms: float = 0.0) -> None:
         self.state = HostState(Path(state_dir))
         self.state.ensure()
+        self.costs = costs
+        self.floor_ms = floor_ms
+        # Faults that count agent requests (drop, kill_agent, restart_winrm).
+        self.faults = FileFaults(self.state.faults)
+        self._process_numbers = itertools.count(1)
 
-    # --- entry point ------------------------------------------------------------------
+    # --- entry points -------------------------------------------------------------------
 
     def __call__(self, command: ShellCommand) -> CommandOutcome:
+        """Run a command whose whole stdin is known (``command.stdin``, then its end)."""
+        process = self.start(command, None)
+        process.write(command.stdin, True)
+        return process.wait()
+
+    def start(
+        self, command: ShellCommand, control: ShellControl | None
+    ) -> AgentProcess | FinishedProcess:
+        """Start a command as WinRS does at the Command request (wsman.ProcessHandler)."""
         started = time.monotonic()
         argv = _argv(command)
         base: dict[str, Any] = {
@@ -209,7 +601,7 @@ class Executor:
                 raise CommandNotStarted(
                     _FILE_NOT_FOUND, "The system cannot find the file specified."
                 )
-            return not_recognized_cmd(argv[0])
+            return FinishedProcess(not_recognized_cmd(argv[0]))
         if edition is None or not self._is_agent_command(argv):
             outcome = self._reject(argv)
             # Only the program name: a foreign command line may carry anything.
@@ -222,14 +614,15 @@ class Executor:
                 started,
                 command=_basename(argv[0]) if argv else "",
             )
-            return outcome
-        if command.console_mode_stdin and _reads_stdin_to_end(BOOTSTRAP):
-            # Console-mode stdin never reaches its end: the bootstrap's ReadToEnd() waits for
-            # good, the agent never sees its request and nothing runs (FACTS.md, "Real-host
-            # pitfalls": stdin mode; MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN).
+            return FinishedProcess(outcome)
+        if command.console_mode_stdin and _reads_stdin(BOOTSTRAP):
+            # Console-mode stdin is a console, not a stream: the bootstrap never reads its
+            # agent and requests from it, nothing runs (FACTS.md, "Real-host pitfalls": stdin
+            # mode; MS-WSMV 3.1.4.11 WINRS_CONSOLEMODE_STDIN; docs/real-host.md, the stricter
+            # reading for line reads).
             self._audit(base, "agent", [], "StdinConsoleMode", None, started)
             raise StdinNeverEnds
-        return self._run_agent(command.stdin, edition, base, started)
+        return AgentProcess(self, command, edition, control)
 
     # --- what is an agent command -----------------------------------------------------
 
@@ -280,47 +673,25 @@ class Executor:
             )
         return None
 
-    def _run_agent(
-        self, stdin: bytes, edition: Edition, base: dict[str, Any], started: float
-    ) -> CommandOutcome:
-        try:
-            script, request_text = split_stdin(stdin)
-        except (ValueError, UnicodeDecodeError):
-            self._audit(base, "agent", [], "BadRequest", None, started)
-            return _outcome(json.loads(_MARKER_MISSING), _PAYLOAD_EXIT)
-        problem = self._check_script(script)
-        if problem is not None:
-            self._audit(base, "agent", [], "BadRequest", None, started)
-            return _outcome(error_result(None, None, "BadRequest", problem), _PAYLOAD_EXIT)
-        missing = violations(script, edition)
-        if missing:
-            # The edition played lacks an API the agent calls: PowerShell stops the script
-            # with an error record on stderr, nothing on stdout, exit code 1.
-            self._audit(base, "agent", [], "PowerShellError", None, started)
-            first = missing[0]
-            lines = [
-                first.api.error,
-                f"At line:{first.line}",
-                *[v.message(edition) for v in missing],
-            ]
-            return CommandOutcome(stdout=b"", stderr=clixml_error(lines), exit_code=1)
+    def handle_request(
+        self,
+        request_text: str,
+        base: dict[str, Any],
+        started: float,
+        agent: AgentRun,
+        cost: Callable[[str, bool], None] | None = None,
+    ) -> dict[str, Any]:
+        """One request frame's JSON, as the agent answers it."""
         try:
             request = json.loads(request_text)
             validate_request(request)
         except json.JSONDecodeError as exc:
             self._audit(base, "agent", [], "BadRequest", None, started)
-            return _outcome(
-                error_result(None, None, "BadRequest", f"the request is not JSON ({exc.msg})"), 0
-            )
+            return error_result(None, None, "BadRequest", f"the request is not JSON ({exc.msg})")
         except ContractError as exc:
             self._audit(base, "agent", [], "BadRequest", None, started)
-            return _outcome(error_result(None, None, "BadRequest", str(exc)), 0)
-        return _outcome(
-            self.run_ops(
-                request["ops"], base, started, agent=self._agent_run(script, edition, base)
-            ),
-            0,
-        )
+            return error_result(None, None, "BadRequest", str(exc))
+        return self.run_ops(request["ops"], base, started, agent=agent, cost=cost)
 
     def _agent_run(self, script: str, edition: Edition, base: dict[str, Any]) -> AgentRun:
         """How this agent script behaves on this host, read from its text."""
@@ -341,6 +712,9 @@ class Executor:
             refused=refused,
             takes_mutex=reading.takes_host_mutex(),
             retries_conflict=reading.retries_commit_conflict(),
+            serves_many=reading.serves_many_requests(),
+            compiles=reading.ops_compiling(),
+            starts_programs=reading.ops_starting_programs(),
         )
 
     def run_ops(
@@ -350,6 +724,7 @@ class Executor:
         started: float | None = None,
         *,
         agent: AgentRun | None = None,
+        cost: Callable[[str, bool], None] | None = None,
     ) -> dict[str, Any]:
         """Run validated ops in order, each under the state lock; stop at the first error.
 
@@ -359,7 +734,9 @@ class Executor:
         (Microsoft.Web.Administration's optimistic concurrency). ``agent`` (default: what
         the shipped agent.ps1 does) says whether the batch holds the host's agent mutex
         when it writes, retries an op once after a commit conflict, and which ops fail on
-        this host whatever their arguments.
+        this host whatever their arguments. ``cost(op, logged_on)`` spends the host's time:
+        before each op runs (``logged_on`` False), and after an op that logged on (True);
+        outside the state lock.
         """
         started = time.monotonic() if started is None else started
         agent = agent if agent is not None else self._shipped_agent()
@@ -389,6 +766,9 @@ class Executor:
                 if index:
                     self._pause_between_ops()
                 name, args = entry["op"], entry.get("args", {})
+                if cost is not None:
+                    cost(name, False)
+                logons = session.logons.tried
                 retried = False
                 while True:
                     with self.state.locked():
@@ -427,6 +807,8 @@ class Executor:
                                 results,
                             )
                     results.append(result)
+                    if cost is not None and session.logons.tried > logons:
+                        cost(name, True)  # the op logged on: what that costs first
                     break
         self._audit(base or {}, "agent", entries, "ok", None, started)
         return {"ok": True, "results": results}

@@ -22,6 +22,7 @@ from iis_clientcert_simulator.accounts import Accounts
 from iis_clientcert_simulator.endpoint import Endpoint, endpoint_file
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import atomic_write, read_json, write_json
+from iis_clientcert_simulator.host_costs import NONE, HostCosts
 from iis_clientcert_simulator.state import COMPUTER_NAME, HostState, Session
 from iis_clientcert_simulator.stores import thumbprint
 from iis_clientcert_simulator.winrm_service import (
@@ -30,7 +31,7 @@ from iis_clientcert_simulator.winrm_service import (
     WinRMService,
     demo_setup_commands,
 )
-from iis_clientcert_simulator.wsman import Credentials, FileFaults, WSManServer
+from iis_clientcert_simulator.wsman import Credentials, FileFaults, WinrsConfig, WSManServer
 
 ADMIN_USER = "sim-admin"
 logger = logging.getLogger(__name__)
@@ -118,8 +119,25 @@ def prepare(state: HostState) -> _Material:
         return _Material(server_cert, server_key, client_cert, client_key, client_thumb, password)
 
 
+def winrs_config(state: HostState) -> WinrsConfig:
+    """The host's WinRS settings: host.json ``winrs`` (``max_shells_per_user``,
+    ``idle_timeout_s``, ``min_idle_timeout_s``) over Windows' defaults."""
+    facts = state.host_facts().get("winrs")
+    if not isinstance(facts, dict):
+        return WinrsConfig()
+    known = {k: float(v) for k, v in facts.items() if k in WinrsConfig.__dataclass_fields__}
+    if "max_shells_per_user" in known:
+        known["max_shells_per_user"] = int(known["max_shells_per_user"])
+    return WinrsConfig(**known)  # type: ignore[arg-type]
+
+
 class Simulator:
-    """Start and stop the simulated host's WS-Management endpoint (threads, in-process)."""
+    """Start and stop the simulated host's WS-Management endpoint (threads, in-process).
+
+    ``latency_ms`` delays every HTTP request; with ``floor=True`` it is charged once per
+    agent request instead (the floor of a call: one round trip) and the host costs nothing.
+    ``host_costs``: what the host spends besides the network (simulator/host_costs.py).
+    """
 
     def __init__(
         self,
@@ -128,21 +146,31 @@ class Simulator:
         port: int = 0,
         latency_ms: int = 0,
         winrm_setup: bool = True,
+        host_costs: HostCosts = NONE,
+        floor: bool = False,
     ) -> None:
         self.state = HostState(Path(state_dir).resolve())
         self.port = port
         self.latency_ms = latency_ms
         # False: the host keeps WinRM as Windows ships it (Basic and certificate auth off).
         self.winrm_setup = winrm_setup
+        self.host_costs = NONE if floor else host_costs
+        self.floor = floor
         self.server: WSManServer | None = None
+        self.executor: Executor | None = None
         self.endpoint: Endpoint | None = None
 
     def start(self) -> Endpoint:
         material = prepare(self.state)
         winrm_demo_setup(self.state, enable=self.winrm_setup)
         state = self.state
+        self.executor = Executor(
+            self.state.dir,
+            costs=self.host_costs,
+            floor_ms=float(self.latency_ms) if self.floor else 0.0,
+        )
         server = WSManServer(
-            Executor(self.state.dir),
+            self.executor,
             Credentials(
                 users={ADMIN_USER: material.password},
                 cert_users={material.client_thumbprint: ADMIN_USER},
@@ -155,9 +183,10 @@ class Simulator:
             faults=FileFaults(self.state.faults),
             https_port=self.port,
             http_port=self.port + 1 if self.port else 0,
-            latency_ms=self.latency_ms,
+            latency_ms=0 if self.floor else self.latency_ms,
             machine=COMPUTER_NAME,
             config=lambda: WinRMService.from_facts(state.host_facts()),
+            winrs=lambda: winrs_config(self.state),
         )
         server.start()
         self.server = server

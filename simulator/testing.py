@@ -26,6 +26,7 @@ from iis_clientcert.host.contract import (
 from iis_clientcert_simulator.endpoint import Endpoint, read_endpoint
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.files import read_json, write_json
+from iis_clientcert_simulator.host_costs import NONE, HostCosts
 from iis_clientcert_simulator.machinekey import MachineKey
 from iis_clientcert_simulator.serve import Simulator
 from iis_clientcert_simulator.state import HostState, Session
@@ -42,14 +43,19 @@ def running_simulator(
     subprocess_mode: bool = False,
     startup_timeout: float = 60.0,
     winrm_setup: bool = True,
+    host_costs: HostCosts = NONE,
 ) -> Iterator[Endpoint]:
     """Start a simulator on ``state_dir`` (in-process threads, or
     ``python -m iis_clientcert_simulator serve`` with ``subprocess_mode=True``) and stop it
     on exit. ``winrm_setup=False`` leaves a new host's WinRM as Windows ships it (see
-    serve.winrm_demo_setup)."""
+    serve.winrm_demo_setup). Host costs are off unless asked for (tests stay fast)."""
     if not subprocess_mode:
         simulator = Simulator(
-            Path(state_dir), port=port, latency_ms=latency_ms, winrm_setup=winrm_setup
+            Path(state_dir),
+            port=port,
+            latency_ms=latency_ms,
+            winrm_setup=winrm_setup,
+            host_costs=host_costs,
         )
         try:
             yield simulator.start()

@@ -41,6 +41,7 @@ import shutil
 import socket
 import ssl
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -64,13 +65,18 @@ __all__ = [
     "CommandHandler",
     "CommandNotStarted",
     "CommandOutcome",
+    "CommandProcess",
     "Credentials",
+    "DropConnection",
     "DropWhen",
     "FaultSource",
     "FileFaults",
+    "ProcessOutput",
     "ShellCommand",
+    "ShellControl",
     "StdinNeverEnds",
     "WSManServer",
+    "WinrsConfig",
     "faults_lock",
     "write_faults",
 ]
@@ -136,6 +142,84 @@ class CommandNotStarted(Exception):  # noqa: N818
 CommandHandler = Callable[[ShellCommand], CommandOutcome]
 
 
+class DropConnection(Exception):  # noqa: N818 (a condition, not an error)
+    """Raised by a running process to make the server close the HTTP connection of the
+    request at hand without an answer (fault injection: the network dropped it)."""
+
+
+@dataclass(frozen=True)
+class ProcessOutput:
+    """What one Receive takes from a process: output so far, and the exit code once the
+    process has ended and all its output is taken."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None
+
+
+class CommandProcess(Protocol):
+    """A process a command started (WinRS starts it at the Command request): stdin arrives
+    Send by Send while it runs, output is taken Receive by Receive while it runs."""
+
+    @property
+    def exited(self) -> bool: ...
+
+    @property
+    def answers(self) -> int:
+        """Complete answers written so far (for the server's request statistics)."""
+        ...
+
+    def write(self, data: bytes, end: bool) -> None:
+        """Data for stdin (``end``: no more after it). May raise DropConnection."""
+        ...
+
+    def read(self, timeout: float, budget: int) -> ProcessOutput:
+        """Output not taken yet, at most ``budget`` bytes; waits up to ``timeout`` for some.
+        Raises TimeoutError when none came, DropConnection to lose the answer."""
+        ...
+
+    def terminate(self) -> None:
+        """Signal terminate, the shell deleted or expired: the process ends now."""
+        ...
+
+
+class ShellControl(Protocol):
+    """What a process may ask of the WS-Management service (fault injection)."""
+
+    def restart_service(self) -> None:
+        """The WinRM service restarts: every shell, with its processes, is gone."""
+        ...
+
+
+class ProcessHandler(Protocol):
+    """A command handler that runs commands as processes (a persistent command can answer
+    many requests). ``start`` is called at the Command request; it may raise
+    CommandNotStarted (the Command fails) or StdinNeverEnds (the command never answers)."""
+
+    def start(self, command: ShellCommand, control: ShellControl) -> CommandProcess: ...
+
+
+@dataclass(frozen=True)
+class WinrsConfig:
+    """The WinRS settings of the host (``winrm get winrm/config/winrs``) the server enforces.
+
+    MaxShellsPerUser 30 and IdleTimeout 7200000 ms are the defaults of Windows Server 2012
+    and later (FACTS.md, "WinRM as shipped"); a shell's own IdleTimeOut (the Create
+    request's rsp:IdleTimeOut) applies when given, but never below one minute ("A minimum
+    of 60000 milliseconds (1 minute) is used for smaller values", the WinRS IdleTimeout
+    policy) nor above the server's. 0 shells means no limit.
+    """
+
+    max_shells_per_user: int = 30
+    idle_timeout_s: float = 7200.0
+    min_idle_timeout_s: float = 60.0
+
+    def idle_timeout(self, requested: float | None) -> float:
+        if requested is None:
+            return self.idle_timeout_s
+        return min(self.idle_timeout_s, max(self.min_idle_timeout_s, requested))
+
+
 @dataclass
 class Credentials:
     """Who may log on. Read on every authentication, so changes apply to the next logon."""
@@ -194,6 +278,9 @@ def write_faults(path: str | os.PathLike[str], faults: dict[str, Any]) -> None:
         raise
 
 
+_WHENS: Final = ("before_run", "after_run")
+
+
 class FileFaults:
     """Faults read from a JSON file on each request (edit it while the server runs).
 
@@ -201,13 +288,14 @@ class FileFaults:
     (``{"command": k, "when": "before_run" | "after_run"}``: the k-th command, counted
     from when the fault appeared, loses its connection at its first Receive; the key is
     removed from the file when it fires). A missing or unreadable file means no faults.
+    The simulator's executor reads more one-shot keys of the same shape through
+    :meth:`take_nth` (its agent requests: ``drop``, ``kill_agent``, ``restart_winrm``).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = faults_lock(self.path)
-        self._drop_key: str | None = None
-        self._drop_count = 0
+        self._seen: dict[str, tuple[str, int]] = {}  # key -> (fault as set, count so far)
         self._warned: set[str] = set()
 
     def _warn_once(self, message: str) -> None:
@@ -256,43 +344,55 @@ class FileFaults:
         return value
 
     def take_drop(self) -> DropWhen | None:
-        # One lock for read, count and one-shot removal, so two commands racing for the
+        return cast("DropWhen | None", self.take_nth("drop", "command"))
+
+    def take_nth(
+        self, key: str, counter: str = "request", whens: tuple[str, ...] = _WHENS
+    ) -> str | None:
+        """For a fault ``{key: {counter: k, "when": ...}}``: count one more event; at the
+        k-th (from when the fault appeared) remove the key and return its ``when`` (one of
+        ``whens``)."""
+        # One lock for read, count and one-shot removal, so two events racing for the
         # k-th place cannot both fire it.
         with self._lock:
             data = self._read()
-            drop = data.get("drop")
-            if drop is None:
-                self._drop_key, self._drop_count = None, 0
+            spec = data.get(key)
+            if spec is None:
+                self._seen.pop(key, None)
                 return None
-            parsed = self._parse_drop(drop)
+            parsed = self._parse(key, counter, spec, whens)
             if parsed is None:
                 return None
             k, when = parsed
-            key = json.dumps(drop, sort_keys=True)
-            if key != self._drop_key:  # a new fault: count from here
-                self._drop_key, self._drop_count = key, 0
-            self._drop_count += 1
-            if self._drop_count < k:
+            fingerprint = json.dumps(spec, sort_keys=True)
+            previous, count = self._seen.get(key, ("", 0))
+            if fingerprint != previous:  # a new fault: count from here
+                count = 0
+            count += 1
+            if count < k:
+                self._seen[key] = (fingerprint, count)
                 return None
-            del data["drop"]
+            del data[key]
             write_faults(self.path, data)
-            self._drop_key, self._drop_count = None, 0
-            logger.info("fault: dropping the connection of a command (%s)", when)
+            self._seen.pop(key, None)
+            logger.info("fault: %s (%s)", key, when)
             return when
 
-    def _parse_drop(self, drop: Any) -> tuple[int, DropWhen] | None:
-        if not isinstance(drop, dict):
-            self._warn_once("drop must be an object {command, when}; ignoring it")
+    def _parse(
+        self, key: str, counter: str, spec: Any, whens: tuple[str, ...]
+    ) -> tuple[int, str] | None:
+        if not isinstance(spec, dict):
+            self._warn_once(f"{key} must be an object {{{counter}, when}}; ignoring it")
             return None
-        k = drop.get("command", 1)
-        when = drop.get("when", "before_run")
+        k = spec.get(counter, 1)
+        when = spec.get("when", "before_run")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            self._warn_once("drop.command must be an integer >= 1; ignoring the drop")
+            self._warn_once(f"{key}.{counter} must be an integer >= 1; ignoring it")
             return None
-        if when not in ("before_run", "after_run"):
-            self._warn_once("drop.when must be before_run or after_run; ignoring the drop")
+        if when not in whens:
+            self._warn_once(f"{key}.when must be one of {', '.join(whens)}; ignoring it")
             return None
-        return k, cast(DropWhen, when)
+        return k, str(when)
 
 
 # --- SOAP vocabulary -------------------------------------------------------------------
@@ -347,7 +447,9 @@ DEFAULT_MAX_ENVELOPE: Final = 153_600
 _ENVELOPE_OVERHEAD: Final = 4096
 _MAX_BODY: Final = 32 * 1024 * 1024
 _MAX_STDIN: Final = 64 * 1024 * 1024
-_SHELL_IDLE_SECONDS: Final = 7200.0  # Windows' default shell IdleTimeOut
+# How often shells past their idle timeout are looked for (a client that died sends
+# nothing more; WinRS deletes its shell, and the shell's processes, on its own).
+_REAPER_INTERVAL: Final = 0.2
 
 
 def _q(prefix: str, local: str) -> str:
@@ -470,6 +572,9 @@ class _Command:
     skip_cmd_shell: bool = False
     waits_for_stdin: bool = False  # the handler raised StdinNeverEnds
     not_started: CommandNotStarted | None = None
+    # A ProcessHandler's process, started at the Command request (None: a CommandHandler,
+    # run once at the first Receive with the stdin sent until then).
+    process: CommandProcess | None = None
 
 
 @dataclass(eq=False)
@@ -478,7 +583,11 @@ class _Shell:
     owner: str
     auth: str
     last_used: float
+    idle_timeout: float
     commands: dict[str, _Command] = field(default_factory=dict)
+    requests: int = 0  # WS-Management requests for this shell
+    # Sends after its first answer, and Receives that brought output after it.
+    after_first_answer: int = 0
 
 
 @dataclass(frozen=True)
@@ -608,22 +717,122 @@ def _request_too_large(length: int, config: WinRMService) -> bool:
     return length > config.max_envelope_size_kb * 1024
 
 
+def _shell_not_found(shell_id: str | None) -> _SoapFaultError:
+    return _SoapFaultError(
+        "w:InvalidSelectors",
+        f"The request for the Windows Remote Shell with ShellId {shell_id} "
+        "failed because the shell was not found on the server. Possible causes "
+        "are: the specified ShellId is incorrect or the shell no longer exists "
+        "on the server. Provide the correct ShellId or create a new shell and "
+        "retry the operation.",
+        FAULT_SHELL_NOT_FOUND,
+    )
+
+
 class _ShellService:
     """The WinRS shell resource: shells and their commands, independent of HTTP."""
 
     def __init__(
         self,
-        handler: CommandHandler,
+        handler: CommandHandler | ProcessHandler,
         faults: Callable[[], FaultSource | None],
         machine: str,
         config: Callable[[], WinRMService] = WinRMService,
+        winrs: Callable[[], WinrsConfig] = WinrsConfig,
     ) -> None:
         self._handler = handler
         self._faults = faults
         self._config = config
+        self._winrs = winrs
         self.machine = machine
         self._lock = threading.Lock()
         self._shells: dict[str, _Shell] = {}
+        self._counts: dict[str, int] = {}  # requests per action
+        self._steady = [0, 0]  # requests after a shell's first answer, answers after its first
+        self._finished_shells: list[tuple[int, int]] = []
+
+    # -- statistics (what a benchmark reads)
+
+    def stats(self) -> dict[str, Any]:
+        """Requests per action, and for persistent processes what calls after a shell's
+        first answer cost: their Sends and the Receives that brought output
+        (``steady_requests``), for ``steady_answers`` answers."""
+        with self._lock:
+            counts = dict(self._counts)
+            live = [(s.after_first_answer, self._answers(s)) for s in self._shells.values()]
+            finished = list(self._finished_shells)
+        steady_requests = sum(r for r, a in [*finished, *live] if a > 0)
+        steady_answers = sum(max(0, a - 1) for _, a in [*finished, *live])
+        return {
+            "requests": sum(counts.values()),
+            "by_action": counts,
+            "steady_requests": steady_requests,
+            "steady_answers": steady_answers,
+        }
+
+    def shells(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    "shell_id": shell.shell_id,
+                    "owner": shell.owner,
+                    "idle_timeout": shell.idle_timeout,
+                    "processes": sum(
+                        1
+                        for c in shell.commands.values()
+                        if c.process is not None and not c.process.exited
+                    ),
+                }
+                for shell in self._shells.values()
+            ]
+
+    @staticmethod
+    def _answers(shell: _Shell) -> int:
+        return sum(c.process.answers for c in shell.commands.values() if c.process is not None)
+
+    def _count(self, req: _Request) -> None:
+        name = req.action.rsplit("/", 1)[-1]
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + 1
+            shell = self._shells.get(req.shell_id or "")
+            if shell is not None:
+                shell.requests += 1
+                # A call after the first: its Send(s), and the Receive that brought its
+                # answer (counted when it does, in _receive_from_process); Receives that
+                # only waited, and closing the shell, belong to no call.
+                if name == "Send" and self._answers(shell) > 0:
+                    shell.after_first_answer += 1
+
+    def _count_answer(self, shell: _Shell, answers_before: int) -> None:
+        with self._lock:
+            if answers_before > 0:
+                shell.after_first_answer += 1
+
+    # -- shells going away (Delete, idle timeout, a service restart)
+
+    def _forget(self, shell: _Shell) -> None:
+        """Remove a shell (under self._lock) and end its processes."""
+        self._shells.pop(shell.shell_id, None)
+        self._finished_shells.append((shell.after_first_answer, self._answers(shell)))
+        for command in shell.commands.values():
+            if command.process is not None:
+                command.process.terminate()
+
+    def expire_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for shell in [s for s in self._shells.values() if now - s.last_used > s.idle_timeout]:
+                self._forget(shell)
+                logger.info(
+                    "shell %s deleted after %.0f s idle", shell.shell_id, shell.idle_timeout
+                )
+
+    def restart_service(self) -> None:
+        """The WinRM service restarts (fault injection): every shell is gone."""
+        with self._lock:
+            for shell in list(self._shells.values()):
+                self._forget(shell)
+        logger.info("fault: the WinRM service restarted; every shell is gone")
 
     def handle(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
         if req.message_id is None:
@@ -641,6 +850,7 @@ class _ShellService:
             ACTION_SIGNAL: self._signal,
         }
         action = actions.get(req.action)
+        self._count(req)
         if action is None:
             raise _SoapFaultError(
                 "a:ActionNotSupported",
@@ -664,15 +874,7 @@ class _ShellService:
             shell = self._shells.get(req.shell_id or "")
             # Shells belong to the user who made them, as on Windows.
             if shell is None or shell.owner.lower() != who.user.lower():
-                raise _SoapFaultError(
-                    "w:InvalidSelectors",
-                    f"The request for the Windows Remote Shell with ShellId {req.shell_id} "
-                    "failed because the shell was not found on the server. Possible causes "
-                    "are: the specified ShellId is incorrect or the shell no longer exists "
-                    "on the server. Provide the correct ShellId or create a new shell and "
-                    "retry the operation.",
-                    FAULT_SHELL_NOT_FOUND,
-                )
+                raise _shell_not_found(req.shell_id)
             shell.last_used = time.monotonic()
             return shell
 
@@ -688,25 +890,27 @@ class _ShellService:
             )
         return command
 
-    def _expire_idle(self) -> None:
-        cutoff = time.monotonic() - _SHELL_IDLE_SECONDS
-        for shell_id in [s.shell_id for s in self._shells.values() if s.last_used < cutoff]:
-            del self._shells[shell_id]
-            logger.info("shell %s expired after being idle", shell_id)
-
     # -- actions
 
     def _create(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
         shell_id = str(uuid.uuid4()).upper()
-        with self._lock:
-            self._expire_idle()
-            _check_shell_quota(self._shells.values(), who, self._config().max_shells_per_user)
-            self._shells[shell_id] = _Shell(shell_id, who.user, who.auth, time.monotonic())
         spec = req.body.find(_q("rsp", "Shell"))
 
         def spec_text(local: str, default: str) -> str:
             node = spec.find(_q("rsp", local)) if spec is not None else None
             return (node.text or default) if node is not None else default
+
+        config = self._winrs()
+        requested = spec_text("IdleTimeOut", "")
+        idle = config.idle_timeout(_parse_duration(requested, 0.0) if requested else None)
+        self.expire_idle()
+        # MaxShellsPerUser lives in winrm/config/winrs; the simulator reads it from host.json
+        # "winrs" (WinrsConfig) and "winrm" (WinRMService): the stricter one holds.
+        limits = [n for n in (config.max_shells_per_user, self._config().max_shells_per_user) if n]
+        with self._lock:
+            if limits:
+                _check_shell_quota(self._shells.values(), who, min(limits))
+            self._shells[shell_id] = _Shell(shell_id, who.user, who.auth, time.monotonic(), idle)
 
         root, body = _envelope(f"{ACTION_CREATE}Response", req.message_id)
         created = _sub(body, "x", "ResourceCreated")
@@ -720,7 +924,7 @@ class _ShellService:
         _sub(shell, "rsp", "ResourceUri", RESOURCE_CMD)
         _sub(shell, "rsp", "Owner", who.user)
         _sub(shell, "rsp", "ClientIP", "127.0.0.1")
-        _sub(shell, "rsp", "IdleTimeOut", f"PT{_SHELL_IDLE_SECONDS:.3f}S")
+        _sub(shell, "rsp", "IdleTimeOut", f"PT{idle:.3f}S")
         _sub(shell, "rsp", "InputStreams", spec_text("InputStreams", "stdin"))
         _sub(shell, "rsp", "OutputStreams", spec_text("OutputStreams", "stdout stderr"))
         _sub(shell, "rsp", "ShellRunTime", "P0DT0H0M0S")
@@ -731,7 +935,8 @@ class _ShellService:
     def _delete(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
         shell = self._shell(req, who)
         with self._lock:
-            self._shells.pop(shell.shell_id, None)
+            if shell.shell_id in self._shells:
+                self._forget(shell)
         logger.debug("shell %s deleted", shell.shell_id)
         root, _ = _envelope(f"{ACTION_DELETE}Response", req.message_id)
         return _serialize(root)
@@ -756,6 +961,24 @@ class _ShellService:
             console_mode_stdin=_option_true(options, "WINRS_CONSOLEMODE_STDIN", default=True),
             skip_cmd_shell=_option_true(options, "WINRS_SKIP_CMD_SHELL", default=False),
         )
+        start = getattr(self._handler, "start", None)
+        if callable(start):
+            # WinRS starts the process at the Command request.
+            try:
+                command.process = start(self._shell_command(command, shell), self)
+            except CommandNotStarted as exc:
+                logger.info("command could not be started (0x%08X)", exc.code)
+                raise _SoapFaultError(
+                    "w:InternalError", exc.message, exc.code, sender=False
+                ) from None
+            except StdinNeverEnds:
+                # Its stdin is a console: Sends are typed into it, Receives wait for good.
+                command.waits_for_stdin = True
+                logger.info(
+                    "command %s reads stdin but stdin is in console mode: it never answers "
+                    "(start it with WINRS_CONSOLEMODE_STDIN=FALSE)",
+                    command_id,
+                )
         with self._lock:
             shell.commands[command_id] = command
         logger.debug("shell %s: command %s created", shell.shell_id, command_id)
@@ -784,6 +1007,9 @@ class _ShellService:
                 raise _SoapFaultError(
                     "w:InvalidParameter", "The stdin data is not base64.", FAULT_BAD_REQUEST
                 ) from None
+            if command.process is not None:
+                self._send_to_process(command, data, stream.get("End", "false").lower() == "true")
+                continue
             with command.lock:
                 if command.stdin_closed or command.started:
                     raise _SoapFaultError(
@@ -803,8 +1029,32 @@ class _ShellService:
         _sub(body, "rsp", "SendResponse")
         return _serialize(root)
 
-    def _run(self, command: _Command, shell: _Shell) -> None:
-        request = ShellCommand(
+    @staticmethod
+    def _pipe_closing() -> _SoapFaultError:
+        return _SoapFaultError(
+            "w:InternalError",
+            "The pipe is being closed: the command's stdin is closed.",
+            FAULT_PIPE_CLOSING,
+            sender=False,
+        )
+
+    def _send_to_process(self, command: _Command, data: bytes, end: bool) -> None:
+        process = command.process
+        assert process is not None
+        with command.lock:
+            # The process ended (its stdin pipe with it), or the client ended stdin.
+            if command.stdin_closed or process.exited:
+                raise self._pipe_closing()
+            if end:
+                command.stdin_closed = True
+        try:
+            process.write(data, end)
+        except DropConnection:
+            raise _ConnectionDropError from None
+
+    @staticmethod
+    def _shell_command(command: _Command, shell: _Shell) -> ShellCommand:
+        return ShellCommand(
             user=shell.owner,
             auth=shell.auth,
             executable=command.executable,
@@ -815,9 +1065,12 @@ class _ShellService:
             console_mode_stdin=command.console_mode_stdin,
             skip_cmd_shell=command.skip_cmd_shell,
         )
+
+    def _run(self, command: _Command, shell: _Shell) -> None:
+        request = self._shell_command(command, shell)
         started = time.monotonic()
         try:
-            outcome = self._handler(request)
+            outcome = cast(CommandHandler, self._handler)(request)
             if not isinstance(outcome, CommandOutcome):
                 raise TypeError("the command handler must return a CommandOutcome")
             command.outcome = outcome
@@ -852,6 +1105,9 @@ class _ShellService:
         desired = receive.find(_q("rsp", "DesiredStream")) if receive is not None else None
         command_id = desired.get("CommandId") if desired is not None else None
         command = self._command_of(shell, command_id)
+        budget = max(1024, (req.max_envelope - _ENVELOPE_OVERHEAD) // 4 * 3)
+        if command.process is not None:
+            return self._receive_from_process(req, shell, command, budget)
 
         drop: DropWhen | None = None
         with command.lock:
@@ -861,7 +1117,7 @@ class _ShellService:
                 drop = source.take_drop() if source is not None else None
                 if drop == "before_run":
                     raise _ConnectionDropError
-            if not command.started:
+            if not command.started and not command.waits_for_stdin:
                 command.started = True
                 command.stdin_closed = True
                 threading.Thread(
@@ -903,7 +1159,6 @@ class _ShellService:
 
         root, body = _envelope(f"{ACTION_RECEIVE}Response", req.message_id)
         response = _sub(body, "rsp", "ReceiveResponse")
-        budget = max(1024, (req.max_envelope - _ENVELOPE_OVERHEAD) // 4 * 3)
         with command.lock:
             for name, data, attr in (
                 ("stdout", outcome.stdout, "stdout_pos"),
@@ -937,6 +1192,57 @@ class _ShellService:
             _sub(response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_RUNNING)
         return _serialize(root)
 
+    def _receive_from_process(
+        self, req: _Request, shell: _Shell, command: _Command, budget: int
+    ) -> bytes:
+        process = command.process
+        assert process is not None
+        answers_before = process.answers
+        try:
+            output = process.read(req.operation_timeout, budget)
+        except DropConnection:
+            raise _ConnectionDropError from None
+        except TimeoutError:
+            output = None
+        if output is None:
+            with self._lock:
+                gone = self._shells.get(shell.shell_id) is not shell
+            if gone:
+                # Deleted, expired or the service restarted while this Receive waited.
+                raise _shell_not_found(shell.shell_id)
+            # pywinrm retries Receive on this code, like a long-running command on Windows.
+            raise _SoapFaultError(
+                "w:TimedOut",
+                "The WS-Management service cannot complete the operation within the time "
+                "specified in OperationTimeout.",
+                FAULT_TIMEOUT,
+                sender=False,
+            )
+        if output.stdout or output.stderr:
+            self._count_answer(shell, answers_before)
+        root, body = _envelope(f"{ACTION_RECEIVE}Response", req.message_id)
+        response = _sub(body, "rsp", "ReceiveResponse")
+        for name, data in (("stdout", output.stdout), ("stderr", output.stderr)):
+            if data:
+                _sub(
+                    response,
+                    "rsp",
+                    "Stream",
+                    base64.b64encode(data).decode("ascii"),
+                    Name=name,
+                    CommandId=command.command_id,
+                )
+        if output.exit_code is not None:
+            for name in ("stdout", "stderr"):
+                _sub(response, "rsp", "Stream", Name=name, CommandId=command.command_id, End="true")
+            state = _sub(
+                response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_DONE
+            )
+            _sub(state, "rsp", "ExitCode", str(output.exit_code))
+        else:
+            _sub(response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_RUNNING)
+        return _serialize(root)
+
     def _signal(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
         shell = self._shell(req, who)
         signal = req.body.find(_q("rsp", "Signal"))
@@ -945,7 +1251,9 @@ class _ShellService:
         code = (code_node.text or "").strip() if code_node is not None else ""
         if code.endswith("/terminate"):
             with self._lock:
-                shell.commands.pop(command_id or "", None)
+                command = shell.commands.pop(command_id or "", None)
+            if command is not None and command.process is not None:
+                command.process.terminate()
         logger.debug(
             "shell %s: signal %s to %s", shell.shell_id, code.rsplit("/", 1)[-1], command_id
         )
@@ -1125,6 +1433,15 @@ class _HTTPServer(ThreadingHTTPServer):
             if conn is not request:
                 with contextlib.suppress(OSError):
                     conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away mid-request (a provider process ending while its Receive
+        # waits) is no server error: note it quietly instead of printing a traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | ssl.SSLError | TimeoutError):
+            logger.debug("client %s went away: %s", client_address[0], type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._open_lock:
@@ -1431,7 +1748,7 @@ class WSManServer:
 
     def __init__(
         self,
-        handler: CommandHandler,
+        handler: CommandHandler | ProcessHandler,
         credentials: Credentials,
         *,
         tls_cert_pem: bytes,
@@ -1444,6 +1761,7 @@ class WSManServer:
         latency_ms: int = 0,
         machine: str = "SIMULATOR",
         config: Callable[[], WinRMService] = WinRMService,
+        winrs: Callable[[], WinrsConfig] = WinrsConfig,
     ) -> None:
         self.credentials = credentials
         # Read on every request (the host's facts may change while it runs); the default
@@ -1456,7 +1774,10 @@ class WSManServer:
         self.host = host
         self._ports = (https_port, http_port)
         # Through self: a test or the owner may swap self.config while the server runs.
-        self.service = _ShellService(handler, lambda: self.faults, machine, self._current_config)
+        self.service = _ShellService(
+            handler, lambda: self.faults, machine, self._current_config, winrs
+        )
+        self._reaper_stop = threading.Event()
         self._tls = self._tls_context(tls_cert_pem, tls_key_pem, client_ca_pem)
         self._private = Path(tempfile.mkdtemp(prefix="wsman-"))  # mode 0700
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._private, True)
@@ -1515,9 +1836,32 @@ class WSManServer:
             )
             thread.start()
             self._threads.append(thread)
+        self._reaper_stop.clear()
+        reaper = threading.Thread(target=self._reap, name="wsman-idle-shells", daemon=True)
+        reaper.start()
+        self._threads.append(reaper)
         logger.info("WS-Management listening on %s and %s", self._https_url, self._http_url)
 
+    def _reap(self) -> None:
+        while not self._reaper_stop.wait(_REAPER_INTERVAL):
+            try:
+                self.service.expire_idle()
+            except Exception as exc:  # a bug here must not stop the reaper
+                logger.error("expiring idle shells failed: %s", _where(exc))
+
+    def shells(self) -> list[dict[str, Any]]:
+        """The open shells, as ``Get-WSManInstance shell -Enumerate`` lists them: id, owner,
+        idle timeout (seconds) and the processes still running in each."""
+        return self.service.shells()
+
+    def stats(self) -> dict[str, Any]:
+        """WS-Management requests per action, and the requests and answers of persistent
+        processes after their first answer (see _ShellService.stats)."""
+        return self.service.stats()
+
     def stop(self) -> None:
+        self._reaper_stop.set()
+        self.service.restart_service()  # the processes of every shell end with the service
         for server in self._servers:
             server.shutdown()
         for server in self._servers:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from iis_clientcert.errors import AgentError
+from iis_clientcert.framework.host_facts import FACTS
 from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.contract import Op, VerifyPasswordResult
@@ -122,16 +123,27 @@ LEDGER = LogonLedger()
 
 
 class ProviderClient(HostClient):
-    """The HostClient providers use: logons rationed through :data:`LEDGER`."""
+    """The HostClient providers use: logons rationed through :data:`LEDGER`, host facts
+    read once per process and host (:data:`iis_clientcert.framework.host_facts.FACTS`)."""
 
     def call(self, ops: Sequence[Op[Any]]) -> list[Any]:
         send, known = LEDGER.prepare(self.host, ops)
         positions = [i for i in range(len(ops)) if i not in known]
+        # Host facts this process read from the host already (host_facts.FACTS).
+        facts = FACTS.get(self.connection.authority)
+        if facts is not None and any(op.name == "host.facts" for op in send):
+            kept = [(i, op) for i, op in zip(positions, send, strict=True)]
+            for at, op in kept:
+                if op.name == "host.facts":
+                    known[at] = dict(facts)
+            send = [op for _, op in kept if op.name != "host.facts"]
+            positions = [i for i, op in kept if op.name != "host.facts"]
         try:
             sent = super().call(send) if send else []
         except AgentError as exc:
             done = _merge(len(ops), positions, exc.results, known)
             LEDGER.record(self.host, ops, done)
+            FACTS.record(self.connection.authority, ops, done)
             index = positions[exc.index] if exc.index is not None else None
             raise AgentError(
                 self.host,
@@ -144,6 +156,7 @@ class ProviderClient(HostClient):
             ) from exc
         results = _merge(len(ops), positions, sent, known)
         LEDGER.record(self.host, ops, results)
+        FACTS.record(self.connection.authority, ops, results)
         return results
 
 

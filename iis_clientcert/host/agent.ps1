@@ -1,16 +1,20 @@
-# iis-clientcert agent: runs one batch of contract ops (providers/contract.py) on an IIS host.
+# iis-clientcert agent: runs batches of contract ops (iis_clientcert/host/contract.py) on an
+# IIS host.
 #
-# Started by the constant bootstrap (contract.BOOTSTRAP), which passes the JSON request as
-# $RequestJson. Values, secrets included, only ever arrive here as JSON data: nothing in
-# this script is built from them, and nothing here writes them anywhere (no command line,
-# no log, no output). Output is one JSON document on stdout, nothing else.
+# Started by the constant bootstrap (contract.BOOTSTRAP), which hands it the stdin reader.
+# It reads request frames ("iis-clientcert-request <id> <json>", one per line) until stdin
+# ends and answers each with one result frame ("iis-clientcert-result <id> <json>") on
+# stdout: one request for a one-shot command, many for the persistent agent a client keeps
+# per host (powershell.exe, the agent and its compiled types are loaded once). Values,
+# secrets included, only ever arrive here as JSON data: nothing in this script is built
+# from them, and nothing here writes them anywhere (no command line, no log, no output).
 #
 # Windows Server 2016-2025 with IIS 10, under Windows PowerShell 5.1 (powershell.exe, .NET
 # Framework) or PowerShell 7 (pwsh.exe, .NET): connection.shell chooses. Code that only one
 # edition can run sits in `if ($script:IsDesktop) { 5.1 } else { 7 }` blocks, and nowhere
 # else (the tests and the simulator check this). Microsoft.Web.Administration is loaded
 # directly: importing the WebAdministration module costs seconds per command.
-param([string]$RequestJson)
+param([System.IO.TextReader]$Reader)
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
@@ -404,10 +408,13 @@ function ConvertTo-ResponseText($Response) {
     }
 }
 
-function Write-AgentOutput($Response) {
-    $text = ConvertTo-ResponseText $Response
-    # Raw UTF-8 bytes: independent of the console code page of the WinRM shell.
-    $bytes = (New-Object System.Text.UTF8Encoding($false)).GetBytes($text)
+function Write-AgentOutput([string]$Id, $Response) {
+    # One line per result (the JSON writer escapes every control character), and always a
+    # contract result (ConvertTo-ResponseText). Raw UTF-8 bytes: independent of the console
+    # code page of the WinRM shell. Flushed at once, so a client waiting on this process gets
+    # the answer while the process lives on.
+    $text = 'iis-clientcert-result ' + $Id + ' ' + (ConvertTo-ResponseText $Response) + [char]10
+    $bytes = $script:Utf8.GetBytes($text)
     $stdout = [Console]::OpenStandardOutput()
     $stdout.Write($bytes, 0, $bytes.Length)
     $stdout.Flush()
@@ -765,7 +772,8 @@ function Get-AgentTempDirectory {
     # never logged on may not have): %windir%\Temp\iis-clientcert-<guid>, where users cannot
     # list names, with a protected DACL for SYSTEM and Administrators only. TMP and TEMP
     # point at it for the rest of the process (Path.GetTempPath and child processes read
-    # them); it is removed when the request is done.
+    # them; every use in this script goes through this function first); it is removed when
+    # the request is done (a persistent agent serves many: each gets a new one).
     if ($null -ne $script:AgentTemp) { return $script:AgentTemp }
     $path = Join-Path $env:windir ('Temp\iis-clientcert-' + [guid]::NewGuid().ToString('N'))
     $folder = [System.IO.Directory]::CreateDirectory($path)
@@ -2741,19 +2749,43 @@ function Invoke-Request([string]$Json) {
     return [ordered]@{ ok = $true; results = $results }
 }
 
-try {
-    $response = Invoke-Request $RequestJson
-} catch {
-    # The error handler must not fail in turn: whatever goes wrong here, Write-AgentOutput
-    # still writes a contract error result (ConvertTo-ResponseText).
-    $response = $null
-    try {
-        $exception = Get-InnermostException $_.Exception
-        $response = New-ErrorResponse $null $null 'Fault' $exception.Message $exception.HResult (New-List)
-    } catch {
-        $response = $null
+$script:Utf8 = New-Object System.Text.UTF8Encoding($false)
+$script:RequestTag = 'iis-clientcert-request '
+
+# One request per stdin line, until stdin ends (the client ends it, or WinRS closes it when
+# the shell goes).
+while ($true) {
+    $line = $Reader.ReadLine()
+    if ($null -eq $line) { break }
+    if ($line.Length -eq 0) { continue }
+    $id = '0'
+    $json = $null
+    if ($line.StartsWith($script:RequestTag, [StringComparison]::Ordinal)) {
+        $rest = $line.Substring($script:RequestTag.Length)
+        $space = $rest.IndexOf([char]' ')
+        if ($space -gt 0 -and $rest.Substring(0, $space) -match '^[0-9]{1,18}$') {
+            $id = $rest.Substring(0, $space)
+            $json = $rest.Substring($space + 1)
+        }
     }
-} finally {
-    Remove-AgentTempDirectory
+    try {
+        if ($null -eq $json) {
+            $response = New-ErrorResponse $null $null 'BadRequest' 'not a request frame' $null (New-List)
+        } else {
+            $response = Invoke-Request $json
+        }
+    } catch {
+        # The error handler must not fail in turn: whatever goes wrong here, Write-AgentOutput
+        # still writes a contract error result (ConvertTo-ResponseText).
+        $response = $null
+        try {
+            $exception = Get-InnermostException $_.Exception
+            $response = New-ErrorResponse $null $null 'Fault' $exception.Message $exception.HResult (New-List)
+        } catch {
+            $response = $null
+        }
+    } finally {
+        Remove-AgentTempDirectory
+    }
+    Write-AgentOutput $id $response
 }
-Write-AgentOutput $response

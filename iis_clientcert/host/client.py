@@ -1,4 +1,4 @@
-"""The one way providers talk to a host: a batch of contract ops in one WinRM command.
+"""The one way providers talk to a host: a batch of contract ops in one agent request.
 
 Results come back typed and by name. A provider plans its reads as named ops
 (:class:`ReadPlan`: ``plan.add(SITES, contract.site_list())``) and gets a :class:`Reads`
@@ -17,9 +17,10 @@ from typing import Any, Generic, TypeVar, cast
 
 from iis_clientcert.errors import AgentError, AgentProtocolError, ContractError
 from iis_clientcert.host import contract, shapes
+from iis_clientcert.host.agent_session import run_agent_request
 from iis_clientcert.host.connection import Connection
 from iis_clientcert.host.contract import Op
-from iis_clientcert.host.winrm_transport import request_secrets, run_agent_request, scrub
+from iis_clientcert.host.winrm_transport import request_secrets, scrub
 
 R = TypeVar("R")
 

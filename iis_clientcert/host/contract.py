@@ -1,8 +1,10 @@
 """The agent contract: the one definition the client, agent.ps1 and the simulator follow.
 
-A provider call becomes one WinRM command. Its command line is a constant bootstrap; the
-agent script and a JSON request travel on stdin, the JSON result comes back on stdout.
-Values (and so every secret) only ever travel as JSON data, never as script text.
+A provider call becomes one agent request. The agent runs in a command whose command line
+is a constant bootstrap; the agent script and JSON requests travel on stdin as frames (one
+per line), each JSON result comes back on stdout as a frame. One agent process may serve
+many requests (a persistent agent per host) or one (a one-shot command). Values (and so
+every secret) only ever travel as JSON data, never as script text.
 
 Request:  {"version": 1, "ops": [{"op": "config.get", "args": {...}}, ...]}
 Result:   {"ok": true, "results": [<one result per op>]}
@@ -32,6 +34,7 @@ plain text, so the agent must decrypt what it writes).
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -43,31 +46,52 @@ from iis_clientcert.errors import ContractError
 
 PROTOCOL_VERSION: Final = 1
 
-# Separates the agent script from the JSON request on stdin.
-REQUEST_MARKER: Final = "\n#--iis-clientcert-request--\n"
+# stdin and stdout are streams of frames, one per line (MS-WSMV pipe-mode stdin: the bytes
+# the client sends, in order). stdin: first the agent script, then any number of requests;
+# the agent answers each request with one result line, in order, and exits at the end of
+# stdin. A one-shot command sends one request and ends stdin; a persistent agent keeps
+# stdin open and is sent the next request when the next call comes (one Send, one
+# Receive). Request JSON is ASCII without line breaks (json.dumps escapes them), so a
+# frame never spans lines; the script travels gzip-compressed and base64-encoded.
+AGENT_TAG: Final = "iis-clientcert-agent"
+REQUEST_TAG: Final = "iis-clientcert-request"
+RESULT_TAG: Final = "iis-clientcert-result"
+# The id of a result that answers no request (the bootstrap's own error, an unreadable
+# request line).
+NO_REQUEST: Final = 0
 
-# The constant program that powershell.exe (or pwsh.exe) runs. It reads stdin (agent script, marker,
-# JSON request), turns the script into a script block and hands it the request text.
-# Nothing in it varies between calls, so nothing variable reaches the command line.
+# The constant program that powershell.exe (or pwsh.exe) runs. It reads the first stdin
+# line (the agent frame), turns the script into a script block and hands it the reader,
+# from which the agent reads its requests. Nothing in it varies between calls, so nothing
+# variable reaches the command line.
 BOOTSTRAP: Final = (
     "$ErrorActionPreference = 'Stop'\n"
     "$utf8 = New-Object System.Text.UTF8Encoding($false)\n"
     "$reader = New-Object System.IO.StreamReader([Console]::OpenStandardInput(), $utf8)\n"
-    "$payload = $reader.ReadToEnd()\n"
-    # `# is an escaped '#': the same text, and kept clear of PowerShell grammars that
-    # would otherwise take the rest of the line for a comment.
-    '$marker = "`n`#--iis-clientcert-request--`n"\n'
-    # Ordinal: a culture-aware IndexOf (PowerShell's default for strings) can miss a marker
-    # that follows a CR under ICU (.NET 5+, so PowerShell 7 on current Windows).
-    "$cut = $payload.IndexOf($marker, [StringComparison]::Ordinal)\n"
-    "if ($cut -lt 0) {\n"
-    '  [Console]::Out.Write(\'{"ok":false,"results":[],"error":{"op":null,"index":null,'
-    '"code":"BadRequest","hresult":null,"message":"agent payload marker missing"}}\')\n'
+    "$line = $reader.ReadLine()\n"
+    "$tag = 'iis-clientcert-agent '\n"
+    # Ordinal: a culture-aware comparison (PowerShell's default for strings) can miss a
+    # prefix under ICU (.NET 5+, so PowerShell 7 on current Windows).
+    "if ($null -eq $line -or -not $line.StartsWith($tag, [StringComparison]::Ordinal)) {\n"
+    "  [Console]::Out.Write('iis-clientcert-result 0 "
+    '{"ok":false,"results":[],"error":{"op":null,"index":null,'
+    '"code":"BadRequest","hresult":null,"message":"agent frame missing"}}'
+    "' + [char]10)\n"
     "  exit 2\n"
     "}\n"
-    "$agent = [ScriptBlock]::Create($payload.Substring(0, $cut))\n"
-    "& $agent $payload.Substring($cut + $marker.Length)\n"
+    # The script is gzip-compressed (a quarter of its size: one Send carries it with the
+    # first request). GZipStream is in System.dll on .NET Framework and in the shared
+    # framework of PowerShell 7.
+    "$zipped = New-Object System.IO.MemoryStream(,[Convert]::FromBase64String("
+    "$line.Substring($tag.Length)))\n"
+    "$gzip = New-Object System.IO.Compression.GZipStream($zipped, "
+    "[System.IO.Compression.CompressionMode]::Decompress)\n"
+    "$text = (New-Object System.IO.StreamReader($gzip, $utf8)).ReadToEnd()\n"
+    "$agent = [ScriptBlock]::Create($text)\n"
+    "& $agent $reader\n"
 )
+# What the bootstrap answers when stdin does not start with the agent frame.
+AGENT_FRAME_MISSING: Final = "agent frame missing"
 
 # Which PowerShell runs the agent, per connection (``connection.shell``): Windows
 # PowerShell 5.1 ships with every Windows Server; PowerShell 7 (pwsh.exe) is a separate
@@ -92,20 +116,74 @@ def command_arguments() -> list[str]:
     return ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
 
 
-def encode_stdin(agent_script: str, request: dict[str, Any]) -> bytes:
-    """What the client writes to the command's stdin."""
-    return (agent_script + REQUEST_MARKER + json.dumps(request, separators=(",", ":"))).encode(
-        "utf-8"
-    )
+def agent_frame(agent_script: str) -> bytes:
+    """The first stdin line: the agent script, gzip-compressed (no timestamp: the same bytes
+    every time) and base64-encoded."""
+    zipped = gzip.compress(agent_script.encode("utf-8"), mtime=0)
+    return f"{AGENT_TAG} {base64.b64encode(zipped).decode('ascii')}\n".encode("ascii")
 
 
-def split_stdin(payload: bytes) -> tuple[str, str]:
-    """The inverse of :func:`encode_stdin` (used by the simulator): (script, request json)."""
-    text = payload.decode("utf-8")
-    cut = text.find(REQUEST_MARKER)
-    if cut < 0:
-        raise ContractError("agent payload marker missing")
-    return text[:cut], text[cut + len(REQUEST_MARKER) :]
+def request_frame(request_id: int, request: dict[str, Any]) -> bytes:
+    """One request as a stdin line (ASCII JSON: no line break can occur in it)."""
+    text = json.dumps(request, separators=(",", ":"), ensure_ascii=True)
+    return f"{REQUEST_TAG} {request_id} {text}\n".encode("ascii")
+
+
+def encode_stdin(agent_script: str, request: dict[str, Any], request_id: int = 1) -> bytes:
+    """The whole stdin of a one-shot command: the agent and one request."""
+    return agent_frame(agent_script) + request_frame(request_id, request)
+
+
+@dataclass(frozen=True)
+class StdinFrame:
+    """One stdin line as the agent reads it (used by the simulator)."""
+
+    kind: Literal["agent", "request", "unknown"]
+    request_id: int = NO_REQUEST
+    text: str = ""  # the script (agent) or the request JSON (request)
+
+
+def parse_stdin_line(line: bytes) -> StdinFrame:
+    """What the bootstrap and the agent make of one stdin line (without its line break)."""
+    text = line.decode("utf-8", "replace").rstrip("\r")
+    tag, _, rest = text.partition(" ")
+    if tag == AGENT_TAG:
+        try:
+            script = gzip.decompress(base64.b64decode(rest, validate=True)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError, OSError, EOFError):
+            return StdinFrame("unknown")
+        return StdinFrame("agent", text=script)
+    if tag == REQUEST_TAG:
+        number, _, body = rest.partition(" ")
+        if number.isdigit() and len(number) <= 18:
+            return StdinFrame("request", int(number), body)
+    return StdinFrame("unknown")
+
+
+def result_frame(request_id: int, result: dict[str, Any] | str) -> bytes:
+    """One result line on stdout (what the agent writes for each request)."""
+    text = result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
+    return f"{RESULT_TAG} {request_id} {text}\n".encode()
+
+
+def take_results(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Complete result lines at the start of ``buffer`` (removed from it), as
+    (request id, JSON bytes). Lines that are no result frame (stray output) are dropped;
+    an incomplete last line stays in the buffer for the next read."""
+    found: list[tuple[int, bytes]] = []
+    prefix = RESULT_TAG.encode() + b" "
+    while True:
+        end = buffer.find(b"\n")
+        if end < 0:
+            return found
+        line = bytes(buffer[:end]).rstrip(b"\r")
+        del buffer[: end + 1]
+        at = line.find(prefix)
+        if at < 0:
+            continue
+        number, _, body = line[at + len(prefix) :].partition(b" ")
+        if number.isdigit():
+            found.append((int(number), body))
 
 
 # --- op results ----------------------------------------------------------------------
@@ -1237,9 +1315,13 @@ def error_result(
 
 
 def parse_result(stdout: bytes | str) -> dict[str, Any]:
-    """Decode the agent's stdout; raises ContractError if it is not a contract result."""
-    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
-    text = text.strip().lstrip("\ufeff")
+    """Decode an agent's answer (its last result frame on stdout, or a bare JSON document);
+    raises ContractError if it is not a contract result."""
+    raw = stdout.encode("utf-8") if isinstance(stdout, str) else stdout
+    frames = take_results(bytearray(raw.lstrip(b"\xef\xbb\xbf") + b"\n"))
+    if frames:
+        raw = frames[-1][1]
+    text = raw.decode("utf-8", "replace").strip().lstrip("\ufeff")
     try:
         result = json.loads(text)
     except json.JSONDecodeError as exc:

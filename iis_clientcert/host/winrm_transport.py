@@ -1,15 +1,21 @@
-"""Run one agent request as one WinRM command, with pywinrm's ``Protocol``.
+"""WinRM for the agent, with pywinrm's ``Protocol``: sessions, error mapping, retries and
+the one-shot command.
 
+An agent request normally goes to the host's persistent agent
+(:mod:`iis_clientcert.host.agent_session`: one Send, one Receive per call). The one-shot
+command here is the fallback when the host refuses to keep a shell (MaxShellsPerUser):
 Create shell -> Command (the constant bootstrap, stdin in pipe mode, no cmd.exe) -> Send
-(agent script + JSON request on stdin, the last part with End) -> Receive until Done ->
+(the agent frame and one request frame, the last part with End) -> Receive until Done ->
 Signal terminate -> Delete shell. Nothing variable is ever on the command line; the request
 (and so every secret) travels only as stdin data.
 
-Retry policy: a failure while opening the shell or starting the command is retried with
-backoff, because nothing can run before the request arrives on stdin (the bootstrap reads
-stdin to the end first). Once ``Send`` may have delivered the request, a failure is raised
-with ``command_may_have_run=True`` and never repeated blindly; only read-only batches (every
-op ``writes=False`` in the contract) are repeated, since running them twice changes nothing.
+Retry policy (both ways): a failure while opening the shell or starting the command is
+retried with backoff, because nothing can run before the request arrives on stdin. Once
+``Send`` may have delivered the request, a failure is raised with
+``command_may_have_run=True`` and never repeated blindly; only read-only batches (every op
+``writes=False`` in the contract) are repeated, since running them twice changes nothing.
+A request the host never received (its persistent agent's shell was gone when the Send
+came: idle timeout, WinRM restarted) goes to a new session at once.
 
 Sessions live in a module-level pool keyed by endpoint, user, transport and a digest of
 the secrets, never in a pickled provider. Each concurrent call gets its own ``Protocol``
@@ -29,7 +35,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import requests
 import urllib3.exceptions
@@ -68,8 +74,13 @@ STDERR_EXCERPT: Final = 1500
 # A command's output is awaited at least this long (and 5 read timeouts): slow ops answer
 # Receive with operation timeouts meanwhile.
 MIN_RECEIVE_SECONDS: float = 300.0
+# WS-Management faults (wsmerror.h / winerror.h) the transport acts on.
+FAULT_QUOTA_MAX_SHELLS: Final = 0x803381A5  # ERROR_WSMAN_QUOTA_MAX_SHELLS (MaxShellsPerUser)
+FAULT_SHELL_NOT_FOUND: Final = 0x8033805B  # ERROR_WINRS_SHELL_NOT_FOUND
+FAULT_PIPE_CLOSING: Final = 0x800700E8  # ERROR_NO_DATA: the process's stdin is closed
 
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -197,15 +208,27 @@ def _close_protocol(protocol: Protocol) -> None:
 
 _POOL: dict[tuple[str, str, str, str], _Endpoint] = {}
 _POOL_LOCK = threading.Lock()
+# Closed before the pool (the agent sessions, which use its Protocols).
+_BEFORE_CLOSE: list[Callable[[], None]] = []
 
 
-def _endpoint_for(connection: Connection) -> _Endpoint:
-    key = (
+def endpoint_key(connection: Connection) -> tuple[str, str, str, str]:
+    """What makes two connections share a session: endpoint, user, transport, secrets."""
+    return (
         connection.endpoint,
         connection.username or "",
         connection.transport,
         connection.secrets_fingerprint(),
     )
+
+
+def before_close(hook: Callable[[], None]) -> None:
+    """Run ``hook`` first whenever the pool closes (and at exit)."""
+    _BEFORE_CLOSE.append(hook)
+
+
+def _endpoint_for(connection: Connection) -> _Endpoint:
+    key = endpoint_key(connection)
     with _POOL_LOCK:
         entry = _POOL.get(key)
         if entry is None:
@@ -214,7 +237,10 @@ def _endpoint_for(connection: Connection) -> _Endpoint:
 
 
 def close_pool() -> None:
-    """Close every pooled session and delete the credential files (also run at exit)."""
+    """Close every agent session and pooled connection, and delete the credential files
+    (also run at exit)."""
+    for hook in list(_BEFORE_CLOSE):
+        hook()
     with _POOL_LOCK:
         entries = list(_POOL.values())
         _POOL.clear()
@@ -265,6 +291,18 @@ def _map_error(
     if isinstance(exc, winrm.exceptions.WSManFaultError):
         code = exc.wsman_fault_code
         fault_reason = f"{exc.reason} {where}"
+        if code is not None and code & 0xFFFFFFFF == FAULT_QUOTA_MAX_SHELLS:
+            # Refused at Create: nothing ran. Shells come and go (ours, other tools'), so a
+            # later try may get one.
+            fault_reason += (
+                ": the account has as many WinRM shells open as the host allows "
+                "(MaxShellsPerUser, 30 by default): close idle sessions, or raise it with "
+                '`winrm set winrm/config/winrs @{MaxShellsPerUser="50"}`'
+            )
+            return _MappedError(
+                WSManFaultError(host, code, fault_reason, command_may_have_run=False),
+                retryable=True,
+            )
         if code is not None and code & 0xFFFFFFFF in (0x80070002, 2):
             # WinRS could not start the program (CreateProcess): nothing ran.
             program = contract.executable(conn.shell)
@@ -480,25 +518,30 @@ def _run_once(conn: Connection, payload: bytes) -> CommandOutput:
         endpoint.release(protocol, reusable)
 
 
-def run_command(conn: Connection, payload: bytes, *, read_only: bool = False) -> CommandOutput:
-    """Run the agent bootstrap with ``payload`` on stdin; map and retry failures."""
-    attempt = 0
+def with_retries(conn: Connection, attempt: Callable[[], T], *, read_only: bool) -> T:
+    """Run ``attempt`` under the retry policy (see the module docstring)."""
+    tries = 0
     while True:
         try:
-            return _run_once(conn, payload)
+            return attempt()
         except _MappedError as failure:
             error = failure.error
             may_have_run = bool(getattr(error, "command_may_have_run", False))
             # Read-only batches are safe to repeat even after they may have run.
             can_repeat = failure.retryable and (not may_have_run or read_only)
-            if can_repeat and attempt < len(RETRY_DELAYS):
-                delay = RETRY_DELAYS[attempt]
-                attempt += 1
-                log.info("%s: %s; try %d in %.1f s", conn.host, error, attempt + 1, delay)
+            if can_repeat and tries < len(RETRY_DELAYS):
+                delay = RETRY_DELAYS[tries]
+                tries += 1
+                log.info("%s: %s; try %d in %.1f s", conn.host, error, tries + 1, delay)
                 _close_idle(conn)
                 _sleep(delay)
                 continue
             raise error from None
+
+
+def run_command(conn: Connection, payload: bytes, *, read_only: bool = False) -> CommandOutput:
+    """Run the agent bootstrap once with ``payload`` on stdin; map and retry failures."""
+    return with_retries(conn, lambda: _run_once(conn, payload), read_only=read_only)
 
 
 def _close_idle(conn: Connection) -> None:
@@ -564,24 +607,58 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def run_agent_request(
+def is_read_only(request: dict[str, Any]) -> bool:
+    """Whether every op of a request only reads (an op this client does not know counts
+    as a write: never repeated)."""
+    specs = [contract.OPS.get(str(op.get("op"))) for op in request.get("ops", [])]
+    return bool(specs) and all(spec is not None and not spec.writes for spec in specs)
+
+
+def no_answer(
+    conn: Connection,
+    request: dict[str, Any],
+    exit_code: int,
+    stdout: bytes,
+    stderr: bytes,
+    problem: str = "no contract result",
+) -> HostError:
+    """The error for an agent process that ended without answering a request."""
+    if not stdout.strip() and not stderr.strip():
+        # Not a word, not an error record: the process was ended from outside (killed,
+        # its shell deleted). The request may have run.
+        return TransportError(
+            conn.host,
+            f"the agent process ended (exit code {exit_code}) before it answered: it may have "
+            "been stopped on the host",
+            command_may_have_run=True,
+        )
+    excerpt = scrub(clean_stderr(stderr), request_secrets(request, conn))
+    if len(excerpt) > STDERR_EXCERPT:
+        excerpt = excerpt[:STDERR_EXCERPT] + "..."
+    return AgentProtocolError(
+        conn.host,
+        f"the agent command did not return a contract result: {problem}; exit code "
+        f"{exit_code}; stdout {len(stdout)} bytes; stderr: {excerpt or '(empty)'}",
+    )
+
+
+def run_agent_request_once(
     conn: Connection, agent_script: str, request: dict[str, Any]
 ) -> dict[str, Any]:
-    """Send one contract request; return the parsed contract result (ok or not)."""
+    """Send one contract request as a one-shot command; the parsed contract result."""
     payload = contract.encode_stdin(agent_script, request)
-    # An op this client does not know counts as a write: never repeated.
-    specs = [contract.OPS.get(str(op.get("op"))) for op in request.get("ops", [])]
-    read_only = bool(specs) and all(spec is not None and not spec.writes for spec in specs)
-    output = run_command(conn, payload, read_only=read_only)
-    try:
-        return contract.parse_result(output.stdout)
-    except ContractError as exc:
-        excerpt = scrub(clean_stderr(output.stderr), request_secrets(request, conn))
-        if len(excerpt) > STDERR_EXCERPT:
-            excerpt = excerpt[:STDERR_EXCERPT] + "..."
-        raise AgentProtocolError(
-            conn.host,
-            f"the agent command did not return a contract result: {exc}; exit code "
-            f"{output.exit_code}; stdout {len(output.stdout)} bytes; stderr: "
-            f"{excerpt or '(empty)'}",
-        ) from None
+    read_only = is_read_only(request)
+
+    def attempt() -> dict[str, Any]:
+        output = _run_once(conn, payload)
+        try:
+            return contract.parse_result(output.stdout)
+        except ContractError as exc:
+            error = no_answer(
+                conn, request, output.exit_code, output.stdout, output.stderr, str(exc)
+            )
+            if isinstance(error, TransportError):
+                raise _MappedError(error, retryable=True) from None
+            raise error from None
+
+    return with_retries(conn, attempt, read_only=read_only)

@@ -20,7 +20,7 @@ from iis_clientcert_simulator import pki
 from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.executor import Executor
 from iis_clientcert_simulator.testing import running_simulator
-from iis_clientcert_simulator.wsman import CommandOutcome, ShellCommand
+from iis_clientcert_simulator.wsman import ShellCommand
 from tests.support.simulator import connection
 
 USER_PASSWORD = "Canary-User-Pw-31337!"
@@ -35,15 +35,15 @@ BOOTSTRAP_LINE = " ".join(contract.command_arguments())
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, list[Any]]]:
     """A fresh simulator whose executor records every command line it receives."""
     seen: list[Any] = []
-    original = Executor.__call__
+    original = Executor.start
 
-    def recording(self: Executor, command: ShellCommand) -> CommandOutcome:
+    def recording(self: Executor, command: ShellCommand, control: Any) -> Any:
         # pywinrm sends the arguments as one <rsp:Arguments> text.
         seen.append((command.executable, " ".join(command.arguments), command.auth))
-        return original(self, command)
+        return original(self, command, control)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(Executor, "__call__", recording)
+    patch.setattr(Executor, "start", recording)
     try:
         with running_simulator(tmp_path_factory.mktemp("acceptance")) as endpoint:
             yield endpoint, seen

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from iis_clientcert.errors import AgentError
-from iis_clientcert.host import contract, shapes, winrm_transport
+from iis_clientcert.host import agent_session, contract, shapes
 from iis_clientcert.host.client import agent_script
 from iis_clientcert.host.contract import (
     SECTION_ANONYMOUS,
@@ -646,9 +646,7 @@ def test_batch_stops_at_the_first_error(agent_host: Target) -> None:
 )
 def test_bad_requests(agent_host: Target, case: str, request_: dict[str, Any]) -> None:
     # Requests HostClient would refuse to build, sent raw.
-    result = winrm_transport.run_agent_request(
-        agent_host.client.connection, agent_script(), request_
-    )
+    result = agent_session.run_agent_request(agent_host.client.connection, agent_script(), request_)
     assert result["ok"] is False and result["error"]["code"] == "BadRequest"
 
 
@@ -747,7 +745,7 @@ def test_every_op_returns_its_declared_result_type(
         ops.insert(-1, contract.mapping_verify_logons(site))
     request = contract.make_request(ops)
     try:
-        result = winrm_transport.run_agent_request(
+        result = agent_session.run_agent_request(
             agent_host.client.connection, agent_script(), request
         )
     finally:

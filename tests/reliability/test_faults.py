@@ -12,15 +12,16 @@ through the real engine.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iis_clientcert.framework import logons
 from iis_clientcert.framework.base import IisProvider
+from iis_clientcert.framework.host_facts import FACTS
+from iis_clientcert.framework.logons import LEDGER
 from iis_clientcert.host import winrm_transport
 from iis_clientcert_simulator.endpoint import ENDPOINT_FILE, Endpoint
 from iis_clientcert_simulator.state import HostState
@@ -38,6 +39,8 @@ from tests.support.simulator import (
 
 pytestmark = pytest.mark.reliability
 
+# The one-shot faults of faults.json the matrices set (simulator/executor.py).
+FAULT_KEYS = ("drop", "fail_op", "kill_agent", "restart_winrm")
 # Files of the state folder that are not host state (kept across restores).
 _NOT_STATE = {"audit.log", ".lock", "faults.json", ENDPOINT_FILE}
 
@@ -82,7 +85,7 @@ class Host:
             data = json.loads(self.state.faults.read_text() or "{}")
         except FileNotFoundError:
             return False
-        return bool(data.get("drop") or data.get("fail_op"))
+        return any(data.get(key) for key in FAULT_KEYS)
 
     def commands(self) -> list[dict[str, Any]]:
         return audit_lines(self.endpoint)
@@ -118,9 +121,10 @@ class Run:
         return self.subject.provider()
 
     def __call__(self) -> dict[str, Any] | None:
-        # Each run is a new `pulumi up` / `destroy`: a new provider process, which remembers
-        # no logon of an earlier one (iis_clientcert.framework.logons.LEDGER).
-        logons.LEDGER.clear()
+        # Each run stands for a `pulumi up` / `destroy` of its own: a new provider process,
+        # which has learnt nothing from logons or host facts yet (iis_clientcert.framework).
+        LEDGER.clear()
+        FACTS.clear()
         provider = self.provider()
         if self.op == "create":
             return dict(provider.create(dict(self.props_a)).outs or {})
@@ -162,6 +166,20 @@ def _fault_specs(commands: int, ops: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("subject", SUBJECTS, ids=[s.kind for s in SUBJECTS])
 def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, tmp_path: Path):
+    run_matrix(subject, host, pki, figures, tmp_path, _fault_specs)
+
+
+def run_matrix(
+    subject: Subject,
+    host: Host,
+    pki: Pki,
+    figures: Figures,
+    tmp_path: Path,
+    fault_specs: Callable[[int, int], list[dict[str, Any]]],
+    part: str = "provider",
+) -> None:
+    """Every fault of ``fault_specs(commands, ops)`` at create, update and delete of
+    ``subject``: each run must converge to the host of a run without faults."""
     conn = connection(host.endpoint).to_input()
     provider = subject.provider()
     props_a = _checked(provider, subject.a(pki), conn)
@@ -186,7 +204,7 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
         lines = host.commands()[seen:]
         golden = normalised_snapshot(host.endpoint)
         n_ops = sum(len(line.get("ops", [])) for line in lines)
-        for spec in _fault_specs(len(lines), n_ops):
+        for spec in fault_specs(len(lines), n_ops):
             label = f"{subject.kind}.{op} {spec}"
             host.restore(start)
             host.set_faults(spec)
@@ -198,19 +216,19 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
             if host.fault_pending():
                 problems.append(f"{label}: the fault never fired")
                 continue
-            figures.add("faults_injected", f"provider:{op}")
+            figures.add("faults_injected", f"{part}:{op}")
             host.set_faults({})
             if failed:  # a fault the client absorbed (a retried read) needs no rerun
                 try:
                     outs = run()  # the next `pulumi up` / `pulumi destroy`
                 except Exception as exc:
                     problems.append(f"{label}: the rerun failed: {exc}")
-                    figures.add("runs_not_converged", "provider")
+                    figures.add("runs_not_converged", part)
                     continue
             ok = True
             if normalised_snapshot(host.endpoint) != golden:
                 problems.append(f"{label}: the host differs from a run without faults")
-                figures.add("lost_writes", "provider")
+                figures.add("lost_writes", part)
                 ok = False
             if outs is not None and not _refresh_is_clean(run, outs):
                 problems.append(f"{label}: refresh after the rerun finds drift")
@@ -234,5 +252,5 @@ def test_fault_matrix(subject: Subject, host: Host, pki: Pki, figures: Figures, 
                 if normalised_snapshot(host.endpoint) != baseline:
                     problems.append(f"{label}: destroy after the recovered create leaves changes")
                     ok = False
-            figures.add("runs_converged" if ok else "runs_not_converged", "provider")
+            figures.add("runs_converged" if ok else "runs_not_converged", part)
     assert not problems, "\n".join(problems)

@@ -17,6 +17,7 @@ from iis_clientcert.host.contract import (
     SECTION_MAPPING,
     SECTION_SSL,
     Op,
+    agent_frame,
     command_arguments,
     element,
     encode_stdin,
@@ -106,11 +107,11 @@ def test_bootstrap_by_run_ps_is_an_agent_request(host: AgentRunner) -> None:
     assert parse_result(outcome.stdout)["ok"]
 
 
-def test_marker_missing(host: AgentRunner) -> None:
+def test_agent_frame_missing(host: AgentRunner) -> None:
     outcome = host.command(POWERSHELL, command_arguments(), b'{"version":1,"ops":[]}')
     assert outcome.exit_code == 2
     error = parse_result(outcome.stdout)["error"]
-    assert (error["code"], error["message"]) == ("BadRequest", "agent payload marker missing")
+    assert (error["code"], error["message"]) == ("BadRequest", "agent frame missing")
 
 
 def test_foreign_agent_script_is_refused(host: AgentRunner) -> None:
@@ -148,7 +149,7 @@ def test_nothing_runs_without_agent_ps1(host, monkeypatch) -> None:
     ],
 )
 def test_bad_requests(host: AgentRunner, request_text: str, words: str) -> None:
-    stdin = (agent_script() + "\n#--iis-clientcert-request--\n" + request_text).encode()
+    stdin = agent_frame(agent_script()) + f"iis-clientcert-request 7 {request_text}\n".encode()
     outcome = host.command(POWERSHELL, command_arguments(), stdin)
     error = parse_result(outcome.stdout)["error"]
     assert error["code"] == "BadRequest" and words in error["message"]

@@ -253,8 +253,9 @@ def test_a_result_that_cannot_be_written_still_yields_a_contract_error(agent: st
 
 
 def test_the_error_handler_cannot_fail_in_turn(agent: str) -> None:
-    tail = agent[agent.rindex("\ntry {\n    $response = Invoke-Request") :]
+    # The request loop (one framed request per stdin line): each request's handler.
+    tail = agent[agent.rindex("\nwhile ($true) {\n    $line = $Reader.ReadLine()") :]
     handler = tail[tail.index("} catch {") : tail.index("} finally {")]
     assert re.search(r"try \{\s+\$exception = Get-InnermostException", handler)
     assert "$response = $null" in handler[handler.index("try {") :]
-    assert tail.rstrip().endswith("Write-AgentOutput $response")
+    assert tail.rstrip().endswith("Write-AgentOutput $id $response\n}")

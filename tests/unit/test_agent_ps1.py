@@ -117,7 +117,7 @@ def test_loads_microsoft_web_administration_not_the_module(agent: str) -> None:
 
 def test_strict_mode_and_errors_stop(agent: str) -> None:
     lines = [line.strip() for line in agent.splitlines()]
-    assert lines.index("param([string]$RequestJson)") < lines.index(
+    assert lines.index("param([System.IO.TextReader]$Reader)") < lines.index(
         "Set-StrictMode -Version Latest"
     )
     assert "$ErrorActionPreference = 'Stop'" in lines

@@ -433,9 +433,9 @@ _TOP = "|".join(
 _PATH = re.compile(r"(?<![\w$./-])((?:" + _TOP + r")/[\w./-]*\w)(?![\w.<*{/-])")
 # Files a user supplies (certificates in an example) are not this repo's.
 _USER_FILES = (".pem", ".pfx", ".cer", ".der", ".key")
-# Known, owned elsewhere: agent.ps1 is not changed by this branch (its first comment names
-# the contract's old place). Remove the entry when it is fixed; the test fails until then.
-KNOWN_STALE = {("iis_clientcert/host/agent.ps1", "providers/contract.py")}
+# Paths named on purpose that do not exist (none now; agent.ps1's first comment named the
+# contract's old place until the persistent agent rewrote it).
+KNOWN_STALE: set[tuple[str, str]] = set()
 
 
 def test_every_file_path_named_in_the_repo_exists() -> None:

@@ -27,7 +27,7 @@ from iis_clientcert.errors import (
     TransportError,
     WSManFaultError,
 )
-from iis_clientcert.host import contract, winrm_transport
+from iis_clientcert.host import agent_session, contract, winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
 from iis_clientcert_simulator.endpoint import Endpoint
@@ -270,6 +270,7 @@ def test_pwsh_connection_runs_the_agent_under_powershell_7(sim: Endpoint) -> Non
 
 
 def test_pwsh_missing_on_the_host_is_explained(sim: Endpoint, sleeps: list[float]) -> None:
+    winrm_transport.close_pool()  # no pwsh.exe agent left running from another test
     with pytest.raises(WSManFaultError) as caught:
         HostClient(basic(sim, shell="pwsh")).call_one("host.facts")
     text = str(caught.value)
@@ -301,11 +302,13 @@ def test_output_that_is_not_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
         b"</S></Objs>"
     )
 
-    def fake(conn: Connection, payload: bytes, *, read_only: bool = False) -> Any:
+    def fake(conn: Connection, payload: bytes) -> Any:
         assert CANARY.encode() in payload  # it was in the request ...
         return winrm_transport.CommandOutput(b"not json", clixml, 1)
 
-    monkeypatch.setattr(winrm_transport, "run_command", fake)
+    # A one-shot command (no persistent agent) whose process printed no result.
+    monkeypatch.setattr(agent_session, "session_for", lambda conn, script: None)
+    monkeypatch.setattr(winrm_transport, "_run_once", fake)
     # A WinRM password of one character would withhold the whole excerpt (contract
     # WITHHELD_MESSAGE): this test is about the request's secret.
     conn = Connection.from_input(
