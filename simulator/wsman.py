@@ -729,6 +729,18 @@ def _shell_not_found(shell_id: str | None) -> _SoapFaultError:
     )
 
 
+def _command_state(response: Any, command_id: str, exit_code: int | None) -> None:
+    """The end of a ReceiveResponse: the streams' ends, Done and the exit code when the
+    command has ended (exit_code not None), else Running (MS-WSMV 3.1.4.14)."""
+    if exit_code is None:
+        _sub(response, "rsp", "CommandState", CommandId=command_id, State=STATE_RUNNING)
+        return
+    for name in ("stdout", "stderr"):
+        _sub(response, "rsp", "Stream", Name=name, CommandId=command_id, End="true")
+    state = _sub(response, "rsp", "CommandState", CommandId=command_id, State=STATE_DONE)
+    _sub(state, "rsp", "ExitCode", str(exit_code))
+
+
 class _ShellService:
     """The WinRS shell resource: shells and their commands, independent of HTTP."""
 
@@ -1181,15 +1193,7 @@ class _ShellService:
             finished = command.stdout_pos >= len(outcome.stdout) and command.stderr_pos >= len(
                 outcome.stderr
             )
-        if finished:
-            for name in ("stdout", "stderr"):
-                _sub(response, "rsp", "Stream", Name=name, CommandId=command.command_id, End="true")
-            state = _sub(
-                response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_DONE
-            )
-            _sub(state, "rsp", "ExitCode", str(outcome.exit_code))
-        else:
-            _sub(response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_RUNNING)
+        _command_state(response, command.command_id, outcome.exit_code if finished else None)
         return _serialize(root)
 
     def _receive_from_process(
@@ -1232,15 +1236,7 @@ class _ShellService:
                     Name=name,
                     CommandId=command.command_id,
                 )
-        if output.exit_code is not None:
-            for name in ("stdout", "stderr"):
-                _sub(response, "rsp", "Stream", Name=name, CommandId=command.command_id, End="true")
-            state = _sub(
-                response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_DONE
-            )
-            _sub(state, "rsp", "ExitCode", str(output.exit_code))
-        else:
-            _sub(response, "rsp", "CommandState", CommandId=command.command_id, State=STATE_RUNNING)
+        _command_state(response, command.command_id, output.exit_code)
         return _serialize(root)
 
     def _signal(self, req: _Request, who: _Principal, endpoint: str) -> bytes:
