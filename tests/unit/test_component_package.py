@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NotRequired, Required, TypedDict
 
@@ -26,6 +26,7 @@ from iis_clientcert.components import ArgsError, remote
 from iis_clientcert.framework.inputs import CONNECTION_SECRETS
 from iis_clientcert.providers import local_user, server_certificate
 from iis_clientcert_simulator import pki
+from tests.support.mocks import installed, run
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = REPO / "schema" / "iis-clientcert.json"
@@ -279,23 +280,8 @@ class _Mocks(pulumi.runtime.Mocks):
 
 @pytest.fixture
 def mocks() -> Iterator[_Mocks]:
-    pulumi.runtime.settings.ROOT.set(None)
-    found = _Mocks()
-    pulumi.runtime.set_mocks(found, preview=False)
-    yield found
-    pulumi.runtime.settings.ROOT.set(None)
-
-
-def _run(program: Callable[[], Any]) -> Any:
-    result: dict[str, Any] = {}
-
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def wrapped() -> Any:
-        out = pulumi.Output.from_input(program())
-        return out.apply(lambda v: result.setdefault("value", v))
-
-    wrapped()
-    return result.get("value")
+    with installed(_Mocks()) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +351,7 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> package.ClientCertSiteProvider:
 def test_the_provider_builds_the_python_component(
     mocks: _Mocks, provider: package.ClientCertSiteProvider, certs: dict[str, str]
 ) -> None:
-    state = _run(
+    state = run(
         lambda: pulumi.Output.from_input(
             _construct(
                 provider, "shop", _inputs(certs, https={"pfx": "MIIB", "port": 8443.0})
@@ -401,7 +387,7 @@ def test_a_connection_given_as_an_output_is_mapped_when_it_resolves(
         inputs["connection"] = pulumi.Output.from_input(inputs["connection"]).apply(dict)
         return _construct(provider, "shop", inputs).urn
 
-    _run(program)
+    run(program)
     connection = _plain(mocks.made["shop-ssl"].inputs["connection"])
     assert connection["endpoint"] == "https://web01:5986/wsman"
     assert connection["username"] == "admin"
@@ -416,7 +402,7 @@ def test_a_list_given_as_an_output_is_refused_by_name(
         return _construct(provider, "shop", inputs).urn
 
     with pytest.raises(InputPropertiesError) as caught:
-        _run(program)
+        run(program)
     assert caught.value.message.startswith("oneToOne: must be written in the program")
 
 
@@ -426,7 +412,7 @@ def test_a_mistake_is_told_in_the_schema_spelling(
     inputs = _inputs(certs)
     inputs["manyToOne"][0]["user"] = "bob"
     with pytest.raises(InputPropertiesError) as caught:
-        _run(lambda: _construct(provider, "shop", inputs).urn)
+        run(lambda: _construct(provider, "shop", inputs).urn)
     assert caught.value.message.startswith('manyToOne[0].user = "bob": is not one of this site')
 
 
@@ -443,7 +429,7 @@ def test_sites_of_one_program_share_one_register(
         return first.urn
 
     with pytest.raises(InputPropertiesError) as caught:
-        _run(program)
+        run(program)
     assert caught.value.message.startswith("https.port = 443: is also bound by site 'shop'")
 
 

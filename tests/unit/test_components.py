@@ -33,6 +33,7 @@ from iis_clientcert.errors import IisClientCertError
 from iis_clientcert.framework.inputs import ConnectionArgsDict
 from iis_clientcert.host.connection import Connection, endpoint_authority
 from iis_clientcert_simulator import pki
+from tests.support.mocks import installed, run
 
 PFX_PASSWORD = "Pfx-Pa55word!"
 WEB01: ConnectionArgsDict = {
@@ -86,26 +87,8 @@ def _quiet_asyncio() -> None:
 
 @pytest.fixture
 def mocks() -> Iterator[_Mocks]:
-    # A fresh root stack per test: each program run has a register of its own.
-    pulumi.runtime.settings.ROOT.set(None)
-    found = _Mocks()
-    pulumi.runtime.set_mocks(found, preview=False)
-    yield found
-    pulumi.runtime.settings.ROOT.set(None)
-
-
-def run(program: Callable[[], Any]) -> Any:
-    """Run ``program`` as Pulumi would (every Output awaited); returns its result."""
-    result: dict[str, Any] = {}
-
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def wrapped() -> Any:
-        value = program()
-        out = pulumi.Output.from_input(value)
-        return out.apply(lambda v: result.setdefault("value", v))
-
-    wrapped()
-    return result.get("value")
+    with installed(_Mocks()) as found:
+        yield found
 
 
 def plain(value: Any) -> Any:
