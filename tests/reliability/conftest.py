@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
+from iis_clientcert.host import winrm_transport
+from iis_clientcert_simulator.testing import running_simulator
+from tests.reliability.resources import prepare_host
+from tests.support.fault_matrix import Host
 from tests.support.reliability import FIGURES_FILE, Figures, Pki, figures_table, make_pki
+from tests.support.simulator import host_client
 
 _FIGURES = Figures()
 
@@ -52,3 +57,18 @@ def _cheap_password_hashes() -> Iterator[None]:
         yield
     finally:
         patch.undo()
+
+
+@pytest.fixture(scope="module")
+def matrix_host(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Host]:
+    """One simulated host per module for the fault matrices (saved and restored per case)."""
+    with running_simulator(tmp_path_factory.mktemp("faults") / "host") as endpoint:
+        prepare_host(host_client(endpoint), pki)
+        yield Host(endpoint)
+    winrm_transport.close_pool()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read-only batches are retried after a drop; the matrix does not need the backoff.
+    monkeypatch.setattr(winrm_transport, "RETRY_DELAYS", (0.0, 0.0, 0.0))

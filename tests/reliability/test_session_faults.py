@@ -17,17 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.reliability import test_faults
 from tests.reliability.resources import SUBJECTS, Subject
-from tests.reliability.test_faults import Host, run_matrix
+from tests.support.fault_matrix import Host, run_matrix
 from tests.support.reliability import Figures, Pki
 from tests.support.simulator import audit_lines
 
-# test_faults' fixtures, for this module too: a simulator per module, retries without pauses.
-host = test_faults.host
-_fast_retries = test_faults._fast_retries
-
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("fast_retries")]
 
 
 def _session_fault_specs(commands: int, ops: int) -> list[dict[str, Any]]:
@@ -41,11 +36,11 @@ def _session_fault_specs(commands: int, ops: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("subject", SUBJECTS, ids=[s.kind for s in SUBJECTS])
 def test_session_fault_matrix(
-    subject: Subject, host: Host, pki: Pki, figures: Figures, tmp_path: Path
+    subject: Subject, matrix_host: Host, pki: Pki, figures: Figures, tmp_path: Path
 ) -> None:
-    seen = len(host.commands())
-    run_matrix(subject, host, pki, figures, tmp_path, _session_fault_specs, part="session")
-    lines = audit_lines(host.endpoint)[seen:]
+    seen = len(matrix_host.commands())
+    run_matrix(subject, matrix_host, pki, figures, tmp_path, _session_fault_specs, part="session")
+    lines = audit_lines(matrix_host.endpoint)[seen:]
     # The faults struck persistent agents: most requests ran in a process that had
     # answered one before (a process starts once per session, not per call).
     starts = sum(1 for line in lines if line.get("process_started"))
