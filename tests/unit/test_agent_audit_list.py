@@ -18,7 +18,7 @@ import pytest
 from iis_clientcert.host import contract
 from iis_clientcert.host.winrm_transport import scrub
 from iis_clientcert_simulator.state import FEATURE_MODULES
-from tests.unit.test_agent_real_windows import function
+from tests.support.agent_script import function
 
 
 @pytest.fixture(scope="module")

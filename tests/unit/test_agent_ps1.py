@@ -4,34 +4,18 @@ check its structure against the contract."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from importlib import resources
 from typing import Any
 
 import pytest
-import tree_sitter
-import tree_sitter_powershell
 
 from iis_clientcert.host import contract
-
-LANGUAGE = tree_sitter.Language(tree_sitter_powershell.language())
-
-
-def _parse(text: str) -> tuple[Any, bytes]:
-    source = text.encode("utf-8")
-    return tree_sitter.Parser(LANGUAGE).parse(source), source
-
-
-def _walk(node: Any) -> Iterator[Any]:
-    yield node
-    for child in node.children:
-        yield from _walk(child)
+from tests.support.agent_script import agent_text, node_text, parse, walk
 
 
 def _syntax_errors(text: str) -> list[str]:
-    tree, source = _parse(text)
+    tree, source = parse(text)
     problems = []
-    for node in _walk(tree.root_node):
+    for node in walk(tree.root_node):
         if node.is_error or node.is_missing:
             line, col = node.start_point
             kind = "missing" if node.is_missing else "error"
@@ -42,11 +26,7 @@ def _syntax_errors(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def agent() -> str:
-    return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
-
-
-def _text(node: Any, source: bytes) -> str:
-    return source[node.start_byte : node.end_byte].decode("utf-8")
+    return agent_text()
 
 
 def test_agent_parses_without_syntax_errors(agent: str) -> None:
@@ -64,19 +44,19 @@ def test_the_grammar_reports_real_errors() -> None:
 
 def _handler_table(agent: str) -> dict[str, str]:
     """Keys of the `$Handlers = @{ 'op' = { ... } }` dispatch table -> handler text."""
-    tree, source = _parse(agent)
-    for node in _walk(tree.root_node):
+    tree, source = parse(agent)
+    for node in walk(tree.root_node):
         if node.type != "assignment_expression":
             continue
         left = node.children[0]
-        if _text(left, source).strip() != "$Handlers":
+        if node_text(left, source).strip() != "$Handlers":
             continue
         table: dict[str, str] = {}
-        for entry in _walk(node):
+        for entry in walk(node):
             if entry.type != "hash_entry":
                 continue
             key = next(c for c in entry.children if c.type == "key_expression")
-            table[_text(key, source).strip().strip("'\"")] = _text(entry, source)
+            table[node_text(key, source).strip().strip("'\"")] = node_text(entry, source)
         return table
     raise AssertionError("agent.ps1 has no $Handlers dispatch table")
 
@@ -86,8 +66,10 @@ def test_every_contract_op_has_exactly_one_handler(agent: str) -> None:
 
 
 def test_every_handler_calls_a_function_the_script_defines(agent: str) -> None:
-    tree, source = _parse(agent)
-    defined = {_text(n, source).lower() for n in _walk(tree.root_node) if n.type == "function_name"}
+    tree, source = parse(agent)
+    defined = {
+        node_text(n, source).lower() for n in walk(tree.root_node) if n.type == "function_name"
+    }
     for op, text in _handler_table(agent).items():
         called = re.findall(r"\b(Invoke-[A-Za-z]+)\b", text)
         assert called, op
@@ -95,8 +77,8 @@ def test_every_handler_calls_a_function_the_script_defines(agent: str) -> None:
 
 
 def _command_names(agent: str) -> set[str]:
-    tree, source = _parse(agent)
-    return {_text(n, source).lower() for n in _walk(tree.root_node) if n.type == "command_name"}
+    tree, source = parse(agent)
+    return {node_text(n, source).lower() for n in walk(tree.root_node) if n.type == "command_name"}
 
 
 def test_no_invoke_expression_and_no_host_output(agent: str) -> None:
@@ -133,11 +115,11 @@ def test_output_is_only_the_json_writer(agent: str) -> None:
 
 def test_secrets_never_reach_a_command_line(agent: str) -> None:
     # The only external program is netsh, and only with certificate hash / app id / endpoint.
-    tree, source = _parse(agent)
+    tree, source = parse(agent)
     externals = [
-        _text(n, source)
-        for n in _walk(tree.root_node)
-        if n.type == "command" and re.search(r"(?i)\.exe\b", _text(n, source).split()[0])
+        node_text(n, source)
+        for n in walk(tree.root_node)
+        if n.type == "command" and re.search(r"(?i)\.exe\b", node_text(n, source).split()[0])
     ]
     assert all("netsh.exe" in text for text in externals), externals
     netsh_args = re.findall(r"Invoke-Netsh\s+(.*)", agent)
@@ -159,11 +141,11 @@ def test_pfx_import_is_machine_persisted_and_not_exportable_by_default(agent: st
 def _redacted_by_agent(agent: str) -> tuple[set[str], set[str]]:
     """What Invoke-Request hides from error messages: (string arguments taken as secrets,
     arguments whose config element's password attributes are)."""
-    tree, source = _parse(agent)
+    tree, source = parse(agent)
     body = next(
-        _text(n, source)
-        for n in _walk(tree.root_node)
-        if n.type == "function_statement" and "Invoke-Request" in _text(n, source).split("{")[0]
+        node_text(n, source)
+        for n in walk(tree.root_node)
+        if n.type == "function_statement" and "Invoke-Request" in node_text(n, source).split("{")[0]
     )
     listed = re.search(r"\$script:Secrets\.Clear\(\)\s+foreach \(\$k in @\(([^)]*)\)\)", body)
     assert listed, "Invoke-Request no longer lists the secret argument names"
@@ -198,7 +180,7 @@ def _edition_of_block(node: Any, source: bytes) -> str | None:
             if branch_if is not None:
                 kids = branch_if.children
                 opened = next(i for i, c in enumerate(kids) if c.type == "(")
-                condition = _text(kids[opened + 1], source).strip()
+                condition = node_text(kids[opened + 1], source).strip()
                 desktop = {"$script:IsDesktop": True, "-not $script:IsDesktop": False}.get(
                     condition
                 )
@@ -210,8 +192,8 @@ def _edition_of_block(node: Any, source: bytes) -> str | None:
 
 def _uses(text: str, patterns: Any) -> list[tuple[int, str]]:
     """(offset, what) of each use of an API of ``patterns`` outside comments."""
-    tree, _ = _parse(text)
-    comments = [(n.start_byte, n.end_byte) for n in _walk(tree.root_node) if n.type == "comment"]
+    tree, _ = parse(text)
+    comments = [(n.start_byte, n.end_byte) for n in walk(tree.root_node) if n.type == "comment"]
     found = []
     for api in patterns:
         for match in api.pattern.finditer(text):
@@ -224,7 +206,7 @@ def _uses(text: str, patterns: Any) -> list[tuple[int, str]]:
 def test_no_api_missing_from_either_powershell_outside_a_block_for_the_other(agent: str) -> None:
     from iis_clientcert_simulator.powershell_editions import CORE_ONLY, DESKTOP_ONLY
 
-    tree, source = _parse(agent)
+    tree, source = parse(agent)
     wrong = []
     for patterns, needs in ((DESKTOP_ONLY, "Desktop"), (CORE_ONLY, "Core")):
         for offset, what in _uses(agent, patterns):
@@ -244,20 +226,20 @@ def test_the_edition_test_uses_psedition(agent: str) -> None:
 
 def _string_searches(text: str) -> list[str]:
     """IndexOf/LastIndexOf/StartsWith/EndsWith calls that compare strings."""
-    tree, source = _parse(text)
+    tree, source = parse(text)
     calls = []
-    for node in _walk(tree.root_node):
+    for node in walk(tree.root_node):
         if node.type != "invokation_expression":
             continue
         names = [c for c in node.children if c.type == "member_name"]
-        if not names or _text(names[-1], source) not in (
+        if not names or node_text(names[-1], source) not in (
             "IndexOf",
             "LastIndexOf",
             "StartsWith",
             "EndsWith",
         ):
             continue
-        calls.append(_text(node, source))
+        calls.append(node_text(node, source))
     return calls
 
 
@@ -277,12 +259,12 @@ def test_string_searches_compare_ordinally(agent: str, which: str) -> None:
 
 
 def _function_bodies(text: str) -> dict[str, str]:
-    tree, source = _parse(text)
+    tree, source = parse(text)
     out = {}
-    for node in _walk(tree.root_node):
+    for node in walk(tree.root_node):
         if node.type == "function_statement":
             name = next(c for c in node.children if c.type == "function_name")
-            out[_text(name, source).lower()] = _text(node, source)
+            out[node_text(name, source).lower()] = node_text(node, source)
     return out
 
 
@@ -300,10 +282,10 @@ def test_add_type_compiles_at_most_once_per_process_outside_the_accounts_temp(
 
 
 def test_the_accounts_temp_folder_is_never_read(agent: str) -> None:
-    tree, source = _parse(agent)
+    tree, source = parse(agent)
     code = "".join(
-        _text(n, source)
-        for n in _walk(tree.root_node)
+        node_text(n, source)
+        for n in walk(tree.root_node)
         if n.child_count == 0 and n.type != "comment"
     )
     assert not re.search(r"(?i)GetTempPath|GetTempFileName|New-TemporaryFile", code)

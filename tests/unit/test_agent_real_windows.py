@@ -9,29 +9,16 @@ the contract.
 from __future__ import annotations
 
 import re
-from importlib import resources
 
 import pytest
 
 from iis_clientcert.host import contract
-from tests.unit.test_agent_ps1 import _parse, _text, _walk
+from tests.support.agent_script import agent_text, function
 
 
 @pytest.fixture(scope="module")
 def agent() -> str:
-    return resources.files("iis_clientcert.host").joinpath("agent.ps1").read_text("utf-8")
-
-
-def function(agent: str, name: str) -> str:
-    """The text of one function of agent.ps1."""
-    tree, source = _parse(agent)
-    for node in _walk(tree.root_node):
-        if node.type != "function_statement":
-            continue
-        names = [c for c in node.children if c.type == "function_name"]
-        if names and _text(names[0], source).lower() == name.lower():
-            return _text(node, source)
-    raise AssertionError(f"agent.ps1 defines no function {name}")
+    return agent_text()
 
 
 def _ordered_table(agent: str, variable: str) -> dict[str, str]:
