@@ -36,15 +36,16 @@ from winrm.protocol import Protocol
 from iis_clientcert_simulator.testing import running_simulator
 from iis_clientcert_simulator.winrm_service import DEMO_SERVICE, SHIPPED, WinRMService
 from iis_clientcert_simulator.wsman import Credentials, WSManServer
-from tests.simulator.test_wsman import (
+from tests.support.wsman import (
     PASSWORD,
     USER,
     EchoHandler,
+    WSManFactory,
+    WSManPki,
     basic_session,
     cert_session,
     winrm_protocol,
 )
-from tests.support.wsman import WSManFactory, WSManPki
 
 SHIPPED_SERVICE = WinRMService()
 BASIC_ONLY = WinRMService(auth_basic=True)  # otherwise as shipped
