@@ -136,6 +136,8 @@ INPUTS = Inputs(
 SITES = ReadKey[contract.SiteListResult]("sites")
 SECTION = ReadKey[contract.ConfigGetResult]("section")
 LOGONS = ReadKey[contract.VerifyLogonsResult]("logons")
+# What a read without logons knows (delete_read_plan).
+_NO_LOGONS: contract.VerifyLogonsResult = {"results": []}
 
 
 def _password_check(user: str) -> ReadKey[VerifyPasswordResult]:
@@ -780,6 +782,14 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
             reads.add(_password_check(user), contract.user_verify_password(logon_name, password))
         return reads
 
+    def delete_read_plan(self, desired: MappingDesired) -> ReadPlan:
+        # The section and the site only: no logon (see IisProvider.delete_read_plan).
+        return (
+            ReadPlan()
+            .add(SITES, contract.site_list())
+            .add(SECTION, contract.config_get(contract.SECTION_MAPPING, desired.site))
+        )
+
     def parse_current(self, desired: MappingDesired, reads: Reads) -> MappingCurrent:
         sites = reads[SITES]["sites"]
         got = reads[SECTION]
@@ -788,8 +798,12 @@ class CertificateMappingProvider(IisProvider[MappingDesired, MappingCurrent]):
             site_found=site_exists(sites, desired.site) is not None,
             present=got["present"],
             element=got["element"] if got["present"] else None,
-            logons=reads[LOGONS]["results"],
-            accounts={user: reads[_password_check(user)] for user in desired.passwords},
+            logons=reads.get(LOGONS, _NO_LOGONS)["results"],
+            accounts={
+                user: reads[_password_check(user)]
+                for user in desired.passwords
+                if _password_check(user) in reads
+            },
             effective=got["effective"],
         )
 

@@ -64,6 +64,8 @@ LOCKED_OUT = contract.logon_hresult(contract.ERROR_ACCOUNT_LOCKED_OUT)
 FACTS = ReadKey[contract.HostFactsResult]("facts")
 USER = ReadKey[contract.UserGetResult]("user")
 PASSWORD = ReadKey[contract.VerifyPasswordResult]("password")
+# What a read without a logon knows of the password (delete_read_plan).
+_NOT_VERIFIED: contract.VerifyPasswordResult = {"valid": False, "hresult": None, "checked": False}
 
 
 def _acl(path: str) -> ReadKey[contract.AclGetResult]:
@@ -406,10 +408,20 @@ class LocalUserProvider(IisProvider[UserDesired, UserCurrent]):
             reads.add(_acl(entry.path), contract.acl_get(entry.path))
         return reads
 
+    def delete_read_plan(self, desired: UserDesired) -> ReadPlan:
+        # No logon: a delete needs the account and its folder rules, not its password.
+        reads = (
+            ReadPlan().add(FACTS, contract.host_facts()).add(USER, contract.user_get(desired.name))
+        )
+        for entry in desired.folder_access:
+            reads.add(_acl(entry.path), contract.acl_get(entry.path))
+        return reads
+
     def parse_current(self, desired: UserDesired, reads: Reads) -> UserCurrent:
         facts = reads[FACTS]
         policy = facts["password_policy"]
-        user, verify = reads[USER], reads[PASSWORD]
+        user = reads[USER]
+        verify = reads.get(PASSWORD, _NOT_VERIFIED)
         acls = {entry.path: reads[_acl(entry.path)] for entry in desired.folder_access}
         missing = tuple(path for path, acl in acls.items() if not acl["exists"])
         explicit = {

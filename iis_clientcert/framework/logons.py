@@ -17,6 +17,7 @@ holds keyed digests of passwords (a random key per process), never the passwords
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import os
@@ -129,35 +130,58 @@ class ProviderClient(HostClient):
     def call(self, ops: Sequence[Op[Any]]) -> list[Any]:
         send, known = LEDGER.prepare(self.host, ops)
         positions = [i for i in range(len(ops)) if i not in known]
-        # Host facts this process read from the host already (host_facts.FACTS).
-        facts = FACTS.get(self.connection.authority)
-        if facts is not None and any(op.name == "host.facts" for op in send):
-            kept = [(i, op) for i, op in zip(positions, send, strict=True)]
-            for at, op in kept:
-                if op.name == "host.facts":
-                    known[at] = dict(facts)
-            send = [op for _, op in kept if op.name != "host.facts"]
-            positions = [i for i, op in kept if op.name != "host.facts"]
+        authority = self.connection.authority
+        facts_at = [i for i, op in zip(positions, send, strict=True) if op.name == "host.facts"]
+        # Host facts: read once per process and host (host_facts.FACTS); while another
+        # call reads them, this one sends the rest and takes that call's answer.
+        reading = waiting = False
+        if facts_at:
+            facts, reading = FACTS.claim(authority)
+            if not reading:
+                waiting = facts is None
+                _fill(known, facts_at, facts)
+                kept = [(i, op) for i, op in zip(positions, send, strict=True) if i not in facts_at]
+                send = [op for _, op in kept]
+                positions = [i for i, _ in kept]
         try:
-            sent = super().call(send) if send else []
-        except AgentError as exc:
-            done = _merge(len(ops), positions, exc.results, known)
-            LEDGER.record(self.host, ops, done)
-            FACTS.record(self.connection.authority, ops, done)
-            index = positions[exc.index] if exc.index is not None else None
-            raise AgentError(
-                self.host,
-                exc.op,
-                exc.code,
-                exc.agent_message,
-                exc.hresult,
-                index,
-                done,
-            ) from exc
-        results = _merge(len(ops), positions, sent, known)
-        LEDGER.record(self.host, ops, results)
-        FACTS.record(self.connection.authority, ops, results)
-        return results
+            try:
+                sent = super().call(send) if send else []
+            except AgentError as exc:
+                if waiting:
+                    _fill(known, facts_at, FACTS.get(authority))
+                done = _merge(len(ops), positions, exc.results, known)
+                LEDGER.record(self.host, ops, done)
+                FACTS.record(authority, ops, done)
+                index = positions[exc.index] if exc.index is not None else None
+                raise AgentError(
+                    self.host,
+                    exc.op,
+                    exc.code,
+                    exc.agent_message,
+                    exc.hresult,
+                    index,
+                    done,
+                ) from exc
+            if waiting:
+                facts = FACTS.wait(authority)
+                if facts is None:  # the other call failed before its facts: read them here
+                    read = contract.host_facts()
+                    facts = super().call([read])[0]
+                    FACTS.record(authority, [read], [facts])
+                _fill(known, facts_at, facts)
+            results = _merge(len(ops), positions, sent, known)
+            LEDGER.record(self.host, ops, results)
+            FACTS.record(authority, ops, results)
+            return results
+        finally:
+            if reading:
+                FACTS.release(authority)
+
+
+def _fill(known: dict[int, Any], positions: Sequence[int], facts: Any) -> None:
+    if facts is not None:
+        for at in positions:
+            known[at] = copy.deepcopy(facts)
 
 
 def _merge(

@@ -89,6 +89,10 @@ class Reads:
     def __contains__(self, key: object) -> bool:
         return key in self._results
 
+    def get(self, key: ReadKey[R], default: R) -> R:
+        """The result read under ``key``, or ``default`` if the plan did not read it."""
+        return cast(R, self._results.get(key, default))
+
 
 class HostClient:
     """Runs contract ops on the host of ``connection``. Holds no live objects (picklable)."""

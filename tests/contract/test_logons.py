@@ -10,6 +10,7 @@ for one ``pulumi refresh``: a new provider process, so nothing is remembered bet
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,3 +217,24 @@ def test_the_mapping_logs_on_with_its_logon_method(sim: Sim) -> None:
     mapping.update(mapped.id, mapped.outs, batch)
     result = client.call_one("mapping.verify_logons", site="shop")["results"][0]
     assert (result["valid"], result["hresult"]) == (True, "0x80070569")
+
+
+def test_deleting_a_mapping_and_its_account_tries_no_logon(sim: Sim) -> None:
+    # `pulumi destroy` only needs to know what is there to remove: a logon would count
+    # towards lockout (the password may have changed behind Pulumi's back) and costs the
+    # LogonUser setup on a fresh agent for nothing.
+    user, _inputs, created = _user(sim, "leaving")
+    mapping, _mapping_inputs, mapped = _mapping(sim, "leaving")
+    sim.client().call_one("user.set", name="leaving", password=CHANGED)
+    before = account_record(sim.state, "leaving")["bad_password_count"]
+    calls = _agent_calls(sim)
+    _new_run()
+    mapping.delete(mapped.id, mapped.outs)
+    assert account_record(sim.state, "leaving")["bad_password_count"] == before
+    user.delete(created.id, created.outs)
+    with pytest.raises(KeyError):
+        account_record(sim.state, "leaving")  # deleted
+    lines = (sim.state / "audit.log").read_text("utf-8").splitlines()[calls:]
+    ops = [op["op"] for line in lines for op in json.loads(line).get("ops") or []]
+    assert "user.delete" in ops
+    assert not {"user.verify_password", "mapping.verify_logons"} & set(ops), ops

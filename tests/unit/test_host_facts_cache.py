@@ -4,7 +4,9 @@ to forget or the facts are older than the TTL."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,40 @@ def test_a_new_process_or_old_facts_read_them_again(
     monkeypatch.setattr(host_facts, "TTL_SECONDS", 0.0)
     client(sim).call([contract.host_facts()])
     assert ops_sent(sim) == [["host.facts"]] * 3
+
+
+def test_calls_at_the_same_time_read_the_facts_once(sim: Endpoint) -> None:
+    # The engine runs up to 4 provider calls at once, and most resources read the facts
+    # (on Windows, secedit.exe each time): the first call reads them, the others take its
+    # answer and send only the rest of their batch.
+    names = ["alice", "bob", "carol", "dave"]
+    ready = threading.Barrier(len(names))
+
+    def read(name: str) -> list[Any]:
+        ready.wait()
+        return client(sim).call([contract.host_facts(), contract.user_get(name)])
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(read, names))
+    facts = results[0][0]
+    assert facts["os_build"] > 0
+    assert [r[0] for r in results] == [facts] * len(names)
+    assert [r[1]["name"] for r in results] == names
+    sent = ops_sent(sim)
+    assert sum(batch.count("host.facts") for batch in sent) == 1, sent
+    assert sorted(op for batch in sent for op in batch if op != "host.facts") == ["user.get"] * 4
+
+
+def test_a_call_whose_facts_reader_failed_reads_them_itself(sim: Endpoint) -> None:
+    # The call that claimed the facts failed before reading them (its batch stopped at an
+    # earlier op): a call waiting for them reads them itself instead of going without.
+    owner = client(sim).connection.authority
+    facts, reading = FACTS.claim(owner)
+    assert facts is None and reading
+    waiter = ThreadPoolExecutor(1).submit(
+        client(sim).call, [contract.host_facts(), contract.user_get("nobody")]
+    )
+    FACTS.release(owner)  # the reader gave up with nothing recorded
+    facts_read, user = waiter.result(timeout=60)
+    assert facts_read["os_build"] > 0 and user["exists"] is False
+    assert ops_sent(sim) in ([["user.get"], ["host.facts"]], [["host.facts", "user.get"]])
