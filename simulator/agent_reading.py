@@ -19,7 +19,8 @@ read from the script itself, so the simulator fails the agent where Windows woul
   hands it (a loop around ``ReadLine()`` at the top level: a persistent agent) or one
   request and ends;
 - what an op costs on a host (simulator/host_costs.py): the ops that can reach an
-  ``Add-Type`` compile, and those that start a program (``& "...\\netsh.exe"``).
+  ``Add-Type`` compile or a type emitted with System.Reflection.Emit, and those that start a
+  program (``& "...\\netsh.exe"``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _TEMP_READS: Final = (
     re.compile(r"(?i)\$env:TE?MP\b(?!\s*=[^=])"),
 )
 _COMPILES: Final = re.compile(r"(?i)\bAdd-Type\b[^\n]*-(?:TypeDefinition|MemberDefinition)\b")
+# A type emitted in memory (System.Reflection.Emit): no compiler, no files.
+_EMITS: Final = re.compile(r"(?i)\bDefineDynamicAssembly\s*\(")
 _SETS_TMP: Final = re.compile(r"(?i)\$env:TMP\s*=[^=]")
 # A program started by the call operator: & "$env:windir\system32\netsh.exe" @args.
 _STARTS_PROGRAM: Final = re.compile(r"(?i)&\s*[\"'][^\"'\n]*\.exe[\"']")
@@ -142,6 +145,10 @@ class AgentText:
     def ops_compiling(self) -> frozenset[str]:
         """Ops that can reach an Add-Type compile (static: a call that is there counts)."""
         return self._ops_reaching(_COMPILES)
+
+    def ops_emitting(self) -> frozenset[str]:
+        """Ops that can reach a type emitted with System.Reflection.Emit."""
+        return self._ops_reaching(_EMITS)
 
     def ops_starting_programs(self) -> frozenset[str]:
         """Ops that can reach the start of a program (netsh.exe, secedit.exe)."""

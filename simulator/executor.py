@@ -181,6 +181,7 @@ class AgentRun:
     retries_conflict: bool = False  # runs an op again once after a commit conflict
     serves_many: bool = True  # answers request after request (a persistent agent)
     compiles: frozenset[str] = frozenset()  # ops that can reach an Add-Type compile
+    emits: frozenset[str] = frozenset()  # ops that can reach a Reflection.Emit type
     starts_programs: frozenset[str] = frozenset()  # ops that can start netsh.exe, ...
 
 
@@ -513,12 +514,18 @@ class AgentProcess:
             def cost(op: str, logged_on: bool, line: dict[str, Any] = base) -> None:
                 nonlocal compiled
                 if logged_on:
-                    # The agent compiles its LogonUser type (Add-Type) at the first logon
-                    # of the process, when the op can reach that compile; it stays loaded.
-                    if compiled or op not in agent.compiles:
+                    # The agent makes its LogonUser type at the first logon of the process
+                    # (compiled with Add-Type, or emitted in memory), when the op can reach
+                    # that code; it stays loaded.
+                    if compiled:
+                        return
+                    if op in agent.compiles:
+                        spent = x.costs.add_type_ms
+                    elif op in agent.emits:
+                        spent = x.costs.emit_type_ms
+                    else:
                         return
                     compiled = True
-                    spent = x.costs.add_type_ms
                 else:
                     spent = x.costs.write_op_ms if OPS[op].writes else x.costs.read_op_ms
                     if op in agent.starts_programs:
@@ -714,6 +721,7 @@ class Executor:
             retries_conflict=reading.retries_commit_conflict(),
             serves_many=reading.serves_many_requests(),
             compiles=reading.ops_compiling(),
+            emits=reading.ops_emitting(),
             starts_programs=reading.ops_starting_programs(),
         )
 

@@ -63,6 +63,14 @@ DESKTOP_ONLY: Final[tuple[MissingApi, ...]] = (
         "dotnet/corefx#9872, PowerShell/PowerShell#10088: moved to FileSystemAclExtensions",
     ),
     MissingApi(
+        re.compile(r"(?i)(?:\[AppDomain\]::CurrentDomain|\$\w+)\.DefineDynamicAssembly\s*\("),
+        "AppDomain.DefineDynamicAssembly",
+        "InvalidOperation: Method invocation failed because [System.AppDomain] does not contain"
+        " a method named 'DefineDynamicAssembly'.",
+        "Microsoft docs: AppDomain.DefineDynamicAssembly applies to .NET Framework only; .NET"
+        " has the static AssemblyBuilder.DefineDynamicAssembly (.NET Framework 4.5+ too)",
+    ),
+    MissingApi(
         re.compile(r"(?i)\bGet-WmiObject\b"),
         "Get-WmiObject",
         "Get-WmiObject: The term 'Get-WmiObject' is not recognized as a name of a cmdlet,"

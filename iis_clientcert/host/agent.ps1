@@ -2037,32 +2037,58 @@ function Invoke-UserGet($A) {
     }
 }
 
-$script:LogonSource = @'
-using System;
-using System.Runtime.InteropServices;
-public static class IisClientCertLogon {
-    [DllImport("advapi32.dll", SetLastError = true, CharSet = CharSet.Unicode)]
-    private static extern bool LogonUserW(string user, string domain, string password, int logonType, int provider, out IntPtr token);
-    [DllImport("kernel32.dll", SetLastError = true)]
-    private static extern bool CloseHandle(IntPtr handle);
-    public static int TryLogon(string user, string domain, string password, int logonType) {
-        IntPtr token;
-        if (LogonUserW(user, domain, password, logonType, 0, out token)) { CloseHandle(token); return 0; }
-        return Marshal.GetLastWin32Error();
-    }
-}
-'@
-
 function Initialize-LogonType {
-    # LogonUser through P/Invoke, compiled at most once per agent process (the type is looked
-    # up first) and only when a logon is tried. Script-block logging flags any script that
-    # holds Add-Type/DllImport as suspicious (event 4104) when it is loaded, compiled or not.
-    if ($null -ne ('IisClientCertLogon' -as [type])) { return }
-    # Windows PowerShell 5.1 compiles with csc.exe through files in TMP; the account's own
-    # TEMP may not exist (an account that never logged on, reached with noprofile).
-    # PowerShell 7 compiles in memory.
-    $env:TMP = Get-AgentTempDirectory
-    Add-Type -TypeDefinition $script:LogonSource
+    # LogonUser through P/Invoke, defined at most once per agent process and only when a
+    # logon is tried. The type is emitted in memory (System.Reflection.Emit, the way
+    # PSReflect defines Win32 functions), not compiled: Add-Type runs the C# compiler
+    # (csc.exe and files in TMP on 5.1, Roslyn on 7), about a second at the first logon of
+    # every agent process. AssemblyBuilder.DefineDynamicAssembly is on .NET Framework 4.5+
+    # and .NET alike (AppDomain's is .NET Framework only). Script-block logging flags
+    # scripts that emit P/Invoke types as suspicious (event 4104), as it does Add-Type.
+    if ($null -ne $script:LogonApi) { return }
+    $name = [System.Reflection.AssemblyName]::new('IisClientCertLogon')
+    $assembly = [System.Reflection.Emit.AssemblyBuilder]::DefineDynamicAssembly($name, [System.Reflection.Emit.AssemblyBuilderAccess]::Run)
+    $module = $assembly.DefineDynamicModule('IisClientCertLogon')
+    $type = $module.DefineType('IisClientCertLogon', [System.Reflection.TypeAttributes]'Public, Abstract, Sealed, Class')
+    $pinvoke = [System.Reflection.MethodAttributes]'Public, Static, HideBySig, PinvokeImpl'
+    $logonUser = $type.DefineMethod('LogonUserW', $pinvoke, [bool], [type[]]@([string], [string], [string], [int], [int], [IntPtr].MakeByRefType()))
+    [void]$logonUser.DefineParameter(6, [System.Reflection.ParameterAttributes]::Out, 'token')
+    $logonUser.SetCustomAttribute((New-DllImport 'advapi32.dll' 'LogonUserW' $true))
+    $closeHandle = $type.DefineMethod('CloseHandle', $pinvoke, [bool], [type[]]@([IntPtr]))
+    $closeHandle.SetCustomAttribute((New-DllImport 'kernel32.dll' 'CloseHandle' $false))
+    # TryLogon(user, domain, password, logonType): 0, or LogonUser's Win32 error, taken in
+    # the same method (PowerShell may call other functions before a script could ask).
+    $tryLogon = $type.DefineMethod('TryLogon', [System.Reflection.MethodAttributes]'Public, Static, HideBySig', [int], [type[]]@([string], [string], [string], [int]))
+    $il = $tryLogon.GetILGenerator()
+    $token = $il.DeclareLocal([IntPtr])
+    $failed = $il.DefineLabel()
+    $op = [System.Reflection.Emit.OpCodes]
+    $il.Emit($op::Ldarg_0)
+    $il.Emit($op::Ldarg_1)
+    $il.Emit($op::Ldarg_2)
+    $il.Emit($op::Ldarg_3)
+    $il.Emit($op::Ldc_I4_0)
+    $il.Emit($op::Ldloca_S, $token)
+    $il.Emit($op::Call, $logonUser)
+    $il.Emit($op::Brfalse_S, $failed)
+    $il.Emit($op::Ldloc_0)
+    $il.Emit($op::Call, $closeHandle)
+    $il.Emit($op::Pop)
+    $il.Emit($op::Ldc_I4_0)
+    $il.Emit($op::Ret)
+    $il.MarkLabel($failed)
+    $il.Emit($op::Call, [System.Runtime.InteropServices.Marshal].GetMethod('GetLastWin32Error'))
+    $il.Emit($op::Ret)
+    $script:LogonApi = $type.CreateType()
+}
+
+function New-DllImport([string]$Library, [string]$EntryPoint, [bool]$SetLastError) {
+    # [DllImport(Library, EntryPoint = ..., CharSet = Unicode, SetLastError = ...)]: the
+    # runtime reads it as the method's P/Invoke map (PreserveSig, the default, included).
+    $attribute = [System.Runtime.InteropServices.DllImportAttribute]
+    $fields = [System.Reflection.FieldInfo[]]@($attribute.GetField('EntryPoint'), $attribute.GetField('CharSet'), $attribute.GetField('SetLastError'))
+    $values = [object[]]@($EntryPoint, [System.Runtime.InteropServices.CharSet]::Unicode, $SetLastError)
+    return [System.Reflection.Emit.CustomAttributeBuilder]::new($attribute.GetConstructor([type[]]@([string])), [object[]]@($Library), $fields, $values)
 }
 
 function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [string]$DefaultDomain = '.') {
@@ -2071,7 +2097,7 @@ function Test-Logon([string]$UserName, [string]$Password, [int]$LogonType = 3, [
     # Callers go through Invoke-GuardedLogon: every wrong password counts towards lockout.
     Initialize-LogonType
     $parts = Split-LogonName $UserName $DefaultDomain
-    return [IisClientCertLogon]::TryLogon($parts[1], $parts[0], $Password, $LogonType)
+    return [int]$script:LogonApi::TryLogon($parts[1], $parts[0], $Password, $LogonType)
 }
 
 # --- logons: the rules of contract.py, "Logons" -------------------------------------------
@@ -2085,6 +2111,8 @@ $script:ErrorAccountLockedOut = 1909
 $script:LogonTypes = @{ Interactive = 2; Network = 3; Batch = 4; ClearText = 8 }
 $script:UF_LOCKOUT = 0x10
 $script:LogonState = $null
+# The emitted LogonUser type (Initialize-LogonType).
+$script:LogonApi = $null
 
 function Reset-LogonState {
     # One request's logons: the passwords user.set has just set, the accounts whose logon

@@ -170,7 +170,12 @@ def _run(executor: Executor, *requests: bytes) -> list[dict[str, Any]]:
 
 def test_host_costs_are_counted_in_the_audit_log(tmp_path: Path) -> None:
     costs = HostCosts(
-        powershell_start_ms=3, agent_load_ms=2, read_op_ms=1, write_op_ms=4, add_type_ms=9
+        powershell_start_ms=3,
+        agent_load_ms=2,
+        read_op_ms=1,
+        write_op_ms=4,
+        add_type_ms=900,
+        emit_type_ms=9,
     )
     executor = Executor(tmp_path / "host", costs=costs)
     verify = contract.user_verify_password("costly", "Pw-123456!a")
@@ -185,8 +190,8 @@ def test_host_costs_are_counted_in_the_audit_log(tmp_path: Path) -> None:
     assert all(r["ok"] for r in results)
     assert results[3]["results"][0]["valid"] is True
     lines = audit.read(executor.state.audit)
-    # The start and the agent's load once; each op's work; the Add-Type compile of the
-    # LogonUser type at the process's first logon, and never again.
+    # The start and the agent's load once; each op's work; the LogonUser type, emitted in
+    # memory (no Add-Type compile), at the process's first logon, and never again.
     assert [x["host_ms"] for x in lines] == [3 + 2 + 1 + 1, 1, 4, 1 + 9, 1]
     assert [x.get("process_started") for x in lines] == [True, None, None, None, None]
 
@@ -216,9 +221,15 @@ def test_floor_mode_has_no_host_costs(tmp_path: Path) -> None:
 def test_what_each_op_costs_is_read_from_the_agent() -> None:
     reading = AgentText.read(agent_script_text())
     assert reading.serves_many_requests()
-    assert "user.verify_password" in reading.ops_compiling()
+    assert "user.verify_password" in reading.ops_emitting()
+    assert not reading.ops_compiling()  # no Add-Type anywhere
     assert "binding.set" in reading.ops_starting_programs()
-    assert "config.get" not in reading.ops_compiling() | reading.ops_starting_programs()
+    assert "config.get" not in reading.ops_emitting() | reading.ops_starting_programs()
+    compiling = agent_script_text().replace(
+        "function Initialize-LogonType {\n",
+        "function Initialize-LogonType {\n    Add-Type -TypeDefinition 'public class X {}'\n",
+    )
+    assert "user.verify_password" in AgentText.read(compiling).ops_compiling()
     assert not AgentText.read("param($Reader)\n$Reader.ReadLine()\n").serves_many_requests()
 
 

@@ -322,6 +322,28 @@ def test_powershell_7_refuses_an_agent_that_needs_windows_powershell(
     assert parse_result(outcome.stdout)["ok"]
 
 
+def test_powershell_7_refuses_the_app_domains_dynamic_assemblies(
+    host: AgentRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The logon type is emitted in memory; AppDomain.DefineDynamicAssembly (the way many
+    # Windows PowerShell scripts do it) is .NET Framework only: the agent uses the static
+    # AssemblyBuilder.DefineDynamicAssembly, which both editions have.
+    _install_powershell_7(host)
+    script = agent_script().replace(
+        "[System.Reflection.Emit.AssemblyBuilder]::DefineDynamicAssembly(",
+        "[AppDomain]::CurrentDomain.DefineDynamicAssembly(",
+    )
+    assert script != agent_script()
+    stdin = _with_agent(monkeypatch, script)
+    outcome = host.command("pwsh.exe", command_arguments(), stdin)
+    assert outcome.exit_code == 1 and b"DefineDynamicAssembly" in outcome.stderr
+    assert parse_result(host.command("powershell.exe", command_arguments(), stdin).stdout)["ok"]
+    # The agent as shipped runs on both.
+    stdin = _with_agent(monkeypatch, agent_script())
+    for program in ("pwsh.exe", "powershell.exe"):
+        assert parse_result(host.command(program, command_arguments(), stdin).stdout)["ok"]
+
+
 def test_windows_powershell_refuses_an_agent_that_needs_powershell_7(
     host: AgentRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,7 +378,7 @@ def _set_fact(host: AgentRunner, **facts: Any) -> None:
 
 @pytest.mark.parametrize("edition", ["powershell.exe", "pwsh.exe"])
 def test_the_agent_needs_no_temp_folder(host: AgentRunner, edition: str) -> None:
-    # The default host's WinRM account has no TEMP: logons (Add-Type on 5.1) and encrypted
+    # The default host's WinRM account has no TEMP: logons (no Add-Type) and encrypted
     # values (a decryption copy of applicationHost.config) must work all the same.
     _install_powershell_7(host)
     password = "Temp-Less-Pw-1!"

@@ -268,17 +268,28 @@ def _function_bodies(text: str) -> dict[str, str]:
     return out
 
 
-def test_add_type_compiles_at_most_once_per_process_outside_the_accounts_temp(
-    agent: str,
-) -> None:
-    bodies = {n: b for n, b in _function_bodies(agent).items() if "Add-Type -" in b}
-    assert bodies, "the agent compiles its LogonUser binding with Add-Type"
-    for name, body in bodies.items():
-        compile_at = body.index("Add-Type -")
-        # The compiled type is looked up first: one compilation per agent process.
-        assert re.search(r"if \(\$null -ne \('(\w+)' -as \[type\]\)\) \{ return \}", body), name
-        # 5.1 compiles through files in TMP: pointed at the agent's private folder first.
-        assert "$env:TMP = Get-AgentTempDirectory" in body[:compile_at], name
+def test_the_logon_type_is_emitted_once_per_process_without_a_compiler(agent: str) -> None:
+    # Add-Type runs the C# compiler (csc.exe through files in TMP on 5.1): about a second
+    # at the first logon of every agent process. The LogonUser binding is emitted in memory.
+    assert not re.search(r"(?i)Add-Type\b[^\n]*-(?:TypeDefinition|MemberDefinition)", agent)
+    body = _function_bodies(agent)["initialize-logontype"]
+    code = [line.strip() for line in body.splitlines()[1:] if not line.strip().startswith("#")]
+    # Looked up first: one type per agent process (and StrictMode needs it set at load).
+    assert code[0] == "if ($null -ne $script:LogonApi) { return }"
+    assert "\n$script:LogonApi = $null\n" in agent
+    # The static AssemblyBuilder method: AppDomain's is .NET Framework only.
+    assert "[System.Reflection.Emit.AssemblyBuilder]::DefineDynamicAssembly(" in body
+    assert "AssemblyBuilderAccess]::Run)" in body  # in memory, never saved
+    # LogonUserW with SetLastError, and its error read inside the emitted method.
+    assert "New-DllImport 'advapi32.dll' 'LogonUserW' $true" in body
+    assert "GetMethod('GetLastWin32Error')" in body
+    assert body.index("MarkLabel($failed)") < body.index("GetLastWin32Error")
+    dll_import = _function_bodies(agent)["new-dllimport"]
+    for field in ("EntryPoint", "CharSet", "SetLastError"):
+        assert f"GetField('{field}')" in dll_import
+    assert "CharSet]::Unicode" in dll_import
+    test_logon = _function_bodies(agent)["test-logon"]
+    assert "Initialize-LogonType" in test_logon and "$script:LogonApi::TryLogon(" in test_logon
 
 
 def test_the_accounts_temp_folder_is_never_read(agent: str) -> None:
