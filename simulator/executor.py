@@ -52,7 +52,8 @@ from iis_clientcert.host.contract import (
     validate_request,
 )
 from iis_clientcert_simulator import audit
-from iis_clientcert_simulator.agent_reading import MUTEX_NAME, AgentText
+from iis_clientcert_simulator.agent_reading import MUTEX_NAME
+from iis_clientcert_simulator.agent_reading import summary as agent_summary
 from iis_clientcert_simulator.errors import HR_FAIL, CommitConflictError, OpError, injected_error
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.host_costs import NONE, HostCosts
@@ -702,10 +703,10 @@ class Executor:
 
     def _agent_run(self, script: str, edition: Edition, base: dict[str, Any]) -> AgentRun:
         """How this agent script behaves on this host, read from its text."""
-        reading = AgentText.read(script)
+        reading = agent_summary(script, edition)
         refused: dict[str, OpError] = {}
         if not self.state.host_facts().get("account_has_temp", False):
-            for op, why in reading.ops_needing_temp(edition).items():
+            for op, why in reading.needing_temp:
                 # What the agent meets there: DirectoryNotFoundException for a path under a
                 # TEMP that does not exist (0x80070003, which the agent reads as NotFound).
                 refused[op] = OpError(
@@ -717,12 +718,12 @@ class Executor:
                 )
         return AgentRun(
             refused=refused,
-            takes_mutex=reading.takes_host_mutex(),
-            retries_conflict=reading.retries_commit_conflict(),
-            serves_many=reading.serves_many_requests(),
-            compiles=reading.ops_compiling(),
-            emits=reading.ops_emitting(),
-            starts_programs=reading.ops_starting_programs(),
+            takes_mutex=reading.takes_mutex,
+            retries_conflict=reading.retries_conflict,
+            serves_many=reading.serves_many,
+            compiles=reading.compiles,
+            emits=reading.emits,
+            starts_programs=reading.starts_programs,
         )
 
     def run_ops(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, Literal
 
 Edition = Literal["Desktop", "Core"]
@@ -217,6 +218,11 @@ def _guards(code: str) -> list[Edition | None]:
 
 def violations(script: str, edition: Edition) -> list[Violation]:
     """Calls ``script`` makes, outside a block for the other edition, that ``edition`` lacks."""
+    return list(_violations(script, edition))
+
+
+@lru_cache(maxsize=16)  # read once per script and edition, not at every process start
+def _violations(script: str, edition: Edition) -> tuple[Violation, ...]:
     missing = DESKTOP_ONLY if edition == "Core" else CORE_ONLY
     code, text = scan(script)
     guards = _guards(code)
@@ -228,4 +234,4 @@ def violations(script: str, edition: Edition) -> list[Violation]:
                 continue
             found.append(Violation(api, script.count("\n", 0, match.start()) + 1))
     found.sort(key=lambda v: v.line)
-    return found
+    return tuple(found)

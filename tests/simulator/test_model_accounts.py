@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -119,8 +121,25 @@ def test_users_json_holds_only_a_salted_hash(host: AgentRunner) -> None:
     raw = (host.state_dir / "users.json").read_text()
     assert PASSWORD not in raw
     users = json.loads(raw)["users"]
-    assert users["alice"]["password_hash"].startswith("scrypt$")
+    assert users["alice"]["password_hash"].startswith("scrypt12$")
     assert users["alice"]["password_hash"] != users["bob"]["password_hash"]  # salted
+
+
+def test_accounts_a_host_of_an_earlier_version_stored_still_log_on(host: AgentRunner) -> None:
+    # Hosts kept from earlier versions (a demo host's state) hold scrypt hashes with n=2**14.
+    host.one("user.set", name="alice", password=PASSWORD)
+    path = host.state_dir / "users.json"
+    data = json.loads(path.read_text())
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(PASSWORD.encode(), salt=salt, dklen=32, n=2**14, r=8, p=1)
+    data["users"]["alice"]["password_hash"] = (
+        f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    )
+    path.write_text(json.dumps(data))
+    assert host.one("user.verify_password", name="alice", password=PASSWORD)["valid"] is True
+    assert (
+        host.one("user.verify_password", name="alice", password="Wrong-Pw-1234!")["valid"] is False
+    )
 
 
 def test_verify_password(host: AgentRunner) -> None:
