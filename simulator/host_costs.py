@@ -36,8 +36,8 @@ class HostCosts:
     # The agent read into a script block: parsing ~2,500 lines, its PowerShell class
     # (AgentJson) and Microsoft.Web.Administration loaded; per process.
     agent_load_ms: float = 0.0
-    # The first Add-Type -TypeDefinition of a process (the LogonUser type, compiled at the
-    # first logon an op makes), per process.
+    # The first Add-Type -TypeDefinition of a process (agents before issue 13 compiled their
+    # LogonUser type so, at the first logon an op makes), per process.
     add_type_ms: float = 0.0
     # The first type a process emits in memory with System.Reflection.Emit (the LogonUser
     # type, at the first logon an op makes), per process.

@@ -3,7 +3,7 @@ process, so that each agent call after the first is one Send and one Receive.
 
 The first call to a host opens a shell (with an idle timeout), starts the constant
 bootstrap in it (pipe-mode stdin, no cmd.exe) and sends the agent frame with its request;
-powershell.exe, the agent script, Microsoft.Web.Administration and the agent's compiled
+powershell.exe, the agent script, Microsoft.Web.Administration and the agent's emitted
 types are loaded there once. Every later call sends one request frame (one ``Send``) and
 gets its result frame from the ``Receive`` that is already waiting: a receiver thread keeps
 one Receive posted while calls are in flight and for ``LINGER_SECONDS`` after the last, so

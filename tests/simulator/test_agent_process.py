@@ -4,6 +4,7 @@ audit log; WinRS quotas and idle timeouts; faults that end processes and shells.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from winrm.protocol import Protocol
 from iis_clientcert.host import agent_session, contract, winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
-from iis_clientcert_simulator import audit, host_costs
+from iis_clientcert_simulator import agent_reading, audit, executor, host_costs
 from iis_clientcert_simulator.agent_reading import AgentText
 from iis_clientcert_simulator.executor import Executor, agent_script_text
 from iis_clientcert_simulator.host_costs import REALISTIC, HostCosts
@@ -127,7 +128,12 @@ def test_an_agent_that_serves_one_request_still_works_call_after_call(
 ) -> None:
     # An agent without a request loop ends after its first answer: the client must see the
     # process end and start another for the next call.
-    monkeypatch.setattr(AgentText, "serves_many_requests", lambda self: False)
+    read = agent_reading.summary
+    monkeypatch.setattr(
+        executor,
+        "agent_summary",
+        lambda script, edition: dataclasses.replace(read(script, edition), serves_many=False),
+    )
     endpoint = sim.endpoint
     assert endpoint is not None
     client = HostClient(
