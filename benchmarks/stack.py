@@ -435,13 +435,13 @@ def print_goals(
             for op in ("up", "destroy"):
                 real, floor = results[latency]["real"][op], results[latency]["floor"][op]
                 ratio = real.seconds / floor.seconds
-                goal = latency == GOAL_LATENCY_MS
+                is_goal = latency == GOAL_LATENCY_MS
                 rows.append(
                     (
                         f"demo {op} at {latency} ms within {GOAL_RATIO:g}x of the floor"
-                        + ("" if goal else " (reference)"),
+                        + ("" if is_goal else " (reference)"),
                         f"{ratio:.2f}x ({real.seconds:.1f} s vs {floor.seconds:.1f} s)",
-                        ratio <= GOAL_RATIO if goal else None,
+                        ratio <= GOAL_RATIO if is_goal else None,
                     )
                 )
     if parallel is not None and one:
