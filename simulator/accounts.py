@@ -96,10 +96,11 @@ BUILTIN_GROUP_SIDS: dict[str, str] = {
 }
 _BAD_NAME_CHARS = set('"/\\[]:;|=,+*?<>@')
 # Salted and memory-hard (Windows keeps an unsalted NT hash). n=2**12 costs ~13 ms a logon;
-# hashes of earlier versions ("scrypt$...") were made with n=2**14 (~55 ms, a fifth of a
-# simulated host's CPU in a fleet benchmark) and still verify with it.
+# each hash names its n ("scrypt:4096$salt$digest"). Hashes of earlier versions
+# ("scrypt$salt$digest") were made with n=2**14 (~55 ms, a fifth of a simulated host's CPU
+# in a fleet benchmark) and still verify with it.
 _SCRYPT = {"n": 2**12, "r": 8, "p": 1}
-_SCRYPT_BY_PREFIX = {"scrypt12": _SCRYPT, "scrypt": {"n": 2**14, "r": 8, "p": 1}}
+_EARLIER_N = 2**14
 
 
 @dataclass(frozen=True)
@@ -253,17 +254,23 @@ def check_password(password: str, name: str, full_name: str, policy: PasswordPol
 def hash_password(password: str) -> str:
     salt = os.urandom(16)
     digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
-    return "scrypt12$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+    encoded = base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+    return f"scrypt:{_SCRYPT['n']}${encoded}"
 
 
 def password_matches(password: str, stored: str | None) -> bool:
     prefix, _, rest = (stored or "").partition("$")
-    params = _SCRYPT_BY_PREFIX.get(prefix)
-    if params is None or rest.count("$") != 1:
+    if prefix == "scrypt":
+        n = _EARLIER_N
+    elif prefix.startswith("scrypt:") and prefix[7:].isdigit():
+        n = int(prefix[7:])
+    else:
+        return False
+    if rest.count("$") != 1:
         return False
     salt_b64, digest_b64 = rest.split("$")
     digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=base64.b64decode(salt_b64), dklen=32, **params
+        password.encode("utf-8"), salt=base64.b64decode(salt_b64), dklen=32, n=n, r=8, p=1
     )
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 

@@ -49,7 +49,7 @@ def pki() -> Pki:
 
 @pytest.fixture(scope="module", autouse=True)
 def _cheap_password_hashes() -> Iterator[None]:
-    """The in-process simulators hash passwords with scrypt at n=2**14 (50 ms each); the
+    """The in-process simulators hash passwords with scrypt at n=2**12 (13 ms each); the
     suite runs thousands of logons, and what it tests does not depend on the cost."""
     patch = pytest.MonkeyPatch()
     patch.setattr("iis_clientcert_simulator.accounts._SCRYPT", {"n": 2**4, "r": 8, "p": 1})

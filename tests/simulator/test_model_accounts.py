@@ -121,7 +121,7 @@ def test_users_json_holds_only_a_salted_hash(host: AgentRunner) -> None:
     raw = (host.state_dir / "users.json").read_text()
     assert PASSWORD not in raw
     users = json.loads(raw)["users"]
-    assert users["alice"]["password_hash"].startswith("scrypt12$")
+    assert users["alice"]["password_hash"].startswith("scrypt:4096$")
     assert users["alice"]["password_hash"] != users["bob"]["password_hash"]  # salted
 
 
