@@ -21,7 +21,11 @@ goals of issue 13. It prints figures and asserts nothing. Needs the engine envir
 (``eval "$(make -s env)"``; ``make bench`` sets it).
 
     python -m benchmarks.stack [--latencies 0,100,300] [--fleet 1,4,16] [--groups 4]
-                               [--runs 1] [--no-fleet]
+                               [--runs 1] [--goal-runs 3] [--no-fleet]
+
+The demo figures at 300 ms, where issue 13's goal is checked, are medians of ``--goal-runs``
+runs (real and floor alike): the engine's own time (the same in both) varies by seconds
+between runs here, and moves a single run's ratio by 0.1-0.2.
 """
 
 from __future__ import annotations
@@ -352,7 +356,7 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def print_demo(results: dict[int, dict[str, dict[str, Figures]]]) -> None:
+def print_demo(results: dict[int, dict[str, dict[str, Figures]]], runs: dict[int, int]) -> None:
     print("\nDemo stack (1 host, 10 resources): real transport with realistic host costs vs floor")
     header = (
         f"{'RTT':>6} {'op':<8} {'real s':>7} {'floor s':>7} {'ratio':>6} {'calls':>5} "
@@ -370,6 +374,9 @@ def print_demo(results: dict[int, dict[str, dict[str, Figures]]]) -> None:
                 f"{_fmt(real.per_call):>9} {real.starts:>9}"
             )
     print("* HTTP requests per agent call after the first call to each host")
+    medians = [f"{latency} ms: median of {n} runs" for latency, n in runs.items() if n > 1]
+    if medians:
+        print("  " + "; ".join(medians))
 
 
 def print_fleet(one: dict[int, dict[str, Figures]], parallel: Figures | None, groups: int) -> None:
@@ -468,6 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latencies", default="0,100,300", help="round trips (ms)")
     parser.add_argument("--runs", type=int, default=1, help="runs per demo figure (median)")
+    parser.add_argument(
+        "--goal-runs",
+        type=int,
+        default=3,
+        help=f"runs at {GOAL_LATENCY_MS} ms, where the goal is checked (median): the engine's "
+        "own time varies by seconds between runs",
+    )
     parser.add_argument("--fleet", default="1,4,16", help="fleet sizes of one stack")
     parser.add_argument("--groups", type=int, default=4, help="stacks for the largest fleet")
     parser.add_argument("--no-fleet", action="store_true")
@@ -484,12 +498,15 @@ def main(argv: list[str] | None = None) -> int:
         backend.mkdir()
         pki = make_pki(work / "pki")
         results: dict[int, dict[str, dict[str, Figures]]] = {}
+        runs_at: dict[int, int] = {}
         for latency in latencies:
             results[latency] = {}
             for floor in (False, True):
                 mode = "floor" if floor else "real"
                 print(f"[bench] demo stack, {latency} ms, {mode} ...", flush=True)
-                results[latency][mode] = demo_runs(work, backend, pki, latency, floor, args.runs)
+                runs = max(args.runs, args.goal_runs) if latency == GOAL_LATENCY_MS else args.runs
+                runs_at[latency] = runs
+                results[latency][mode] = demo_runs(work, backend, pki, latency, floor, runs)
         one: dict[int, dict[str, Figures]] = {}
         for count in sizes:
             one[count] = {}
@@ -502,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             count = max(sizes)
             print(f"[bench] fleet of {count} as {args.groups} parallel stacks ...", flush=True)
             parallel = fleet_parallel(work, backend, pki, count, args.groups)
-        print_demo(results)
+        print_demo(results, runs_at)
         if one:
             print_fleet(one, parallel, args.groups)
         print_goals(results, one, parallel, args.groups)
