@@ -140,6 +140,9 @@ class AgentSession:
         self._queue: list[_Call] = []
         self._calls: dict[int, _Call] = {}
         self._sending = False
+        # The Send carrying the agent itself went through: a request frame sent before it
+        # ends could reach the process first (the agent would refuse it, unread).
+        self._agent_delivered = False
         self._receiving = False
         self._last_call = time.monotonic()
         self._stdout = bytearray()
@@ -177,6 +180,7 @@ class AgentSession:
             direct = (
                 CONCURRENT_SENDS
                 and self._state == "open"
+                and self._agent_delivered
                 and len(call.frame) <= winrm_transport.STDIN_CHUNK
             )
             send = False
@@ -240,9 +244,12 @@ class AgentSession:
             payload = (contract.agent_frame(self._script) if opening else b"") + b"".join(
                 call.frame for call in batch
             )
-            self._send(batch, payload)
+            if self._send(batch, payload) and opening:
+                with self._cond:
+                    self._agent_delivered = True
 
-    def _send(self, batch: list[_Call], payload: bytes) -> None:
+    def _send(self, batch: list[_Call], payload: bytes) -> bool:
+        """Send ``payload`` (the frames of ``batch``); whether all of it went through."""
         chunks = winrm_transport._chunks(payload)
         protocol = self.endpoint.acquire()
         reusable = False
@@ -268,6 +275,7 @@ class AgentSession:
                 self._abandon(failure=self._failure(exc, "send"))
         finally:
             self.endpoint.release(protocol, reusable)
+        return reusable
 
     def _failure(self, exc: BaseException, stage: winrm_transport.Stage) -> _MappedError:
         """A Send or Receive failed after requests went out: they may have run."""

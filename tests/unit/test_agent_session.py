@@ -136,6 +136,52 @@ def test_concurrent_calls_share_one_agent_and_get_their_own_answers(sim: Simulat
     assert sum(1 for x in calls if x.get("process_started")) == 1
 
 
+def test_concurrent_sends_never_overtake_the_agent_frame(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With CONCURRENT_SENDS (off until docs/real-host.md section 8 is checked on Windows), a
+    # call's frame may go in a Send of its own beside others: but never before the Send
+    # that carries the agent itself, which is large and slow on a real network.
+    monkeypatch.setattr(agent_session, "CONCURRENT_SENDS", True)
+    agent_sent = threading.Event()
+    send = Protocol.send_command_input
+
+    def slow_agent_upload(self: Protocol, *args: Any, **kwargs: Any) -> Any:
+        data = args[2] if len(args) > 2 else kwargs["stdin_input"]
+        if data.startswith(contract.AGENT_TAG.encode()):
+            second_call_started.wait(5)
+            time_to_overtake.wait(0.5)
+            result = send(self, *args, **kwargs)
+            agent_sent.set()
+            return result
+        return send(self, *args, **kwargs)
+
+    second_call_started = threading.Event()
+    time_to_overtake = threading.Event()
+    monkeypatch.setattr(Protocol, "send_command_input", slow_agent_upload)
+    conn = connection(sim)
+    answers: dict[str, Any] = {}
+
+    def ask(name: str) -> None:
+        answers[name] = HostClient(conn).call_one("user.get", name=name)
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    while not agent_session.sessions() or agent_session.sessions()[0].shell_id is None:
+        threading.Event().wait(0.01)
+    second = threading.Thread(target=ask, args=("second",))
+    second_call_started.set()
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert agent_sent.is_set()
+    assert {name: a["name"] for name, a in answers.items()} == {
+        "first": "first",
+        "second": "second",
+    }
+    assert sum(1 for x in lines(sim) if x.get("process_started")) == 1
+
+
 def test_a_shell_gone_between_calls_is_replaced_without_an_error(sim: Simulator) -> None:
     client = HostClient(connection(sim))
     client.call_one("host.facts")
