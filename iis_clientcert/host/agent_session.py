@@ -40,6 +40,7 @@ timeout (``SHELL_IDLE_SECONDS``) removes it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,8 +86,10 @@ ONE_SHOT_SECONDS: float = 60.0
 # calls (False: one Send per session on the wire at a time, frames queued meanwhile leave
 # together). Two Sends to one command at once are safe only if WinRS writes each Send's
 # data to the process's stdin whole (docs/real-host.md, "Concurrent Sends"); until a
-# Windows host confirms it, they stay serialised.
-CONCURRENT_SENDS: bool = False
+# Windows host confirms it, they stay serialised. IIS_CLIENTCERT_CONCURRENT_SENDS=1 turns
+# them on for a provider process (that check, and the floor of `make bench`, where the
+# client must add no waiting of its own).
+CONCURRENT_SENDS: bool = os.environ.get("IIS_CLIENTCERT_CONCURRENT_SENDS") == "1"
 # Closing every session at exit takes at most this long.
 CLOSE_SECONDS: Final = 3.0
 
