@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import Final
 
 from iis_clientcert_simulator.powershell_editions import Edition, scan
@@ -162,33 +162,6 @@ class AgentText:
                 out[op] = f"{name}: {uses[name]}"
                 break
         return out
-
-
-@dataclass(frozen=True)
-class AgentSummary:
-    """What the executor needs of one agent script on one edition (read once)."""
-
-    needing_temp: tuple[tuple[str, str], ...]  # (op, why)
-    takes_mutex: bool
-    retries_conflict: bool
-    serves_many: bool
-    compiles: frozenset[str]
-    emits: frozenset[str]
-    starts_programs: frozenset[str]
-
-
-@lru_cache(maxsize=16)  # once per script and edition, not at every process start
-def summary(script: str, edition: Edition) -> AgentSummary:
-    reading = AgentText.read(script)
-    return AgentSummary(
-        needing_temp=tuple(reading.ops_needing_temp(edition).items()),
-        takes_mutex=reading.takes_host_mutex(),
-        retries_conflict=reading.retries_commit_conflict(),
-        serves_many=reading.serves_many_requests(),
-        compiles=reading.ops_compiling(),
-        emits=reading.ops_emitting(),
-        starts_programs=reading.ops_starting_programs(),
-    )
 
 
 @cache

@@ -34,7 +34,8 @@ import shlex
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,7 @@ from iis_clientcert.host.contract import (
     validate_request,
 )
 from iis_clientcert_simulator import audit
-from iis_clientcert_simulator.agent_reading import MUTEX_NAME
-from iis_clientcert_simulator.agent_reading import summary as agent_summary
+from iis_clientcert_simulator.agent_reading import MUTEX_NAME, AgentText
 from iis_clientcert_simulator.errors import HR_FAIL, CommitConflictError, OpError, injected_error
 from iis_clientcert_simulator.files import read_json, write_json
 from iis_clientcert_simulator.host_costs import NONE, HostCosts
@@ -184,6 +184,21 @@ class AgentRun:
     compiles: frozenset[str] = frozenset()  # ops that can reach an Add-Type compile
     emits: frozenset[str] = frozenset()  # ops that can reach a Reflection.Emit type
     starts_programs: frozenset[str] = frozenset()  # ops that can start netsh.exe, ...
+
+
+@lru_cache(maxsize=16)  # once per script and edition, not at every process start
+def read_agent(script: str, edition: Edition) -> tuple[tuple[tuple[str, str], ...], AgentRun]:
+    """What an agent script does on an edition, read from its text: the ops that need the
+    account's TEMP (op, why), and the AgentRun of a host whose account has one."""
+    reading = AgentText.read(script)
+    return tuple(reading.ops_needing_temp(edition).items()), AgentRun(
+        takes_mutex=reading.takes_host_mutex(),
+        retries_conflict=reading.retries_commit_conflict(),
+        serves_many=reading.serves_many_requests(),
+        compiles=reading.ops_compiling(),
+        emits=reading.ops_emitting(),
+        starts_programs=reading.ops_starting_programs(),
+    )
 
 
 def agent_script_text() -> str:
@@ -703,10 +718,10 @@ class Executor:
 
     def _agent_run(self, script: str, edition: Edition, base: dict[str, Any]) -> AgentRun:
         """How this agent script behaves on this host, read from its text."""
-        reading = agent_summary(script, edition)
+        needing_temp, run = read_agent(script, edition)
         refused: dict[str, OpError] = {}
         if not self.state.host_facts().get("account_has_temp", False):
-            for op, why in reading.needing_temp:
+            for op, why in needing_temp:
                 # What the agent meets there: DirectoryNotFoundException for a path under a
                 # TEMP that does not exist (0x80070003, which the agent reads as NotFound).
                 refused[op] = OpError(
@@ -716,15 +731,7 @@ class Executor:
                     f"this host's WinRM account has no TEMP folder, and the agent's {why}",
                     _PATH_NOT_FOUND,
                 )
-        return AgentRun(
-            refused=refused,
-            takes_mutex=reading.takes_mutex,
-            retries_conflict=reading.retries_conflict,
-            serves_many=reading.serves_many,
-            compiles=reading.compiles,
-            emits=reading.emits,
-            starts_programs=reading.starts_programs,
-        )
+        return replace(run, refused=refused)
 
     def run_ops(
         self,

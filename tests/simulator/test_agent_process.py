@@ -15,27 +15,24 @@ import pytest
 import winrm.exceptions
 from winrm.protocol import Protocol
 
-from iis_clientcert.host import agent_session, contract, winrm_transport
+from iis_clientcert.host import agent_session, contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
-from iis_clientcert_simulator import agent_reading, audit, executor, host_costs
+from iis_clientcert_simulator import audit, executor, host_costs
 from iis_clientcert_simulator.agent_reading import AgentText
 from iis_clientcert_simulator.executor import Executor, agent_script_text
 from iis_clientcert_simulator.host_costs import REALISTIC, HostCosts
+from iis_clientcert_simulator.powershell_editions import Edition
 from iis_clientcert_simulator.serve import Simulator
 from iis_clientcert_simulator.testing import agent_script, set_host_facts
 from iis_clientcert_simulator.wsman import ShellCommand
+from tests.support.simulator import in_process_simulator
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Simulator]:
-    simulator = Simulator(tmp_path / "host")
-    simulator.start()
-    try:
+    with in_process_simulator(tmp_path / "host") as simulator:
         yield simulator
-    finally:
-        winrm_transport.close_pool()
-        simulator.stop()
 
 
 def protocol_for(sim: Simulator, operation_timeout: int = 1) -> Protocol:
@@ -128,12 +125,13 @@ def test_an_agent_that_serves_one_request_still_works_call_after_call(
 ) -> None:
     # An agent without a request loop ends after its first answer: the client must see the
     # process end and start another for the next call.
-    read = agent_reading.summary
-    monkeypatch.setattr(
-        executor,
-        "agent_summary",
-        lambda script, edition: dataclasses.replace(read(script, edition), serves_many=False),
-    )
+    read = executor.read_agent
+
+    def one_request_agent(script: str, edition: Edition) -> tuple[Any, executor.AgentRun]:
+        needing_temp, run = read(script, edition)
+        return needing_temp, dataclasses.replace(run, serves_many=False)
+
+    monkeypatch.setattr(executor, "read_agent", one_request_agent)
     endpoint = sim.endpoint
     assert endpoint is not None
     client = HostClient(
