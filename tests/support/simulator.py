@@ -11,16 +11,33 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
+from iis_clientcert.host import winrm_transport
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.connection import Connection
 from iis_clientcert_simulator.endpoint import Endpoint, endpoint_file
+from iis_clientcert_simulator.serve import Simulator
 from iis_clientcert_simulator.state import HostState
 from iis_clientcert_simulator.wsman import faults_lock, write_faults
+
+
+@contextmanager
+def in_process_simulator(state_dir: Path) -> Iterator[Simulator]:
+    """A simulated host in this process (its server object at hand); the client's pool,
+    the persistent agents' shells with it, closed before it stops."""
+    simulator = Simulator(state_dir)
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        winrm_transport.close_pool()
+        simulator.stop()
 
 
 def connection(endpoint: Endpoint, transport: str = "basic", **overrides: Any) -> Connection:

@@ -24,18 +24,13 @@ from iis_clientcert_simulator import audit
 from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.serve import Simulator
 from iis_clientcert_simulator.testing import set_host_facts
+from tests.support.simulator import in_process_simulator
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Simulator]:
-    simulator = Simulator(tmp_path / "host")
-    simulator.start()
-    try:
+    with in_process_simulator(tmp_path / "host") as simulator:
         yield simulator
-    finally:
-        agent_session.close_sessions()
-        winrm_transport.close_pool()
-        simulator.stop()
 
 
 def connection(sim: Simulator, **extra: Any) -> Connection:
