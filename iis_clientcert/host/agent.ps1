@@ -2057,7 +2057,8 @@ function Initialize-LogonType {
     $closeHandle = $type.DefineMethod('CloseHandle', $pinvoke, [bool], [type[]]@([IntPtr]))
     $closeHandle.SetCustomAttribute((New-DllImport 'kernel32.dll' 'CloseHandle' $false))
     # TryLogon(user, domain, password, logonType): 0, or LogonUser's Win32 error, taken in
-    # the same method (PowerShell may call other functions before a script could ask).
+    # the same method: any later P/Invoke with SetLastError overwrites it (Microsoft docs on
+    # Marshal's last-error methods), and PowerShell makes its own between two script lines.
     $tryLogon = $type.DefineMethod('TryLogon', [System.Reflection.MethodAttributes]'Public, Static, HideBySig', [int], [type[]]@([string], [string], [string], [int]))
     $il = $tryLogon.GetILGenerator()
     $token = $il.DeclareLocal([IntPtr])
@@ -2084,7 +2085,9 @@ function Initialize-LogonType {
 
 function New-DllImport([string]$Library, [string]$EntryPoint, [bool]$SetLastError) {
     # [DllImport(Library, EntryPoint = ..., CharSet = Unicode, SetLastError = ...)]: the
-    # runtime reads it as the method's P/Invoke map (PreserveSig, the default, included).
+    # metadata writer turns this pseudo-attribute into the method's P/Invoke map, with
+    # PreserveSig (DllImportAttribute's default, Microsoft docs) so BOOL stays the return
+    # value; PSReflect (mattifestation/PSReflect, Add-Win32Type) defines functions this way.
     $attribute = [System.Runtime.InteropServices.DllImportAttribute]
     $fields = [System.Reflection.FieldInfo[]]@($attribute.GetField('EntryPoint'), $attribute.GetField('CharSet'), $attribute.GetField('SetLastError'))
     $values = [object[]]@($EntryPoint, [System.Runtime.InteropServices.CharSet]::Unicode, $SetLastError)
