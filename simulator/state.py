@@ -113,9 +113,12 @@ def apphost_template(computer: str) -> bytes:
 
 WEBCONFIG_TEMPLATE = '<?xml version="1.0" encoding="UTF-8"?>\n<configuration>\n</configuration>\n'
 
-# One lock per process: threads of one server serialise here, processes on the file lock.
-_PROCESS_LOCK = threading.RLock()
-_HELD = threading.local()
+# One lock per simulated host (its state folder): threads of its server serialise there,
+# processes on the file lock. Hosts are separate machines: a fleet simulated in one
+# process must not make one host's requests wait for another's (before, one lock per
+# process serialised every host of `make bench`'s fleets).
+_HOST_LOCKS: dict[str, threading.RLock] = {}
+_HELD = threading.local()  # per thread: state folder -> how deep it holds that host's lock
 # The agent's named mutex (Global\iis-clientcert-agent), one per simulated host.
 _MUTEXES: dict[str, threading.Lock] = {}
 _MUTEXES_GUARD = threading.Lock()
@@ -144,36 +147,40 @@ class HostState:
         self.ca_cert = self.pki / "ca.pem"
         self.ca_key = self.pki / "ca.key"
         self.crl = self.dir / "crl"
+        self._key = str(self.dir.resolve())
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Serialise read-modify-write of the state across threads and processes."""
-        with _PROCESS_LOCK:
-            depth = getattr(_HELD, "depth", 0)
+        """Serialise read-modify-write of this host's state across threads and processes."""
+        key = self._key
+        with _MUTEXES_GUARD:
+            lock = _HOST_LOCKS.setdefault(key, threading.RLock())
+        held: dict[str, int] = _HELD.__dict__.setdefault("depths", {})
+        with lock:
+            depth = held.get(key, 0)
             if depth:  # re-entered by the same thread: the file lock is already ours
-                _HELD.depth = depth + 1
+                held[key] = depth + 1
                 try:
                     yield
                 finally:
-                    _HELD.depth = depth
+                    held[key] = depth
                 return
             self.dir.mkdir(parents=True, exist_ok=True)
             with open(self.dir / ".lock", "a+b") as handle:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-                _HELD.depth = 1
+                held[key] = 1
                 try:
                     yield
                 finally:
-                    _HELD.depth = 0
+                    held[key] = 0
                     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @contextmanager
     def agent_mutex(self, timeout: float) -> Iterator[bool]:
         """The host-wide named mutex the agent takes around a write batch: yields whether it
         was acquired within ``timeout`` seconds (threads here, processes on a file lock)."""
-        key = str(self.dir.resolve())
         with _MUTEXES_GUARD:
-            lock = _MUTEXES.setdefault(key, threading.Lock())
+            lock = _MUTEXES.setdefault(self._key, threading.Lock())
         if not lock.acquire(timeout=timeout):
             yield False
             return
