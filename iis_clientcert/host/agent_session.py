@@ -32,7 +32,8 @@ deleted at once) for ``ONE_SHOT_SECONDS``.
 Sessions live in a module-level pool keyed like the WinRM endpoints (endpoint, user,
 transport, digest of the secrets), never in a pickled provider; they are closed when the
 provider process exits (atexit: one Delete per shell, all hosts at once, within
-``CLOSE_SECONDS``; the engine gives a provider 5 s after its interrupt). A provider process
+``CLOSE_SECONDS``; the engine gives a provider 5 s after its interrupt, and waits for it: the
+Delete's answer is not awaited, ``EXIT_ANSWER_SECONDS``). A provider process
 that dies without closing them leaves each shell, and its agent, until the host's idle
 timeout (``SHELL_IDLE_SECONDS``) removes it.
 """
@@ -92,6 +93,11 @@ ONE_SHOT_SECONDS: float = 60.0
 CONCURRENT_SENDS: bool = os.environ.get("IIS_CLIENTCERT_CONCURRENT_SENDS") == "1"
 # Closing every session at exit takes at most this long.
 CLOSE_SECONDS: Final = 3.0
+# At exit, how long the Delete of a shell waits for the host's answer: nobody needs it (the
+# engine waits for the provider process to end, so on a WAN a whole round trip was spent
+# here at the end of every `pulumi up`, refresh and destroy). The Delete is sent whole; if
+# it never arrives, the host's idle timeout removes the shell (SHELL_IDLE_SECONDS).
+EXIT_ANSWER_SECONDS: Final = 0.1
 
 
 class _Undelivered(IisClientCertError):  # noqa: N818 (control flow)
@@ -453,23 +459,31 @@ class AgentSession:
         used again, and its caller need not wait for the host to confirm."""
         threading.Thread(target=self._delete_shell, name="agent-tidy", daemon=True).start()
 
-    def _delete_shell(self) -> None:
+    def _delete_shell(self, wait_for_answer: bool = True) -> None:
         shell_id = self.shell_id
         if shell_id is None:
             return
         protocol = self.endpoint.acquire()
         ok = False
+        if not wait_for_answer:
+            # The request still goes out whole (the connect and the send are not cut short);
+            # only the wait for the host's answer is.
+            conn = self.conn
+            protocol.transport.read_timeout_sec = (conn.connect_timeout, EXIT_ANSWER_SECONDS)  # type: ignore[assignment]
         try:
             # Deleting a shell ends its processes (MS-WSMV 3.1.4.6), so no Signal first.
             protocol.close_shell(shell_id, close_session=False)
-            ok = True
+            ok = wait_for_answer
         except Exception:
-            log.debug("deleting the agent's shell failed", exc_info=True)
+            if wait_for_answer:
+                log.debug("deleting the agent's shell failed", exc_info=True)
         finally:
+            # Not reused without the answer: its connection may still have one coming.
             self.endpoint.release(protocol, ok)
 
-    def close(self) -> None:
-        """End the session: its shell and agent are deleted on the host."""
+    def close(self, wait_for_answer: bool = True) -> None:
+        """End the session: its shell and agent are deleted on the host (``wait_for_answer``
+        False: the Delete is sent, its answer not awaited)."""
         with self._cond:
             was_open = self._state == "open"
             self._state = "closed"
@@ -477,7 +491,7 @@ class AgentSession:
                 self._finish(call, error=_Undelivered())
             self._cond.notify_all()
         if was_open:
-            self._delete_shell()
+            self._delete_shell(wait_for_answer)
 
 
 def _fault_code(exc: BaseException) -> int | None:
@@ -538,11 +552,13 @@ def close_sessions() -> None:
     threads = []
     for session in open_sessions:
         try:
-            thread = threading.Thread(target=session.close, name="agent-close", daemon=True)
+            thread = threading.Thread(
+                target=session.close, args=(False,), name="agent-close", daemon=True
+            )
             thread.start()
             threads.append(thread)
         except RuntimeError:  # no new threads at this point of interpreter shutdown
-            session.close()
+            session.close(wait_for_answer=False)
     deadline = time.monotonic() + CLOSE_SECONDS
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from iis_clientcert_simulator import audit
 from iis_clientcert_simulator.endpoint import Endpoint
 from iis_clientcert_simulator.serve import Simulator
 from iis_clientcert_simulator.testing import set_host_facts
-from tests.support.simulator import in_process_simulator
+from tests.support.simulator import in_process_simulator, set_faults
 
 
 @pytest.fixture
@@ -186,11 +187,30 @@ def test_a_shell_gone_between_calls_is_replaced_without_an_error(sim: Simulator)
     assert sum(1 for x in lines(sim) if x.get("process_started")) == 2
 
 
+def _until_no_shells(sim: Simulator) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while shells(sim) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return shells(sim)
+
+
 def test_closing_the_pool_deletes_the_agents_shell_on_the_host(sim: Simulator) -> None:
     HostClient(connection(sim)).call_one("host.facts")
     assert [s["processes"] for s in shells(sim)] == [1]
     winrm_transport.close_pool()  # what atexit runs when the provider process ends
-    assert shells(sim) == []
+    assert _until_no_shells(sim) == []
+
+
+def test_the_process_exits_without_waiting_for_the_deletes_answer(sim: Simulator) -> None:
+    HostClient(connection(sim)).call_one("host.facts")
+    # A WAN: each request takes 1.5 s before the host acts on it.
+    set_faults(sim.state.dir, {"latency_ms": 1500})
+    winrm_transport.close_pool()
+    # Back before the host has acted on the Delete: the engine, which waits for the
+    # provider process to end, does not wait a round trip more.
+    assert [s["processes"] for s in shells(sim)] == [1]
+    # The Delete went out whole all the same: the host deletes the shell and its agent.
+    assert _until_no_shells(sim) == []
 
 
 # --- idle timeout -------------------------------------------------------------------------
