@@ -11,6 +11,7 @@ comments, order, spacing and unrelated sections survive byte for byte.
 
 from __future__ import annotations
 
+import re
 import xml.parsers.expat
 from dataclasses import dataclass
 from typing import Any
@@ -37,21 +38,16 @@ class _Snapshot:
     children: tuple[int, ...]
 
 
+# A start tag up to its '>': names, spacing and quoted attribute values (which may hold '>').
+_START_TAG = re.compile(rb"""<(?:[^>"']|"[^"]*"|'[^']*')*>""")
+
+
 def _tag_close(data: bytes, start: int) -> int:
     """Index of the '>' that ends the start tag beginning at ``start`` (quotes respected)."""
-    quote = 0
-    i = start
-    while i < len(data):
-        ch = data[i]
-        if quote:
-            if ch == quote:
-                quote = 0
-        elif ch in (0x22, 0x27):
-            quote = ch
-        elif ch == 0x3E:
-            return i
-        i += 1
-    raise ValueError("unterminated start tag")
+    match = _START_TAG.match(data, start)
+    if match is None:
+        raise ValueError("unterminated start tag")
+    return match.end() - 1
 
 
 def _spans(data: bytes) -> list[_Span]:
@@ -113,17 +109,22 @@ class XmlDocument:
     def __init__(self, data: bytes) -> None:
         self.original = data
         self.root: etree._Element = etree.fromstring(data, _PARSER)
-        elements = [e for e in self.root.iter() if is_element(e)]
-        spans = _spans(data)
-        if len(spans) != len(elements):
-            raise ValueError("element count differs between expat and lxml")
         # Holding the proxies keeps their identity stable for the id() keys below.
-        self._elements = elements
-        self._span: dict[int, _Span] = {}
-        self._snap: dict[int, _Snapshot] = {}
-        for el, span in zip(elements, spans, strict=True):
-            self._span[id(el)] = span
-            self._snap[id(el)] = self._snapshot(el)
+        self._elements = [e for e in self.root.iter() if is_element(e)]
+        self._snap: dict[int, _Snapshot] = {id(el): self._snapshot(el) for el in self._elements}
+        # The tree as lxml writes it when read: a save that changed nothing is told from
+        # it at C speed, without the byte spans (found only when something changed).
+        self._as_read = etree.tostring(self.root)
+        self._span_of: dict[int, _Span] | None = None
+
+    @property
+    def _span(self) -> dict[int, _Span]:
+        if self._span_of is None:
+            spans = _spans(self.original)
+            if len(spans) != len(self._elements):
+                raise ValueError("element count differs between expat and lxml")
+            self._span_of = {id(el): span for el, span in zip(self._elements, spans, strict=True)}
+        return self._span_of
 
     @staticmethod
     def _snapshot(el: etree._Element) -> _Snapshot:
@@ -171,6 +172,8 @@ class XmlDocument:
         return "".join(parts)
 
     def serialize(self) -> bytes:
+        if etree.tostring(self.root) == self._as_read:
+            return self.original  # nothing changed
         span = self._span[id(self.root)]
         body = self._emit(self.root).encode("utf-8")
         return self.original[: span.start] + body + self.original[span.end :]
