@@ -34,6 +34,7 @@ plain text, so the agent must decrypt what it writes).
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import json
 import re
@@ -116,9 +117,10 @@ def command_arguments() -> list[str]:
     return ["-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_bootstrap()]
 
 
+@functools.lru_cache(maxsize=4)
 def agent_frame(agent_script: str) -> bytes:
     """The first stdin line: the agent script, gzip-compressed (no timestamp: the same bytes
-    every time) and base64-encoded."""
+    every time) and base64-encoded. Made once per process (every host's session sends it)."""
     zipped = gzip.compress(agent_script.encode("utf-8"), mtime=0)
     return f"{AGENT_TAG} {base64.b64encode(zipped).decode('ascii')}\n".encode("ascii")
 
