@@ -53,7 +53,7 @@ from typing import Any
 from pulumi import automation as auto
 
 from iis_clientcert_simulator import audit
-from iis_clientcert_simulator.host_costs import REALISTIC
+from iis_clientcert_simulator.host_costs import NONE, REALISTIC, HostCosts
 from iis_clientcert_simulator.pki import make_ca, make_leaf, make_server
 from iis_clientcert_simulator.serve import Simulator
 
@@ -62,6 +62,10 @@ REPO = Path(__file__).resolve().parent.parent
 PFX_PASSWORD = "bench-pfx-pw"  # noqa: S105
 ACCOUNT_PASSWORD = "Bench-Account-Pw-4242!"  # noqa: S105
 DEMO_OPS = ("up", "preview", "refresh", "destroy")
+# real: our transport, realistic host costs; floor: one round trip per call, a free host
+# (issue 13's floor); windows: one round trip per call and realistic host costs, the floor
+# on Windows (what no transport can go below: PowerShell starts once, each op does its work).
+MODES = ("real", "floor", "windows")
 FLEET_LATENCY_MS = 100
 # Goals of issue 13.
 GOAL_REQUESTS_PER_CALL = 2.0
@@ -131,13 +135,13 @@ class Host:
 
 
 @contextmanager
-def hosts(root: Path, names: list[str], latency_ms: int, floor: bool) -> Iterator[list[Host]]:
+def hosts(
+    root: Path, names: list[str], latency_ms: int, floor: bool, costs: HostCosts = REALISTIC
+) -> Iterator[list[Host]]:
     with ExitStack() as stack:
         made = []
         for name in names:
-            simulator = Simulator(
-                root / name, latency_ms=latency_ms, host_costs=REALISTIC, floor=floor
-            )
+            simulator = Simulator(root / name, latency_ms=latency_ms, host_costs=costs, floor=floor)
             simulator.start()
             stack.callback(simulator.stop)
             made.append(Host(simulator))
@@ -310,14 +314,16 @@ def operation(stack: auto.Stack, op: str) -> Callable[[], Any]:
 
 
 def demo_runs(
-    work: Path, backend: Path, pki: Path, latency_ms: int, floor: bool, runs: int
+    work: Path, backend: Path, pki: Path, latency_ms: int, mode: str, runs: int
 ) -> dict[str, Figures]:
-    """The demo stack's operations on fresh hosts, ``runs`` times; the median of each."""
+    """The demo stack's operations on fresh hosts in ``mode`` (MODES), ``runs`` times; the
+    median of each."""
     per_op: dict[str, list[Figures]] = {op: [] for op in DEMO_OPS}
-    mode = "floor" if floor else "real"
+    floor = mode != "real"
+    costs = NONE if mode == "floor" else REALISTIC
     for run in range(runs):
         name = f"demo-{mode}-{latency_ms}-{run}"
-        with hosts(work / name, ["sim"], latency_ms, floor) as (host,):
+        with hosts(work / name, ["sim"], latency_ms, floor, costs) as (host,):
             stack = demo_stack(work, backend, name, host, pki, floor)
             for op in DEMO_OPS:
                 per_op[op].append(timed(operation(stack, op), [host]))
@@ -336,7 +342,7 @@ def fleet_one_stack(work: Path, backend: Path, pki: Path, count: int, floor: boo
     mode = "floor" if floor else "real"
     name = f"fleet{count}-{mode}"
     names = [f"web{i:02d}" for i in range(1, count + 1)]
-    with hosts(work / name, names, FLEET_LATENCY_MS, floor) as made:
+    with hosts(work / name, names, FLEET_LATENCY_MS, floor, NONE if floor else REALISTIC) as made:
         stack = fleet_stack(work, backend, name, dict(zip(names, made, strict=True)), pki, floor)
         return timed(operation(stack, "up"), made)
 
@@ -375,24 +381,33 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
 def print_demo(results: dict[int, dict[str, dict[str, Figures]]], runs: dict[int, int]) -> None:
     print("\nDemo stack (1 host, 10 resources): real transport with realistic host costs vs floor")
     header = (
-        f"{'RTT':>6} {'op':<8} {'real s':>7} {'floor s':>7} {'ratio':>6} {'calls':>5} "
-        f"{'HTTP req':>8} {'req/call*':>9} {'ps starts':>9}"
+        f"{'RTT':>6} {'op':<8} {'real s':>7} {'floor s':>7} {'ratio':>6} {'win s':>6} "
+        f"{'ratio':>6} {'calls':>5} {'HTTP req':>8} {'req/call*':>9} {'ps starts':>9}"
     )
     print(header)
     print("-" * len(header))
     for latency, modes in results.items():
         for op in DEMO_OPS:
-            real, floor = modes["real"][op], modes["floor"][op]
-            ratio = real.seconds / floor.seconds if floor.seconds else None
+            real, floor, windows = (modes[m][op] for m in MODES)
             print(
                 f"{latency:>4}ms {op:<8} {real.seconds:>7.1f} {floor.seconds:>7.1f} "
-                f"{_fmt(ratio):>6} {real.calls:>5} {real.requests:>8} "
+                f"{_fmt(_ratio(real, floor)):>6} {windows.seconds:>6.1f} "
+                f"{_fmt(_ratio(real, windows)):>6} {real.calls:>5} {real.requests:>8} "
                 f"{_fmt(real.per_call):>9} {real.starts:>9}"
             )
     print("* HTTP requests per agent call after the first call to each host")
+    print(
+        "  floor: one round trip per agent call and a free host (issue 13's floor); win: one\n"
+        "  round trip per call with realistic host costs (the floor on Windows: PowerShell\n"
+        "  starts once per host, each op does its work); real / win is what our transport adds"
+    )
     medians = [f"{latency} ms: median of {n} runs" for latency, n in runs.items() if n > 1]
     if medians:
         print("  " + "; ".join(medians))
+
+
+def _ratio(real: Figures, base: Figures) -> float | None:
+    return real.seconds / base.seconds if base.seconds else None
 
 
 def print_fleet(one: dict[int, dict[str, Figures]], parallel: Figures | None, groups: int) -> None:
@@ -467,6 +482,16 @@ def print_goals(
                         ratio <= GOAL_RATIO if is_goal else None,
                     )
                 )
+                if is_goal:
+                    windows = results[latency]["windows"][op]
+                    rows.append(
+                        (
+                            "  (reference) the same vs the floor on Windows",
+                            f"{real.seconds / windows.seconds:.2f}x ({real.seconds:.1f} s vs "
+                            f"{windows.seconds:.1f} s)",
+                            None,
+                        )
+                    )
     if parallel is not None and one:
         count = max(one)
         single = one[count]["real"].seconds
@@ -517,12 +542,11 @@ def main(argv: list[str] | None = None) -> int:
         runs_at: dict[int, int] = {}
         for latency in latencies:
             results[latency] = {}
-            for floor in (False, True):
-                mode = "floor" if floor else "real"
+            for mode in MODES:
                 print(f"[bench] demo stack, {latency} ms, {mode} ...", flush=True)
                 runs = max(args.runs, args.goal_runs) if latency == GOAL_LATENCY_MS else args.runs
                 runs_at[latency] = runs
-                results[latency][mode] = demo_runs(work, backend, pki, latency, floor, runs)
+                results[latency][mode] = demo_runs(work, backend, pki, latency, mode, runs)
         one: dict[int, dict[str, Figures]] = {}
         for count in sizes:
             one[count] = {}

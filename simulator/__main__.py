@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--floor",
         action="store_true",
-        help="charge --latency-ms once per agent request instead of per HTTP request, and no "
-        "host costs: the floor a call cannot go below",
+        help="charge --latency-ms once per agent request instead of per HTTP request: with "
+        "--host-costs none (the default) the floor a call cannot go below, with realistic "
+        "costs the floor on Windows",
     )
     serve.add_argument("--log-level", default="WARNING")
     serve.add_argument(

@@ -135,8 +135,9 @@ class Simulator:
     """Start and stop the simulated host's WS-Management endpoint (threads, in-process).
 
     ``latency_ms`` delays every HTTP request; with ``floor=True`` it is charged once per
-    agent request instead (the floor of a call: one round trip) and the host costs nothing.
-    ``host_costs``: what the host spends besides the network (simulator/host_costs.py).
+    agent request instead (the floor of a call: one round trip). ``host_costs``: what the
+    host spends besides the network (simulator/host_costs.py); the floor proper has none,
+    the floor with realistic costs is what a call cannot go below on Windows.
     """
 
     def __init__(
@@ -154,7 +155,7 @@ class Simulator:
         self.latency_ms = latency_ms
         # False: the host keeps WinRM as Windows ships it (Basic and certificate auth off).
         self.winrm_setup = winrm_setup
-        self.host_costs = NONE if floor else host_costs
+        self.host_costs = host_costs
         self.floor = floor
         self.server: WSManServer | None = None
         self.executor: Executor | None = None

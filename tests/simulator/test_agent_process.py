@@ -217,11 +217,6 @@ def test_host_costs_presets_and_overrides() -> None:
         host_costs.parse("cheap")
 
 
-def test_floor_mode_has_no_host_costs(tmp_path: Path) -> None:
-    floor = Simulator(tmp_path / "host", latency_ms=100, host_costs=REALISTIC, floor=True)
-    assert floor.host_costs.free
-
-
 def test_what_each_op_costs_is_read_from_the_agent() -> None:
     reading = AgentText.read(agent_script_text())
     assert reading.serves_many_requests()
