@@ -32,8 +32,9 @@ deleted at once) for ``ONE_SHOT_SECONDS``.
 Sessions live in a module-level pool keyed like the WinRM endpoints (endpoint, user,
 transport, digest of the secrets), never in a pickled provider; they are closed when the
 provider process exits (atexit: one Delete per shell, all hosts at once, within
-``CLOSE_SECONDS``; the engine gives a provider 5 s after its interrupt, and waits for it: the
-Delete's answer is not awaited, ``EXIT_ANSWER_SECONDS``). A provider process
+``CLOSE_SECONDS``; the engine gives a provider 5 s after its interrupt, and waits for it: with
+Basic and certificate authentication the Delete's answer is not awaited,
+``EXIT_ANSWER_SECONDS``). A provider process
 that dies without closing them leaves each shell, and its agent, until the host's idle
 timeout (``SHELL_IDLE_SECONDS``) removes it.
 """
@@ -93,10 +94,11 @@ ONE_SHOT_SECONDS: float = 60.0
 CONCURRENT_SENDS: bool = os.environ.get("IIS_CLIENTCERT_CONCURRENT_SENDS") == "1"
 # Closing every session at exit takes at most this long.
 CLOSE_SECONDS: Final = 3.0
-# At exit, how long the Delete of a shell waits for the host's answer: nobody needs it (the
-# engine waits for the provider process to end, so on a WAN a whole round trip was spent
-# here at the end of every `pulumi up`, refresh and destroy). The Delete is sent whole; if
-# it never arrives, the host's idle timeout removes the shell (SHELL_IDLE_SECONDS).
+# At exit, how long the Delete of a shell waits for the host's answer (Basic and
+# certificate transports, which need no handshake on a new connection): nobody needs it
+# (the engine waits for the provider process to end, so on a WAN a whole round trip was
+# spent here at the end of every `pulumi up`, refresh and destroy). The Delete is sent
+# whole; if it never arrives, the host's idle timeout removes the shell (SHELL_IDLE_SECONDS).
 EXIT_ANSWER_SECONDS: Final = 0.1
 
 
@@ -465,9 +467,12 @@ class AgentSession:
             return
         protocol = self.endpoint.acquire()
         ok = False
+        # NTLM, Kerberos and CredSSP authenticate a new connection with a handshake whose
+        # answers must come first: their Delete waits for its answer as before.
+        wait_for_answer = wait_for_answer or self.conn.transport not in ("basic", "certificate")
         if not wait_for_answer:
-            # The request still goes out whole (the connect and the send are not cut short);
-            # only the wait for the host's answer is.
+            # The request still goes out whole (the connect, TLS and the send are not cut
+            # short; Basic credentials go with the request); only the wait for the answer is.
             conn = self.conn
             protocol.transport.read_timeout_sec = (conn.connect_timeout, EXIT_ANSWER_SECONDS)  # type: ignore[assignment]
         try:
