@@ -3,8 +3,10 @@
 One ClientCertHost per host (the client CA, the mapped account and the server certificate,
 once per host) and one ClientCertSite on it. Every host's site binds port 443: the port
 checks are per host endpoint (scheme, host and WinRM port), so many hosts, even behind one
-name on different WinRM ports, do not conflict. The engine applies all hosts in parallel
-in one `pulumi up`.
+name on different WinRM ports, do not conflict. The engine applies the hosts side by side
+in one `pulumi up`, as far as its limits allow: their agents start one after another (README,
+"Speed on real networks"); for many hosts, run host groups as parallel stacks
+(examples/automation).
 
 Configuration:
     hosts (object)   {name: {endpoint, username, ca_bundle (path)}}
