@@ -121,7 +121,8 @@ _HOST_LOCKS: dict[str, threading.RLock] = {}
 _HELD = threading.local()  # per thread: state folder -> how deep it holds that host's lock
 # The agent's named mutex (Global\iis-clientcert-agent), one per simulated host.
 _MUTEXES: dict[str, threading.Lock] = {}
-_MUTEXES_GUARD = threading.Lock()
+# Guards the creation of entries in _HOST_LOCKS and _MUTEXES.
+_LOCKS_GUARD = threading.Lock()
 
 
 class HostState:
@@ -153,7 +154,7 @@ class HostState:
     def locked(self) -> Iterator[None]:
         """Serialise read-modify-write of this host's state across threads and processes."""
         key = self._key
-        with _MUTEXES_GUARD:
+        with _LOCKS_GUARD:
             lock = _HOST_LOCKS.setdefault(key, threading.RLock())
         held: dict[str, int] = _HELD.__dict__.setdefault("depths", {})
         with lock:
@@ -179,7 +180,7 @@ class HostState:
     def agent_mutex(self, timeout: float) -> Iterator[bool]:
         """The host-wide named mutex the agent takes around a write batch: yields whether it
         was acquired within ``timeout`` seconds (threads here, processes on a file lock)."""
-        with _MUTEXES_GUARD:
+        with _LOCKS_GUARD:
             lock = _MUTEXES.setdefault(self._key, threading.Lock())
         if not lock.acquire(timeout=timeout):
             yield False
