@@ -1524,6 +1524,9 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         owner = self.server.owner
+        # A request read whole is carried out even if its client has gone by the time it
+        # is answered. Assumed, not known, of HTTP.sys and WinRM: the exit Delete whose
+        # answer the client does not await relies on it (docs/real-host.md section 7 (h)).
         latency = owner.current_latency_ms()
         if latency > 0:
             time.sleep(latency / 1000)
