@@ -318,10 +318,12 @@ def timed(run: Callable[[], Any], touched: list[Host]) -> Figures:
 
 
 def operation(stack: auto.Stack, op: str) -> Callable[[], Any]:
+    # show_secrets=False: the result's summary leaves the stack's secret configuration
+    # masked, which spares a decryption of the secrets (a CLI run) after each operation.
     calls: dict[str, Callable[[], Any]] = {
-        "up": lambda: stack.up(color="never"),
+        "up": lambda: stack.up(color="never", show_secrets=False),
         "preview": lambda: stack.preview(color="never"),
-        "refresh": lambda: stack.refresh(color="never"),
+        "refresh": lambda: stack.refresh(color="never", show_secrets=False),
         "destroy": lambda: stack.destroy(color="never"),
     }
     return calls[op]
@@ -377,7 +379,7 @@ def fleet_parallel(work: Path, backend: Path, pki: Path, count: int, groups: int
 
         def all_up() -> None:
             with ThreadPoolExecutor(len(stacks)) as pool:
-                for future in [pool.submit(s.up, color="never") for s in stacks]:
+                for future in [pool.submit(operation(s, "up")) for s in stacks]:
                     future.result()
 
         figures = timed(all_up, made)

@@ -144,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             preview = stack.preview(color="never")
             changes = {str(getattr(k, "value", k)): n for k, n in preview.change_summary.items()}
             print(json.dumps({"changes": changes}))
-            stack.up(on_output=print, color="never")
-            sites = {k: v.value for k, v in stack.outputs().items()}.get("sites", {})
+            # The result carries the outputs (no second `stack output`); show_secrets=False
+            # keeps the summary's secret configuration masked, unused here.
+            result = stack.up(on_output=print, color="never", show_secrets=False)
+            sites = {k: v.value for k, v in result.outputs.items()}.get("sites", {})
             print(json.dumps({"sites": sites}, indent=2))
         else:
             stack.destroy(on_output=print, color="never")
