@@ -21,9 +21,11 @@ of the floor. (Before, the floor inherited that waiting and looked up to ~1.5 s 
    past one stack: its Python dynamic-provider server runs at most 4 calls at once).
 
 Printed per run: seconds, agent calls, WS-Management HTTP requests (all, and per call after
-the first call to each host), powershell.exe starts, and the ratio to the floor; then the
-goals of issue 13. It prints figures and asserts nothing. Needs the engine environment
-(``eval "$(make -s env)"``; ``make bench`` sets it).
+the first call to each host), powershell.exe starts, and the ratio to the floor (for the
+fleet also this machine's CPU seconds and busy cores: the simulated hosts share its cores
+with the engines); then the goals of issue 13, with what this machine allows the fleet.
+It prints figures and asserts nothing. Needs the engine environment (``eval "$(make -s
+env)"``; ``make bench`` sets it).
 
     python -m benchmarks.stack [--latencies 0,100,300] [--fleet 1,4,16] [--groups 4]
                                [--runs 1] [--goal-runs 3] [--no-fleet]
