@@ -31,11 +31,12 @@ from iis_clientcert.host import contract
 from iis_clientcert.host.client import HostClient
 from iis_clientcert.host.contract import Op, VerifyPasswordResult
 
-Account = tuple[str, str]  # (host, contract.logon_account_key(user name))
+Account = tuple[str, str]  # (endpoint authority, contract.logon_account_key(user name))
 
 
 class LogonLedger:
-    """What this process learnt from logons, per host and account."""
+    """What this process learnt from logons, per endpoint (``Connection.authority``:
+    scheme://host:port) and account."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -128,9 +129,11 @@ class ProviderClient(HostClient):
     read once per process and host (:data:`iis_clientcert.framework.host_facts.FACTS`)."""
 
     def call(self, ops: Sequence[Op[Any]]) -> list[Any]:
-        send, known = LEDGER.prepare(self.host, ops)
-        positions = [i for i in range(len(ops)) if i not in known]
+        # Keyed like resource ids (scheme://host:port): hosts behind one name on different
+        # WinRM ports (NAT) have accounts of their own.
         authority = self.connection.authority
+        send, known = LEDGER.prepare(authority, ops)
+        positions = [i for i in range(len(ops)) if i not in known]
         facts_at = [i for i, op in zip(positions, send, strict=True) if op.name == "host.facts"]
         # Host facts: read once per process and host (host_facts.FACTS); while another
         # call reads them, this one sends the rest and takes that call's answer.
@@ -150,7 +153,7 @@ class ProviderClient(HostClient):
                 if waiting:
                     _fill(known, facts_at, FACTS.get(authority))
                 done = _merge(len(ops), positions, exc.results, known)
-                LEDGER.record(self.host, ops, done)
+                LEDGER.record(authority, ops, done)
                 FACTS.record(authority, ops, done)
                 index = positions[exc.index] if exc.index is not None else None
                 raise AgentError(
@@ -170,7 +173,7 @@ class ProviderClient(HostClient):
                     FACTS.record(authority, [read], [facts])
                 _fill(known, facts_at, facts)
             results = _merge(len(ops), positions, sent, known)
-            LEDGER.record(self.host, ops, results)
+            LEDGER.record(authority, ops, results)
             FACTS.record(authority, ops, results)
             return results
         finally:

@@ -186,3 +186,39 @@ def test_the_provider_client_maps_an_error_back_to_the_callers_ops(
     # The host saw [site.list, user.get] and failed at user.get: index 2 of the caller's.
     assert raised.value.index == 2
     assert raised.value.results == [WRONG, {}]
+
+
+def test_hosts_behind_one_name_keep_their_own_logons(
+    monkeypatch: pytest.MonkeyPatch, fresh_ledger: None
+) -> None:
+    # Two hosts behind one name on different WinRM ports (NAT; examples/automation runs two
+    # such simulated hosts): the account exists on the first only. The second's failed
+    # logon must neither answer the first's logon nor make the first's mapping skip the
+    # account (its create would be refused: "does not log on ... 0x8007052E").
+    sent: dict[str, list[Op[Any]]] = {}
+
+    def answer(client: HostClient, ops: Sequence[Op[Any]]) -> list[Any]:
+        authority = client.connection.authority
+        sent.setdefault(authority, []).extend(ops)
+        verdict = RIGHT if authority.endswith(":5986") else WRONG
+        return [dict(verdict) if op.name == "user.verify_password" else {} for op in ops]
+
+    monkeypatch.setattr(HostClient, "call", answer)
+
+    def client(port: int) -> ProviderClient:
+        endpoint = f"https://hosts.example:{port}/wsman"
+        return ProviderClient(
+            Connection.from_input(
+                {"endpoint": endpoint, "transport": "basic", "username": "a", "password": "b"}
+            )
+        )
+
+    first, second = client(5986), client(5987)
+    assert second.call([_verify("app-client", "pw")]) == [WRONG]
+    assert first.call([_verify("app-client", "pw")]) == [RIGHT]
+    first.call([contract.mapping_verify_logons("shop")])
+    mapping = sent["https://hosts.example:5986"][-1]
+    assert mapping.name == "mapping.verify_logons"
+    assert "skip_users" not in mapping.args
+    # The second host still spares its account: one failed logon per account and run.
+    assert second.call([_verify("app-client", "other")]) == [contract.not_checked()]
