@@ -54,10 +54,12 @@ class LogonLedger:
         return hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).hexdigest()
 
     @staticmethod
-    def _account(host: str, user_name: str) -> Account:
-        return host.lower(), contract.logon_account_key(user_name)
+    def _account(endpoint: str, user_name: str) -> Account:
+        return endpoint.lower(), contract.logon_account_key(user_name)
 
-    def prepare(self, host: str, ops: Sequence[Op[Any]]) -> tuple[list[Op[Any]], dict[int, Any]]:
+    def prepare(
+        self, endpoint: str, ops: Sequence[Op[Any]]
+    ) -> tuple[list[Op[Any]], dict[int, Any]]:
         """The ops to send, and the answers known already (by index in ``ops``)."""
         send: list[Op[Any]] = []
         known: dict[int, Any] = {}
@@ -65,9 +67,9 @@ class LogonLedger:
         with self._lock:
             for index, op in enumerate(ops):
                 if _changes_password(op):
-                    written.add(self._account(host, str(op.args["name"])))
+                    written.add(self._account(endpoint, str(op.args["name"])))
                 elif op.name == "user.verify_password":
-                    account = self._account(host, str(op.args["name"]))
+                    account = self._account(endpoint, str(op.args["name"]))
                     if account not in written:
                         answer = self._answers.get(account, {}).get(
                             self._digest(str(op.args["password"]))
@@ -82,8 +84,8 @@ class LogonLedger:
                     skip = sorted(
                         {
                             name
-                            for (h, name) in self._failed
-                            if h == host.lower() and (h, name) not in written
+                            for (e, name) in self._failed
+                            if e == endpoint.lower() and (e, name) not in written
                         }
                         | {contract.logon_account_key(u) for u in op.args.get("skip_users", [])}
                     )
@@ -93,16 +95,16 @@ class LogonLedger:
                 send.append(op)
         return send, known
 
-    def record(self, host: str, ops: Sequence[Op[Any]], results: Sequence[Any]) -> None:
+    def record(self, endpoint: str, ops: Sequence[Op[Any]], results: Sequence[Any]) -> None:
         """Learn from the results of ``ops`` (in order; as many as completed)."""
         with self._lock:
             for op, result in zip(ops, results, strict=False):
                 if _changes_password(op):
-                    account = self._account(host, str(op.args["name"]))
+                    account = self._account(endpoint, str(op.args["name"]))
                     self._answers.pop(account, None)
                     self._failed.discard(account)
                 elif op.name == "user.verify_password" and result.get("checked"):
-                    account = self._account(host, str(op.args["name"]))
+                    account = self._account(endpoint, str(op.args["name"]))
                     digest = self._digest(str(op.args["password"]))
                     self._answers.setdefault(account, {})[digest] = VerifyPasswordResult(
                         valid=bool(result["valid"]),
@@ -114,7 +116,7 @@ class LogonLedger:
                 elif op.name == "mapping.verify_logons":
                     for entry in result.get("results", []):
                         if entry.get("checked") and not entry.get("valid"):
-                            self._failed.add(self._account(host, str(entry["user_name"])))
+                            self._failed.add(self._account(endpoint, str(entry["user_name"])))
 
 
 def _changes_password(op: Op[Any]) -> bool:
