@@ -132,7 +132,8 @@ class ProviderClient(HostClient):
 
     def call(self, ops: Sequence[Op[Any]]) -> list[Any]:
         # Keyed like resource ids (scheme://host:port): hosts behind one name on different
-        # WinRM ports (NAT) have accounts of their own.
+        # WinRM ports (NAT) are separate machines, each with the local accounts of its own
+        # SAM (FACTS.md, "Local accounts"), which the simulator keeps per host's state.
         authority = self.connection.authority
         send, known = LEDGER.prepare(authority, ops)
         positions = [i for i in range(len(ops)) if i not in known]
